@@ -1,1 +1,17 @@
 //! kinesumer
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+mod delivery;
+pub mod group;
+pub mod reader;
+mod record;
+pub mod seq;
+pub mod store;
+
+pub use clock::{Clock, SystemClock, TestClock};
+pub use config::{Config, ConfigBuilder, ConfigError, InitialPosition, ReadMode};
+pub use record::Record;
+pub use seq::{Position, SequenceNumber};

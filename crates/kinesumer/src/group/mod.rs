@@ -1,0 +1,3 @@
+//! The group protocol: membership, the leader, the assignment, leases.
+
+pub mod assign;

@@ -1,0 +1,153 @@
+//! Reading shards: the seam over Kinesis ([`KinesisApi`]), its implementation over the
+//! AWS SDK ([`SdkKinesis`]), and the polling reader (one task per owned shard).
+
+mod kinesis;
+pub(crate) mod polling;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use crate::seq::SequenceNumber;
+use crate::store::ShardInfo;
+
+pub use kinesis::SdkKinesis;
+
+/// Where a shard iterator starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IteratorStart {
+    /// AFTER_SEQUENCE_NUMBER: resume after a checkpoint.
+    After(SequenceNumber),
+    /// AT_SEQUENCE_NUMBER: resume inside an aggregated record, or retry a record.
+    At(SequenceNumber),
+    /// TRIM_HORIZON: the oldest record kept.
+    TrimHorizon,
+    /// AT_TIMESTAMP.
+    AtTimestamp(DateTime<Utc>),
+    /// LATEST: only records written after the call.
+    Latest,
+}
+
+/// One Kinesis record as GetRecords returned it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    /// The sequence number.
+    pub sequence_number: SequenceNumber,
+    /// The partition key.
+    pub partition_key: String,
+    /// The payload.
+    pub data: Vec<u8>,
+    /// When Kinesis received it.
+    pub approximate_arrival: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for RawRecord {
+    // Payloads are never printed: they may hold personal data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawRecord")
+            .field("sequence_number", &self.sequence_number)
+            .field("partition_key_len", &self.partition_key.len())
+            .field("data_len", &self.data.len())
+            .finish()
+    }
+}
+
+/// One GetRecords response.
+#[derive(Debug, Clone, Default)]
+pub struct RecordsPage {
+    /// The records, in order.
+    pub records: Vec<RawRecord>,
+    /// The iterator for the next call; `None` at the end of a closed shard.
+    pub next_iterator: Option<String>,
+    /// How far the shard's tip is ahead of the last record returned.
+    pub millis_behind: Option<i64>,
+    /// The children announced at the end of a closed shard.
+    pub child_shards: Vec<String>,
+    /// The payload bytes returned (for the 2 MB/s per-shard read limit).
+    pub bytes: usize,
+}
+
+/// The shards of a stream as a full, unfiltered, paged ListShards returns them.
+#[derive(Debug, Clone, Default)]
+pub struct StreamShards {
+    /// Every shard still within retention.
+    pub shards: Vec<ShardInfo>,
+}
+
+/// A Kinesis failure, classified for the reader's decisions.
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
+pub enum KinesisError {
+    /// The stream does not exist.
+    #[error("stream {stream:?} not found; create it, or check the name, region and account")]
+    StreamNotFound {
+        /// The stream name.
+        stream: String,
+    },
+    /// The shard no longer exists (expired past retention).
+    #[error("shard {shard_id} of stream {stream:?} not found")]
+    ShardNotFound {
+        /// The stream name.
+        stream: String,
+        /// The shard id.
+        shard_id: String,
+    },
+    /// ProvisionedThroughputExceeded, or LimitExceeded: back off.
+    #[error("kinesis throttled {operation} on stream {stream:?}")]
+    Throttled {
+        /// The API call.
+        operation: &'static str,
+        /// The stream name.
+        stream: String,
+    },
+    /// The shard iterator expired (after 5 minutes): get a new one.
+    #[error("shard iterator expired")]
+    ExpiredIterator,
+    /// Credentials were refused or lack permission: not retried quickly.
+    #[error("access denied for {operation} on stream {stream:?}: {message}")]
+    AccessDenied {
+        /// The API call.
+        operation: &'static str,
+        /// The stream name.
+        stream: String,
+        /// What the service said.
+        message: String,
+    },
+    /// Anything else (timeouts, connection failures, 5xx): retried with backoff.
+    #[error("kinesis {operation} on stream {stream:?} failed: {message}")]
+    Other {
+        /// The API call.
+        operation: &'static str,
+        /// The stream name.
+        stream: String,
+        /// What the SDK said (never credentials, never payloads).
+        message: String,
+    },
+}
+
+/// The Kinesis calls the consumer makes: the seam that lets simulations run without
+/// Kinesis. [`SdkKinesis`] is the implementation over the AWS SDK.
+#[async_trait]
+pub trait KinesisApi: Send + Sync + fmt::Debug + 'static {
+    /// Every shard of the stream (full, unfiltered, paged ListShards).
+    async fn list_shards(&self, stream: &str) -> Result<StreamShards, KinesisError>;
+
+    /// A shard iterator.
+    async fn shard_iterator(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        start: &IteratorStart,
+    ) -> Result<String, KinesisError>;
+
+    /// One GetRecords call.
+    async fn get_records(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        iterator: &str,
+        limit: i32,
+    ) -> Result<RecordsPage, KinesisError>;
+}

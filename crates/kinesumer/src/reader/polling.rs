@@ -1,0 +1,1 @@
+//! The polling reader (to be written).

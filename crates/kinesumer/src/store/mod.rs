@@ -1,0 +1,588 @@
+//! The state store: the one DynamoDB table that holds a group's members, leader lock,
+//! plans, shard cache, and the checkpoint and lease of every shard.
+//!
+//! [`StateStore`] names every request the group protocol makes, each with the condition
+//! that makes it safe (DESIGN §2–§3). Two implementations keep the same conditional
+//! semantics:
+//!
+//! - [`DynamoStore`], on the Go client's table schema (keys `pk`/`sk`, the LSI
+//!   `index-client-key-last-update`), plus the attributes this client adds;
+//! - [`MemoryStore`], in memory, for unit tests and simulations.
+//!
+//! A store handle is bound to one application (`app`); one table serves many.
+//!
+//! Every implementation counts its requests per [`Operation`] ([`StateStore::requests`]),
+//! and reports them through the `metrics` facade as `kinesumer_store_requests_total`.
+
+mod dynamo;
+mod memory;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::seq::Position;
+
+pub use dynamo::{create_table, DynamoStore, TableBilling, LSI_NAME};
+pub use memory::MemoryStore;
+
+/// A lease owner: one incarnation of one client id, written `<client id>#<token>`.
+///
+/// A restarted process is a new incarnation, so it holds nothing from its previous life.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Owner {
+    /// The member's client id.
+    pub client_id: String,
+    /// The random token of this incarnation.
+    pub token: String,
+}
+
+impl Owner {
+    /// Parses `<client id>#<token>`; the token is what follows the last `#`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (client_id, token) = s.rsplit_once('#')?;
+        if client_id.is_empty() || token.is_empty() {
+            return None;
+        }
+        Some(Self {
+            client_id: client_id.to_owned(),
+            token: token.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.client_id, self.token)
+    }
+}
+
+/// A member item (`pk = client#<app>`, `sk = client id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberItem {
+    /// The client id.
+    pub client_id: String,
+    /// The incarnation token; `None` for an item written by the Go client.
+    pub incarnation: Option<String>,
+    /// The heartbeat counter, +1 at every beat.
+    pub heartbeat: u64,
+    /// The streams the member consumes.
+    pub streams: Vec<String>,
+    /// The writer's wall clock at its last write (informational only).
+    pub last_update: Option<DateTime<Utc>>,
+}
+
+/// The leader lock (`pk = leader#<app>`, `sk = leader`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LockItem {
+    /// The holder; `None` when released.
+    pub owner: Option<Owner>,
+    /// +1 whenever the owner changes.
+    pub term: u64,
+    /// +1 at every renewal.
+    pub renewals: u64,
+}
+
+/// Where a shard with no checkpoint starts, as stored in its lease (`start`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredStart {
+    /// The oldest record in the shard.
+    TrimHorizon,
+    /// The first record at or after this time (LATEST is pinned this way).
+    AtTimestamp(DateTime<Utc>),
+}
+
+/// The checkpoint and lease item of one shard (`pk = check_point#<app>#<stream>`,
+/// `sk = shard id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseItem {
+    /// The stream name.
+    pub stream: String,
+    /// The shard id.
+    pub shard_id: String,
+    /// The committed position; `None` when `sequence_number` is absent or empty.
+    pub checkpoint: Option<Position>,
+    /// The lease holder; `None` means free (as every item the Go client wrote).
+    pub owner: Option<Owner>,
+    /// +1 at every take and release; `None` when never leased.
+    pub lease_counter: Option<u64>,
+    /// The start for an owner without a checkpoint.
+    pub start: Option<StoredStart>,
+    /// The shard was read to its end and every record of it processed.
+    pub shard_end: bool,
+    /// Milliseconds behind the tip of the stream at the last checkpoint.
+    pub millis_behind: Option<i64>,
+    /// The writer's wall clock at its last write.
+    pub last_update: Option<DateTime<Utc>>,
+}
+
+/// What a take expects to find in a lease item: exactly what was read (DESIGN §3 step 4),
+/// never the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSeen {
+    /// `false` when the item did not exist (the take then creates it).
+    pub exists: bool,
+    /// The owner read, or `None` for no owner.
+    pub owner: Option<Owner>,
+    /// The counter read, or `None` for no counter.
+    pub lease_counter: Option<u64>,
+}
+
+/// A fenced write to a lease item by its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointWrite {
+    /// The new position; `None` keeps the checkpoint as it is (a `shard_end` write of a
+    /// shard that had no records).
+    pub position: Option<Position>,
+    /// Marks the shard finished.
+    pub shard_end: bool,
+    /// The lag to store beside the checkpoint.
+    pub millis_behind: Option<i64>,
+}
+
+/// One shard as the shard cache keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// The shard id.
+    pub shard_id: String,
+    /// The parent (split, or the first parent of a merge).
+    pub parent: Option<String>,
+    /// The adjacent parent of a merge.
+    pub adjacent_parent: Option<String>,
+    /// The shard has an ending sequence number: it receives no new records.
+    pub closed: bool,
+    /// The hash key range, as decimal strings.
+    pub hash_range: Option<(String, String)>,
+    /// The ending sequence number of a closed shard.
+    pub ending_sequence: Option<String>,
+}
+
+/// The shard cache of one stream (`pk = shard_cache#<app>`, `sk = stream`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardCache {
+    /// The stream name.
+    pub stream: String,
+    /// Every shard ListShards returned.
+    pub shards: Vec<ShardInfo>,
+    /// The stream's creation time, to notice a stream deleted and re-created.
+    pub stream_created: Option<DateTime<Utc>>,
+}
+
+/// One shard in a member's plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedShard {
+    /// The shard id.
+    pub shard_id: String,
+    /// The lease owner the leader saw.
+    pub owner: Option<Owner>,
+    /// The lease counter the leader saw.
+    pub lease_counter: Option<u64>,
+    /// The leader judged that owner gone: the member may take the lease from it.
+    pub owner_gone: bool,
+    /// Where to start if the lease has no checkpoint and no stored start.
+    pub start: StoredStart,
+}
+
+/// A shard named in a plan's release list.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ShardRef {
+    /// The stream name.
+    pub stream: String,
+    /// The shard id.
+    pub shard_id: String,
+}
+
+/// The plan of one member (`pk = plan#<app>`, `sk = client id`), written by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PlanItem {
+    /// The client id it is for.
+    pub client_id: String,
+    /// The term of the leader that wrote it.
+    pub term: u64,
+    /// The incarnation it was written for: a member follows only a plan for its token.
+    pub token: String,
+    /// Per stream, the shards the member should hold.
+    pub streams: BTreeMap<String, Vec<PlannedShard>>,
+    /// Shards whose lease names this member but that are planned elsewhere.
+    pub release: Vec<ShardRef>,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    /// The beat landed; the new counter.
+    Beat(u64),
+    /// Another process now runs under this client id (its token is given): stop for good.
+    Superseded(Option<String>),
+    /// The member item is gone (pruned): stop readers and register again.
+    Missing,
+}
+
+/// How a member registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// A process start: an unconditional put, the latest registration wins.
+    Start,
+    /// A re-registration after fencing, allowed when there is no item, or the item holds
+    /// the old token or the new one (a retry after a lost response).
+    Rejoin {
+        /// The token of the incarnation that fenced itself.
+        old_token: String,
+    },
+}
+
+/// The requests a state store makes, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum Operation {
+    Register,
+    Heartbeat,
+    Leave,
+    ReadLockAndPlan,
+    ReadLock,
+    TakeLock,
+    RenewLock,
+    ReleaseLock,
+    Members,
+    Leases,
+    Lease,
+    TakeLease,
+    ReleaseLease,
+    Checkpoint,
+    DeleteLease,
+    SetCheckpoint,
+    WritePlan,
+    DeletePlan,
+    Prune,
+    ShardCache,
+    PutShardCache,
+}
+
+impl Operation {
+    /// Every operation, in a fixed order.
+    pub const ALL: [Operation; 21] = [
+        Operation::Register,
+        Operation::Heartbeat,
+        Operation::Leave,
+        Operation::ReadLockAndPlan,
+        Operation::ReadLock,
+        Operation::TakeLock,
+        Operation::RenewLock,
+        Operation::ReleaseLock,
+        Operation::Members,
+        Operation::Leases,
+        Operation::Lease,
+        Operation::TakeLease,
+        Operation::ReleaseLease,
+        Operation::Checkpoint,
+        Operation::DeleteLease,
+        Operation::SetCheckpoint,
+        Operation::WritePlan,
+        Operation::DeletePlan,
+        Operation::Prune,
+        Operation::ShardCache,
+        Operation::PutShardCache,
+    ];
+
+    /// A short snake-case name, used as the `op` metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Register => "register",
+            Operation::Heartbeat => "heartbeat",
+            Operation::Leave => "leave",
+            Operation::ReadLockAndPlan => "read_lock_and_plan",
+            Operation::ReadLock => "read_lock",
+            Operation::TakeLock => "take_lock",
+            Operation::RenewLock => "renew_lock",
+            Operation::ReleaseLock => "release_lock",
+            Operation::Members => "members",
+            Operation::Leases => "leases",
+            Operation::Lease => "lease",
+            Operation::TakeLease => "take_lease",
+            Operation::ReleaseLease => "release_lease",
+            Operation::Checkpoint => "checkpoint",
+            Operation::DeleteLease => "delete_lease",
+            Operation::SetCheckpoint => "set_checkpoint",
+            Operation::WritePlan => "write_plan",
+            Operation::DeletePlan => "delete_plan",
+            Operation::Prune => "prune",
+            Operation::ShardCache => "shard_cache",
+            Operation::PutShardCache => "put_shard_cache",
+        }
+    }
+}
+
+/// Request counters per [`Operation`], kept by every store.
+#[derive(Debug, Default)]
+pub struct RequestCounter {
+    counts: [AtomicU64; Operation::ALL.len()],
+}
+
+impl RequestCounter {
+    /// Counts one request (and reports it to the `metrics` facade).
+    pub fn count(&self, op: Operation) {
+        self.counts[op as usize].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("kinesumer_store_requests_total", "op" => op.name()).increment(1);
+    }
+
+    /// A snapshot of the counts.
+    pub fn snapshot(&self) -> RequestCounts {
+        RequestCounts(
+            Operation::ALL
+                .iter()
+                .map(|&op| (op, self.counts[op as usize].load(Ordering::Relaxed)))
+                .filter(|&(_, n)| n > 0)
+                .collect(),
+        )
+    }
+}
+
+/// A snapshot of request counts per operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestCounts(pub BTreeMap<Operation, u64>);
+
+impl RequestCounts {
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// Requests of one operation.
+    pub fn get(&self, op: Operation) -> u64 {
+        self.0.get(&op).copied().unwrap_or(0)
+    }
+
+    /// The requests made since `earlier`.
+    pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
+        RequestCounts(
+            self.0
+                .iter()
+                .map(|(&op, &n)| (op, n - earlier.get(op)))
+                .filter(|&(_, n)| n > 0)
+                .collect(),
+        )
+    }
+}
+
+/// A state-store failure.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A conditional write found the item not as expected (the lease, lock, plan or
+    /// member moved on): not retryable.
+    #[error("condition failed on {item}")]
+    ConditionFailed {
+        /// Which item, e.g. `lease stream/shardId-000000000001`.
+        item: String,
+    },
+    /// The table does not exist.
+    #[error("state-store table {table:?} not found; create it with `kinesumer table create --table {table}` or `kinesumer::store::create_table`")]
+    TableNotFound {
+        /// The table name.
+        table: String,
+    },
+    /// DynamoDB throttled the request.
+    #[error("state store throttled {op:?}")]
+    Throttled {
+        /// The operation.
+        op: Operation,
+    },
+    /// The request failed in transit or on the service side; it may or may not have
+    /// landed.
+    #[error("state-store request {op:?} failed: {message}")]
+    Unavailable {
+        /// The operation.
+        op: Operation,
+        /// What the SDK said (no credentials, no payloads).
+        message: String,
+    },
+    /// An item could not be read as the schema says.
+    #[error("malformed state-store item {item}: {reason}")]
+    Malformed {
+        /// Which item.
+        item: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// Whether the request may be retried (the outcome of the first is unknown or it was
+    /// refused for load).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Throttled { .. } | StoreError::Unavailable { .. })
+    }
+}
+
+/// The requests of the group protocol, each with the condition that makes it safe.
+///
+/// Every conditional write that finds the item otherwise returns
+/// [`StoreError::ConditionFailed`]. Reads are strongly consistent. Implementations count
+/// each request in a [`RequestCounter`].
+#[async_trait]
+pub trait StateStore: Send + Sync + fmt::Debug + 'static {
+    /// The application this handle serves.
+    fn app(&self) -> &str;
+
+    /// The request counts so far.
+    fn requests(&self) -> RequestCounts;
+
+    /// Writes the member item with a new incarnation token, `heartbeat` 0 (or kept when
+    /// rejoining), the streams and `last_update`. See [`Registration`] for the condition.
+    async fn register(
+        &self,
+        client_id: &str,
+        token: &str,
+        streams: &[String],
+        how: &Registration,
+    ) -> Result<(), StoreError>;
+
+    /// `heartbeat + 1`, `last_update`, `streams`, conditional on the token; never creates
+    /// the item.
+    async fn heartbeat(
+        &self,
+        client_id: &str,
+        token: &str,
+        streams: &[String],
+    ) -> Result<HeartbeatOutcome, StoreError>;
+
+    /// Deletes the member item if it still holds `token` (graceful leave).
+    async fn leave(&self, client_id: &str, token: &str) -> Result<(), StoreError>;
+
+    /// Reads the leader lock and this member's plan in one strongly consistent batch.
+    async fn read_lock_and_plan(
+        &self,
+        client_id: &str,
+    ) -> Result<(Option<LockItem>, Option<PlanItem>), StoreError>;
+
+    /// Reads the leader lock.
+    async fn read_lock(&self) -> Result<Option<LockItem>, StoreError>;
+
+    /// Takes the lock: `owner = me`, `term + 1`, `renewals + 1`, conditional on the
+    /// triple `seen` (or on there being no lock item when `seen` is `None`). Returns
+    /// the new lock.
+    async fn take_lock(&self, me: &Owner, seen: Option<&LockItem>) -> Result<LockItem, StoreError>;
+
+    /// `renewals + 1`, conditional on `owner = me` and `term`.
+    async fn renew_lock(&self, me: &Owner, term: u64) -> Result<(), StoreError>;
+
+    /// Releases the lock (REMOVE `owner`, `term + 1`), conditional on `owner = me` and `term`.
+    async fn release_lock(&self, me: &Owner, term: u64) -> Result<(), StoreError>;
+
+    /// Every member item of the app (a paged Query).
+    async fn members(&self) -> Result<Vec<MemberItem>, StoreError>;
+
+    /// Every lease item of one stream (a paged Query).
+    async fn leases(&self, stream: &str) -> Result<Vec<LeaseItem>, StoreError>;
+
+    /// One lease item.
+    async fn lease(&self, stream: &str, shard_id: &str) -> Result<Option<LeaseItem>, StoreError>;
+
+    /// Takes a lease: `owner = me`, `lease_counter = if_not_exists(lease_counter, 0) + 1`,
+    /// `start = if_not_exists(start, :start)`, conditional on `seen` and on `shard_end`
+    /// not set. Returns the item as written (ALL_NEW): its checkpoint is where to read from.
+    async fn take_lease(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        me: &Owner,
+        seen: &LeaseSeen,
+        start: &StoredStart,
+    ) -> Result<LeaseItem, StoreError>;
+
+    /// Releases a lease: REMOVE `owner`, `lease_counter + 1`, conditional on `owner = me`
+    /// and `lease_counter = counter`.
+    async fn release_lease(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        me: &Owner,
+        counter: u64,
+    ) -> Result<(), StoreError>;
+
+    /// A fenced checkpoint write: conditional on `owner = me`, `lease_counter = counter`
+    /// and on the checkpoint being `previous` (absent when `None`), so a deposed owner
+    /// never moves it and a late older write never overwrites a newer one.
+    async fn checkpoint(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        me: &Owner,
+        counter: u64,
+        previous: Option<&Position>,
+        write: &CheckpointWrite,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes a finished shard's tombstone (conditional on `shard_end`).
+    async fn delete_lease(&self, stream: &str, shard_id: &str) -> Result<(), StoreError>;
+
+    /// An operator's move of a checkpoint (`kinesumer reset`): sets or removes the
+    /// position and the stored start, clears `shard_end`; conditional on the lease
+    /// having no owner unless `force`.
+    async fn set_checkpoint(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        position: Option<&Position>,
+        start: Option<&StoredStart>,
+        force: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Writes a plan, conditional on `attribute_not_exists(sk) OR term <= plan.term`;
+    /// refused means the writer has been deposed.
+    async fn write_plan(&self, plan: &PlanItem) -> Result<(), StoreError>;
+
+    /// Deletes a member's plan, conditional on `term <= term`.
+    async fn delete_plan(&self, client_id: &str, term: u64) -> Result<(), StoreError>;
+
+    /// Deletes a member item conditional on the `heartbeat` the leader saw.
+    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError>;
+
+    /// Reads the shard cache of a stream.
+    async fn shard_cache(&self, stream: &str) -> Result<Option<ShardCache>, StoreError>;
+
+    /// Writes the shard cache of a stream (only the leader does).
+    async fn put_shard_cache(&self, cache: &ShardCache) -> Result<(), StoreError>;
+}
+
+/// Formats a time as DESIGN §2 requires: RFC 3339, UTC, nine fractional digits, `Z`, so
+/// the LSI on `last_update` sorts it.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Parses a time in any RFC 3339 form (the Go client writes its local offset and trims
+/// trailing zeros).
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_round_trips_and_splits_at_the_last_hash() {
+        let o = Owner::parse("host#1#abc").unwrap();
+        assert_eq!(o.client_id, "host#1");
+        assert_eq!(o.token, "abc");
+        assert_eq!(o.to_string(), "host#1#abc");
+        assert!(Owner::parse("nohash").is_none());
+        assert!(Owner::parse("#t").is_none());
+    }
+
+    #[test]
+    fn times_have_nine_digits_and_read_the_go_form() {
+        let t = parse_time("2024-01-02T03:04:05.5+09:00").unwrap();
+        assert_eq!(format_time(t), "2024-01-01T18:04:05.500000000Z");
+        assert!(parse_time("yesterday").is_none());
+    }
+}
