@@ -97,6 +97,31 @@ pub enum StoredStart {
     AtTimestamp(DateTime<Utc>),
 }
 
+/// Where the leader plans a shard without a checkpoint to start (DESIGN §4). The first
+/// take stores it in the lease as a [`StoredStart`], LATEST pinned as a timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlanStart {
+    /// TRIM_HORIZON (children of a split or merge, or the configured position).
+    TrimHorizon,
+    /// AT_TIMESTAMP.
+    AtTimestamp(DateTime<Utc>),
+    /// LATEST, pinned by the taker as `wall clock − latest_skew_margin`.
+    Latest,
+}
+
+impl PlanStart {
+    /// The start to store at the first take, given the taker's wall clock and margin.
+    pub fn pin(&self, wall: DateTime<Utc>, skew_margin: std::time::Duration) -> StoredStart {
+        match self {
+            PlanStart::TrimHorizon => StoredStart::TrimHorizon,
+            PlanStart::AtTimestamp(t) => StoredStart::AtTimestamp(*t),
+            PlanStart::Latest => StoredStart::AtTimestamp(
+                wall - chrono::Duration::from_std(skew_margin).unwrap_or(chrono::Duration::MAX),
+            ),
+        }
+    }
+}
+
 /// The checkpoint and lease item of one shard (`pk = check_point#<app>#<stream>`,
 /// `sk = shard id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +210,7 @@ pub struct PlannedShard {
     /// The leader judged that owner gone: the member may take the lease from it.
     pub owner_gone: bool,
     /// Where to start if the lease has no checkpoint and no stored start.
-    pub start: StoredStart,
+    pub start: PlanStart,
 }
 
 /// A shard named in a plan's release list.
@@ -371,7 +396,7 @@ impl RequestCounts {
 }
 
 /// A state-store failure.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// A conditional write found the item not as expected (the lease, lock, plan or

@@ -100,3 +100,120 @@ pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards:
     })
     .await
 }
+
+/// A fresh state-store table on the local stack.
+pub async fn create_table() -> String {
+    let table = random_name("kinesumer-test");
+    within(
+        "create table",
+        kinesumer::store::create_table(&dynamodb().await, &table, kinesumer::store::TableBilling::OnDemand),
+    )
+    .await
+    .expect("create table");
+    table
+}
+
+/// A state-store handle on `table` for `app`.
+pub async fn store(table: &str, app: &str) -> kinesumer::store::DynamoStore {
+    kinesumer::store::DynamoStore::new(dynamodb().await, table, app)
+}
+
+/// Puts records (partition key, data) and retries failed entries until all landed.
+/// Returns the sequence numbers, in the order given.
+pub async fn put_records(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: &[(String, Vec<u8>)],
+) -> Vec<String> {
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    let mut sequences = vec![String::new(); records.len()];
+    for (chunk_index, chunk) in records.chunks(500).enumerate() {
+        let mut pending: Vec<usize> = (0..chunk.len()).collect();
+        while !pending.is_empty() {
+            let entries = pending
+                .iter()
+                .map(|&i| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(&chunk[i].0)
+                        .data(Blob::new(chunk[i].1.clone()))
+                        .build()
+                        .expect("entry")
+                })
+                .collect();
+            let out = within(
+                "put records",
+                client.put_records().stream_name(stream).set_records(Some(entries)).send(),
+            )
+            .await
+            .expect("put records");
+            let mut failed = Vec::new();
+            for (&i, result) in pending.iter().zip(out.records()) {
+                match result.sequence_number() {
+                    Some(seq) if result.error_code().is_none() => {
+                        sequences[chunk_index * 500 + i] = seq.to_owned()
+                    }
+                    _ => failed.push(i),
+                }
+            }
+            pending = failed;
+        }
+    }
+    sequences
+}
+
+/// `n` records under `keys` partition keys, data `"<prefix>-<i>"`.
+pub fn numbered(prefix: &str, n: usize, keys: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| (format!("key-{}", i % keys), format!("{prefix}-{i}").into_bytes()))
+        .collect()
+}
+
+/// Who holds each shard of `stream`, by client id (`None` = free).
+pub async fn owners(
+    store: &kinesumer::store::DynamoStore,
+    stream: &str,
+) -> std::collections::BTreeMap<String, Option<String>> {
+    use kinesumer::store::StateStore;
+    within("read leases", store.leases(stream))
+        .await
+        .expect("leases")
+        .into_iter()
+        .map(|l| (l.shard_id, l.owner.map(|o| o.client_id)))
+        .collect()
+}
+
+/// Counts of held shards per client id, when every one of `shards` shards is held.
+pub fn share(
+    owners: &std::collections::BTreeMap<String, Option<String>>,
+    shards: usize,
+) -> Option<std::collections::BTreeMap<String, usize>> {
+    if owners.len() != shards || owners.values().any(Option::is_none) {
+        return None;
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for owner in owners.values().flatten() {
+        *counts.entry(owner.clone()).or_insert(0usize) += 1;
+    }
+    Some(counts)
+}
+
+/// Whether per-member counts differ by at most one across exactly `members` members.
+pub fn is_balanced(counts: &std::collections::BTreeMap<String, usize>, members: usize) -> bool {
+    let max = counts.values().max().copied().unwrap_or(0);
+    let min = counts.values().min().copied().unwrap_or(0);
+    counts.len() == members && max - min <= 1
+}
+
+/// A configuration for an in-process member on the local stack.
+pub fn config(app: &str, table: &str, id: &str) -> kinesumer::ConfigBuilder {
+    kinesumer::Config::builder(app, table)
+        .client_id(id)
+        .kinesis_endpoint(kinesis_endpoint())
+        .dynamodb_endpoint(dynamodb_endpoint())
+        .kinesis_region("us-east-1")
+        .dynamodb_region("us-east-1")
+        .initial_position(kinesumer::InitialPosition::TrimHorizon)
+}
+#[allow(dead_code)]
+pub mod process;

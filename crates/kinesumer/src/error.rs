@@ -1,0 +1,120 @@
+//! Errors, and the group events the application can watch.
+
+use thiserror::Error;
+
+use crate::config::ConfigError;
+use crate::reader::KinesisError;
+use crate::store::StoreError;
+
+/// A `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong, at start or at run time.
+///
+/// Errors at run time (throttling, lost leases, failed commits) are also sent to
+/// [`Kinesumer::errors`](crate::Kinesumer::errors) and logged with `tracing`.
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A state-store request failed.
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    /// A Kinesis request failed.
+    #[error("kinesis: {0}")]
+    Kinesis(#[from] KinesisError),
+    /// A lease this member held now names another owner: its reader stopped.
+    #[error("lease of {stream}/{shard_id} lost: {reason}")]
+    LeaseLost {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A checkpoint could not be written.
+    #[error("commit of {stream}/{shard_id} failed: {source}")]
+    CommitFailed {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+        /// The state-store error.
+        source: StoreError,
+    },
+    /// Another process registered under this client id; this one stopped for good.
+    #[error("another process now runs under client id {client_id:?}; this one stopped")]
+    Superseded {
+        /// The client id.
+        client_id: String,
+    },
+    /// `consume` was called on a member that already consumes.
+    #[error("this member already consumes; use refresh() to change its streams")]
+    AlreadyConsuming,
+    /// No stream was given.
+    #[error("no stream to consume: give at least one stream name")]
+    NoStreams,
+    /// The member is closed.
+    #[error("the consumer is closed")]
+    Closed,
+}
+
+/// A change in the group, as seen by this member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// This process registered as a new incarnation.
+    Joined {
+        /// The client id.
+        client_id: String,
+    },
+    /// A lease was taken; records of the shard follow.
+    LeaseTaken {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+    },
+    /// A lease was given up as planned.
+    LeaseReleased {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+    },
+    /// A lease was lost: another owner took it, or a handoff timed out with records
+    /// still in the application's hands (they may be delivered again).
+    LeaseLost {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+    },
+    /// A closed shard was read to its end and every record processed.
+    ShardFinished {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+    },
+    /// This member became the leader.
+    LeaderGained {
+        /// The leader term.
+        term: u64,
+    },
+    /// This member stopped being the leader.
+    LeaderLost {
+        /// The leader term.
+        term: u64,
+    },
+    /// This member stopped its readers and rejoined as a new incarnation.
+    Fenced {
+        /// Why.
+        reason: String,
+    },
+    /// Another process took over this client id; this one stopped for good.
+    Superseded,
+}

@@ -1,0 +1,144 @@
+//! The heartbeat task (DESIGN §3 steps 1, 5, 6): on its own timer, never queued behind
+//! other work of the tick, it beats and — for the lock holder — renews the lock,
+//! concurrently, each retried at once when it fails or times out. Before each send it
+//! checks the fence; a member whose fence has tripped stops beating and reports.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::fence::Fence;
+use super::Ctx;
+use crate::store::{HeartbeatOutcome, Operation, Owner, StoreError};
+
+/// Why the heartbeat task stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The fence tripped: stop every reader and rejoin as a new incarnation.
+    Fenced,
+    /// The member item is gone (pruned after a long pause): stop readers and rejoin.
+    Missing,
+    /// Another process runs under this client id: stop for good.
+    Superseded,
+    /// Another member holds the lock: this one was judged gone; stop readers and rejoin.
+    LockLost,
+}
+
+/// What the heartbeat task shares with the coordinator.
+#[derive(Debug, Default)]
+pub(crate) struct Beat {
+    /// The streams the next heartbeat advertises.
+    pub(crate) advertised: Mutex<Vec<String>>,
+    /// The streams of the last heartbeat that succeeded: shards of a stream are taken
+    /// only once the leader can have seen this member consume it (scenario 21).
+    pub(crate) confirmed: Mutex<BTreeSet<String>>,
+    /// The lock term this member holds, if it leads.
+    pub(crate) leading: Mutex<Option<u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Beat {
+    pub(crate) fn advertised(&self) -> Vec<String> {
+        lock(&self.advertised).clone()
+    }
+
+    pub(crate) fn set_advertised(&self, streams: Vec<String>) {
+        *lock(&self.advertised) = streams;
+    }
+
+    pub(crate) fn confirmed(&self) -> BTreeSet<String> {
+        lock(&self.confirmed).clone()
+    }
+
+    pub(crate) fn leading(&self) -> Option<u64> {
+        *lock(&self.leading)
+    }
+
+    pub(crate) fn set_leading(&self, term: Option<u64>) {
+        *lock(&self.leading) = term;
+    }
+}
+
+/// A short pause before retrying a failed request, so a refused connection does not spin
+/// (a timed-out request has waited its timeout already).
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Runs until the member must stop or rejoin; returns why.
+pub(crate) async fn run(ctx: Arc<Ctx>, me: Owner, fence: Arc<Fence>, beat: Arc<Beat>) -> Stop {
+    loop {
+        tokio::time::sleep(ctx.jittered_interval()).await;
+        let (b, r) = tokio::join!(
+            heartbeat(&ctx, &me, &fence, &beat),
+            renew(&ctx, &me, &fence, &beat)
+        );
+        if let Err(stop) = b.and(r) {
+            return stop;
+        }
+    }
+}
+
+async fn heartbeat(ctx: &Ctx, me: &Owner, fence: &Fence, beat: &Beat) -> Result<(), Stop> {
+    loop {
+        if !fence.check() {
+            return Err(Stop::Fenced);
+        }
+        let streams = beat.advertised();
+        let sent = fence.now();
+        let request = ctx.store.heartbeat(&me.client_id, &me.token, &streams);
+        match ctx.timed(Operation::Heartbeat, request).await {
+            Ok(HeartbeatOutcome::Beat(_)) => {
+                fence.beat_ok(sent);
+                *lock(&beat.confirmed) = streams.into_iter().collect();
+                return Ok(());
+            }
+            Ok(HeartbeatOutcome::Superseded(_)) => return Err(Stop::Superseded),
+            Ok(HeartbeatOutcome::Missing) => return Err(Stop::Missing),
+            Err(e) => retry_pause(&e, "heartbeat").await,
+        }
+    }
+}
+
+async fn renew(ctx: &Ctx, me: &Owner, fence: &Fence, beat: &Beat) -> Result<(), Stop> {
+    let Some(term) = beat.leading() else {
+        return Ok(());
+    };
+    loop {
+        if !fence.check() {
+            return Err(Stop::Fenced);
+        }
+        let sent = fence.now();
+        let request = ctx.store.renew_lock(me, term);
+        match ctx.timed(Operation::RenewLock, request).await {
+            Ok(()) => {
+                fence.renewal_ok(sent);
+                return Ok(());
+            }
+            Err(StoreError::ConditionFailed { .. }) => {
+                // Still ours (a lost response of an earlier request) → carry on; taken by
+                // another → this member has been judged gone.
+                match ctx.timed(Operation::ReadLock, ctx.store.read_lock()).await {
+                    Ok(Some(l)) if l.owner.as_ref() == Some(me) && l.term == term => continue,
+                    Ok(_) => return Err(Stop::LockLost),
+                    Err(e) => retry_pause(&e, "lock read").await,
+                }
+            }
+            Err(e) => retry_pause(&e, "lock renewal").await,
+        }
+    }
+}
+
+async fn retry_pause(e: &StoreError, what: &str) {
+    debug!(error = %e, "{what} failed; retrying");
+    let pause = if e.is_retryable() {
+        RETRY_PAUSE
+    } else {
+        // Not a transient failure (e.g. the table is gone): retry more slowly.
+        RETRY_PAUSE * 5
+    };
+    tokio::time::sleep(pause).await;
+}

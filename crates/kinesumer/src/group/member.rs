@@ -1,0 +1,595 @@
+//! The coordinator: one task per member that registers, follows the leader lock, leads
+//! when it holds it, and follows its plan by starting and stopping shard tasks
+//! (DESIGN §3).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::fence::Fence;
+use super::heartbeat::{self, Beat, Stop};
+use super::leader::{Leader, TickError};
+use super::shard::{self, Outcome, ShardCmd, ShardDone, ShardHandle, ShardJob, FAILURE_COOLDOWN};
+use super::Ctx;
+use crate::delivery::{flush_pending, PendingMark};
+use crate::error::{Error, Event, Result};
+use crate::store::{LockItem, Operation, Owner, PlanItem, PlannedShard, Registration, ShardRef, StoreError};
+
+/// What the public handle asks of the coordinator.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Refresh(Vec<String>, oneshot::Sender<Result<()>>),
+    Commit(oneshot::Sender<Result<()>>),
+    Close(oneshot::Sender<()>),
+}
+
+/// What the public handle can read of the member at any time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Status {
+    pub(crate) token: String,
+    pub(crate) held: BTreeSet<ShardRef>,
+    pub(crate) leader_term: Option<u64>,
+    pub(crate) running: bool,
+}
+
+fn new_token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A shard task and what it was started for.
+#[derive(Debug)]
+struct Running {
+    handle: ShardHandle,
+    planned: Option<PlannedShard>,
+    releasing: bool,
+}
+
+/// The coordinator of one member.
+#[derive(Debug)]
+pub(crate) struct Coordinator {
+    ctx: Arc<Ctx>,
+    me: Owner,
+    fence: Arc<Fence>,
+    beat: Arc<Beat>,
+    heartbeat: JoinHandle<Stop>,
+    shards: HashMap<ShardRef, Running>,
+    done_tx: mpsc::UnboundedSender<ShardDone>,
+    done_rx: mpsc::UnboundedReceiver<ShardDone>,
+    leader: Option<Leader>,
+    /// The lock as last seen, and when (fencing clock) it was first seen so.
+    watch: Option<(LockItem, Duration)>,
+    /// The last lock take: when it was sent and whom it took the lock from.
+    take_sent: Option<(Duration, Option<Owner>)>,
+    /// Shards whose fast handoff poll ran out, with the plan entry it ran for.
+    slow: HashMap<ShardRef, PlannedShard>,
+    cooldown: HashMap<ShardRef, Duration>,
+    cmds: mpsc::Receiver<Command>,
+    status: Arc<Mutex<Status>>,
+    pending: PendingMark,
+    /// Closed or superseded: the coordinator ends.
+    stopped: bool,
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+impl Coordinator {
+    /// Registers this process as a new incarnation and starts the coordinator.
+    ///
+    /// # Errors
+    ///
+    /// The registration's error (a missing table, an unreachable endpoint).
+    pub(crate) async fn start(
+        ctx: Arc<Ctx>,
+        client_id: String,
+        streams: Vec<String>,
+        cmds: mpsc::Receiver<Command>,
+        status: Arc<Mutex<Status>>,
+        pending: PendingMark,
+    ) -> Result<JoinHandle<()>> {
+        let token = new_token();
+        let sent = ctx.clock.fencing_now();
+        ctx.timed(
+            Operation::Register,
+            ctx.store
+                .register(&client_id, &token, &streams, &Registration::Start),
+        )
+        .await?;
+        let me = Owner { client_id, token };
+        let fence = Arc::new(Fence::new(ctx.clock.clone(), ctx.cfg.fence_deadline(), sent));
+        let beat = Arc::new(Beat::default());
+        beat.set_advertised(streams.clone());
+        *beat.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = streams.into_iter().collect();
+        let heartbeat = tokio::spawn(heartbeat::run(
+            ctx.clone(),
+            me.clone(),
+            fence.clone(),
+            beat.clone(),
+        ));
+        ctx.signals.event(Event::Joined {
+            client_id: me.client_id.clone(),
+        });
+        info!(member = %me.client_id, incarnation = %me.token, "joined the group");
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let coordinator = Coordinator {
+            ctx,
+            me,
+            fence,
+            beat,
+            heartbeat,
+            shards: HashMap::new(),
+            done_tx,
+            done_rx,
+            leader: None,
+            watch: None,
+            take_sent: None,
+            slow: HashMap::new(),
+            cooldown: HashMap::new(),
+            cmds,
+            status,
+            pending,
+            stopped: false,
+        };
+        coordinator.publish();
+        let span = tracing::info_span!("member", app = %coordinator.ctx.cfg.app, member = %coordinator.me.client_id);
+        Ok(tokio::spawn(tracing::Instrument::instrument(
+            coordinator.run(),
+            span,
+        )))
+    }
+
+    async fn run(mut self) {
+        let mut next_tick = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                stop = &mut self.heartbeat => {
+                    let stop = stop.unwrap_or(Stop::Fenced);
+                    match stop {
+                        Stop::Superseded => self.superseded().await,
+                        Stop::Fenced => self.fence_and_rejoin("heartbeats failed past the fence deadline").await,
+                        Stop::Missing => self.fence_and_rejoin("the member item is gone").await,
+                        Stop::LockLost => self.fence_and_rejoin("another member took the leader lock").await,
+                    }
+                }
+                Some(done) = self.done_rx.recv() => self.on_done(done),
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Command::Refresh(streams, ack)) => {
+                        let _ = ack.send(self.refresh(streams).await);
+                    }
+                    Some(Command::Commit(ack)) => self.commit(ack),
+                    Some(Command::Close(ack)) => {
+                        self.close().await;
+                        let _ = ack.send(());
+                    }
+                    None => self.close().await,
+                },
+                _ = tokio::time::sleep_until(next_tick) => {
+                    self.tick().await;
+                    next_tick = tokio::time::Instant::now() + self.ctx.jittered_interval();
+                }
+            }
+            self.publish();
+            if self.stopped {
+                return;
+            }
+        }
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self) {
+        let held = self
+            .shards
+            .iter()
+            .filter(|(_, r)| r.handle.held())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut status = self.status();
+        status.token = self.me.token.clone();
+        status.held = held;
+        status.leader_term = self.leader.as_ref().map(|l| l.term);
+        status.running = !self.stopped;
+        metrics::gauge!("kinesumer_shards_held").set(status.held.len() as f64);
+        metrics::gauge!("kinesumer_leader").set(if status.leader_term.is_some() { 1.0 } else { 0.0 });
+    }
+
+    /// One tick (DESIGN §3 steps 2–4, and 6–10 for the leader).
+    async fn tick(&mut self) {
+        if !self.fence.check() {
+            return;
+        }
+        let read = self
+            .ctx
+            .timed(
+                Operation::ReadLockAndPlan,
+                self.ctx.store.read_lock_and_plan(&self.me.client_id),
+            )
+            .await;
+        let (lock, plan) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                debug!(error = %e, "lock and plan read failed; skipping this tick");
+                return;
+            }
+        };
+        if !self.update_lock(lock.as_ref()).await {
+            return;
+        }
+        let term = match (&self.leader, &lock) {
+            (Some(l), _) => l.term,
+            (None, Some(l)) => l.term,
+            (None, None) => return,
+        };
+        let plan = match self.leader.as_mut() {
+            None => plan,
+            Some(leader) => match leader.tick(&self.ctx).await {
+                Ok(plans) => plans.get(&self.me.client_id).cloned(),
+                Err(TickError::Deposed) => {
+                    self.fence_and_rejoin("a newer leader term refused this leader's plan")
+                        .await;
+                    return;
+                }
+                Err(TickError::Store(e)) => {
+                    debug!(error = %e, "leader read failed; following the stored plan");
+                    plan
+                }
+            },
+        };
+        self.follow(plan, term);
+    }
+
+    /// Steps 3 and 6: recognises its own lock (even after a lost response), notices a
+    /// lost one, and takes an expired or free one. Returns false when it fenced.
+    async fn update_lock(&mut self, lock: Option<&LockItem>) -> bool {
+        let now = self.fence.now();
+        if let Some(l) = lock.filter(|l| l.owner.as_ref() == Some(&self.me)) {
+            if self.leader.as_ref().map(|x| x.term) != Some(l.term) {
+                // A take that landed with its response lost (scenario 17): the renewal
+                // age counts from that take's send time.
+                let (sent, deposed) = self.take_sent.clone().unwrap_or((now, None));
+                self.fence.renewal_ok(sent);
+                self.become_leader(l.term, deposed, sent);
+            }
+            return true;
+        }
+        if let Some(leader) = &self.leader {
+            let reason = format!("lost the leader lock of term {}", leader.term);
+            self.fence_and_rejoin(&reason).await;
+            return false;
+        }
+        let seen = lock.cloned().unwrap_or_default();
+        if self.watch.as_ref().is_none_or(|(w, _)| w != &seen) {
+            self.watch = Some((seen.clone(), now));
+        }
+        let since = self.watch.as_ref().map_or(now, |(_, s)| *s);
+        if seen.owner.is_some() && now.saturating_sub(since) < self.ctx.cfg.failover_timeout {
+            return true;
+        }
+        self.take_sent = Some((now, seen.owner.clone()));
+        let take = self.ctx.store.take_lock(&self.me, lock);
+        match self.ctx.timed(Operation::TakeLock, take).await {
+            Ok(new) => {
+                self.fence.renewal_ok(now);
+                self.become_leader(new.term, seen.owner, now);
+            }
+            Err(e) => debug!(error = %e, "lock take failed"),
+        }
+        true
+    }
+
+    fn become_leader(&mut self, term: u64, deposed: Option<Owner>, since: Duration) {
+        info!(term, "became the leader");
+        self.leader = Some(Leader::new(term, since, deposed));
+        self.beat.set_leading(Some(term));
+        self.watch = None;
+        self.ctx.signals.event(Event::LeaderGained { term });
+    }
+
+    /// Step 4: follows a current plan; keeps what it holds without one.
+    fn follow(&mut self, plan: Option<PlanItem>, term: u64) {
+        let Some(plan) = plan.filter(|p| p.term == term && p.token == self.me.token) else {
+            return;
+        };
+        let confirmed = self.beat.confirmed();
+        let allowed: BTreeSet<String> = self
+            .beat
+            .advertised()
+            .into_iter()
+            .filter(|s| confirmed.contains(s))
+            .collect();
+        let desired: BTreeMap<ShardRef, PlannedShard> = plan
+            .streams
+            .iter()
+            .filter(|(stream, _)| allowed.contains(*stream))
+            .flat_map(|(stream, shards)| {
+                shards.iter().map(move |p| {
+                    let key = ShardRef {
+                        stream: stream.clone(),
+                        shard_id: p.shard_id.clone(),
+                    };
+                    (key, p.clone())
+                })
+            })
+            .collect();
+        let releases: BTreeSet<&ShardRef> = plan.release.iter().collect();
+        for (key, running) in self.shards.iter_mut() {
+            if !running.handle.held() || running.releasing {
+                continue;
+            }
+            let counter = running.handle.counter.load(std::sync::atomic::Ordering::Acquire);
+            match desired.get(key) {
+                Some(p) if p.lease_counter.is_some_and(|c| c > counter) => {
+                    // The leader saw a newer lease than ours: someone took it; stop at once.
+                    running.handle.cancel.cancel();
+                }
+                Some(_) if !releases.contains(key) => {}
+                _ => {
+                    running.releasing = true;
+                    let _ = running.handle.cmds.try_send(ShardCmd::Release);
+                }
+            }
+        }
+        let now = self.fence.now();
+        self.cooldown.retain(|_, until| *until > now);
+        for key in &plan.release {
+            if !self.shards.contains_key(key) {
+                self.spawn(key.clone(), ShardJob::ReleaseOnly, None);
+            }
+        }
+        for (key, planned) in desired {
+            if self.shards.contains_key(&key) || self.cooldown.contains_key(&key) {
+                continue;
+            }
+            let fast_poll = self.slow.get(&key) != Some(&planned);
+            let job = ShardJob::Take {
+                planned: planned.clone(),
+                fast_poll,
+            };
+            self.spawn(key, job, Some(planned));
+        }
+    }
+
+    fn spawn(&mut self, key: ShardRef, job: ShardJob, planned: Option<PlannedShard>) {
+        let handle = shard::spawn(
+            self.ctx.clone(),
+            self.me.clone(),
+            self.fence.clone(),
+            key.clone(),
+            job,
+            self.done_tx.clone(),
+        );
+        self.shards.insert(
+            key,
+            Running {
+                handle,
+                planned,
+                releasing: false,
+            },
+        );
+    }
+
+    fn on_done(&mut self, done: ShardDone) {
+        let Some(running) = self.shards.remove(&done.key) else {
+            return;
+        };
+        match done.outcome {
+            Outcome::NotAcquired { polled: true } => {
+                if let Some(planned) = running.planned {
+                    self.slow.insert(done.key, planned);
+                }
+            }
+            Outcome::Failed => {
+                self.cooldown
+                    .insert(done.key, self.fence.now() + FAILURE_COOLDOWN);
+            }
+            _ => {
+                self.slow.remove(&done.key);
+            }
+        }
+    }
+
+    /// `refresh(streams)`: releases the leases of dropped streams before the next
+    /// heartbeat advertises the new set; shards of added streams are taken only after a
+    /// heartbeat advertising them succeeded (DESIGN §3, scenarios 9 and 21).
+    async fn refresh(&mut self, streams: Vec<String>) -> Result<()> {
+        let keep: BTreeSet<&String> = streams.iter().collect();
+        let dropped: Vec<ShardRef> = self
+            .shards
+            .keys()
+            .filter(|k| !keep.contains(&k.stream))
+            .cloned()
+            .collect();
+        self.release_and_wait(&dropped).await;
+        self.beat.set_advertised(streams);
+        Ok(())
+    }
+
+    /// Asks the given shard tasks to release (or stop, when not held) and waits for them
+    /// to end, for at most the time a release can take.
+    async fn release_and_wait(&mut self, keys: &[ShardRef]) {
+        for key in keys {
+            if let Some(running) = self.shards.get_mut(key) {
+                if running.handle.held() {
+                    running.releasing = true;
+                    let _ = running.handle.cmds.try_send(ShardCmd::Release);
+                } else {
+                    running.handle.cancel.cancel();
+                }
+            }
+        }
+        let limit = self.ctx.cfg.handoff_timeout
+            + self.ctx.cfg.commit_timeout
+            + self.ctx.cfg.request_timeout * 8;
+        let wait = async {
+            while keys.iter().any(|k| self.shards.contains_key(k)) {
+                match self.done_rx.recv().await {
+                    Some(done) => self.on_done(done),
+                    None => break,
+                }
+            }
+        };
+        if tokio::time::timeout(limit, wait).await.is_err() {
+            warn!("shards did not release in time; stopping them");
+            for key in keys {
+                self.shards.remove(key);
+            }
+        }
+    }
+
+    /// Commits every held shard now; answers when all have answered.
+    fn commit(&mut self, ack: oneshot::Sender<Result<()>>) {
+        let mut answers = Vec::new();
+        for running in self.shards.values().filter(|r| r.handle.held()) {
+            let (tx, rx) = oneshot::channel();
+            if running.handle.cmds.try_send(ShardCmd::Commit(tx)).is_ok() {
+                answers.push(rx);
+            }
+        }
+        let timeout = self.ctx.cfg.commit_timeout;
+        tokio::spawn(async move {
+            let all = futures::future::join_all(answers);
+            let result = match tokio::time::timeout(timeout, all).await {
+                Ok(results) => results
+                    .into_iter()
+                    .filter_map(|r| r.ok())
+                    .collect::<Result<Vec<()>>>()
+                    .map(|_| ()),
+                Err(_) => Err(Error::Store(StoreError::Unavailable {
+                    op: Operation::Checkpoint,
+                    message: format!("commit did not finish within {timeout:?}"),
+                })),
+            };
+            let _ = ack.send(result);
+        });
+    }
+
+    /// Stops every shard task without a write (fenced or superseded).
+    async fn stop_all(&mut self) {
+        for running in self.shards.values() {
+            running.handle.cancel.cancel();
+        }
+        let wait = async {
+            while !self.shards.is_empty() {
+                match self.done_rx.recv().await {
+                    Some(done) => {
+                        self.shards.remove(&done.key);
+                    }
+                    None => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+        self.shards.clear();
+    }
+
+    fn drop_leadership(&mut self) {
+        if let Some(leader) = self.leader.take() {
+            self.ctx.signals.event(Event::LeaderLost { term: leader.term });
+        }
+        self.beat.set_leading(None);
+        self.fence.not_leader();
+    }
+
+    /// Step 5: stop every reader, discard unsent marks, and rejoin as a new incarnation.
+    async fn fence_and_rejoin(&mut self, reason: &str) {
+        warn!(reason, "fenced: stopping every reader and rejoining");
+        self.fence.trip();
+        self.heartbeat.abort();
+        self.stop_all().await;
+        self.drop_leadership();
+        self.watch = None;
+        self.slow.clear();
+        self.ctx.signals.event(Event::Fenced {
+            reason: reason.to_owned(),
+        });
+        let old_token = self.me.token.clone();
+        let token = new_token();
+        let streams = self.beat.advertised();
+        let how = Registration::Rejoin { old_token };
+        let mut backoff = crate::backoff::Backoff::new(
+            Duration::from_millis(100),
+            self.ctx.cfg.failover_timeout,
+        );
+        let sent = loop {
+            let sent = self.ctx.clock.fencing_now();
+            let register = self
+                .ctx
+                .store
+                .register(&self.me.client_id, &token, &streams, &how);
+            // A retry after a lost response finds its own new token and succeeds
+            // (scenario 23); another token means a newer process runs under this id.
+            match self.ctx.timed(Operation::Register, register).await {
+                Ok(()) => break sent,
+                Err(StoreError::ConditionFailed { .. }) => return self.superseded().await,
+                Err(e) => {
+                    debug!(error = %e, "rejoin failed; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        };
+        self.me.token = token;
+        self.fence = Arc::new(Fence::new(
+            self.ctx.clock.clone(),
+            self.ctx.cfg.fence_deadline(),
+            sent,
+        ));
+        *self.beat.confirmed.lock().unwrap_or_else(|e| e.into_inner()) =
+            streams.into_iter().collect();
+        self.heartbeat = tokio::spawn(heartbeat::run(
+            self.ctx.clone(),
+            self.me.clone(),
+            self.fence.clone(),
+            self.beat.clone(),
+        ));
+        info!(incarnation = %self.me.token, "rejoined as a new incarnation");
+        self.ctx.signals.event(Event::Joined {
+            client_id: self.me.client_id.clone(),
+        });
+    }
+
+    /// Another process runs under this client id: stop for good (scenario 7).
+    async fn superseded(&mut self) {
+        warn!("another process registered under this client id; stopping for good");
+        self.fence.trip();
+        self.heartbeat.abort();
+        self.stop_all().await;
+        self.drop_leadership();
+        self.ctx.signals.event(Event::Superseded);
+        self.ctx.signals.error(Error::Superseded {
+            client_id: self.me.client_id.clone(),
+        });
+        self.stopped = true;
+    }
+
+    /// Graceful close: stop readers, commit, release every lease and the lock, leave.
+    async fn close(&mut self) {
+        flush_pending(&self.pending);
+        let keys: Vec<ShardRef> = self.shards.keys().cloned().collect();
+        self.release_and_wait(&keys).await;
+        self.heartbeat.abort();
+        if let Some(leader) = &self.leader {
+            let release = self.ctx.store.release_lock(&self.me, leader.term);
+            if let Err(e) = self.ctx.timed(Operation::ReleaseLock, release).await {
+                debug!(error = %e, "lock release failed; it expires after the failover timeout");
+            }
+        }
+        self.drop_leadership();
+        let leave = self.ctx.store.leave(&self.me.client_id, &self.me.token);
+        if let Err(e) = self.ctx.timed(Operation::Leave, leave).await {
+            debug!(error = %e, "leave failed; the leader will judge this member gone");
+        }
+        self.fence.trip();
+        self.stopped = true;
+        info!("left the group");
+    }
+}

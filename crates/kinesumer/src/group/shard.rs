@@ -1,0 +1,815 @@
+//! One shard task per shard a member is taking, holding or releasing (DESIGN §3 step 4,
+//! §6): one operation per shard at a time.
+//!
+//! ```text
+//! acquire ──▶ hold: reader ─▶ deliver, commit every commit_interval ──▶ release
+//!   │             │                                     │
+//!   │ live owner: poll lease + own plan (≤ 2 × handoff)  └─ lease lost / fenced: stop at once
+//!   └─ not acquired                                        shard end: finish (shard_end)
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, Instrument};
+
+use super::fence::Fence;
+use super::Ctx;
+use crate::delivery::{ShardTrack, Sink};
+use crate::error::{Error, Event};
+use crate::reader::polling::{self, PollingConfig, ReadFrom, ReadItem, ReaderEnd};
+use crate::record::Record;
+use crate::seq::Position;
+use crate::store::{
+    CheckpointWrite, LeaseItem, LeaseSeen, Operation, Owner, PlannedShard, ShardRef, StoreError,
+};
+
+/// How often a taker re-reads a lease still held by a live owner (DESIGN §3: 100–200 ms).
+const HANDOFF_POLL: Duration = Duration::from_millis(150);
+/// How long a shard whose reader failed for good is left before it is taken again.
+pub(crate) const FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
+
+/// What the coordinator asks of a shard task.
+#[derive(Debug)]
+pub(crate) enum ShardCmd {
+    /// Give the shard up as planned: stop reading, wait for handed-out records, commit,
+    /// release.
+    Release,
+    /// Commit the mark now.
+    Commit(oneshot::Sender<Result<(), Error>>),
+}
+
+/// The job of a shard task.
+#[derive(Debug, Clone)]
+pub(crate) enum ShardJob {
+    /// Take (or find held) and read a planned shard.
+    Take {
+        planned: PlannedShard,
+        /// Poll a live owner for up to twice `handoff_timeout`; otherwise read once.
+        fast_poll: bool,
+    },
+    /// The plan lists the shard under "release" but this process does not know it holds
+    /// it (a take that landed late): release it if the lease still names this member.
+    ReleaseOnly,
+}
+
+/// How a shard task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Not taken: a live owner still holds it, or the plan moved on.
+    NotAcquired { polled: bool },
+    /// Released as planned (or was not ours to release).
+    Released,
+    /// The lease names another owner now.
+    Lost,
+    /// The shard was read to its end and written `shard_end`.
+    Finished,
+    /// The reader failed for good (stream gone, access denied); released.
+    Failed,
+    /// Stopped without a write (fenced, superseded, closing without a lease).
+    Stopped,
+}
+
+/// What the coordinator keeps of a running shard task.
+#[derive(Debug)]
+pub(crate) struct ShardHandle {
+    pub(crate) cmds: mpsc::Sender<ShardCmd>,
+    pub(crate) cancel: CancellationToken,
+    /// The lease counter while held; 0 while taking or when not ours.
+    pub(crate) counter: Arc<AtomicU64>,
+    pub(crate) join: JoinHandle<()>,
+}
+
+impl ShardHandle {
+    /// Whether the shard is held (taken) rather than being taken.
+    pub(crate) fn held(&self) -> bool {
+        self.counter.load(Ordering::Acquire) != 0
+    }
+}
+
+impl Drop for ShardHandle {
+    fn drop(&mut self) {
+        self.join.abort();
+    }
+}
+
+/// A task owned by its spawner: aborted when the guard is dropped, so a shard task that
+/// is aborted (its member dropped without closing) takes its reader and delivery along.
+struct Owned<T>(JoinHandle<T>);
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A finished shard task's report.
+#[derive(Debug)]
+pub(crate) struct ShardDone {
+    pub(crate) key: ShardRef,
+    pub(crate) outcome: Outcome,
+}
+
+/// Starts a shard task.
+pub(crate) fn spawn(
+    ctx: Arc<Ctx>,
+    me: Owner,
+    fence: Arc<Fence>,
+    key: ShardRef,
+    job: ShardJob,
+    done: mpsc::UnboundedSender<ShardDone>,
+) -> ShardHandle {
+    let (cmd_tx, cmd_rx) = mpsc::channel(8);
+    let cancel = CancellationToken::new();
+    let counter = Arc::new(AtomicU64::new(0));
+    let task = ShardTask {
+        ctx,
+        me,
+        fence,
+        key: key.clone(),
+        cancel: cancel.clone(),
+        counter: counter.clone(),
+        cmds: cmd_rx,
+    };
+    let span = tracing::info_span!("shard", stream = %key.stream, shard = %key.shard_id);
+    let join = tokio::spawn(
+        async move {
+            let outcome = task.run(job).await;
+            debug!(?outcome, "shard task ended");
+            let _ = done.send(ShardDone { key, outcome });
+        }
+        .instrument(span),
+    );
+    ShardHandle {
+        cmds: cmd_tx,
+        cancel,
+        counter,
+        join,
+    }
+}
+
+struct ShardTask {
+    ctx: Arc<Ctx>,
+    me: Owner,
+    fence: Arc<Fence>,
+    key: ShardRef,
+    cancel: CancellationToken,
+    counter: Arc<AtomicU64>,
+    cmds: mpsc::Receiver<ShardCmd>,
+}
+
+/// A lease this task holds.
+struct Held {
+    counter: u64,
+    /// The checkpoint as the store has it (what the next write is conditional on).
+    committed: Option<Position>,
+    from: ReadFrom,
+    /// A write timed out: re-read the lease before the next one.
+    reread: bool,
+}
+
+/// What to do with a lease, given what was read and what the plan says.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    /// It already names this member (a take whose response was lost).
+    Held,
+    /// Finished: nothing to read.
+    Finished,
+    /// Take it, expecting exactly this.
+    Take(LeaseSeen),
+    /// A live owner holds it.
+    Wait,
+}
+
+fn decide(lease: Option<&LeaseItem>, planned: &PlannedShard, me: &Owner) -> Decision {
+    let Some(lease) = lease else {
+        return Decision::Take(LeaseSeen {
+            exists: false,
+            owner: None,
+            lease_counter: None,
+        });
+    };
+    if lease.shard_end {
+        return Decision::Finished;
+    }
+    if lease.owner.as_ref() == Some(me) {
+        return Decision::Held;
+    }
+    let seen = LeaseSeen {
+        exists: true,
+        owner: lease.owner.clone(),
+        lease_counter: lease.lease_counter,
+    };
+    match &lease.owner {
+        None => Decision::Take(seen),
+        Some(owner)
+            if planned.owner_gone
+                && planned.owner.as_ref() == Some(owner)
+                && planned.lease_counter == lease.lease_counter =>
+        {
+            Decision::Take(seen)
+        }
+        Some(_) => Decision::Wait,
+    }
+}
+
+fn read_from(item: &LeaseItem, fallback: &crate::store::StoredStart) -> ReadFrom {
+    match (&item.checkpoint, &item.start) {
+        (Some(position), _) => ReadFrom::After(position.clone()),
+        (None, Some(start)) => ReadFrom::Start(start.clone()),
+        (None, None) => ReadFrom::Start(fallback.clone()),
+    }
+}
+
+/// Why holding ended.
+enum HoldEnd {
+    Release,
+    Lost,
+    Finished,
+    Failed,
+    Stopped,
+}
+
+impl ShardTask {
+    async fn run(mut self, job: ShardJob) -> Outcome {
+        match job {
+            ShardJob::ReleaseOnly => self.release_if_named().await,
+            ShardJob::Take { planned, fast_poll } => {
+                let held = match self.acquire(planned, fast_poll).await {
+                    Ok(held) => held,
+                    Err(outcome) => return outcome,
+                };
+                self.hold(held).await
+            }
+        }
+    }
+
+    fn shard_error(&self, reason: impl Into<String>) -> Error {
+        Error::LeaseLost {
+            stream: self.key.stream.clone(),
+            shard_id: self.key.shard_id.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn event_lease(&self, make: fn(String, String) -> Event) {
+        self.ctx
+            .signals
+            .event(make(self.key.stream.clone(), self.key.shard_id.clone()));
+    }
+
+    async fn read_lease(&self) -> Result<Option<LeaseItem>, StoreError> {
+        self.ctx
+            .timed(
+                Operation::Lease,
+                self.ctx.store.lease(&self.key.stream, &self.key.shard_id),
+            )
+            .await
+    }
+
+    /// Takes the planned shard, or finds it already held (DESIGN §3 step 4).
+    async fn acquire(&mut self, mut planned: PlannedShard, fast_poll: bool) -> Result<Held, Outcome> {
+        let wait_until = self.fence.now()
+            + if fast_poll {
+                self.ctx.cfg.handoff_timeout * 2
+            } else {
+                Duration::ZERO
+            };
+        loop {
+            if self.cancel.is_cancelled() || !self.fence.check() {
+                return Err(Outcome::Stopped);
+            }
+            let lease = match self.read_lease().await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    debug!(error = %e, "lease read failed");
+                    if !self.pause_before_retry(wait_until).await {
+                        return Err(Outcome::NotAcquired { polled: fast_poll });
+                    }
+                    continue;
+                }
+            };
+            match decide(lease.as_ref(), &planned, &self.me) {
+                Decision::Held => {
+                    let item = lease.expect("held implies an item");
+                    return Ok(self.held_from(&item, &planned));
+                }
+                Decision::Finished => return Err(Outcome::Finished),
+                Decision::Take(seen) => {
+                    let start = planned
+                        .start
+                        .pin(self.ctx.clock.wall(), self.ctx.cfg.latest_skew_margin);
+                    let take = self.ctx.store.take_lease(
+                        &self.key.stream,
+                        &self.key.shard_id,
+                        &self.me,
+                        &seen,
+                        &start,
+                    );
+                    match self.ctx.timed(Operation::TakeLease, take).await {
+                        Ok(item) => {
+                            // Read from the checkpoint the take returned, never the one read
+                            // before: a slow previous owner may have committed in between
+                            // (scenario 1).
+                            return Ok(self.held_from(&item, &planned));
+                        }
+                        Err(StoreError::ConditionFailed { .. }) => continue,
+                        Err(e) => {
+                            // The take may have landed: the next read tells (scenario 17).
+                            debug!(error = %e, "take failed; re-reading");
+                            continue;
+                        }
+                    }
+                }
+                Decision::Wait => {
+                    if !self.pause_before_retry(wait_until).await {
+                        return Err(Outcome::NotAcquired { polled: fast_poll });
+                    }
+                    // Re-read the own plan too: an owner that died meanwhile is marked gone,
+                    // and a plan that moved the shard elsewhere ends the wait (scenario 3).
+                    match self.current_plan_entry().await {
+                        Some(entry) => planned = entry,
+                        None => return Err(Outcome::NotAcquired { polled: fast_poll }),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps one handoff poll if the wait window allows; false when it is over.
+    async fn pause_before_retry(&self, wait_until: Duration) -> bool {
+        if self.fence.now() + HANDOFF_POLL > wait_until {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HANDOFF_POLL) => true,
+            _ = self.cancel.cancelled() => false,
+        }
+    }
+
+    /// This shard's entry in the member's current plan (a plan of the lock's term for this
+    /// incarnation), or `None` when there is no current plan or it does not list the shard.
+    async fn current_plan_entry(&self) -> Option<PlannedShard> {
+        let read = self.ctx.store.read_lock_and_plan(&self.me.client_id);
+        let (lock, plan) = self
+            .ctx
+            .timed(Operation::ReadLockAndPlan, read)
+            .await
+            .ok()?;
+        let (lock, plan) = (lock?, plan?);
+        if plan.term != lock.term || plan.token != self.me.token {
+            return None;
+        }
+        plan.streams
+            .get(&self.key.stream)?
+            .iter()
+            .find(|p| p.shard_id == self.key.shard_id)
+            .cloned()
+    }
+
+    fn held_from(&self, item: &LeaseItem, planned: &PlannedShard) -> Held {
+        let counter = item.lease_counter.unwrap_or(1);
+        self.counter.store(counter, Ordering::Release);
+        let fallback = planned
+            .start
+            .pin(self.ctx.clock.wall(), self.ctx.cfg.latest_skew_margin);
+        Held {
+            counter,
+            committed: item.checkpoint.clone(),
+            from: read_from(item, &fallback),
+            reread: false,
+        }
+    }
+
+    /// Reads and delivers the shard until it is released, lost, finished or stopped.
+    async fn hold(&mut self, mut held: Held) -> Outcome {
+        info!(counter = held.counter, "lease taken");
+        self.event_lease(|stream, shard_id| Event::LeaseTaken { stream, shard_id });
+        let stream: Arc<str> = self.key.stream.as_str().into();
+        let shard_id: Arc<str> = self.key.shard_id.as_str().into();
+        let track = Arc::new(ShardTrack::new(
+            stream.clone(),
+            shard_id.clone(),
+            self.fence.clone(),
+        ));
+        let (tx, rx) = mpsc::channel(self.ctx.cfg.shard_buffer);
+        let reader_cancel = self.cancel.child_token();
+        let last_read = Arc::new(Mutex::new(None));
+        let cfg = &self.ctx.cfg;
+        let mut reader = Owned(tokio::spawn(
+            polling::read_shard(
+                self.ctx.kinesis.clone(),
+                stream,
+                shard_id,
+                held.from.clone(),
+                PollingConfig {
+                    limit: cfg.scan_limit,
+                    scan_interval: cfg.scan_interval,
+                    scan_timeout: cfg.scan_timeout,
+                },
+                tx,
+                reader_cancel.clone(),
+            )
+            .in_current_span(),
+        ));
+        let deliver = Owned(tokio::spawn(
+            deliver(
+                rx,
+                track.clone(),
+                self.ctx.sink.clone(),
+                cfg.auto_commit,
+                last_read.clone(),
+            )
+            .in_current_span(),
+        ));
+        let mut reader_done = false;
+        let end = self
+            .hold_loop(&mut held, &track, &mut reader.0, &mut reader_done, &last_read)
+            .await;
+        reader_cancel.cancel();
+        if !reader_done {
+            let _ = (&mut reader.0).await;
+        }
+        track.deactivate();
+        let outcome = match end {
+            HoldEnd::Release | HoldEnd::Failed => {
+                let processed = track.wait_processed(self.ctx.cfg.handoff_timeout).await;
+                deliver.0.abort();
+                if !processed {
+                    // Rebalancing must not hang on a stuck application: release anyway;
+                    // the records in its hands may be delivered again by the next owner.
+                    self.event_lease(|stream, shard_id| Event::LeaseLost { stream, shard_id });
+                }
+                match self.commit(&mut held, &track, false).await {
+                    Err(CommitEnd::Lost) => Outcome::Lost,
+                    _ => {
+                        self.release(held.counter).await;
+                        if matches!(end, HoldEnd::Failed) {
+                            Outcome::Failed
+                        } else {
+                            self.event_lease(|stream, shard_id| Event::LeaseReleased {
+                                stream,
+                                shard_id,
+                            });
+                            Outcome::Released
+                        }
+                    }
+                }
+            }
+            HoldEnd::Lost => {
+                deliver.0.abort();
+                self.event_lease(|stream, shard_id| Event::LeaseLost { stream, shard_id });
+                Outcome::Lost
+            }
+            HoldEnd::Finished => {
+                deliver.0.abort();
+                self.event_lease(|stream, shard_id| Event::ShardFinished { stream, shard_id });
+                Outcome::Finished
+            }
+            HoldEnd::Stopped => {
+                deliver.0.abort();
+                Outcome::Stopped
+            }
+        };
+        self.counter.store(0, Ordering::Release);
+        outcome
+    }
+
+    async fn hold_loop(
+        &mut self,
+        held: &mut Held,
+        track: &Arc<ShardTrack>,
+        reader: &mut JoinHandle<ReaderEnd>,
+        reader_done: &mut bool,
+        last_read: &Arc<Mutex<Option<Position>>>,
+    ) -> HoldEnd {
+        let mut commit_tick = tokio::time::interval(self.ctx.cfg.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        commit_tick.tick().await;
+        // Set when the reader reached the end of a closed shard (or the shard vanished):
+        // the position that must be processed before the shard is finished.
+        let mut ending: Option<Option<Position>> = None;
+        loop {
+            let end_processed = async {
+                match &ending {
+                    Some(Some(last)) => {
+                        track.wait_marked(last).await;
+                    }
+                    Some(None) => {}
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return HoldEnd::Stopped,
+                cmd = self.cmds.recv() => match cmd {
+                    Some(ShardCmd::Release) => return HoldEnd::Release,
+                    Some(ShardCmd::Commit(ack)) => {
+                        let result = self.commit(held, track, false).await;
+                        let lost = matches!(result, Err(CommitEnd::Lost));
+                        let _ = ack.send(result.map_err(|e| e.into_error(&self.key)));
+                        if lost {
+                            return HoldEnd::Lost;
+                        }
+                    }
+                    None => return HoldEnd::Stopped,
+                },
+                end = &mut *reader, if !*reader_done => {
+                    *reader_done = true;
+                    match end {
+                        Ok(ReaderEnd::ShardEnd { .. }) | Ok(ReaderEnd::ShardGone) => {
+                            // Finished once every record read before the end is processed.
+                            let last = last_read.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                            ending = Some(last);
+                        }
+                        Ok(ReaderEnd::Fatal(e)) => {
+                            self.ctx.signals.error(Error::Kinesis(e));
+                            return HoldEnd::Failed;
+                        }
+                        Ok(ReaderEnd::Cancelled) => return HoldEnd::Stopped,
+                        Err(join) => {
+                            self.ctx.signals.error(self.shard_error(format!("reader task failed: {join}")));
+                            return HoldEnd::Failed;
+                        }
+                    }
+                }
+                _ = end_processed, if ending.is_some() => {
+                    return match self.commit(held, track, true).await {
+                        Ok(()) => HoldEnd::Finished,
+                        Err(CommitEnd::Lost) => HoldEnd::Lost,
+                        // Retried at the next commit tick by waiting again.
+                        Err(CommitEnd::Failed(_)) => {
+                            tokio::time::sleep(self.ctx.cfg.sync_interval).await;
+                            continue;
+                        }
+                    };
+                }
+                _ = commit_tick.tick() => {
+                    if let Err(CommitEnd::Lost) = self.commit(held, track, false).await {
+                        return HoldEnd::Lost;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the mark as the checkpoint if it moved (or the shard ended), fenced
+    /// (DESIGN §3 "Checkpoints and fencing").
+    async fn commit(
+        &self,
+        held: &mut Held,
+        track: &ShardTrack,
+        shard_end: bool,
+    ) -> Result<(), CommitEnd> {
+        if held.reread {
+            self.reread_after_timeout(held).await?;
+        }
+        let mark = track.marked();
+        let moved = mark.is_some() && mark > held.committed;
+        if !moved && !shard_end {
+            return Ok(());
+        }
+        if !self.fence.check() {
+            return Err(CommitEnd::Lost);
+        }
+        let write = CheckpointWrite {
+            position: if moved { mark.clone() } else { None },
+            shard_end,
+            millis_behind: track.millis_behind(),
+        };
+        let request = self.ctx.store.checkpoint(
+            &self.key.stream,
+            &self.key.shard_id,
+            &self.me,
+            held.counter,
+            held.committed.as_ref(),
+            &write,
+        );
+        match self.ctx.timed(Operation::Checkpoint, request).await {
+            Ok(()) => {
+                if moved {
+                    held.committed = mark;
+                }
+                metrics::counter!("kinesumer_commits_total", "stream" => self.key.stream.clone())
+                    .increment(1);
+                Ok(())
+            }
+            Err(StoreError::ConditionFailed { .. }) => {
+                // Either the lease moved on (lost) or an earlier write of ours that timed
+                // out landed late: re-read to tell.
+                held.reread = true;
+                self.reread_after_timeout(held).await?;
+                Err(CommitEnd::Failed(StoreError::ConditionFailed {
+                    item: format!("checkpoint {}/{}", self.key.stream, self.key.shard_id),
+                }))
+            }
+            Err(e) => {
+                held.reread = true;
+                metrics::counter!("kinesumer_commit_failures_total", "stream" => self.key.stream.clone())
+                    .increment(1);
+                self.ctx.signals.error(Error::CommitFailed {
+                    stream: self.key.stream.clone(),
+                    shard_id: self.key.shard_id.clone(),
+                    source: e.clone(),
+                });
+                Err(CommitEnd::Failed(e))
+            }
+        }
+    }
+
+    /// After a write whose outcome is unknown: adopt what the store holds if the lease is
+    /// still ours, or report the lease lost.
+    async fn reread_after_timeout(&self, held: &mut Held) -> Result<(), CommitEnd> {
+        match self.read_lease().await {
+            Ok(Some(item))
+                if item.owner.as_ref() == Some(&self.me)
+                    && item.lease_counter == Some(held.counter) =>
+            {
+                held.committed = item.checkpoint;
+                held.reread = false;
+                Ok(())
+            }
+            Ok(_) => {
+                self.ctx
+                    .signals
+                    .error(self.shard_error("the lease names another owner"));
+                Err(CommitEnd::Lost)
+            }
+            Err(e) => Err(CommitEnd::Failed(e)),
+        }
+    }
+
+    /// Releases a held lease, retrying transient failures until it lands or a fresh read
+    /// shows it no longer names this owner (its own release may have landed unseen).
+    async fn release(&self, counter: u64) {
+        let mut backoff = crate::backoff::Backoff::new(
+            Duration::from_millis(50),
+            self.ctx.cfg.sync_interval,
+        );
+        loop {
+            let request = self.ctx.store.release_lease(
+                &self.key.stream,
+                &self.key.shard_id,
+                &self.me,
+                counter,
+            );
+            match self.ctx.timed(Operation::ReleaseLease, request).await {
+                Ok(()) | Err(StoreError::ConditionFailed { .. }) => return,
+                Err(e) => debug!(error = %e, "release failed; checking the lease"),
+            }
+            match self.read_lease().await {
+                Ok(Some(item))
+                    if item.owner.as_ref() == Some(&self.me)
+                        && item.lease_counter == Some(counter) => {}
+                Ok(_) => return,
+                Err(_) => {}
+            }
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// A plan's release list names this shard: release it if the lease names this member.
+    async fn release_if_named(&self) -> Outcome {
+        match self.read_lease().await {
+            Ok(Some(item)) if item.owner.as_ref() == Some(&self.me) => {
+                self.release(item.lease_counter.unwrap_or(0)).await;
+                Outcome::Released
+            }
+            _ => Outcome::Released,
+        }
+    }
+}
+
+/// Why a commit did not write.
+#[derive(Debug)]
+enum CommitEnd {
+    /// The lease is no longer this member's (or the fence tripped).
+    Lost,
+    /// The write failed; retried at the next commit.
+    Failed(StoreError),
+}
+
+impl CommitEnd {
+    fn into_error(self, key: &ShardRef) -> Error {
+        match self {
+            CommitEnd::Lost => Error::LeaseLost {
+                stream: key.stream.clone(),
+                shard_id: key.shard_id.clone(),
+                reason: "the lease names another owner, or this member fenced itself".into(),
+            },
+            CommitEnd::Failed(source) => Error::CommitFailed {
+                stream: key.stream.clone(),
+                shard_id: key.shard_id.clone(),
+                source,
+            },
+        }
+    }
+}
+
+/// Moves records from the shard's buffer to the application, in order.
+async fn deliver(
+    mut rx: mpsc::Receiver<ReadItem>,
+    track: Arc<ShardTrack>,
+    sink: Sink,
+    auto_commit: bool,
+    last_read: Arc<Mutex<Option<Position>>>,
+) {
+    while let Some(item) = rx.recv().await {
+        track.set_millis_behind(item.millis_behind);
+        let raw = item.record;
+        let record = Record {
+            stream: track.stream.clone(),
+            shard_id: track.shard_id.clone(),
+            sequence_number: raw.sequence_number,
+            sub_sequence_number: None,
+            partition_key: raw.partition_key,
+            data: raw.data,
+            approximate_arrival: raw.approximate_arrival,
+            track: track.clone(),
+        };
+        let pos = record.position();
+        *last_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(pos.clone());
+        match &sink {
+            Sink::Stream(tx) => {
+                if tx.send(record).await.is_err() {
+                    return;
+                }
+            }
+            Sink::Handler(handler) => {
+                if !track.may_hand_out() {
+                    return;
+                }
+                track.handed_out(&pos);
+                handler.handle(record).await;
+                if auto_commit {
+                    track.mark(&pos);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(id: &str, token: &str) -> Owner {
+        Owner {
+            client_id: id.into(),
+            token: token.into(),
+        }
+    }
+
+    fn lease(owner: Option<Owner>, counter: Option<u64>, shard_end: bool) -> LeaseItem {
+        LeaseItem {
+            stream: "s".into(),
+            shard_id: "shard".into(),
+            checkpoint: None,
+            owner,
+            lease_counter: counter,
+            start: None,
+            shard_end,
+            millis_behind: None,
+            last_update: None,
+        }
+    }
+
+    fn planned(owner: Option<Owner>, counter: Option<u64>, gone: bool) -> PlannedShard {
+        PlannedShard {
+            shard_id: "shard".into(),
+            owner,
+            lease_counter: counter,
+            owner_gone: gone,
+            start: crate::store::PlanStart::TrimHorizon,
+        }
+    }
+
+    #[test]
+    fn decisions_follow_the_design() {
+        let me = owner("a", "1");
+        let other = owner("b", "2");
+        let p = planned(None, None, false);
+        assert!(matches!(decide(None, &p, &me), Decision::Take(s) if !s.exists));
+        assert_eq!(decide(Some(&lease(Some(me.clone()), Some(3), false)), &p, &me), Decision::Held);
+        assert_eq!(decide(Some(&lease(None, Some(3), true)), &p, &me), Decision::Finished);
+        assert_eq!(decide(Some(&lease(Some(me.clone()), Some(3), true)), &p, &me), Decision::Finished);
+        assert!(matches!(
+            decide(Some(&lease(None, Some(3), false)), &p, &me),
+            Decision::Take(LeaseSeen { exists: true, owner: None, lease_counter: Some(3) })
+        ));
+        // A live owner: wait.
+        assert_eq!(decide(Some(&lease(Some(other.clone()), Some(3), false)), &p, &me), Decision::Wait);
+        // Gone, with the counter the plan names: take.
+        let gone = planned(Some(other.clone()), Some(3), true);
+        assert!(matches!(decide(Some(&lease(Some(other.clone()), Some(3), false)), &gone, &me), Decision::Take(_)));
+        // Gone, but the counter moved since the leader looked: wait.
+        assert_eq!(decide(Some(&lease(Some(other.clone()), Some(4), false)), &gone, &me), Decision::Wait);
+    }
+}

@@ -1,0 +1,201 @@
+//! Whole-member tests of the group protocol in one process: several members on the
+//! in-memory state store and the in-memory Kinesis, with tokio's paused clock (time
+//! advances only when every task waits, so these run fast and do not depend on load).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::clock::TestClock;
+use crate::sim::SimKinesis;
+use crate::store::{MemoryStore, StateStore};
+use crate::{Config, InitialPosition, Kinesumer};
+
+const STREAM: &str = "orders";
+
+struct Group {
+    store: MemoryStore,
+    kinesis: Arc<SimKinesis>,
+    clock: Arc<TestClock>,
+    /// (member, shard, sequence) for every record received.
+    received: Arc<Mutex<Vec<(String, String, String)>>>,
+}
+
+impl Group {
+    fn new(shards: usize) -> Self {
+        let kinesis = Arc::new(SimKinesis::new());
+        kinesis.create_stream(STREAM, shards);
+        Self {
+            store: MemoryStore::new("app"),
+            kinesis,
+            clock: Arc::new(TestClock::new(chrono::Utc::now())),
+            received: Arc::default(),
+        }
+    }
+
+    fn config(&self, id: &str) -> Config {
+        Config::builder("app", "table")
+            .client_id(id)
+            .initial_position(InitialPosition::TrimHorizon)
+            .commit_interval(Duration::from_secs(1))
+            .build()
+            .unwrap()
+    }
+
+    /// Starts a member that collects every record it receives.
+    async fn member(&self, id: &str) -> Arc<Kinesumer> {
+        let store: Arc<dyn StateStore> = Arc::new(self.store.clone());
+        let member = Arc::new(Kinesumer::with_parts(
+            self.config(id),
+            store,
+            self.kinesis.clone(),
+            self.clock.clone(),
+        ));
+        let mut records = member.consume([STREAM]).await.unwrap();
+        let received = self.received.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            while let Some(r) = records.next().await {
+                received.lock().unwrap().push((
+                    id.clone(),
+                    r.shard_id.to_string(),
+                    r.sequence_number.to_string(),
+                ));
+            }
+        });
+        member
+    }
+
+    fn put(&self, n: usize) -> BTreeSet<String> {
+        (0..n)
+            .map(|i| self.kinesis.put(STREAM, &format!("key-{i}"), b"x").1)
+            .collect()
+    }
+
+    fn received_sequences(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, s)| s.clone())
+            .collect()
+    }
+}
+
+fn held(members: &[&Arc<Kinesumer>]) -> BTreeMap<String, usize> {
+    members
+        .iter()
+        .map(|m| (m.client_id().to_owned(), m.held_shards().len()))
+        .collect()
+}
+
+async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < end, "not reached within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn balanced(counts: &BTreeMap<String, usize>, total: usize) -> bool {
+    let sum: usize = counts.values().sum();
+    let max = counts.values().max().copied().unwrap_or(0);
+    let min = counts.values().min().copied().unwrap_or(0);
+    sum == total && max - min <= 1
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_members_share_five_shards_and_receive_each_record_once() {
+    let g = Group::new(5);
+    let a = g.member("a").await;
+    let b = g.member("b").await;
+    let c = g.member("c").await;
+    wait_for("balanced", Duration::from_secs(20), || {
+        balanced(&held(&[&a, &b, &c]), 5)
+    })
+    .await;
+    let put = g.put(50);
+    wait_for("all received", Duration::from_secs(20), || {
+        g.received_sequences().len() >= put.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = g.received_sequences();
+    assert_eq!(got.len(), put.len(), "no record twice");
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), put);
+    for m in [&a, &b, &c] {
+        m.close().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_joining_member_takes_only_its_share() {
+    let g = Group::new(6);
+    let a = g.member("a").await;
+    let b = g.member("b").await;
+    wait_for("balanced", Duration::from_secs(20), || balanced(&held(&[&a, &b]), 6)).await;
+    let before: BTreeSet<_> = a.held_shards().into_iter().chain(b.held_shards()).collect();
+    let a_before: BTreeSet<_> = a.held_shards().into_iter().collect();
+    let b_before: BTreeSet<_> = b.held_shards().into_iter().collect();
+    let c = g.member("c").await;
+    wait_for("balanced with c", Duration::from_secs(20), || {
+        balanced(&held(&[&a, &b, &c]), 6)
+    })
+    .await;
+    assert_eq!(before.len(), 6);
+    let a_after: BTreeSet<_> = a.held_shards().into_iter().collect();
+    let b_after: BTreeSet<_> = b.held_shards().into_iter().collect();
+    assert!(a_after.is_subset(&a_before) && b_after.is_subset(&b_before), "nobody but c gained");
+    assert_eq!(c.held_shards().len(), 2, "only c's share moved");
+    for m in [&a, &b, &c] {
+        m.close().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closing_member_hands_off_without_loss_or_duplicates() {
+    let g = Group::new(4);
+    let a = g.member("a").await;
+    let b = g.member("b").await;
+    wait_for("balanced", Duration::from_secs(20), || balanced(&held(&[&a, &b]), 4)).await;
+    let mut put = g.put(40);
+    wait_for("first batch", Duration::from_secs(20), || g.received_sequences().len() >= 40).await;
+    a.close().await;
+    put.extend(g.put(40));
+    wait_for("b holds all", Duration::from_secs(20), || b.held_shards().len() == 4).await;
+    wait_for("all received", Duration::from_secs(20), || g.received_sequences().len() >= 80).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = g.received_sequences();
+    assert_eq!(got.len(), 80, "nothing delivered twice across a graceful handoff");
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), put);
+    b.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_member_s_shards_are_taken_after_the_failover_timeout() {
+    let g = Group::new(4);
+    let a = g.member("a").await;
+    let b = g.member("b").await;
+    wait_for("balanced", Duration::from_secs(20), || balanced(&held(&[&a, &b]), 4)).await;
+    let put = g.put(20);
+    wait_for("received", Duration::from_secs(20), || g.received_sequences().len() >= 20).await;
+    // Let a commit, then crash it: no close, no release.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(a);
+    let crashed = tokio::time::Instant::now();
+    wait_for("b holds all", Duration::from_secs(20), || b.held_shards().len() == 4).await;
+    let takeover = crashed.elapsed();
+    assert!(
+        takeover >= g.config("x").failover_timeout().mul_f64(0.5),
+        "taken only after the crashed member's fence deadline: {takeover:?}"
+    );
+    let more = g.put(20);
+    wait_for("all received", Duration::from_secs(20), || g.received_sequences().len() >= 40).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got: BTreeSet<_> = g.received_sequences().into_iter().collect();
+    assert!(put.is_subset(&got) && more.is_subset(&got), "nothing lost");
+    assert_eq!(g.received_sequences().len(), 40, "a committed before the crash: nothing again");
+    b.close().await;
+}

@@ -1,0 +1,93 @@
+//! Member processes (`kinesumer-member`) owned by a guard that kills them on drop.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::{dynamodb_endpoint, kinesis_endpoint, within};
+
+/// One record line a member wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub member: String,
+    pub shard_id: String,
+    pub sequence_number: String,
+    pub data: String,
+}
+
+/// A running `kinesumer-member` process; killed (SIGKILL) when dropped.
+pub struct MemberProcess {
+    pub client_id: String,
+    child: Child,
+    pub lines: Arc<Mutex<Vec<Line>>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MemberProcess {
+    /// Starts a member of `app` on `table` consuming `stream` from TRIM_HORIZON.
+    pub fn start(app: &str, table: &str, stream: &str, client_id: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kinesumer-member"))
+            .args(["--app", app, "--table", table, "--stream", stream])
+            .args(["--client-id", client_id, "--from", "trim-horizon"])
+            .args(extra)
+            .env("AWS_ENDPOINT_URL_KINESIS", kinesis_endpoint())
+            .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env("AWS_REGION", "us-east-1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start kinesumer-member");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = lines.clone();
+        let reader = tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+                let field = |k: &str| v[k].as_str().expect(k).to_owned();
+                sink.lock().unwrap().push(Line {
+                    member: field("member"),
+                    shard_id: field("shard_id"),
+                    sequence_number: field("sequence_number"),
+                    data: field("data"),
+                });
+            }
+        });
+        Self {
+            client_id: client_id.to_owned(),
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill");
+    }
+
+    /// Sends SIGTERM and waits for a graceful exit; returns its exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().expect("running") as i32;
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).expect("pid"),
+            rustix::process::Signal::TERM,
+        )
+        .expect("SIGTERM");
+        let status = within("member exit", self.child.wait()).await.expect("wait");
+        // Every line written before the exit is read before this returns.
+        if let Some(reader) = self.reader.take() {
+            within("stdout drained", reader).await.expect("reader");
+        }
+        status.code()
+    }
+
+    /// What this process received so far.
+    pub fn received(&self) -> Vec<Line> {
+        self.lines.lock().unwrap().clone()
+    }
+}
