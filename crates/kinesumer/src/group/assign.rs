@@ -423,3 +423,267 @@ fn solve_extras(
             .collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::collection::{btree_set, vec};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const STREAMS: [&str; 3] = ["s0", "s1", "s2"];
+
+    /// Client `i`; ids past the members of an input are holders that are not members.
+    fn client(i: usize) -> String {
+        format!("m{i}")
+    }
+
+    /// An input with `subscriptions[i]` the streams (indices) of member `i`, and per shard
+    /// its stream and the client index of its holder.
+    fn input(subscriptions: &[BTreeSet<usize>], shards: &[(usize, Option<usize>)]) -> AssignInput {
+        let mut input = AssignInput::default();
+        for (i, streams) in subscriptions.iter().enumerate() {
+            let streams = streams.iter().map(|&s| STREAMS[s].to_owned()).collect();
+            input.members.insert(client(i), streams);
+        }
+        for (i, &(stream, holder)) in shards.iter().enumerate() {
+            let stream = input.shards.entry(STREAMS[stream].to_owned()).or_default();
+            stream.insert(format!("shard-{i:02}"), holder.map(client));
+        }
+        input
+    }
+
+    /// Random inputs: up to `members` members (plus two holders that are not members),
+    /// `streams` streams and `shards` shards.
+    fn inputs(members: usize, streams: usize, shards: usize) -> impl Strategy<Value = AssignInput> {
+        (
+            vec(btree_set(0..streams, 0..=streams), 0..=members),
+            vec(
+                (0..streams, proptest::option::of(0..members + 2)),
+                0..=shards,
+            ),
+        )
+            .prop_map(|(subscriptions, shards)| input(&subscriptions, &shards))
+    }
+
+    /// The same members and shards, with `plan` as the current holders.
+    fn held_as(input: &AssignInput, plan: &Assignment) -> AssignInput {
+        let holders = holders(plan);
+        let mut next = input.clone();
+        for (stream, shards) in &mut next.shards {
+            for (shard, holder) in shards {
+                *holder = holders
+                    .get(&(stream.as_str(), shard.as_str()))
+                    .map(|&h| h.to_owned());
+            }
+        }
+        next
+    }
+
+    /// Rule 1: every consumed shard goes to exactly one consumer of its stream, per-stream
+    /// counts differ by at most one, unconsumed streams go to no one, every member appears.
+    fn assert_balanced(input: &AssignInput, plan: &Assignment) {
+        assert!(
+            input.members.keys().eq(plan.keys()),
+            "every member appears, no one else"
+        );
+        let holders = holders(plan);
+        for (stream, shards) in &input.shards {
+            let consumers: Vec<&String> = input
+                .members
+                .iter()
+                .filter(|(_, s)| s.contains(stream))
+                .map(|(m, _)| m)
+                .collect();
+            for shard in shards.keys() {
+                match holders.get(&(stream.as_str(), shard.as_str())) {
+                    Some(holder) => assert!(consumers.iter().any(|c| c == holder)),
+                    None => assert!(consumers.is_empty(), "{stream}/{shard} unassigned"),
+                }
+            }
+        }
+        assert!(
+            is_balanced(input, plan),
+            "per-stream counts differ by more than one"
+        );
+        let consumed = input
+            .shards
+            .iter()
+            .filter(|(stream, _)| input.members.values().any(|s| s.contains(*stream)));
+        let planned = plan.values().flat_map(BTreeMap::values).map(BTreeSet::len);
+        assert_eq!(
+            planned.sum::<usize>(),
+            consumed.map(|(_, shards)| shards.len()).sum(),
+            "each consumed shard planned once, nothing else"
+        );
+    }
+
+    /// Rule 3's measure: max − min of the members' totals.
+    fn spread(plan: &Assignment) -> usize {
+        let totals: Vec<usize> = plan
+            .values()
+            .map(|streams| streams.values().map(BTreeSet::len).sum())
+            .collect();
+        totals
+            .iter()
+            .max()
+            .map_or(0, |max| max - totals.iter().min().unwrap_or(max))
+    }
+
+    /// The best (moves, spread) over every balanced plan, by enumerating them all.
+    fn brute_force(input: &AssignInput) -> (usize, usize) {
+        let shards: Vec<(&String, &String, Vec<&String>)> = input
+            .shards
+            .iter()
+            .flat_map(|(stream, shards)| shards.keys().map(move |shard| (stream, shard)))
+            .map(|(stream, shard)| {
+                let consumers = input.members.iter().filter(|(_, s)| s.contains(stream));
+                (stream, shard, consumers.map(|(m, _)| m).collect())
+            })
+            .collect();
+        let before = input.held();
+        let mut best = (usize::MAX, usize::MAX);
+        let mut choice = vec![0; shards.len()];
+        loop {
+            let mut plan: Assignment = input
+                .members
+                .keys()
+                .map(|m| (m.clone(), BTreeMap::new()))
+                .collect();
+            for ((stream, shard, consumers), &c) in shards.iter().zip(&choice) {
+                if let Some(&member) = consumers.get(c) {
+                    let streams = plan.get_mut(member).expect("a member");
+                    streams
+                        .entry((*stream).clone())
+                        .or_default()
+                        .insert((*shard).clone());
+                }
+            }
+            if is_balanced(input, &plan) {
+                best = best.min((moves(&before, &plan), spread(&plan)));
+            }
+            // Next choice, like an odometer; done when every digit wraps around.
+            let mut wrapped = true;
+            for ((_, _, consumers), c) in shards.iter().zip(&mut choice) {
+                *c += 1;
+                if *c < consumers.len() {
+                    wrapped = false;
+                    break;
+                }
+                *c = 0;
+            }
+            if wrapped {
+                return best;
+            }
+        }
+    }
+
+    /// Rule 1's counts: those of any two consumers of a stream differ by at most one.
+    fn is_balanced(input: &AssignInput, plan: &Assignment) -> bool {
+        input.members.iter().all(|(member, streams)| {
+            streams.iter().all(|stream| {
+                let count = |m: &String| plan[m].get(stream).map_or(0, BTreeSet::len);
+                input
+                    .members
+                    .iter()
+                    .filter(|(_, s)| s.contains(stream))
+                    .all(|(other, _)| count(member).abs_diff(count(other)) <= 1)
+            })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn is_optimal_against_brute_force(input in inputs(4, 2, 7)) {
+            let plan = assign(&input);
+            assert_balanced(&input, &plan);
+            prop_assert_eq!((moves(&input.held(), &plan), spread(&plan)), brute_force(&input));
+        }
+
+        #[test]
+        fn is_deterministic(input in inputs(6, 3, 30)) {
+            // Rebuild the input inserting everything in reverse order.
+            let mut reversed = AssignInput::default();
+            for (member, streams) in input.members.iter().rev() {
+                reversed.members.insert(member.clone(), streams.iter().rev().cloned().collect());
+            }
+            for (stream, shards) in input.shards.iter().rev() {
+                let shards = shards.iter().rev().map(|(s, h)| (s.clone(), h.clone()));
+                reversed.shards.insert(stream.clone(), shards.collect());
+            }
+            prop_assert_eq!(assign(&input), assign(&reversed));
+            prop_assert_eq!(assign(&input), assign(&input));
+        }
+
+        #[test]
+        fn is_stable_on_its_own_plan(input in inputs(8, 3, 40)) {
+            let plan = assign(&input);
+            let again = assign(&held_as(&input, &plan));
+            prop_assert_eq!(moves(&plan, &again), 0);
+            prop_assert_eq!(again, plan);
+        }
+
+        #[test]
+        fn a_leaver_moves_only_its_own_shards(input in inputs(8, 3, 40), leaver in 0..8usize) {
+            let plan = assign(&input);
+            let leaver = client(leaver);
+            let mut next = held_as(&input, &plan);
+            next.members.remove(&leaver);
+            let replanned = assign(&next);
+            let after = holders(&replanned);
+            for (shard, holder) in holders(&plan) {
+                if holder != leaver {
+                    prop_assert_eq!(after.get(&shard), Some(&holder));
+                }
+            }
+        }
+
+        #[test]
+        fn a_joiner_moves_little(
+            input in inputs(8, 3, 40),
+            everyone_consumes_all in any::<bool>(),
+            joiner_streams in btree_set(0..3usize, 0..=3),
+        ) {
+            let mut input = input;
+            if everyone_consumes_all {
+                let all: BTreeSet<String> = input.shards.keys().cloned().collect();
+                input.members.values_mut().for_each(|streams| *streams = all.clone());
+            }
+            let plan = assign(&input);
+            let mut next = held_as(&input, &plan);
+            let joiner_streams: BTreeSet<String> = match everyone_consumes_all {
+                true => input.shards.keys().cloned().collect(),
+                false => joiner_streams.iter().map(|&s| STREAMS[s].to_owned()).collect(),
+            };
+            next.members.insert("joiner".to_owned(), joiner_streams.clone());
+            let moved = moves(&plan, &assign(&next));
+
+            // Per stream the joiner consumes, at most its new share moves; nothing else.
+            let bound: usize = joiner_streams.iter().filter_map(|stream| {
+                let shards = input.shards.get(stream)?.len();
+                let consumers = input.members.values().filter(|s| s.contains(stream)).count();
+                Some(shards.div_ceil(consumers + 1))
+            }).sum();
+            prop_assert!(moved <= bound, "{} > {}", moved, bound);
+            if everyone_consumes_all {
+                let shards: usize = input.shards.values().map(BTreeMap::len).sum();
+                let bound = shards.div_ceil(input.members.len() + 1) + input.shards.len();
+                prop_assert!(moved <= bound, "{} > {}", moved, bound);
+            }
+        }
+    }
+
+    #[test]
+    fn a_thousand_members_and_ten_thousand_shards() {
+        let subscriptions: Vec<BTreeSet<usize>> = (0..1000)
+            .map(|i| (0..3).filter(|s| (i + s) % 4 != 0).collect())
+            .collect();
+        // Holders spread unevenly, some of them not members.
+        let shards: Vec<(usize, Option<usize>)> = (0..10_000)
+            .map(|i| (i % 3, (i % 5 != 0).then_some(i * 7 % 1100)))
+            .collect();
+        let input = input(&subscriptions, &shards);
+        let plan = assign(&input);
+        assert_balanced(&input, &plan);
+    }
+}
