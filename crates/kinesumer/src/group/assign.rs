@@ -673,6 +673,113 @@ mod tests {
         }
     }
 
+    fn shard(id: &str, parent: Option<&str>, adjacent_parent: Option<&str>) -> ShardInfo {
+        ShardInfo {
+            shard_id: id.to_owned(),
+            parent: parent.map(str::to_owned),
+            adjacent_parent: adjacent_parent.map(str::to_owned),
+            closed: false,
+            hash_range: None,
+            ending_sequence: None,
+        }
+    }
+
+    fn ids(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|&id| id.to_owned()).collect()
+    }
+
+    /// `a` splits into `b` and `c`, which merge back into `d`.
+    fn split_then_merge() -> Vec<ShardInfo> {
+        vec![
+            shard("a", None, None),
+            shard("b", Some("a"), None),
+            shard("c", Some("a"), None),
+            shard("d", Some("b"), Some("c")),
+        ]
+    }
+
+    #[test]
+    fn children_wait_for_every_parent() {
+        let shards = split_then_merge();
+        assert_eq!(eligible(&shards, &ids(&[])), ids(&["a"]));
+        assert_eq!(eligible(&shards, &ids(&["a"])), ids(&["b", "c"]));
+        // A merge child waits for its adjacent parent too, and for its parent.
+        assert_eq!(eligible(&shards, &ids(&["a", "b"])), ids(&["c"]));
+        assert_eq!(eligible(&shards, &ids(&["a", "c"])), ids(&["b"]));
+        assert_eq!(eligible(&shards, &ids(&["a", "b", "c"])), ids(&["d"]));
+        assert_eq!(eligible(&shards, &ids(&["a", "b", "c", "d"])), ids(&[]));
+    }
+
+    #[test]
+    fn parents_no_longer_listed_count_as_finished() {
+        // "a" expired past retention: its children are eligible at once.
+        let shards = &split_then_merge()[1..];
+        assert_eq!(eligible(shards, &ids(&[])), ids(&["b", "c"]));
+        // Only the adjacent parent is gone: the merge child still waits for "b".
+        let without_c = [shard("b", None, None), shard("d", Some("b"), Some("c"))];
+        assert_eq!(eligible(&without_c, &ids(&[])), ids(&["b"]));
+        assert_eq!(eligible(&without_c, &ids(&["b"])), ids(&["d"]));
+    }
+
+    /// Random lineage: shard `i` has up to two parents among the shards before it, is
+    /// listed or not (expired), and starts finished or not.
+    fn lineages() -> impl Strategy<Value = (Vec<ShardInfo>, BTreeSet<String>)> {
+        use prop::sample::Index;
+        let spec = (any::<Index>(), any::<Index>(), 0..3usize, any::<bool>());
+        (vec(spec, 1..14), vec(any::<Index>(), 0..8)).prop_map(|(specs, finished)| {
+            let mut listed = Vec::new();
+            for (i, &(parent, adjacent, parents, is_listed)) in specs.iter().enumerate() {
+                // Shard 0 has no parent; a merge's two parents differ.
+                let parent = (i > 0 && parents > 0).then(|| parent.index(i));
+                let adjacent = parent.filter(|_| parents == 2).map(|_| adjacent.index(i));
+                let adjacent = adjacent.filter(|&a| Some(a) != parent);
+                let name = |n: Option<usize>| n.map(|n| n.to_string());
+                if is_listed {
+                    listed.push(shard(
+                        &i.to_string(),
+                        name(parent).as_deref(),
+                        name(adjacent).as_deref(),
+                    ));
+                }
+            }
+            let finished = finished
+                .iter()
+                .map(|f| f.index(specs.len()).to_string())
+                .collect();
+            (listed, finished)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn eligible_follows_the_lineage((shards, finished) in lineages()) {
+            let listed: BTreeSet<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
+            let parents = |s: &ShardInfo| [s.parent.clone(), s.adjacent_parent.clone()].into_iter().flatten();
+            // Finish eligible shards one at a time, as readers reach their ends.
+            let mut finished = finished;
+            loop {
+                let ready = eligible(&shards, &finished);
+                for shard in shards.iter().filter(|s| ready.contains(&s.shard_id)) {
+                    prop_assert!(!finished.contains(&shard.shard_id), "finished shards never eligible");
+                    for parent in parents(shard) {
+                        prop_assert!(finished.contains(&parent) || !listed.contains(&parent));
+                    }
+                }
+                // Complete: whatever is unfinished with every parent done is eligible.
+                for shard in shards.iter().filter(|s| !finished.contains(&s.shard_id)) {
+                    let waiting = parents(shard).any(|p| listed.contains(&p) && !finished.contains(&p));
+                    prop_assert_eq!(ready.contains(&shard.shard_id), !waiting);
+                }
+                match ready.into_iter().next() {
+                    Some(next) => finished.insert(next),
+                    None => break,
+                };
+            }
+            // Progress: every listed shard was read in the end.
+            prop_assert!(listed.is_subset(&finished));
+        }
+    }
+
     #[test]
     fn a_thousand_members_and_ten_thousand_shards() {
         let subscriptions: Vec<BTreeSet<usize>> = (0..1000)
