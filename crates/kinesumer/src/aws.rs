@@ -1,10 +1,206 @@
-//! SDK clients from the configuration (temporary; replaced by the reader's).
+//! The AWS SDK clients the consumer talks through, built from the standard AWS chain and
+//! the [`Config`]'s per-service overrides.
+//!
+//! Everything the AWS SDK reads from the environment keeps working (`AWS_REGION`,
+//! profiles, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_KINESIS`, `AWS_ENDPOINT_URL_DYNAMODB`,
+//! `AWS_ENDPOINT_URL_STS`, the credential chain); a region or endpoint set in the
+//! [`Config`] wins over it for its service.
+//!
+//! # Timeouts and retries
+//!
+//! - Kinesis: every attempt of every call is bounded by `scan_timeout` (the GetRecords
+//!   timeout; control calls are smaller and faster). The SDK's standard retry (3 attempts,
+//!   jittered backoff) stays on for the control calls (ListShards, GetShardIterator);
+//!   [`SdkKinesis`](crate::reader::SdkKinesis) turns it off for GetRecords, because the
+//!   polling reader backs off itself and must see each throttle to count it and to keep
+//!   the per-shard call rate in its own hands.
+//! - DynamoDB: only a connect timeout here; the state store bounds each request with
+//!   `request_timeout` itself, and keeps the SDK's standard retry.
 
-use crate::config::Config;
-use crate::error::Result;
+// The consumer, written in another worktree, builds its clients here; until it lands
+// only the tests do. The test build still checks this module for dead code.
+#![cfg_attr(not(test), allow(dead_code))]
 
+use std::time::Duration;
+
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_types::timeout::TimeoutConfig;
+
+use crate::config::{Config, ConfigError};
+
+/// How long opening a connection may take, for both services.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The Kinesis and DynamoDB clients for `config`, from the standard AWS chain
+/// (`aws_config::defaults(BehaviorVersion::latest())`).
+///
+/// # Errors
+///
+/// A [`ConfigError`] naming `kinesis_region` or `dynamodb_region` when no region is
+/// known for a service (neither set in the [`Config`] nor found by the AWS chain).
 pub(crate) async fn sdk_clients(
-    _config: &Config,
-) -> Result<(aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client)> {
-    unimplemented!()
+    config: &Config,
+) -> Result<(aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client), ConfigError> {
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    sdk_clients_from(config, &sdk).await
+}
+
+/// The Kinesis and DynamoDB clients for `config`, on an [`SdkConfig`] the application
+/// loaded itself (credentials, HTTP client, endpoints). The [`Config`]'s regions,
+/// endpoints and role ARN still apply on top of it.
+///
+/// With a role ARN, the Kinesis client's credentials come from STS AssumeRole (session
+/// name `kinesumer-<app>`), called with `sdk`'s credentials, in the Kinesis region, at
+/// the STS endpoint `sdk` resolves (`AWS_ENDPOINT_URL_STS`, or `sdk`'s endpoint URL).
+/// DynamoDB keeps `sdk`'s own credentials: the state store lives in the consumer's
+/// account, the stream in the other one.
+///
+/// # Errors
+///
+/// As [`sdk_clients`].
+pub(crate) async fn sdk_clients_from(
+    config: &Config,
+    sdk: &SdkConfig,
+) -> Result<(aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client), ConfigError> {
+    let kinesis_region = region(sdk, config.kinesis_region(), "kinesis_region")?;
+    let dynamodb_region = region(sdk, config.dynamodb_region(), "dynamodb_region")?;
+
+    let mut kinesis = aws_sdk_kinesis::config::Builder::from(sdk)
+        .region(kinesis_region.clone())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(config.scan_timeout())
+                .build(),
+        );
+    if let Some(url) = config.kinesis_endpoint() {
+        kinesis = kinesis.endpoint_url(url);
+    }
+    if let Some(arn) = config.role_arn() {
+        let provider = AssumeRoleProvider::builder(arn)
+            .session_name(session_name(config.app()))
+            .region(kinesis_region)
+            .configure(sdk)
+            .build()
+            .await;
+        kinesis = kinesis.credentials_provider(provider);
+    }
+
+    let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .region(dynamodb_region)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build(),
+        );
+    if let Some(url) = config.dynamodb_endpoint() {
+        dynamodb = dynamodb.endpoint_url(url);
+    }
+
+    Ok((
+        aws_sdk_kinesis::Client::from_conf(kinesis.build()),
+        aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+    ))
+}
+
+/// The region of one service: the [`Config`]'s, else the AWS chain's. Refused when
+/// neither has one, because the SDK would otherwise fail every call with a message that
+/// does not say which setting is missing.
+fn region(
+    sdk: &SdkConfig,
+    configured: Option<&str>,
+    field: &'static str,
+) -> Result<Region, ConfigError> {
+    configured
+        .map(|r| Region::new(r.to_owned()))
+        .or_else(|| sdk.region().cloned())
+        .ok_or_else(|| ConfigError {
+            field,
+            reason: "no region: set it here, or AWS_REGION, or a region in the AWS profile"
+                .to_owned(),
+        })
+}
+
+/// `kinesumer-<app>`, made a valid STS role session name: 2 to 64 characters of
+/// `[A-Za-z0-9_+=,.@-]` (the AssumeRole `RoleSessionName` constraint); any other
+/// character becomes `-`.
+fn session_name(app: &str) -> String {
+    format!("kinesumer-{app}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sdk(region: Option<&'static str>) -> SdkConfig {
+        let mut b = SdkConfig::builder().behavior_version(BehaviorVersion::latest());
+        if let Some(r) = region {
+            b = b.region(Region::from_static(r));
+        }
+        b.build()
+    }
+
+    #[test]
+    fn session_names_are_valid_for_sts() {
+        assert_eq!(session_name("orders"), "kinesumer-orders");
+        assert_eq!(session_name("my app/é"), "kinesumer-my-app--");
+        assert_eq!(session_name(&"x".repeat(100)).len(), 64);
+    }
+
+    #[tokio::test]
+    async fn config_regions_override_the_chain() {
+        let config = Config::builder("app", "table")
+            .kinesis_region("eu-west-1")
+            .kinesis_endpoint("http://127.0.0.1:1")
+            .build()
+            .unwrap();
+        let (k, d) = sdk_clients_from(&config, &sdk(Some("us-east-1")))
+            .await
+            .unwrap();
+        assert_eq!(k.config().region().unwrap().as_ref(), "eu-west-1");
+        assert_eq!(d.config().region().unwrap().as_ref(), "us-east-1");
+        assert_eq!(
+            k.config()
+                .timeout_config()
+                .unwrap()
+                .operation_attempt_timeout(),
+            Some(config.scan_timeout())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_standard_chain_with_config_regions() {
+        let config = Config::builder("app", "table")
+            .kinesis_region("eu-west-1")
+            .dynamodb_region("eu-west-2")
+            .build()
+            .unwrap();
+        let (k, d) = tokio::time::timeout(Duration::from_secs(10), sdk_clients(&config))
+            .await
+            .expect("loading the AWS chain")
+            .unwrap();
+        assert_eq!(k.config().region().unwrap().as_ref(), "eu-west-1");
+        assert_eq!(d.config().region().unwrap().as_ref(), "eu-west-2");
+    }
+
+    #[tokio::test]
+    async fn a_missing_region_names_the_field() {
+        let config = Config::builder("app", "table")
+            .kinesis_region("eu-west-1")
+            .build()
+            .unwrap();
+        let err = sdk_clients_from(&config, &sdk(None)).await.unwrap_err();
+        assert_eq!(err.field, "dynamodb_region");
+    }
 }

@@ -1,13 +1,731 @@
-//! stub
-#![allow(missing_docs, unused)]
+//! The polling reader: one task per owned shard, reading with GetRecords within the
+//! per-shard limits of Kinesis and handing records to a bounded channel.
+//!
+//! ```text
+//!  GetShardIterator ──► GetRecords ──► skip ≤ checkpoint ──► out (bounded: backpressure)
+//!        ▲                  │  ▲
+//!        │ expired          │  └── wait: ≥ 200 ms between calls, bytes ÷ 2 MB/s,
+//!        └── after the last ┘      scan_interval when caught up, backoff on errors
+//!            record read
+//! ```
+//!
+//! A reader touches only its own shard: its errors, waits and backpressure never pause
+//! another shard's reader, each being its own task.
+//!
+//! # Cancel safety
+//!
+//! [`read_shard`] returns [`ReaderEnd::Cancelled`] promptly when its token is cancelled,
+//! whatever it waits on (a call, a sleep, a full channel). Records already sent stay sent;
+//! a record being sent when the token fires is not delivered.
+
+// The consumer, written in another worktree, drives the readers; until it lands only the
+// tests use this module. The test build still checks it for dead code.
+#![cfg_attr(not(test), allow(dead_code))]
+
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use metrics::{Counter, Gauge};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{IteratorStart, KinesisApi, KinesisError, RawRecord, RecordsPage};
+use crate::backoff::Backoff;
 use crate::seq::{Position, SequenceNumber};
 use crate::store::StoredStart;
-use super::{KinesisApi, KinesisError, RawRecord};
-pub(crate) struct PollingConfig { pub(crate) limit: i32, pub(crate) scan_interval: Duration, pub(crate) scan_timeout: Duration }
+
+/// Kinesis allows 5 GetRecords calls per second per shard, shared by every reader of
+/// the stream ("Kinesis Data Streams quotas and limits", GetRecords): at least 200 ms
+/// between the starts of two calls.
+const MIN_CALL_SPACING: Duration = Duration::from_millis(200);
+
+/// Kinesis reads at most 2 MB per second per shard (same page). One call may return up
+/// to 10 MB; calls within the next 5 s are then throttled, so after `B` bytes the next
+/// call waits `B ÷ 2 MB/s` from the start of the previous one. Counted in decimal
+/// megabytes, the more cautious reading.
+const READ_BYTES_PER_SEC: f64 = 2_000_000.0;
+
+/// The first backoff ceiling after a throttle or a transient error, and the largest.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// How a shard is read.
 #[derive(Debug, Clone)]
-pub(crate) enum ReadFrom { After(Position), Start(StoredStart) }
-pub(crate) struct ReadItem { pub(crate) record: RawRecord, pub(crate) millis_behind: Option<i64> }
-pub(crate) enum ReaderEnd { Cancelled, ShardEnd { last: Option<SequenceNumber>, children: Vec<String> }, ShardGone, Fatal(KinesisError) }
-pub(crate) async fn read_shard(api: Arc<dyn KinesisApi>, stream: Arc<str>, shard_id: Arc<str>, from: ReadFrom, cfg: PollingConfig, out: tokio::sync::mpsc::Sender<ReadItem>, cancel: tokio_util::sync::CancellationToken) -> ReaderEnd { todo!() }
+pub(crate) struct PollingConfig {
+    /// Records asked for per GetRecords call (the config's `scan_limit`).
+    pub(crate) limit: i32,
+    /// The wait before the next call when the shard is caught up.
+    pub(crate) scan_interval: Duration,
+    /// The bound of one GetRecords call; a call that takes longer is retried.
+    pub(crate) scan_timeout: Duration,
+}
+
+/// Where a reader starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReadFrom {
+    /// After a checkpoint: everything at or before it is processed.
+    After(Position),
+    /// A shard without a checkpoint: its stored start.
+    Start(StoredStart),
+}
+
+/// One record read, as sent to the reader's channel.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadItem {
+    /// The record.
+    pub(crate) record: RawRecord,
+    /// How far the shard's tip was ahead of the page this record came in.
+    pub(crate) millis_behind: Option<i64>,
+    /// Set on the aggregated record a checkpoint points inside: its user records up to
+    /// and including this sub-sequence number are processed, and must be skipped.
+    pub(crate) done_through_sub: Option<u64>,
+}
+
+/// Why a reader stopped.
+#[derive(Debug)]
+pub(crate) enum ReaderEnd {
+    /// The token was cancelled, or the channel's receiver was dropped.
+    Cancelled,
+    /// The end of a closed shard: every record of it was sent.
+    ShardEnd {
+        /// The last record this reader read; `None` if it read none.
+        last: Option<SequenceNumber>,
+        /// The children Kinesis announced (may be empty).
+        children: Vec<String>,
+    },
+    /// The shard no longer exists (expired past retention): it is finished.
+    ShardGone,
+    /// The stream is missing or access is denied: retrying will not help.
+    Fatal(KinesisError),
+}
+
+/// Reads shard `shard_id` of `stream` from `from` into `out` until the shard ends, it is
+/// gone, a fatal error, or `cancel`.
+///
+/// Throttles and transient errors (timeouts, connection failures, 5xx) are retried for
+/// ever with exponential backoff and full jitter; an expired iterator is replaced by one
+/// after the last record read.
+pub(crate) async fn read_shard(
+    api: Arc<dyn KinesisApi>,
+    stream: Arc<str>,
+    shard_id: Arc<str>,
+    from: ReadFrom,
+    cfg: PollingConfig,
+    out: mpsc::Sender<ReadItem>,
+    cancel: CancellationToken,
+) -> ReaderEnd {
+    let span = tracing::debug_span!("read_shard", stream = %stream, shard = %shard_id);
+    let (start, skip_through) = match from {
+        // AT_SEQUENCE_NUMBER: the checkpoint is inside an aggregated record whose other
+        // user records are still to be delivered.
+        ReadFrom::After(p) if p.sub_sequence.is_some() => {
+            (IteratorStart::At(p.sequence.clone()), Some(p))
+        }
+        ReadFrom::After(p) => (IteratorStart::After(p.sequence.clone()), Some(p)),
+        ReadFrom::Start(StoredStart::TrimHorizon) => (IteratorStart::TrimHorizon, None),
+        ReadFrom::Start(StoredStart::AtTimestamp(t)) => (IteratorStart::AtTimestamp(t), None),
+    };
+    let labels = [
+        ("stream", stream.to_string()),
+        ("shard", shard_id.to_string()),
+    ];
+    let reader = Reader {
+        metrics: ShardMetrics {
+            records: metrics::counter!("kinesumer_records_read_total", &labels),
+            bytes: metrics::counter!("kinesumer_bytes_read_total", &labels),
+            throttles: metrics::counter!("kinesumer_kinesis_throttles_total", &labels),
+            retries: metrics::counter!("kinesumer_kinesis_retries_total", &labels),
+            millis_behind: metrics::gauge!("kinesumer_millis_behind_latest", &labels),
+        },
+        api,
+        stream,
+        shard_id,
+        cfg,
+        out,
+        cancel,
+        start,
+        skip_through,
+        last_read: None,
+        backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP),
+    };
+    reader.run().instrument(span).await
+}
+
+struct ShardMetrics {
+    records: Counter,
+    bytes: Counter,
+    throttles: Counter,
+    retries: Counter,
+    millis_behind: Gauge,
+}
+
+struct Reader {
+    api: Arc<dyn KinesisApi>,
+    stream: Arc<str>,
+    shard_id: Arc<str>,
+    cfg: PollingConfig,
+    out: mpsc::Sender<ReadItem>,
+    cancel: CancellationToken,
+    /// The iterator start before anything was read.
+    start: IteratorStart,
+    /// The checkpoint: records at or before it are not sent again.
+    skip_through: Option<Position>,
+    /// The last record read into the channel (or skipped as processed).
+    last_read: Option<SequenceNumber>,
+    backoff: Backoff,
+    metrics: ShardMetrics,
+}
+
+impl Reader {
+    async fn run(mut self) -> ReaderEnd {
+        let mut iterator: Option<String> = None;
+        let mut next_call = Instant::now();
+        loop {
+            let it = match iterator.take() {
+                Some(it) => it,
+                None => {
+                    let start = self.resume_start();
+                    let api = Arc::clone(&self.api);
+                    let got = api.shard_iterator(&self.stream, &self.shard_id, &start);
+                    match self.or_cancel(got).await {
+                        None => return ReaderEnd::Cancelled,
+                        Some(Ok(it)) => it,
+                        Some(Err(e)) => match self.recover(e).await {
+                            Ok(()) => continue,
+                            Err(end) => return end,
+                        },
+                    }
+                }
+            };
+            if self
+                .or_cancel(tokio::time::sleep_until(next_call))
+                .await
+                .is_none()
+            {
+                return ReaderEnd::Cancelled;
+            }
+            let started = Instant::now();
+            next_call = started + MIN_CALL_SPACING;
+            let call = tokio::time::timeout(
+                self.cfg.scan_timeout,
+                self.api
+                    .get_records(&self.stream, &self.shard_id, &it, self.cfg.limit),
+            );
+            let result = match self.or_cancel(call).await {
+                None => return ReaderEnd::Cancelled,
+                Some(Ok(result)) => result,
+                Some(Err(_elapsed)) => Err(KinesisError::Other {
+                    operation: "GetRecords",
+                    stream: self.stream.to_string(),
+                    message: format!("timed out after {:?}", self.cfg.scan_timeout),
+                }),
+            };
+            match result {
+                Ok(page) => {
+                    self.backoff.reset();
+                    next_call = self.next_call_after(started, &page);
+                    let RecordsPage {
+                        next_iterator,
+                        child_shards,
+                        ..
+                    } = match self.deliver(page).await {
+                        Some(rest) => rest,
+                        None => return ReaderEnd::Cancelled,
+                    };
+                    match next_iterator {
+                        Some(next) => iterator = Some(next),
+                        None => {
+                            tracing::debug!(children = ?child_shards, "end of closed shard");
+                            return ReaderEnd::ShardEnd {
+                                last: self.last_read,
+                                children: child_shards,
+                            };
+                        }
+                    }
+                }
+                Err(e) => {
+                    // An iterator stays valid for 5 minutes and may be used again: keep
+                    // it for the retry unless it is the thing that expired.
+                    if !matches!(e, KinesisError::ExpiredIterator) {
+                        iterator = Some(it);
+                    }
+                    if let Err(end) = self.recover(e).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The start of a new iterator: after the last record read into the channel (not
+    /// the last one the application processed, which would deliver records twice), or
+    /// the original start when nothing was read yet.
+    fn resume_start(&self) -> IteratorStart {
+        match &self.last_read {
+            Some(seq) => IteratorStart::After(seq.clone()),
+            None => self.start.clone(),
+        }
+    }
+
+    /// When the call after a page that was asked for at `started` may start.
+    fn next_call_after(&self, started: Instant, page: &RecordsPage) -> Instant {
+        let for_bytes = Duration::from_secs_f64(page.bytes as f64 / READ_BYTES_PER_SEC);
+        let earliest = started + MIN_CALL_SPACING.max(for_bytes);
+        // Behind and getting records: read again as soon as the limits allow.
+        // Caught up (or an empty page, such as the gaps of a sparse shard): idle.
+        let behind = page.millis_behind.is_some_and(|m| m > 0) && !page.records.is_empty();
+        if behind {
+            earliest
+        } else {
+            earliest.max(Instant::now() + self.cfg.scan_interval)
+        }
+    }
+
+    /// Sends the page's records that are past the checkpoint; returns the rest of the
+    /// page, or `None` when cancelled or the receiver is gone.
+    async fn deliver(&mut self, mut page: RecordsPage) -> Option<RecordsPage> {
+        self.metrics.records.increment(page.records.len() as u64);
+        self.metrics.bytes.increment(page.bytes as u64);
+        if let Some(m) = page.millis_behind {
+            self.metrics.millis_behind.set(m as f64);
+        }
+        for record in std::mem::take(&mut page.records) {
+            let seq = record.sequence_number.clone();
+            let mut done_through_sub = None;
+            if let Some(checkpoint) = &self.skip_through {
+                // Compared as positions: a whole record at the checkpoint's sequence is
+                // after a checkpoint inside it, and is sent, marked with how far it
+                // was processed.
+                if Position::whole(seq.clone()) <= *checkpoint {
+                    self.last_read = Some(seq);
+                    continue;
+                }
+                if checkpoint.sequence == seq {
+                    done_through_sub = checkpoint.sub_sequence;
+                }
+                self.skip_through = None;
+            }
+            let item = ReadItem {
+                record,
+                millis_behind: page.millis_behind,
+                done_through_sub,
+            };
+            let out = self.out.clone();
+            match self.or_cancel(out.send(item)).await {
+                Some(Ok(())) => self.last_read = Some(seq),
+                None | Some(Err(_)) => return None,
+            }
+        }
+        Some(page)
+    }
+
+    /// Decides what an error means: `Ok` to try again (after the backoff, for throttles
+    /// and transient errors), `Err` to stop.
+    async fn recover(&mut self, e: KinesisError) -> Result<(), ReaderEnd> {
+        match e {
+            KinesisError::ShardNotFound { .. } => {
+                tracing::info!("shard not found (expired past retention): finished");
+                return Err(ReaderEnd::ShardGone);
+            }
+            KinesisError::StreamNotFound { .. } | KinesisError::AccessDenied { .. } => {
+                tracing::warn!(error = %e, "stopping the shard's reader");
+                return Err(ReaderEnd::Fatal(e));
+            }
+            // No wait beyond the call rate: a new iterator is all it takes.
+            KinesisError::ExpiredIterator => {
+                tracing::debug!(after = ?self.last_read, "shard iterator expired; getting a new one");
+                return Ok(());
+            }
+            KinesisError::Throttled { .. } => {
+                self.metrics.throttles.increment(1);
+                tracing::debug!(error = %e, "throttled; backing off");
+            }
+            KinesisError::Other { .. } => tracing::warn!(error = %e, "retrying after backoff"),
+        }
+        self.metrics.retries.increment(1);
+        let delay = self.backoff.next_delay();
+        match self.or_cancel(tokio::time::sleep(delay)).await {
+            Some(()) => Ok(()),
+            None => Err(ReaderEnd::Cancelled),
+        }
+    }
+
+    /// Runs `f` unless the token is cancelled first (`None`).
+    async fn or_cancel<F: Future>(&self, f: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => None,
+            v = f => Some(v),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::reader::StreamShards;
+
+    /// A scripted Kinesis shard: GetRecords answers from a queue (and hangs once it is
+    /// empty); every call is recorded with its instant.
+    #[derive(Debug, Default)]
+    struct Fake {
+        state: Mutex<FakeState>,
+    }
+
+    #[derive(Debug, Default)]
+    struct FakeState {
+        pages: VecDeque<Result<RecordsPage, KinesisError>>,
+        iterators: Vec<IteratorStart>,
+        calls: Vec<(String, Instant)>,
+    }
+
+    impl Fake {
+        fn new(pages: Vec<Result<RecordsPage, KinesisError>>) -> Arc<Self> {
+            Arc::new(Self {
+                state: Mutex::new(FakeState {
+                    pages: pages.into(),
+                    ..FakeState::default()
+                }),
+            })
+        }
+
+        fn iterators(&self) -> Vec<IteratorStart> {
+            self.state.lock().unwrap().iterators.clone()
+        }
+
+        fn calls(&self) -> Vec<(String, Instant)> {
+            self.state.lock().unwrap().calls.clone()
+        }
+
+        fn gaps(&self) -> Vec<Duration> {
+            let calls = self.calls();
+            calls.windows(2).map(|w| w[1].1 - w[0].1).collect()
+        }
+    }
+
+    #[async_trait]
+    impl KinesisApi for Fake {
+        async fn list_shards(&self, _: &str) -> Result<StreamShards, KinesisError> {
+            unreachable!("the reader never lists shards")
+        }
+
+        async fn shard_iterator(
+            &self,
+            _: &str,
+            _: &str,
+            start: &IteratorStart,
+        ) -> Result<String, KinesisError> {
+            let mut s = self.state.lock().unwrap();
+            s.iterators.push(start.clone());
+            Ok(format!("it-{}", s.iterators.len()))
+        }
+
+        async fn get_records(
+            &self,
+            _: &str,
+            _: &str,
+            iterator: &str,
+            _: i32,
+        ) -> Result<RecordsPage, KinesisError> {
+            let next = {
+                let mut s = self.state.lock().unwrap();
+                s.calls.push((iterator.to_owned(), Instant::now()));
+                s.pages.pop_front()
+            };
+            match next {
+                Some(page) => page,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn seq(n: u64) -> SequenceNumber {
+        n.to_string().parse().unwrap()
+    }
+
+    /// A page of records `seqs` (10 bytes each), `behind` ms behind, and a next
+    /// iterator unless `last`.
+    fn page(seqs: &[u64], behind: i64, last: bool) -> Result<RecordsPage, KinesisError> {
+        let records: Vec<RawRecord> = seqs
+            .iter()
+            .map(|&n| RawRecord {
+                sequence_number: seq(n),
+                partition_key: "pk".into(),
+                data: vec![0xff; 10],
+                approximate_arrival: None,
+            })
+            .collect();
+        Ok(RecordsPage {
+            bytes: records.len() * 10,
+            records,
+            next_iterator: (!last).then(|| "next".to_owned()),
+            millis_behind: Some(behind),
+            child_shards: if last { vec!["child".into()] } else { vec![] },
+        })
+    }
+
+    fn other() -> Result<RecordsPage, KinesisError> {
+        Err(KinesisError::Other {
+            operation: "GetRecords",
+            stream: "s".into(),
+            message: "HTTP 500".into(),
+        })
+    }
+
+    fn throttled() -> Result<RecordsPage, KinesisError> {
+        Err(KinesisError::Throttled {
+            operation: "GetRecords",
+            stream: "s".into(),
+        })
+    }
+
+    struct Running {
+        rx: mpsc::Receiver<ReadItem>,
+        cancel: CancellationToken,
+        task: tokio::task::JoinHandle<ReaderEnd>,
+    }
+
+    impl Running {
+        /// Receives until the reader ends, then returns the sequence numbers received and
+        /// how it ended.
+        async fn drain(mut self) -> (Vec<u64>, ReaderEnd) {
+            let mut got = Vec::new();
+            while let Some(item) = self.rx.recv().await {
+                got.push(item.record.sequence_number.as_str().parse().unwrap());
+            }
+            (got, self.task.await.unwrap())
+        }
+    }
+
+    fn start(fake: &Arc<Fake>, from: ReadFrom, capacity: usize) -> Running {
+        let (tx, rx) = mpsc::channel(capacity);
+        let cancel = CancellationToken::new();
+        let cfg = PollingConfig {
+            limit: 100,
+            scan_interval: Duration::from_secs(1),
+            scan_timeout: Duration::from_secs(3),
+        };
+        let task = tokio::spawn(read_shard(
+            fake.clone(),
+            "s".into(),
+            "shard-0".into(),
+            from,
+            cfg,
+            tx,
+            cancel.clone(),
+        ));
+        Running { rx, cancel, task }
+    }
+
+    const TRIM: ReadFrom = ReadFrom::Start(StoredStart::TrimHorizon);
+
+    fn end_last(end: &ReaderEnd) -> Option<u64> {
+        match end {
+            ReaderEnd::ShardEnd { last, children } => {
+                assert_eq!(children, &["child".to_owned()]);
+                last.as_ref().map(|s| s.as_str().parse().unwrap())
+            }
+            other => panic!("expected the shard's end, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_five_calls_per_second_and_two_megabytes_per_second() {
+        let mut big = page(&[6], 1000, false).unwrap();
+        big.bytes = 4_000_000;
+        let mut pages: Vec<_> = (1..=5).map(|n| page(&[n], 1000, false)).collect();
+        pages.push(Ok(big));
+        pages.push(page(&[7], 1000, true));
+        let fake = Fake::new(pages);
+        let (got, end) = start(&fake, TRIM, 100).drain().await;
+        assert_eq!(got, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(end_last(&end), Some(7));
+        let gaps = fake.gaps();
+        // Behind: every call as early as the 5 calls/s limit allows...
+        assert!(gaps[..5].iter().all(|g| *g == MIN_CALL_SPACING), "{gaps:?}");
+        // ...and after 4 MB, 2 s for 2 MB/s.
+        assert_eq!(gaps[5], Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_at_once_while_behind_and_idles_when_caught_up() {
+        let fake = Fake::new(vec![
+            page(&[1], 5000, false), // behind: next call at once (200 ms)
+            page(&[2], 0, false),    // caught up: scan_interval
+            page(&[], 5000, false),  // behind but empty: scan_interval
+            page(&[3], 5000, false), // behind
+            page(&[4], 0, true),
+        ]);
+        let (got, _) = start(&fake, TRIM, 100).drain().await;
+        assert_eq!(got, [1, 2, 3, 4]);
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(fake.gaps(), [ms(200), ms(1000), ms(1000), ms(200)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttles_back_off_then_recover_without_loss_or_duplicates() {
+        let fake = Fake::new(vec![
+            page(&[1, 2], 1000, false),
+            throttled(),
+            throttled(),
+            other(),
+            throttled(),
+            page(&[3, 4], 0, true),
+        ]);
+        let (got, end) = start(&fake, TRIM, 100).drain().await;
+        assert_eq!(got, [1, 2, 3, 4]);
+        assert_eq!(end_last(&end), Some(4));
+        // The iterator survives throttling: the same one is retried.
+        assert_eq!(fake.iterators(), [IteratorStart::TrimHorizon]);
+        let calls = fake.calls();
+        assert!(calls[1..].iter().all(|(it, _)| it == "next"), "{calls:?}");
+        assert!(fake.gaps().iter().all(|g| *g >= MIN_CALL_SPACING));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_iterator_resumes_after_the_last_record_read() {
+        let fake = Fake::new(vec![
+            Err(KinesisError::ExpiredIterator), // nothing read yet: the original start
+            page(&[11, 12, 13], 1000, false),
+            Err(KinesisError::ExpiredIterator),
+            page(&[14], 0, true),
+        ]);
+        let checkpoint = ReadFrom::After(Position::whole(seq(10)));
+        // A one-slot channel: the application is far behind the reader.
+        let (got, _) = start(&fake, checkpoint, 1).drain().await;
+        assert_eq!(got, [11, 12, 13, 14]);
+        assert_eq!(
+            fake.iterators(),
+            [
+                IteratorStart::After(seq(10)),
+                IteratorStart::After(seq(10)),
+                IteratorStart::After(seq(13)),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shard_ends_only_after_every_record_was_sent() {
+        let fake = Fake::new(vec![page(&[1, 2, 3], 0, true)]);
+        let mut r = start(&fake, TRIM, 1);
+        assert_eq!(r.rx.recv().await.unwrap().record.sequence_number, seq(1));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!r.task.is_finished(), "ended with records unsent");
+        let (got, end) = r.drain().await;
+        assert_eq!(got, [2, 3]);
+        assert_eq!(end_last(&end), Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_shard_is_gone_at_once() {
+        let fake = Fake::new(vec![Err(KinesisError::ShardNotFound {
+            stream: "s".into(),
+            shard_id: "shard-0".into(),
+        })]);
+        let (got, end) = start(&fake, TRIM, 1).drain().await;
+        assert!(got.is_empty());
+        assert!(matches!(end, ReaderEnd::ShardGone), "{end:?}");
+        assert_eq!(fake.calls().len(), 1, "never spins on a missing shard");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn access_denied_is_fatal() {
+        let fake = Fake::new(vec![Err(KinesisError::AccessDenied {
+            operation: "GetRecords",
+            stream: "s".into(),
+            message: "no".into(),
+        })]);
+        let (_, end) = start(&fake, TRIM, 1).drain().await;
+        assert!(
+            matches!(end, ReaderEnd::Fatal(KinesisError::AccessDenied { .. })),
+            "{end:?}"
+        );
+    }
+
+    /// Lets the reader run for `after`, cancels it, and checks that it ends at once.
+    async fn cancel_after(r: Running, after: Duration) {
+        tokio::time::sleep(after).await;
+        r.cancel.cancel();
+        let end = tokio::time::timeout(Duration::from_millis(1), r.task)
+            .await
+            .expect("cancelled promptly")
+            .unwrap();
+        assert!(matches!(end, ReaderEnd::Cancelled), "{end:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_is_prompt_on_a_full_channel_and_while_waiting() {
+        // Blocked on a send: a one-slot channel and three records.
+        let fake = Fake::new(vec![page(&[1, 2, 3], 0, false)]);
+        cancel_after(start(&fake, TRIM, 1), Duration::from_secs(1)).await;
+        // Blocked in a call that does not answer, or in the backoff after its timeout.
+        let fake = Fake::new(vec![]);
+        cancel_after(start(&fake, TRIM, 1), Duration::from_millis(3100)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_receiver_stops_the_reader() {
+        let fake = Fake::new(vec![page(&[1, 2], 0, false)]);
+        let r = start(&fake, TRIM, 1);
+        drop(r.rx);
+        let end = r.task.await.unwrap();
+        assert!(matches!(end, ReaderEnd::Cancelled), "{end:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_call_is_retried() {
+        // The first call hangs past scan_timeout; the pages are pushed after it started.
+        let fake = Fake::new(vec![]);
+        let r = start(&fake, TRIM, 10);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        fake.state
+            .lock()
+            .unwrap()
+            .pages
+            .push_back(page(&[1], 0, true));
+        let (got, _) = r.drain().await;
+        assert_eq!(got, [1]);
+        let gaps = fake.gaps();
+        assert!(gaps[0] >= Duration::from_secs(3), "{gaps:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resumes_inside_an_aggregated_record_at_its_sequence_number() {
+        let checkpoint = Position {
+            sequence: seq(7),
+            sub_sequence: Some(3),
+        };
+        // Record 6 should not come back at AT_SEQUENCE_NUMBER 7; if it does, it is done.
+        let fake = Fake::new(vec![page(&[6, 7, 8], 0, true)]);
+        let mut r = start(&fake, ReadFrom::After(checkpoint), 10);
+        let seven = r.rx.recv().await.unwrap();
+        assert_eq!(seven.record.sequence_number, seq(7));
+        assert_eq!(seven.millis_behind, Some(0));
+        assert_eq!(seven.done_through_sub, Some(3));
+        let eight = r.rx.recv().await.unwrap();
+        assert_eq!(eight.record.sequence_number, seq(8));
+        assert_eq!(eight.done_through_sub, None);
+        assert_eq!(fake.iterators(), [IteratorStart::At(seq(7))]);
+        let (rest, end) = r.drain().await;
+        assert!(rest.is_empty());
+        assert_eq!(end_last(&end), Some(8));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_at_or_before_a_whole_checkpoint_are_skipped() {
+        let fake = Fake::new(vec![page(&[9, 10, 11], 0, true)]);
+        let (got, _) = start(&fake, ReadFrom::After(Position::whole(seq(10))), 10)
+            .drain()
+            .await;
+        assert_eq!(got, [11]);
+        assert_eq!(fake.iterators(), [IteratorStart::After(seq(10))]);
+    }
+}
