@@ -19,7 +19,6 @@
 
 // The consumer, written in another worktree, builds its clients here; until it lands
 // only the tests do. The test build still checks this module for dead code.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::time::Duration;
 

@@ -20,7 +20,6 @@
 
 // The consumer, written in another worktree, drives the readers; until it lands only the
 // tests use this module. The test build still checks it for dead code.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::future::Future;
 use std::sync::Arc;
