@@ -122,6 +122,27 @@ fn refused<T: std::fmt::Debug>(r: Result<T, StoreError>) {
 }
 
 const S: &str = "stream-a";
+
+/// What a taker sees when the lease item does not exist.
+const MISSING: LeaseSeen = LeaseSeen {
+    exists: false,
+    owner: None,
+    lease_counter: None,
+};
+
+/// A write that finishes a shard without moving its checkpoint.
+const END: CheckpointWrite = CheckpointWrite {
+    position: None,
+    shard_end: true,
+    millis_behind: None,
+};
+
+/// Takes a lease whose item does not exist.
+async fn take_new(s: &Store, stream: &str, shard: &str, me: &Owner) {
+    s.take_lease(stream, shard, me, &MISSING, &StoredStart::TrimHorizon)
+        .await
+        .unwrap();
+}
 const SHARD: &str = "shardId-000000000001";
 
 async fn register_and_heartbeat(f: Fixture) {
@@ -342,14 +363,8 @@ async fn take_lease_conditions(f: Fixture) {
     let (a, b) = (owner("a", "1"), owner("b", "1"));
     let th = StoredStart::TrimHorizon;
     let at = StoredStart::AtTimestamp(Utc.timestamp_opt(1_700_000_000, 5).unwrap());
-    let missing = LeaseSeen {
-        exists: false,
-        owner: None,
-        lease_counter: None,
-    };
-
     assert_eq!(s.lease(S, SHARD).await.unwrap(), None);
-    let l = s.take_lease(S, SHARD, &a, &missing, &at).await.unwrap();
+    let l = s.take_lease(S, SHARD, &a, &MISSING, &at).await.unwrap();
     assert_eq!((l.stream.as_str(), l.shard_id.as_str()), (S, SHARD));
     assert_eq!((l.owner.as_ref(), l.lease_counter), (Some(&a), Some(1)));
     assert_eq!(
@@ -357,7 +372,7 @@ async fn take_lease_conditions(f: Fixture) {
         (Some(&at), None, false)
     );
     assert_eq!(s.lease(S, SHARD).await.unwrap(), Some(l.clone()));
-    refused(s.take_lease(S, SHARD, &b, &missing, &th).await);
+    refused(s.take_lease(S, SHARD, &b, &MISSING, &th).await);
 
     // Wrong owner or counter seen: refused, unchanged.
     let wrong = [
@@ -459,14 +474,7 @@ async fn take_lease_conditions(f: Fixture) {
 async fn release_lease_fence(f: Fixture) {
     let s = f.s;
     let (a, b) = (owner("a", "1"), owner("b", "1"));
-    let missing = LeaseSeen {
-        exists: false,
-        owner: None,
-        lease_counter: None,
-    };
-    s.take_lease(S, SHARD, &a, &missing, &StoredStart::TrimHorizon)
-        .await
-        .unwrap();
+    take_new(&s, S, SHARD, &a).await;
     refused(s.release_lease(S, SHARD, &a, 2).await);
     refused(s.release_lease(S, SHARD, &b, 1).await);
     refused(s.release_lease(S, "shardId-none", &a, 1).await);
@@ -483,14 +491,7 @@ async fn release_lease_fence(f: Fixture) {
 async fn checkpoint_never_goes_back(f: Fixture) {
     let s = f.s;
     let (a, b) = (owner("a", "1"), owner("b", "1"));
-    let missing = LeaseSeen {
-        exists: false,
-        owner: None,
-        lease_counter: None,
-    };
-    s.take_lease(S, SHARD, &a, &missing, &StoredStart::TrimHorizon)
-        .await
-        .unwrap();
+    take_new(&s, S, SHARD, &a).await;
     let write = |p: Option<Position>| CheckpointWrite {
         position: p,
         shard_end: false,
@@ -552,12 +553,7 @@ async fn checkpoint_never_goes_back(f: Fixture) {
     );
 
     // No position: the checkpoint stays; shard_end is set.
-    let end = CheckpointWrite {
-        position: None,
-        shard_end: true,
-        millis_behind: None,
-    };
-    s.checkpoint(S, SHARD, &a, 1, Some(&p3), &end)
+    s.checkpoint(S, SHARD, &a, 1, Some(&p3), &END)
         .await
         .unwrap();
     let l = s.lease(S, SHARD).await.unwrap().unwrap();
@@ -570,22 +566,10 @@ async fn checkpoint_never_goes_back(f: Fixture) {
 async fn delete_lease_only_tombstones(f: Fixture) {
     let s = f.s;
     let a = owner("a", "1");
-    let missing = LeaseSeen {
-        exists: false,
-        owner: None,
-        lease_counter: None,
-    };
-    s.take_lease(S, SHARD, &a, &missing, &StoredStart::TrimHorizon)
-        .await
-        .unwrap();
+    take_new(&s, S, SHARD, &a).await;
     refused(s.delete_lease(S, SHARD).await);
     assert!(s.lease(S, SHARD).await.unwrap().is_some());
-    let end = CheckpointWrite {
-        position: None,
-        shard_end: true,
-        millis_behind: None,
-    };
-    s.checkpoint(S, SHARD, &a, 1, None, &end).await.unwrap();
+    s.checkpoint(S, SHARD, &a, 1, None, &END).await.unwrap();
     s.delete_lease(S, SHARD).await.unwrap();
     assert_eq!(s.lease(S, SHARD).await.unwrap(), None);
     s.delete_lease(S, SHARD).await.unwrap();
@@ -613,12 +597,7 @@ async fn set_checkpoint_by_operator(f: Fixture) {
     s.take_lease(S, SHARD, &a, &seen, &StoredStart::TrimHorizon)
         .await
         .unwrap();
-    let end = CheckpointWrite {
-        position: None,
-        shard_end: true,
-        millis_behind: None,
-    };
-    s.checkpoint(S, SHARD, &a, 1, Some(&pos("7", Some(1))), &end)
+    s.checkpoint(S, SHARD, &a, 1, Some(&pos("7", Some(1))), &END)
         .await
         .unwrap();
     refused(s.set_checkpoint(S, SHARD, None, None, false).await);
@@ -654,15 +633,8 @@ async fn queries_stay_in_their_app_and_stream(f: Fixture) {
     assert_eq!(other.members().await.unwrap().len(), 1);
 
     let a = owner("a", "t");
-    let missing = LeaseSeen {
-        exists: false,
-        owner: None,
-        lease_counter: None,
-    };
     for (stream, shard) in [(S, "s1"), (S, "s2"), ("stream-b", "s1")] {
-        s.take_lease(stream, shard, &a, &missing, &StoredStart::TrimHorizon)
-            .await
-            .unwrap();
+        take_new(&s, stream, shard, &a).await;
     }
     let shards: Vec<String> = s
         .leases(S)
@@ -752,7 +724,14 @@ fn sv(v: &str) -> AttributeValue {
 }
 
 /// Writes a raw item into the shared table.
-async fn put_raw(client: &aws_sdk_dynamodb::Client, item: HashMap<String, AttributeValue>) {
+async fn put_raw(
+    client: &aws_sdk_dynamodb::Client,
+    pk: String,
+    sk: &str,
+    attrs: Vec<(&str, AttributeValue)>,
+) {
+    let mut item = HashMap::from([("pk".to_owned(), sv(&pk)), ("sk".to_owned(), sv(sk))]);
+    item.extend(attrs.into_iter().map(|(k, v)| (k.to_owned(), v)));
     within(
         "put raw item",
         client
@@ -793,25 +772,25 @@ async fn dynamo_reads_go_client_items() {
     // A checkpoint as the Go client writes it: local offset, trailing zeros trimmed.
     put_raw(
         &client,
-        HashMap::from([
-            ("pk".into(), sv(&format!("check_point#{app}#{S}"))),
-            ("sk".into(), sv(SHARD)),
+        format!("check_point#{app}#{S}"),
+        SHARD,
+        vec![
             (
-                "sequence_number".into(),
+                "sequence_number",
                 sv("49590338271490256608559692538361571095921575989136588898"),
             ),
-            ("last_update".into(), sv("2024-01-02T03:04:05.5+09:00")),
-        ]),
+            ("last_update", sv("2024-01-02T03:04:05.5+09:00")),
+        ],
     )
     .await;
     put_raw(
         &client,
-        HashMap::from([
-            ("pk".into(), sv(&format!("check_point#{app}#{S}"))),
-            ("sk".into(), sv("shardId-empty")),
-            ("sequence_number".into(), sv("")),
-            ("last_update".into(), sv("2024-01-02T03:04:05Z")),
-        ]),
+        format!("check_point#{app}#{S}"),
+        "shardId-empty",
+        vec![
+            ("sequence_number", sv("")),
+            ("last_update", sv("2024-01-02T03:04:05Z")),
+        ],
     )
     .await;
     let l = within("lease", s.lease(S, SHARD)).await.unwrap().unwrap();
@@ -865,14 +844,12 @@ async fn dynamo_reads_go_client_items() {
     };
     put_raw(
         &client,
-        HashMap::from([
-            ("pk".into(), sv(&format!("shard_cache#{app}"))),
-            ("sk".into(), sv(S)),
-            (
-                "shards".into(),
-                AttributeValue::L(vec![shard("shardId-0", true), shard("shardId-1", false)]),
-            ),
-        ]),
+        format!("shard_cache#{app}"),
+        S,
+        vec![(
+            "shards",
+            AttributeValue::L(vec![shard("shardId-0", true), shard("shardId-1", false)]),
+        )],
     )
     .await;
     let cache = within("shard cache", s.shard_cache(S))
@@ -895,11 +872,9 @@ async fn dynamo_reads_go_client_items() {
     // A member with only last_update.
     put_raw(
         &client,
-        HashMap::from([
-            ("pk".into(), sv(&format!("client#{app}"))),
-            ("sk".into(), sv("go-client")),
-            ("last_update".into(), sv("2024-01-02T03:04:05.123+09:00")),
-        ]),
+        format!("client#{app}"),
+        "go-client",
+        vec![("last_update", sv("2024-01-02T03:04:05.123+09:00"))],
     )
     .await;
     let m = within("members", s.members()).await.unwrap();
@@ -937,14 +912,9 @@ async fn dynamo_writes_the_documented_formats() {
     assert_eq!(m["version"], sv(env!("CARGO_PKG_VERSION")));
 
     let a = owner("a", "tok");
-    let missing = LeaseSeen {
-        exists: false,
-        owner: None,
-        lease_counter: None,
-    };
     within(
         "take",
-        s.take_lease(S, SHARD, &a, &missing, &StoredStart::TrimHorizon),
+        s.take_lease(S, SHARD, &a, &MISSING, &StoredStart::TrimHorizon),
     )
     .await
     .unwrap();
@@ -1012,11 +982,9 @@ async fn dynamo_malformed_items_name_the_attribute() {
     let client = dynamodb().await;
     put_raw(
         &client,
-        HashMap::from([
-            ("pk".into(), sv(&format!("check_point#{app}#{S}"))),
-            ("sk".into(), sv(SHARD)),
-            ("sequence_number".into(), sv("12ab")),
-        ]),
+        format!("check_point#{app}#{S}"),
+        SHARD,
+        vec![("sequence_number", sv("12ab"))],
     )
     .await;
     match within("lease", f.s.lease(S, SHARD)).await {
@@ -1028,11 +996,9 @@ async fn dynamo_malformed_items_name_the_attribute() {
     }
     put_raw(
         &client,
-        HashMap::from([
-            ("pk".into(), sv(&format!("leader#{app}"))),
-            ("sk".into(), sv("leader")),
-            ("term".into(), sv("one")),
-        ]),
+        format!("leader#{app}"),
+        "leader",
+        vec![("term", sv("one"))],
     )
     .await;
     assert!(matches!(

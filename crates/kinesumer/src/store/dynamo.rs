@@ -59,6 +59,23 @@ const SPLIT_READ_ATTEMPTS: usize = 3;
 /// The name of the leader lock in errors.
 const LOCK_NAME: &str = "leader lock";
 
+/// Sends a request on one key (UpdateItem, DeleteItem) with the table, key, return
+/// values and `Expr`, counts it, maps its error, and yields the returned attributes.
+macro_rules! send_keyed {
+    ($store:ident, $req:expr, $op:expr, $name:expr, $key:expr, $e:expr, $ret:expr) => {{
+        $store.begin($op, $name);
+        let req = $req
+            .table_name(&$store.table)
+            .set_key(Some($key))
+            .return_values($ret);
+        let out = with_expr!(req, $e)
+            .send()
+            .await
+            .map_err($store.fail($op, $name))?;
+        out.attributes.unwrap_or_default()
+    }};
+}
+
 /// A [`StateStore`] on one DynamoDB table, bound to one application.
 ///
 /// Cloning is cheap and shares the client and the request counts.
@@ -139,6 +156,7 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// An UpdateItem with `e`'s update, names, values and condition.
     async fn update(
         &self,
         op: Operation,
@@ -147,21 +165,11 @@ impl DynamoStore {
         e: &Expr,
         ret: ReturnValue,
     ) -> Result<Item, StoreError> {
-        self.begin(op, name);
-        let req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .set_update_expression(e.update())
-            .return_values(ret);
-        let out = with_expr!(req, e)
-            .send()
-            .await
-            .map_err(self.fail(op, name))?;
-        Ok(out.attributes.unwrap_or_default())
+        let req = self.client.update_item().set_update_expression(e.update());
+        Ok(send_keyed!(self, req, op, name, key, e, ret))
     }
 
+    /// A DeleteItem with `e`'s condition.
     async fn delete(
         &self,
         op: Operation,
@@ -170,18 +178,8 @@ impl DynamoStore {
         e: &Expr,
         ret: ReturnValue,
     ) -> Result<Item, StoreError> {
-        self.begin(op, name);
-        let req = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .return_values(ret);
-        let out = with_expr!(req, e)
-            .send()
-            .await
-            .map_err(self.fail(op, name))?;
-        Ok(out.attributes.unwrap_or_default())
+        let req = self.client.delete_item();
+        Ok(send_keyed!(self, req, op, name, key, e, ret))
     }
 
     /// Writes the items of one body: one PutItem, or one TransactWriteItems (every item
@@ -408,6 +406,41 @@ impl DynamoStore {
         }))
     }
 
+    /// Updates a lease item.
+    async fn update_lease(
+        &self,
+        op: Operation,
+        stream: &str,
+        shard_id: &str,
+        e: &Expr,
+        ret: ReturnValue,
+    ) -> Result<Item, StoreError> {
+        let key = self.lease_key(stream, shard_id);
+        self.update(op, &lease_name(stream, shard_id), key, e, ret)
+            .await
+    }
+
+    /// Updates the leader lock.
+    async fn update_lock(&self, op: Operation, e: &Expr) -> Result<Item, StoreError> {
+        self.update(op, LOCK_NAME, self.keys.lock(), e, ReturnValue::None)
+            .await
+    }
+
+    /// Deletes a member item on `clause`, or when it is already gone.
+    async fn delete_member(
+        &self,
+        op: Operation,
+        client_id: &str,
+        mut e: Expr,
+        clause: String,
+    ) -> Result<(), StoreError> {
+        gone_or(&mut e, clause);
+        let key = self.member_key(client_id);
+        self.delete(op, &member_name(client_id), key, &e, ReturnValue::None)
+            .await
+            .map(drop)
+    }
+
     fn member_key(&self, client_id: &str) -> Item {
         key(self.keys.member_pk(), client_id.to_owned())
     }
@@ -578,17 +611,7 @@ impl StateStore for DynamoStore {
     async fn leave(&self, client_id: &str, token: &str) -> Result<(), StoreError> {
         let mut e = Expr::default();
         let c = e.eq(attr::INCARNATION, s(token));
-        gone_or(&mut e, c);
-        let key = self.member_key(client_id);
-        self.delete(
-            Operation::Leave,
-            &member_name(client_id),
-            key,
-            &e,
-            ReturnValue::None,
-        )
-        .await
-        .map(drop)
+        self.delete_member(Operation::Leave, client_id, e, c).await
     }
 
     async fn read_lock_and_plan(
@@ -643,14 +666,7 @@ impl StateStore for DynamoStore {
             ),
         };
         e.cond(c);
-        self.update(
-            Operation::TakeLock,
-            LOCK_NAME,
-            self.keys.lock(),
-            &e,
-            ReturnValue::None,
-        )
-        .await?;
+        self.update_lock(Operation::TakeLock, &e).await?;
         Ok(new)
     }
 
@@ -658,30 +674,14 @@ impl StateStore for DynamoStore {
         let mut e = Expr::default();
         e.increment(attr::RENEWALS);
         lock_fence(&mut e, me, term);
-        self.update(
-            Operation::RenewLock,
-            LOCK_NAME,
-            self.keys.lock(),
-            &e,
-            ReturnValue::None,
-        )
-        .await
-        .map(drop)
+        self.update_lock(Operation::RenewLock, &e).await.map(drop)
     }
 
     async fn release_lock(&self, me: &Owner, term: u64) -> Result<(), StoreError> {
         let mut e = Expr::default();
         e.remove(attr::OWNER).increment(attr::TERM);
         lock_fence(&mut e, me, term);
-        self.update(
-            Operation::ReleaseLock,
-            LOCK_NAME,
-            self.keys.lock(),
-            &e,
-            ReturnValue::None,
-        )
-        .await
-        .map(drop)
+        self.update_lock(Operation::ReleaseLock, &e).await.map(drop)
     }
 
     async fn members(&self) -> Result<Vec<MemberItem>, StoreError> {
@@ -733,10 +733,14 @@ impl StateStore for DynamoStore {
             e.missing(attr::PK)
         };
         e.cond(c);
-        let name = lease_name(stream, shard_id);
-        let key = self.lease_key(stream, shard_id);
         let new = self
-            .update(Operation::TakeLease, &name, key, &e, ReturnValue::AllNew)
+            .update_lease(
+                Operation::TakeLease,
+                stream,
+                shard_id,
+                &e,
+                ReturnValue::AllNew,
+            )
             .await?;
         codec::lease(stream, &new)
     }
@@ -753,11 +757,15 @@ impl StateStore for DynamoStore {
             .increment(attr::LEASE_COUNTER)
             .set(attr::LAST_UPDATE, now());
         lease_fence(&mut e, me, counter);
-        let name = lease_name(stream, shard_id);
-        let key = self.lease_key(stream, shard_id);
-        self.update(Operation::ReleaseLease, &name, key, &e, ReturnValue::None)
-            .await
-            .map(drop)
+        self.update_lease(
+            Operation::ReleaseLease,
+            stream,
+            shard_id,
+            &e,
+            ReturnValue::None,
+        )
+        .await
+        .map(drop)
     }
 
     async fn checkpoint(
@@ -795,19 +803,25 @@ impl StateStore for DynamoStore {
             e.set(attr::SHARD_END, AttributeValue::Bool(true));
         }
         e.set(attr::LAST_UPDATE, now());
-        let name = lease_name(stream, shard_id);
-        let key = self.lease_key(stream, shard_id);
-        self.update(Operation::Checkpoint, &name, key, &e, ReturnValue::None)
-            .await
-            .map(drop)
+        self.update_lease(
+            Operation::Checkpoint,
+            stream,
+            shard_id,
+            &e,
+            ReturnValue::None,
+        )
+        .await
+        .map(drop)
     }
 
     async fn delete_lease(&self, stream: &str, shard_id: &str) -> Result<(), StoreError> {
         let mut e = Expr::default();
         let c = e.eq(attr::SHARD_END, AttributeValue::Bool(true));
         gone_or(&mut e, c);
-        let name = lease_name(stream, shard_id);
-        let key = self.lease_key(stream, shard_id);
+        let (name, key) = (
+            lease_name(stream, shard_id),
+            self.lease_key(stream, shard_id),
+        );
         self.delete(Operation::DeleteLease, &name, key, &e, ReturnValue::None)
             .await
             .map(drop)
@@ -837,11 +851,15 @@ impl StateStore for DynamoStore {
             let c = e.missing(attr::OWNER);
             e.cond(c);
         }
-        let name = lease_name(stream, shard_id);
-        let key = self.lease_key(stream, shard_id);
-        self.update(Operation::SetCheckpoint, &name, key, &e, ReturnValue::None)
-            .await
-            .map(drop)
+        self.update_lease(
+            Operation::SetCheckpoint,
+            stream,
+            shard_id,
+            &e,
+            ReturnValue::None,
+        )
+        .await
+        .map(drop)
     }
 
     async fn write_plan(&self, plan: &PlanItem) -> Result<(), StoreError> {
@@ -900,17 +918,7 @@ impl StateStore for DynamoStore {
             // A Go-client member item has no counter: it reads as 0.
             c = format!("{c} OR {}", e.missing(attr::HEARTBEAT));
         }
-        gone_or(&mut e, c);
-        let key = self.member_key(client_id);
-        self.delete(
-            Operation::Prune,
-            &member_name(client_id),
-            key,
-            &e,
-            ReturnValue::None,
-        )
-        .await
-        .map(drop)
+        self.delete_member(Operation::Prune, client_id, e, c).await
     }
 
     async fn shard_cache(&self, stream: &str) -> Result<Option<ShardCache>, StoreError> {
