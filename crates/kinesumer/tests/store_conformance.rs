@@ -1151,3 +1151,47 @@ async fn dynamo_splits_a_large_plan_and_shard_cache() {
         Some(cache)
     );
 }
+
+#[tokio::test]
+async fn dynamo_unreachable_endpoint_is_unavailable() {
+    let conf = aws_sdk_dynamodb::config::Builder::from(&common::sdk_config().await)
+        .endpoint_url("http://127.0.0.1:9")
+        .build();
+    let s = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), "t", "app");
+    let err = within("lease", s.lease(S, SHARD)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Unavailable {
+                op: Operation::Lease,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    assert_eq!(s.requests().get(Operation::Lease), 1);
+}
+
+#[tokio::test]
+async fn dynamo_queries_read_every_page() {
+    let f = dynamo().await;
+    let app = f.s.app().to_owned();
+    let client = dynamodb().await;
+    // Items of ~300 KB each: a Query page holds at most 1 MB.
+    for i in 0..8 {
+        put_raw(
+            &client,
+            format!("check_point#{app}#{S}"),
+            &format!("shardId-{i}"),
+            vec![("padding", sv(&"x".repeat(300_000)))],
+        )
+        .await;
+    }
+    let leases = within("leases", f.s.leases(S)).await.unwrap();
+    assert_eq!(leases.len(), 8);
+    assert!(
+        f.s.requests().get(Operation::Leases) > 1,
+        "each page is a request"
+    );
+}

@@ -447,3 +447,27 @@ fn held_lease<'a>(
             item: lease_name(stream, shard_id),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn clones_share_data_and_counts_and_apps_are_apart() {
+        let a = MemoryStore::new("a");
+        let clone = a.clone();
+        let b = a.for_app("b");
+        a.register("m", "t", &[], &Registration::Start)
+            .await
+            .unwrap();
+        assert_eq!(clone.members().await.unwrap().len(), 1);
+        assert_eq!(
+            a.requests().total(),
+            2,
+            "a clone counts into the same counter"
+        );
+        assert!(b.members().await.unwrap().is_empty());
+        assert_eq!(b.requests().get(Operation::Members), 1);
+        assert_eq!(b.app(), "b");
+    }
+}
