@@ -124,6 +124,9 @@ mod tests {
         c.suspend(Duration::from_secs(30));
         assert_eq!(c.fencing_now(), Duration::from_secs(32));
         c.step_wall(chrono::Duration::seconds(-100));
-        assert_eq!(c.wall(), DateTime::UNIX_EPOCH + chrono::Duration::seconds(32 - 100));
+        assert_eq!(
+            c.wall(),
+            DateTime::UNIX_EPOCH + chrono::Duration::seconds(32 - 100)
+        );
     }
 }

@@ -598,7 +598,9 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         if t > Utc::now() {
             return Err(ConfigError::new(
                 "initial_position",
-                format!("AT_TIMESTAMP {t} is in the future; Kinesis would return nothing until then"),
+                format!(
+                    "AT_TIMESTAMP {t} is in the future; Kinesis would return nothing until then"
+                ),
             ));
         }
     }
@@ -643,11 +645,17 @@ mod tests {
             (builder().client_id(""), "client_id"),
             (builder().scan_limit(0), "scan_limit"),
             (builder().scan_limit(10_001), "scan_limit"),
-            (builder().scan_interval(Duration::from_millis(10)), "scan_interval"),
+            (
+                builder().scan_interval(Duration::from_millis(10)),
+                "scan_interval",
+            ),
             (builder().jitter(1.5), "jitter"),
             (builder().fence_fraction(0.9), "fence_fraction"),
             (builder().sync_interval(Duration::ZERO), "sync_interval"),
-            (builder().request_timeout(Duration::from_secs(1)), "failover_timeout"),
+            (
+                builder().request_timeout(Duration::from_secs(1)),
+                "failover_timeout",
+            ),
             (builder().prune_age(Duration::from_secs(1)), "prune_age"),
             (builder().shard_buffer(0), "shard_buffer"),
             (builder().read_mode(ReadMode::FanOut), "read_mode"),

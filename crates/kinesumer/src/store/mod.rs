@@ -287,11 +287,13 @@ pub enum Operation {
     Prune,
     ShardCache,
     PutShardCache,
+    DescribeTable,
+    CreateTable,
 }
 
 impl Operation {
     /// Every operation, in a fixed order.
-    pub const ALL: [Operation; 21] = [
+    pub const ALL: [Operation; 23] = [
         Operation::Register,
         Operation::Heartbeat,
         Operation::Leave,
@@ -313,6 +315,8 @@ impl Operation {
         Operation::Prune,
         Operation::ShardCache,
         Operation::PutShardCache,
+        Operation::DescribeTable,
+        Operation::CreateTable,
     ];
 
     /// A short snake-case name, used as the `op` metric label.
@@ -339,6 +343,8 @@ impl Operation {
             Operation::Prune => "prune",
             Operation::ShardCache => "shard_cache",
             Operation::PutShardCache => "put_shard_cache",
+            Operation::DescribeTable => "describe_table",
+            Operation::CreateTable => "create_table",
         }
     }
 }
@@ -427,6 +433,22 @@ pub enum StoreError {
         /// What the SDK said (no credentials, no payloads).
         message: String,
     },
+    /// The table exists but its key schema is not the one the store needs.
+    #[error("state-store table {table:?} has the wrong schema: {problem}; it needs key pk (S, HASH) and sk (S, RANGE)")]
+    TableSchema {
+        /// The table name.
+        table: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A body (a plan, a shard cache) too large even when split over several items.
+    #[error("state-store item {item} too large: {bytes} bytes")]
+    TooLarge {
+        /// Which item.
+        item: String,
+        /// Its size.
+        bytes: usize,
+    },
     /// An item could not be read as the schema says.
     #[error("malformed state-store item {item}: {reason}")]
     Malformed {
@@ -441,7 +463,10 @@ impl StoreError {
     /// Whether the request may be retried (the outcome of the first is unknown or it was
     /// refused for load).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Throttled { .. } | StoreError::Unavailable { .. })
+        matches!(
+            self,
+            StoreError::Throttled { .. } | StoreError::Unavailable { .. }
+        )
     }
 }
 
@@ -458,8 +483,11 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// The request counts so far.
     fn requests(&self) -> RequestCounts;
 
-    /// Writes the member item with a new incarnation token, `heartbeat` 0 (or kept when
-    /// rejoining), the streams and `last_update`. See [`Registration`] for the condition.
+    /// Writes the member item with a new incarnation token, the streams and
+    /// `last_update`. See [`Registration`] for the condition. `heartbeat` is 0 at a start;
+    /// a rejoin sets it to the old counter + 1 (1 when there was no item), so the counter
+    /// never repeats under one client id and a prune aimed at the fenced incarnation
+    /// (conditional on the counter the leader saw) misses the rejoined one.
     async fn register(
         &self,
         client_id: &str,
@@ -477,7 +505,8 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         streams: &[String],
     ) -> Result<HeartbeatOutcome, StoreError>;
 
-    /// Deletes the member item if it still holds `token` (graceful leave).
+    /// Deletes the member item if it still holds `token` (graceful leave). An item
+    /// already gone is not an error.
     async fn leave(&self, client_id: &str, token: &str) -> Result<(), StoreError>;
 
     /// Reads the leader lock and this member's plan in one strongly consistent batch.
@@ -544,7 +573,8 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         write: &CheckpointWrite,
     ) -> Result<(), StoreError>;
 
-    /// Deletes a finished shard's tombstone (conditional on `shard_end`).
+    /// Deletes a finished shard's tombstone (conditional on `shard_end`). An item already
+    /// gone is not an error.
     async fn delete_lease(&self, stream: &str, shard_id: &str) -> Result<(), StoreError>;
 
     /// An operator's move of a checkpoint (`kinesumer reset`): sets or removes the
@@ -563,10 +593,12 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// refused means the writer has been deposed.
     async fn write_plan(&self, plan: &PlanItem) -> Result<(), StoreError>;
 
-    /// Deletes a member's plan, conditional on `term <= term`.
+    /// Deletes a member's plan, conditional on `term <= term`. An item already gone is
+    /// not an error.
     async fn delete_plan(&self, client_id: &str, term: u64) -> Result<(), StoreError>;
 
-    /// Deletes a member item conditional on the `heartbeat` the leader saw.
+    /// Deletes a member item conditional on the `heartbeat` the leader saw (a Go-client
+    /// item, with no counter, counts as 0). An item already gone is not an error.
     async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError>;
 
     /// Reads the shard cache of a stream.

@@ -91,7 +91,9 @@ pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards:
                 .send()
                 .await
                 .expect("describe stream");
-            let status = d.stream_description_summary().map(|s| s.stream_status().clone());
+            let status = d
+                .stream_description_summary()
+                .map(|s| s.stream_status().clone());
             if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
                 break;
             }
