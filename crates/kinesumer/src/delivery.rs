@@ -270,7 +270,7 @@ impl Drop for Records {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::TestClock;
+    use crate::clock::{Clock, TestClock};
 
     fn track() -> Arc<ShardTrack> {
         let clock = Arc::new(TestClock::new(chrono::DateTime::UNIX_EPOCH));

@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{TimeZone, Utc};
 use kinesumer::store::{
+    PlanStart,
     create_table, CheckpointWrite, DynamoStore, HeartbeatOutcome, LeaseSeen, LockItem, MemoryStore,
     Operation, Owner, PlanItem, PlannedShard, Registration, ShardCache, ShardInfo, ShardRef,
     StateStore, StoreError, StoredStart, TableBilling,
@@ -314,10 +315,10 @@ fn plan(client: &str, term: u64, shards: usize) -> PlanItem {
             owner: (i % 2 == 0).then(|| owner("other-client", "7f3a9c")),
             lease_counter: (i % 2 == 0).then_some(i as u64),
             owner_gone: i % 3 == 0,
-            start: if i % 2 == 0 {
-                StoredStart::TrimHorizon
-            } else {
-                StoredStart::AtTimestamp(Utc.timestamp_opt(1_700_000_000, 123_456_789).unwrap())
+            start: match i % 3 {
+                0 => PlanStart::TrimHorizon,
+                1 => PlanStart::Latest,
+                _ => PlanStart::AtTimestamp(Utc.timestamp_opt(1_700_000_000, 123_456_789).unwrap()),
             },
         })
         .collect();

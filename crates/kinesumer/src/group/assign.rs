@@ -513,7 +513,7 @@ mod tests {
         let planned = plan.values().flat_map(BTreeMap::values).map(BTreeSet::len);
         assert_eq!(
             planned.sum::<usize>(),
-            consumed.map(|(_, shards)| shards.len()).sum(),
+            consumed.map(|(_, shards)| shards.len()).sum::<usize>(),
             "each consumed shard planned once, nothing else"
         );
     }

@@ -66,11 +66,6 @@ impl Fence {
         self.tripped.store(true, Ordering::Release);
     }
 
-    /// Whether the latch is tripped (without checking the deadline).
-    pub(crate) fn is_tripped(&self) -> bool {
-        self.tripped.load(Ordering::Acquire)
-    }
-
     /// A heartbeat sent at `sent_at` succeeded.
     pub(crate) fn beat_ok(&self, sent_at: Duration) {
         self.last_beat.fetch_max(nanos(sent_at), Ordering::AcqRel);

@@ -9,7 +9,7 @@
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -396,9 +396,13 @@ impl ShardTask {
             shard_id.clone(),
             self.fence.clone(),
         ));
+        // Marks start at the checkpoint, so a shard whose last record was processed
+        // before this lease counts as processed up to there.
+        if let Some(committed) = &held.committed {
+            track.mark(committed);
+        }
         let (tx, rx) = mpsc::channel(self.ctx.cfg.shard_buffer);
         let reader_cancel = self.cancel.child_token();
-        let last_read = Arc::new(Mutex::new(None));
         let cfg = &self.ctx.cfg;
         let mut reader = Owned(tokio::spawn(
             polling::read_shard(
@@ -422,13 +426,12 @@ impl ShardTask {
                 track.clone(),
                 self.ctx.sink.clone(),
                 cfg.auto_commit,
-                last_read.clone(),
             )
             .in_current_span(),
         ));
         let mut reader_done = false;
         let end = self
-            .hold_loop(&mut held, &track, &mut reader.0, &mut reader_done, &last_read)
+            .hold_loop(&mut held, &track, &mut reader.0, &mut reader_done)
             .await;
         reader_cancel.cancel();
         if !reader_done {
@@ -485,7 +488,6 @@ impl ShardTask {
         track: &Arc<ShardTrack>,
         reader: &mut JoinHandle<ReaderEnd>,
         reader_done: &mut bool,
-        last_read: &Arc<Mutex<Option<Position>>>,
     ) -> HoldEnd {
         let mut commit_tick = tokio::time::interval(self.ctx.cfg.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -521,10 +523,14 @@ impl ShardTask {
                 end = &mut *reader, if !*reader_done => {
                     *reader_done = true;
                     match end {
-                        Ok(ReaderEnd::ShardEnd { .. }) | Ok(ReaderEnd::ShardGone) => {
+                        Ok(ReaderEnd::ShardEnd { last, children }) => {
                             // Finished once every record read before the end is processed.
-                            let last = last_read.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                            ending = Some(last);
+                            info!(?children, "read to the end of a closed shard");
+                            ending = Some(last.map(Position::whole));
+                        }
+                        Ok(ReaderEnd::ShardGone { last }) => {
+                            info!("the shard expired past retention");
+                            ending = Some(last.map(Position::whole));
                         }
                         Ok(ReaderEnd::Fatal(e)) => {
                             self.ctx.signals.error(Error::Kinesis(e));
@@ -719,7 +725,6 @@ async fn deliver(
     track: Arc<ShardTrack>,
     sink: Sink,
     auto_commit: bool,
-    last_read: Arc<Mutex<Option<Position>>>,
 ) {
     while let Some(item) = rx.recv().await {
         track.set_millis_behind(item.millis_behind);
@@ -735,7 +740,6 @@ async fn deliver(
             track: track.clone(),
         };
         let pos = record.position();
-        *last_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(pos.clone());
         match &sink {
             Sink::Stream(tx) => {
                 if tx.send(record).await.is_err() {

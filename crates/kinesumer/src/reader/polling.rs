@@ -78,9 +78,6 @@ pub(crate) struct ReadItem {
     pub(crate) record: RawRecord,
     /// How far the shard's tip was ahead of the page this record came in.
     pub(crate) millis_behind: Option<i64>,
-    /// Set on the aggregated record a checkpoint points inside: its user records up to
-    /// and including this sub-sequence number are processed, and must be skipped.
-    pub(crate) done_through_sub: Option<u64>,
 }
 
 /// Why a reader stopped.
@@ -96,7 +93,10 @@ pub(crate) enum ReaderEnd {
         children: Vec<String>,
     },
     /// The shard no longer exists (expired past retention): it is finished.
-    ShardGone,
+    ShardGone {
+        /// The last record this reader read; `None` if it read none.
+        last: Option<SequenceNumber>,
+    },
     /// The stream is missing or access is denied: retrying will not help.
     Fatal(KinesisError),
 }
@@ -293,24 +293,19 @@ impl Reader {
         }
         for record in std::mem::take(&mut page.records) {
             let seq = record.sequence_number.clone();
-            let mut done_through_sub = None;
             if let Some(checkpoint) = &self.skip_through {
                 // Compared as positions: a whole record at the checkpoint's sequence is
-                // after a checkpoint inside it, and is sent, marked with how far it
-                // was processed.
+                // after a checkpoint inside it, and is sent (its user records after the
+                // checkpoint are still to be processed).
                 if Position::whole(seq.clone()) <= *checkpoint {
                     self.last_read = Some(seq);
                     continue;
-                }
-                if checkpoint.sequence == seq {
-                    done_through_sub = checkpoint.sub_sequence;
                 }
                 self.skip_through = None;
             }
             let item = ReadItem {
                 record,
                 millis_behind: page.millis_behind,
-                done_through_sub,
             };
             let out = self.out.clone();
             match self.or_cancel(out.send(item)).await {
@@ -327,7 +322,9 @@ impl Reader {
         match e {
             KinesisError::ShardNotFound { .. } => {
                 tracing::info!("shard not found (expired past retention): finished");
-                return Err(ReaderEnd::ShardGone);
+                return Err(ReaderEnd::ShardGone {
+                    last: self.last_read.clone(),
+                });
             }
             KinesisError::StreamNotFound { .. } | KinesisError::AccessDenied { .. } => {
                 tracing::warn!(error = %e, "stopping the shard's reader");
@@ -631,7 +628,7 @@ mod tests {
         })]);
         let (got, end) = start(&fake, TRIM, 1).drain().await;
         assert!(got.is_empty());
-        assert!(matches!(end, ReaderEnd::ShardGone), "{end:?}");
+        assert!(matches!(end, ReaderEnd::ShardGone { last: None }), "{end:?}");
         assert_eq!(fake.calls().len(), 1, "never spins on a missing shard");
     }
 
@@ -708,10 +705,8 @@ mod tests {
         let seven = r.rx.recv().await.unwrap();
         assert_eq!(seven.record.sequence_number, seq(7));
         assert_eq!(seven.millis_behind, Some(0));
-        assert_eq!(seven.done_through_sub, Some(3));
         let eight = r.rx.recv().await.unwrap();
         assert_eq!(eight.record.sequence_number, seq(8));
-        assert_eq!(eight.done_through_sub, None);
         assert_eq!(fake.iterators(), [IteratorStart::At(seq(7))]);
         let (rest, end) = r.drain().await;
         assert!(rest.is_empty());
