@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use kinesumer::store::{
-    CheckpointWrite, LeaseSeen, Owner, StateStore, StoreError, StoredStart,
+    CheckpointWrite, LeaseSeen, Owner, Registration, StateStore, StoreError, StoredStart,
 };
 use kinesumer::{Error, Kinesumer, Position};
 
@@ -56,6 +56,7 @@ async fn member(app: &str, table: &str, id: &str) -> Arc<Kinesumer> {
 /// reader stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_lost_its_lease_cannot_move_the_checkpoint() {
+    init_tracing();
     let (table, app, stream) = (create_table().await, random_name("app"), random_name("s"));
     let kinesis = kinesis().await;
     create_stream(&kinesis, &stream, 1).await;
@@ -73,12 +74,24 @@ async fn a_member_that_lost_its_lease_cannot_move_the_checkpoint() {
         (l.checkpoint.as_ref()?.sequence.to_string() == first[4]).then_some(l)
     })
     .await;
-    // A thief takes the lease (as a leader's plan would, judging the victim gone) and
-    // writes its own checkpoint back at the first record.
+    // A thief — a live member, beating — takes the lease (as a leader's plan would after
+    // judging the victim gone) and writes its own checkpoint back at the first record.
     let thief = Owner {
         client_id: "thief".into(),
         token: "t".into(),
     };
+    let streams = vec![stream.clone()];
+    store
+        .register("thief", "t", &streams, &Registration::Start)
+        .await
+        .expect("register the thief");
+    let beating = store.clone();
+    let beats = tokio::spawn(async move {
+        loop {
+            let _ = beating.heartbeat("thief", "t", &streams).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
     let seen_lease = LeaseSeen {
         exists: true,
         owner: lease.owner.clone(),
@@ -120,6 +133,11 @@ async fn a_member_that_lost_its_lease_cannot_move_the_checkpoint() {
     let now = store.lease(&stream, &lease.shard_id).await.unwrap().unwrap();
     assert_eq!(now.owner, Some(thief), "the lease stays the thief's");
     assert_eq!(now.checkpoint, Some(back), "the victim never moved the checkpoint");
+    eventually("the victim's reader stopped", Duration::from_secs(10), || async {
+        m.held_shards().is_empty().then_some(())
+    })
+    .await;
+    beats.abort();
     m.close().await;
 }
 

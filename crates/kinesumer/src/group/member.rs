@@ -330,7 +330,7 @@ impl Coordinator {
             match desired.get(key) {
                 Some(p) if p.lease_counter.is_some_and(|c| c > counter) => {
                     // The leader saw a newer lease than ours: someone took it; stop at once.
-                    running.handle.cancel.cancel();
+                    let _ = running.handle.cmds.try_send(ShardCmd::Lost);
                 }
                 Some(_) if !releases.contains(key) => {}
                 _ => {

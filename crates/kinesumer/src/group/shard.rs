@@ -28,6 +28,11 @@ use crate::store::{
     CheckpointWrite, LeaseItem, LeaseSeen, Operation, Owner, PlannedShard, ShardRef, StoreError,
 };
 
+const COMMIT_REFUSED: &str =
+    "a checkpoint write was refused: the lease names another owner, or this member fenced itself";
+const LEASE_MOVED: &str = "the lease names another owner";
+const PLAN_SHOWS_NEWER: &str = "the leader's plan shows a newer lease of this shard";
+
 /// How often a taker re-reads a lease still held by a live owner (DESIGN §3: 100–200 ms).
 const HANDOFF_POLL: Duration = Duration::from_millis(150);
 /// How long a shard whose reader failed for good is left before it is taken again.
@@ -41,6 +46,8 @@ pub(crate) enum ShardCmd {
     Release,
     /// Commit the mark now.
     Commit(oneshot::Sender<Result<(), Error>>),
+    /// The leader's plan shows a newer lease than this one: stop at once, write nothing.
+    Lost,
 }
 
 /// The job of a shard task.
@@ -228,7 +235,7 @@ fn read_from(item: &LeaseItem, fallback: &crate::store::StoredStart) -> ReadFrom
 /// Why holding ended.
 enum HoldEnd {
     Release,
-    Lost,
+    Lost(&'static str),
     Finished,
     Failed,
     Stopped,
@@ -448,25 +455,21 @@ impl ShardTask {
                     self.event_lease(|stream, shard_id| Event::LeaseLost { stream, shard_id });
                 }
                 match self.commit(&mut held, &track, false).await {
-                    Err(CommitEnd::Lost) => Outcome::Lost,
+                    Err(CommitEnd::Lost) => self.lost(COMMIT_REFUSED),
+                    _ if !self.release(held.counter).await => self.lost(LEASE_MOVED),
+                    _ if matches!(end, HoldEnd::Failed) => Outcome::Failed,
                     _ => {
-                        self.release(held.counter).await;
-                        if matches!(end, HoldEnd::Failed) {
-                            Outcome::Failed
-                        } else {
-                            self.event_lease(|stream, shard_id| Event::LeaseReleased {
-                                stream,
-                                shard_id,
-                            });
-                            Outcome::Released
-                        }
+                        self.event_lease(|stream, shard_id| Event::LeaseReleased {
+                            stream,
+                            shard_id,
+                        });
+                        Outcome::Released
                     }
                 }
             }
-            HoldEnd::Lost => {
+            HoldEnd::Lost(reason) => {
                 deliver.0.abort();
-                self.event_lease(|stream, shard_id| Event::LeaseLost { stream, shard_id });
-                Outcome::Lost
+                self.lost(reason)
             }
             HoldEnd::Finished => {
                 deliver.0.abort();
@@ -480,6 +483,13 @@ impl ShardTask {
         };
         self.counter.store(0, Ordering::Release);
         outcome
+    }
+
+    /// Reports a lost lease (an error and an event).
+    fn lost(&self, reason: &str) -> Outcome {
+        self.ctx.signals.error(self.shard_error(reason));
+        self.event_lease(|stream, shard_id| Event::LeaseLost { stream, shard_id });
+        Outcome::Lost
     }
 
     async fn hold_loop(
@@ -510,12 +520,13 @@ impl ShardTask {
                 _ = self.cancel.cancelled() => return HoldEnd::Stopped,
                 cmd = self.cmds.recv() => match cmd {
                     Some(ShardCmd::Release) => return HoldEnd::Release,
+                    Some(ShardCmd::Lost) => return HoldEnd::Lost(PLAN_SHOWS_NEWER),
                     Some(ShardCmd::Commit(ack)) => {
                         let result = self.commit(held, track, false).await;
                         let lost = matches!(result, Err(CommitEnd::Lost));
                         let _ = ack.send(result.map_err(|e| e.into_error(&self.key)));
                         if lost {
-                            return HoldEnd::Lost;
+                            return HoldEnd::Lost(COMMIT_REFUSED);
                         }
                     }
                     None => return HoldEnd::Stopped,
@@ -546,7 +557,7 @@ impl ShardTask {
                 _ = end_processed, if ending.is_some() => {
                     return match self.commit(held, track, true).await {
                         Ok(()) => HoldEnd::Finished,
-                        Err(CommitEnd::Lost) => HoldEnd::Lost,
+                        Err(CommitEnd::Lost) => HoldEnd::Lost(COMMIT_REFUSED),
                         // Retried at the next commit tick by waiting again.
                         Err(CommitEnd::Failed(_)) => {
                             tokio::time::sleep(self.ctx.cfg.sync_interval).await;
@@ -556,7 +567,7 @@ impl ShardTask {
                 }
                 _ = commit_tick.tick() => {
                     if let Err(CommitEnd::Lost) = self.commit(held, track, false).await {
-                        return HoldEnd::Lost;
+                        return HoldEnd::Lost(COMMIT_REFUSED);
                     }
                 }
             }
@@ -639,23 +650,20 @@ impl ShardTask {
                 held.reread = false;
                 Ok(())
             }
-            Ok(_) => {
-                self.ctx
-                    .signals
-                    .error(self.shard_error("the lease names another owner"));
-                Err(CommitEnd::Lost)
-            }
+            Ok(_) => Err(CommitEnd::Lost),
             Err(e) => Err(CommitEnd::Failed(e)),
         }
     }
 
     /// Releases a held lease, retrying transient failures until it lands or a fresh read
     /// shows it no longer names this owner (its own release may have landed unseen).
-    async fn release(&self, counter: u64) {
+    /// Returns false when the lease was not this owner's to release.
+    async fn release(&self, counter: u64) -> bool {
         let mut backoff = crate::backoff::Backoff::new(
             Duration::from_millis(50),
             self.ctx.cfg.sync_interval,
         );
+        let mut attempted = false;
         loop {
             let request = self.ctx.store.release_lease(
                 &self.key.stream,
@@ -664,18 +672,24 @@ impl ShardTask {
                 counter,
             );
             match self.ctx.timed(Operation::ReleaseLease, request).await {
-                Ok(()) | Err(StoreError::ConditionFailed { .. }) => return,
+                Ok(()) => return true,
+                Err(StoreError::ConditionFailed { .. }) if !attempted => return false,
                 Err(e) => debug!(error = %e, "release failed; checking the lease"),
             }
+            attempted = true;
             match self.read_lease().await {
                 Ok(Some(item))
                     if item.owner.as_ref() == Some(&self.me)
                         && item.lease_counter == Some(counter) => {}
-                Ok(_) => return,
+                // Our own release landed with its response lost: free, counter moved on.
+                Ok(Some(item)) => {
+                    return item.owner.is_none() && item.lease_counter == Some(counter + 1)
+                }
+                Ok(None) => return false,
                 Err(_) => {}
             }
             if self.cancel.is_cancelled() {
-                return;
+                return false;
             }
             tokio::time::sleep(backoff.next_delay()).await;
         }
@@ -685,8 +699,11 @@ impl ShardTask {
     async fn release_if_named(&self) -> Outcome {
         match self.read_lease().await {
             Ok(Some(item)) if item.owner.as_ref() == Some(&self.me) => {
-                self.release(item.lease_counter.unwrap_or(0)).await;
-                Outcome::Released
+                if self.release(item.lease_counter.unwrap_or(0)).await {
+                    Outcome::Released
+                } else {
+                    Outcome::Lost
+                }
             }
             _ => Outcome::Released,
         }

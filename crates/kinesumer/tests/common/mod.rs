@@ -219,3 +219,13 @@ pub fn config(app: &str, table: &str, id: &str) -> kinesumer::ConfigBuilder {
 }
 #[allow(dead_code)]
 pub mod process;
+
+/// Logs of the library to the test's output (`RUST_LOG`, default warn).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
