@@ -1,7 +1,7 @@
 //! Configuration: a builder with documented defaults, checked when built.
 //!
 //! Required inputs go to [`Config::builder`]; everything else has a default, set in one
-//! place ([`ConfigBuilder::new`]) and stated on each setter. [`ConfigBuilder::build`]
+//! place (`ConfigBuilder::new`) and stated on each setter. [`ConfigBuilder::build`]
 //! refuses an invalid configuration with a [`ConfigError`] that names the field.
 //!
 //! # Timing

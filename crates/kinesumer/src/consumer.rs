@@ -294,7 +294,10 @@ impl Kinesumer {
     }
 
     fn status_now(&self) -> Status {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The state-store requests made so far, per operation.

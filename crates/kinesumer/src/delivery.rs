@@ -330,7 +330,14 @@ mod tests {
         assert_eq!(t.marked(), None, "handed out is not processed");
         t.deactivate();
         drop(tx);
-        assert!(records.next().await.is_none(), "record 2 of a released lease is dropped");
-        assert_eq!(t.marked(), Some(pos(1)), "asking for the next marks the previous");
+        assert!(
+            records.next().await.is_none(),
+            "record 2 of a released lease is dropped"
+        );
+        assert_eq!(
+            t.marked(),
+            Some(pos(1)),
+            "asking for the next marks the previous"
+        );
     }
 }

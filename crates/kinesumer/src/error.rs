@@ -6,7 +6,7 @@ use crate::config::ConfigError;
 use crate::reader::KinesisError;
 use crate::store::StoreError;
 
-/// A `Result` with this crate's [`Error`].
+/// A `Result` with this crate's [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What can go wrong, at start or at run time.

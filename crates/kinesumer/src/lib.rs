@@ -17,8 +17,8 @@ pub mod sim;
 pub mod store;
 
 pub use clock::{Clock, SystemClock, TestClock};
-pub use consumer::Kinesumer;
 pub use config::{Config, ConfigBuilder, ConfigError, InitialPosition, ReadMode};
+pub use consumer::Kinesumer;
 pub use delivery::{Handler, Records};
 pub use error::{Error, Event, Result};
 pub use record::Record;

@@ -88,7 +88,11 @@ impl SimKinesis {
             data: data.to_vec(),
             approximate_arrival: Some(Utc::now()),
         });
-        let id = shard.info.as_ref().map(|s| s.shard_id.clone()).unwrap_or_default();
+        let id = shard
+            .info
+            .as_ref()
+            .map(|s| s.shard_id.clone())
+            .unwrap_or_default();
         (id, sequence)
     }
 
@@ -117,11 +121,7 @@ impl SimKinesis {
         }
     }
 
-    fn find<'a>(
-        state: &'a State,
-        stream: &str,
-        shard: &str,
-    ) -> Result<&'a Shard, KinesisError> {
+    fn find<'a>(state: &'a State, stream: &str, shard: &str) -> Result<&'a Shard, KinesisError> {
         let shards = state
             .streams
             .get(stream)

@@ -49,7 +49,11 @@ async fn member(app: &str, table: &str, id: &str) -> Arc<Kinesumer> {
         .commit_interval(Duration::from_millis(300))
         .build()
         .unwrap();
-    Arc::new(within("new", Kinesumer::new(config)).await.expect("new member"))
+    Arc::new(
+        within("new", Kinesumer::new(config))
+            .await
+            .expect("new member"),
+    )
 }
 
 /// A member whose lease was taken by another owner cannot move the checkpoint, and its
@@ -69,10 +73,14 @@ async fn a_member_that_lost_its_lease_cannot_move_the_checkpoint() {
         (of_stream(&seen, &stream).len() == 5).then_some(())
     })
     .await;
-    let lease = eventually("the victim's checkpoint", Duration::from_secs(30), || async {
-        let l = store.leases(&stream).await.ok()?.pop()?;
-        (l.checkpoint.as_ref()?.sequence.to_string() == first[4]).then_some(l)
-    })
+    let lease = eventually(
+        "the victim's checkpoint",
+        Duration::from_secs(30),
+        || async {
+            let l = store.leases(&stream).await.ok()?.pop()?;
+            (l.checkpoint.as_ref()?.sequence.to_string() == first[4]).then_some(l)
+        },
+    )
     .await;
     // A thief — a live member, beating — takes the lease (as a leader's plan would after
     // judging the victim gone) and writes its own checkpoint back at the first record.
@@ -98,7 +106,13 @@ async fn a_member_that_lost_its_lease_cannot_move_the_checkpoint() {
         lease_counter: lease.lease_counter,
     };
     let taken = store
-        .take_lease(&stream, &lease.shard_id, &thief, &seen_lease, &StoredStart::TrimHorizon)
+        .take_lease(
+            &stream,
+            &lease.shard_id,
+            &thief,
+            &seen_lease,
+            &StoredStart::TrimHorizon,
+        )
         .await
         .expect("steal");
     let back = Position::whole(first[0].parse().unwrap());
@@ -130,12 +144,22 @@ async fn a_member_that_lost_its_lease_cannot_move_the_checkpoint() {
     })
     .await;
     assert_eq!(lost, lease.shard_id);
-    let now = store.lease(&stream, &lease.shard_id).await.unwrap().unwrap();
+    let now = store
+        .lease(&stream, &lease.shard_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(now.owner, Some(thief), "the lease stays the thief's");
-    assert_eq!(now.checkpoint, Some(back), "the victim never moved the checkpoint");
-    eventually("the victim's reader stopped", Duration::from_secs(10), || async {
-        m.held_shards().is_empty().then_some(())
-    })
+    assert_eq!(
+        now.checkpoint,
+        Some(back),
+        "the victim never moved the checkpoint"
+    );
+    eventually(
+        "the victim's reader stopped",
+        Duration::from_secs(10),
+        || async { m.held_shards().is_empty().then_some(()) },
+    )
     .await;
     beats.abort();
     m.close().await;
@@ -167,9 +191,11 @@ async fn a_go_client_checkpoint_is_resumed_from() {
     let m = member(&app, &table, "rust").await;
     let seen = collect(&m, &[&stream]).await;
     let want: BTreeSet<String> = seqs[6..].iter().cloned().collect();
-    eventually("records after the Go checkpoint", Duration::from_secs(30), || async {
-        (of_stream(&seen, &stream) == want).then_some(())
-    })
+    eventually(
+        "records after the Go checkpoint",
+        Duration::from_secs(30),
+        || async { (of_stream(&seen, &stream) == want).then_some(()) },
+    )
     .await;
     m.close().await;
 }
@@ -189,25 +215,38 @@ async fn refresh_adds_and_drops_streams_while_consuming() {
         (of_stream(&seen, &s1).len() == one.len()).then_some(())
     })
     .await;
-    within("refresh add", m.refresh([s1.as_str(), s2.as_str()])).await.unwrap();
+    within("refresh add", m.refresh([s1.as_str(), s2.as_str()]))
+        .await
+        .unwrap();
     let two = put_records(&kinesis, &s2, &numbered("b", 5, 1)).await;
     eventually("s2 read after refresh", Duration::from_secs(30), || async {
         (of_stream(&seen, &s2).len() == two.len()).then_some(())
     })
     .await;
-    within("refresh drop", m.refresh([s2.as_str()])).await.unwrap();
+    within("refresh drop", m.refresh([s2.as_str()]))
+        .await
+        .unwrap();
     let store = store(&table, &app).await;
     let s1_owners = owners(&store, &s1).await;
-    assert!(s1_owners.values().all(Option::is_none), "s1's lease released: {s1_owners:?}");
+    assert!(
+        s1_owners.values().all(Option::is_none),
+        "s1's lease released: {s1_owners:?}"
+    );
     put_records(&kinesis, &s1, &numbered("c", 5, 1)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(of_stream(&seen, &s1).len(), one.len(), "a dropped stream is not read");
+    assert_eq!(
+        of_stream(&seen, &s1).len(),
+        one.len(),
+        "a dropped stream is not read"
+    );
     m.close().await;
 }
 
 #[tokio::test]
 async fn a_missing_table_says_how_to_create_it() {
-    let config = config("app", &random_name("missing-table"), "x").build().unwrap();
+    let config = config("app", &random_name("missing-table"), "x")
+        .build()
+        .unwrap();
     let err = within("new", Kinesumer::new(config)).await.unwrap_err();
     assert!(
         matches!(err, Error::Store(StoreError::TableNotFound { .. })),
@@ -221,7 +260,9 @@ async fn a_missing_stream_is_named() {
     let table = create_table().await;
     let m = member(&random_name("app"), &table, "x").await;
     let missing = random_name("no-such-stream");
-    let err = within("consume", m.consume([missing.as_str()])).await.unwrap_err();
+    let err = within("consume", m.consume([missing.as_str()]))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains(&missing), "{err}");
 }
 

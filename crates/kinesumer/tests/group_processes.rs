@@ -85,10 +85,16 @@ fn duplicates(lines: &[Line]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_share_five_shards_and_receive_two_records_once() {
     let f = Fixture::new(5).await;
-    let members: Vec<MemberProcess> = ["m1", "m2", "m3"].iter().map(|id| f.member(id, &[])).collect();
+    let members: Vec<MemberProcess> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|id| f.member(id, &[]))
+        .collect();
     let owners = f.balanced(5, 3).await;
     let counts = share(&owners, 5).unwrap();
-    assert_eq!(counts.values().copied().collect::<BTreeSet<_>>(), BTreeSet::from([1, 2]));
+    assert_eq!(
+        counts.values().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([1, 2])
+    );
     let put = f.put("go-test", 2).await;
     let refs: Vec<&MemberProcess> = members.iter().collect();
     wait_received(&refs, &put).await;
@@ -103,7 +109,10 @@ async fn three_members_share_five_shards_and_receive_two_records_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_member_takes_only_its_share() {
     let f = Fixture::new(8).await;
-    let _members: Vec<MemberProcess> = ["m1", "m2", "m3"].iter().map(|id| f.member(id, &[])).collect();
+    let _members: Vec<MemberProcess> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|id| f.member(id, &[]))
+        .collect();
     let before = f.balanced(8, 3).await;
     let _m4 = f.member("m4", &[]);
     let after = f.balanced(8, 4).await;
@@ -111,9 +120,17 @@ async fn a_fourth_member_takes_only_its_share() {
         .keys()
         .filter(|shard| before[*shard] != after[*shard])
         .collect();
-    assert_eq!(moved.len(), 2, "only the newcomer's share (8 / 4) moved: {before:?} → {after:?}");
+    assert_eq!(
+        moved.len(),
+        2,
+        "only the newcomer's share (8 / 4) moved: {before:?} → {after:?}"
+    );
     for shard in moved {
-        assert_eq!(after[shard].as_deref(), Some("m4"), "moves go to the newcomer only");
+        assert_eq!(
+            after[shard].as_deref(),
+            Some("m4"),
+            "moves go to the newcomer only"
+        );
     }
 }
 
@@ -134,7 +151,11 @@ async fn a_closing_member_hands_off_without_loss_or_duplicates() {
     wait_received(&[&a, &b], &put).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let lines = all_lines(&[&a, &b]);
-    assert_eq!(duplicates(&lines), 0, "nothing delivered twice across a graceful handoff");
+    assert_eq!(
+        duplicates(&lines),
+        0,
+        "nothing delivered twice across a graceful handoff"
+    );
     assert_eq!(lines.len(), 200);
 }
 
@@ -155,30 +176,42 @@ async fn a_killed_member_s_shards_move_after_the_failover_and_nothing_committed_
         .into_iter()
         .map(|l| (l.shard_id, l.sequence_number))
         .collect();
-    eventually("a's checkpoints written", Duration::from_secs(10), || async {
-        use kinesumer::store::StateStore;
-        let leases = f.store.leases(&f.stream).await.ok()?;
-        a_last
-            .iter()
-            .all(|(shard, seq)| {
-                leases.iter().any(|l| {
-                    &l.shard_id == shard
-                        && l.checkpoint.as_ref().map(|c| c.sequence.to_string()) == Some(seq.clone())
+    eventually(
+        "a's checkpoints written",
+        Duration::from_secs(10),
+        || async {
+            use kinesumer::store::StateStore;
+            let leases = f.store.leases(&f.stream).await.ok()?;
+            a_last
+                .iter()
+                .all(|(shard, seq)| {
+                    leases.iter().any(|l| {
+                        &l.shard_id == shard
+                            && l.checkpoint.as_ref().map(|c| c.sequence.to_string())
+                                == Some(seq.clone())
+                    })
                 })
-            })
-            .then_some(())
-    })
+                .then_some(())
+        },
+    )
     .await;
     a.kill().await;
     let killed = Instant::now();
     f.balanced(4, 1).await;
     let took = killed.elapsed();
     eprintln!("crash takeover took {took:?}");
-    assert!(took >= Duration::from_millis(1500), "taken only after a's fence deadline: {took:?}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "taken only after a's fence deadline: {took:?}"
+    );
     put.extend(f.put("after", 60).await);
     wait_received(&[&a, &b], &put).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(duplicates(&all_lines(&[&a, &b])), 0, "a had committed everything");
+    assert_eq!(
+        duplicates(&all_lines(&[&a, &b])),
+        0,
+        "a had committed everything"
+    );
 }
 
 /// A member that never commits is SIGKILLed: exactly its uncommitted records are
@@ -195,13 +228,21 @@ async fn a_killed_member_s_uncommitted_records_are_delivered_again() {
     assert!(!a_got.is_empty());
     a.kill().await;
     f.balanced(2, 1).await;
-    eventually("b receives a's records again", Duration::from_secs(30), || async {
-        let b_got: BTreeSet<String> = sequences(&b.received()).into_iter().collect();
-        a_got.is_subset(&b_got).then_some(())
-    })
+    eventually(
+        "b receives a's records again",
+        Duration::from_secs(30),
+        || async {
+            let b_got: BTreeSet<String> = sequences(&b.received()).into_iter().collect();
+            a_got.is_subset(&b_got).then_some(())
+        },
+    )
     .await;
     let lines = all_lines(&[&a, &b]);
-    assert_eq!(duplicates(&lines), a_got.len(), "only what a had not committed repeats");
+    assert_eq!(
+        duplicates(&lines),
+        a_got.len(),
+        "only what a had not committed repeats"
+    );
 }
 
 /// A restarted member resumes after its last checkpoint.

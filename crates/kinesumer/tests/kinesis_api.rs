@@ -270,11 +270,11 @@ async fn every_iterator_type_starts_where_it_says() {
     );
     assert_eq!(
         from(IteratorStart::After(second.clone())).await,
-        [third.clone()]
+        vec![third.clone()]
     );
     assert_eq!(
         from(IteratorStart::AtTimestamp(between)).await,
-        [third.clone()]
+        vec![third.clone()]
     );
 
     let api = stream.api();

@@ -14,10 +14,9 @@ use std::sync::{Arc, OnceLock};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{TimeZone, Utc};
 use kinesumer::store::{
-    PlanStart,
     create_table, CheckpointWrite, DynamoStore, HeartbeatOutcome, LeaseSeen, LockItem, MemoryStore,
-    Operation, Owner, PlanItem, PlannedShard, Registration, ShardCache, ShardInfo, ShardRef,
-    StateStore, StoreError, StoredStart, TableBilling,
+    Operation, Owner, PlanItem, PlanStart, PlannedShard, Registration, ShardCache, ShardInfo,
+    ShardRef, StateStore, StoreError, StoredStart, TableBilling,
 };
 use kinesumer::{Position, SequenceNumber};
 
@@ -656,10 +655,11 @@ fn shard_info(i: usize) -> ShardInfo {
     ShardInfo {
         shard_id: format!("shardId-{i:012}"),
         parent: (i > 0).then(|| format!("shardId-{:012}", i / 2)),
-        adjacent_parent: (i % 5 == 0 && i > 0).then(|| format!("shardId-{:012}", i - 1)),
-        closed: i % 2 == 0,
+        adjacent_parent: (i.is_multiple_of(5) && i > 0).then(|| format!("shardId-{:012}", i - 1)),
+        closed: i.is_multiple_of(2),
         hash_range: Some(("0".into(), "340282366920938463463374607431768211455".into())),
-        ending_sequence: (i % 2 == 0)
+        ending_sequence: i
+            .is_multiple_of(2)
             .then(|| "49590338271490256608559692538361571095921575989136588898".into()),
     }
 }

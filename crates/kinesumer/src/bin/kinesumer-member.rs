@@ -52,7 +52,9 @@ fn parse() -> Result<Args, String> {
                 }
             }
             "--commit-interval-ms" => {
-                let ms = value()?.parse().map_err(|e| format!("--commit-interval-ms: {e}"))?;
+                let ms = value()?
+                    .parse()
+                    .map_err(|e| format!("--commit-interval-ms: {e}"))?;
                 args.commit_interval = Some(Duration::from_millis(ms));
             }
             other => return Err(format!("unknown argument {other}")),
@@ -68,8 +70,7 @@ fn parse() -> Result<Args, String> {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

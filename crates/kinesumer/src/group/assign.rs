@@ -30,7 +30,7 @@
 //! extras it must get) plus the open extras it is given. Whether all totals can lie in
 //! `[floor, ceiling]` is a flow problem (streams hand out their open extras, one per
 //! member at most, members take between `floor` and `ceiling` minus their fixed part),
-//! solved by a small max-flow with lower bounds ([`flow`]). The possible total vectors
+//! solved by a small max-flow with lower bounds (the private `flow` module). The possible total vectors
 //! are the integer points of a sum of uniform-matroid base polytopes — an M-convex set —
 //! which has a least majorized element (A. Tamir, "Least majorized elements and
 //! generalized polymatroids", Math. of OR 20(3), 1995): one plan both has the lowest

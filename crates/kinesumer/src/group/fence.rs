@@ -77,7 +77,11 @@ impl Fence {
         let _ = self
             .last_renewal
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
-                Some(if old == NOT_LEADER { sent } else { old.max(sent) })
+                Some(if old == NOT_LEADER {
+                    sent
+                } else {
+                    old.max(sent)
+                })
             });
     }
 
@@ -130,6 +134,9 @@ mod tests {
             tokio::time::advance(Duration::from_millis(600)).await;
             f.beat_ok(clock.fencing_now());
         }
-        assert!(!f.check(), "renewals stale for 1.8 s while heartbeats succeed");
+        assert!(
+            !f.check(),
+            "renewals stale for 1.8 s while heartbeats succeed"
+        );
     }
 }

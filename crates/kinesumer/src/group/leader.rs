@@ -341,9 +341,7 @@ impl Leader {
             for shard_id in assign::eligible(&listing.shards, &finished) {
                 let lease = stream_leases.get(&shard_id);
                 let owner = lease.and_then(|l| l.owner.clone());
-                let judged = owner
-                    .as_ref()
-                    .map(|o| self.judge(o, stream, now, failover));
+                let judged = owner.as_ref().map(|o| self.judge(o, stream, now, failover));
                 let holder = match &judged {
                     Some(Judged::Holder(id)) => Some(id.clone()),
                     _ => None,
@@ -569,11 +567,20 @@ mod tests {
         l.observe_members(&[member("a", "t1", 5, &["s"])], Duration::ZERO);
         // The counter does not move for the failover timeout: gone.
         l.observe_members(&[member("a", "t1", 5, &["s"])], Duration::from_secs(1));
-        assert_eq!(l.judge(&owner("a", "t1"), "s", Duration::from_secs(1), FAILOVER), Judged::Holder("a".into()));
-        assert_eq!(l.judge(&owner("a", "t1"), "s", FAILOVER, FAILOVER), Judged::Gone);
+        assert_eq!(
+            l.judge(&owner("a", "t1"), "s", Duration::from_secs(1), FAILOVER),
+            Judged::Holder("a".into())
+        );
+        assert_eq!(
+            l.judge(&owner("a", "t1"), "s", FAILOVER, FAILOVER),
+            Judged::Gone
+        );
         // It moves: alive again from when it was seen.
         l.observe_members(&[member("a", "t1", 6, &["s"])], Duration::from_secs(3));
-        assert_eq!(l.judge(&owner("a", "t1"), "s", Duration::from_secs(4), FAILOVER), Judged::Holder("a".into()));
+        assert_eq!(
+            l.judge(&owner("a", "t1"), "s", Duration::from_secs(4), FAILOVER),
+            Judged::Holder("a".into())
+        );
     }
 
     #[test]
@@ -582,15 +589,24 @@ mod tests {
         l.observe_members(&[member("a", "t1", 5, &["s"])], Duration::ZERO);
         l.observe_members(&[member("a", "t2", 0, &["s"])], Duration::from_secs(1));
         let old = owner("a", "t1");
-        assert_eq!(l.judge(&old, "s", Duration::from_secs(2), FAILOVER), Judged::Pending);
-        assert_eq!(l.judge(&old, "s", Duration::from_secs(3), FAILOVER), Judged::Gone);
+        assert_eq!(
+            l.judge(&old, "s", Duration::from_secs(2), FAILOVER),
+            Judged::Pending
+        );
+        assert_eq!(
+            l.judge(&old, "s", Duration::from_secs(3), FAILOVER),
+            Judged::Gone
+        );
     }
 
     #[test]
     fn an_owner_without_a_member_item_is_gone_once_the_leader_has_led_for_the_failover() {
         let l = leader_with(&[]);
         let o = owner("ghost", "t");
-        assert_eq!(l.judge(&o, "s", Duration::from_secs(1), FAILOVER), Judged::Pending);
+        assert_eq!(
+            l.judge(&o, "s", Duration::from_secs(1), FAILOVER),
+            Judged::Pending
+        );
         assert_eq!(l.judge(&o, "s", FAILOVER, FAILOVER), Judged::Gone);
     }
 
@@ -598,9 +614,15 @@ mod tests {
     fn the_deposed_lock_holder_is_gone_at_once_only_in_its_incarnation() {
         let mut l = Leader::new(2, Duration::ZERO, Some(owner("a", "t1")));
         l.observe_members(&[member("a", "t1", 1, &["s"])], Duration::ZERO);
-        assert_eq!(l.judge(&owner("a", "t1"), "s", Duration::ZERO, FAILOVER), Judged::Gone);
+        assert_eq!(
+            l.judge(&owner("a", "t1"), "s", Duration::ZERO, FAILOVER),
+            Judged::Gone
+        );
         l.observe_members(&[member("a", "t2", 0, &["s"])], Duration::from_secs(1));
-        assert_eq!(l.judge(&owner("a", "t2"), "s", Duration::from_secs(1), FAILOVER), Judged::Holder("a".into()));
+        assert_eq!(
+            l.judge(&owner("a", "t2"), "s", Duration::from_secs(1), FAILOVER),
+            Judged::Holder("a".into())
+        );
     }
 
     #[test]
@@ -609,8 +631,14 @@ mod tests {
         l.observe_members(&[member("a", "t1", 1, &["s"])], Duration::ZERO);
         l.observe_members(&[member("a", "t1", 2, &[])], Duration::from_secs(1));
         let o = owner("a", "t1");
-        assert_eq!(l.judge(&o, "s", Duration::from_secs(2), FAILOVER), Judged::Pending);
-        assert_eq!(l.judge(&o, "s", Duration::from_secs(3), FAILOVER), Judged::Gone);
+        assert_eq!(
+            l.judge(&o, "s", Duration::from_secs(2), FAILOVER),
+            Judged::Pending
+        );
+        assert_eq!(
+            l.judge(&o, "s", Duration::from_secs(3), FAILOVER),
+            Judged::Gone
+        );
     }
 
     #[test]
@@ -628,16 +656,26 @@ mod tests {
         ]);
         let plans = l.plan(Duration::ZERO, FAILOVER, InitialPosition::Latest, &held);
         let shards = |id: &str| -> Vec<String> {
-            plans[id].streams.get("s").map(|v| v.iter().map(|p| p.shard_id.clone()).collect()).unwrap_or_default()
+            plans[id]
+                .streams
+                .get("s")
+                .map(|v| v.iter().map(|p| p.shard_id.clone()).collect())
+                .unwrap_or_default()
         };
         assert_eq!(shards("a").len(), 2);
         assert_eq!(shards("b").len(), 2);
-        assert!(shards("b").contains(&"s3".to_string()), "the free shard goes to b");
+        assert!(
+            shards("b").contains(&"s3".to_string()),
+            "the free shard goes to b"
+        );
         // One of a's shards moves to b: it is in a's release list, and b's entry names a
         // as a live owner (b waits for the handoff).
         assert_eq!(plans["a"].release.len(), 1);
         let moved = &plans["a"].release[0].shard_id;
-        let entry = plans["b"].streams["s"].iter().find(|p| &p.shard_id == moved).unwrap();
+        let entry = plans["b"].streams["s"]
+            .iter()
+            .find(|p| &p.shard_id == moved)
+            .unwrap();
         assert_eq!(entry.owner, Some(a));
         assert!(!entry.owner_gone);
         assert_eq!(plans["a"].term, 7);
@@ -655,7 +693,12 @@ mod tests {
         l.observe_members(&[member("a", "ta", 1, &["s"])], Duration::ZERO);
         let mut done = lease("p", None, 2);
         done.shard_end = true;
-        let plans = l.plan(Duration::ZERO, FAILOVER, InitialPosition::Latest, &leases(vec![done]));
+        let plans = l.plan(
+            Duration::ZERO,
+            FAILOVER,
+            InitialPosition::Latest,
+            &leases(vec![done]),
+        );
         let planned = &plans["a"].streams["s"];
         assert_eq!(planned.len(), 1);
         assert_eq!(planned[0].shard_id, "c");

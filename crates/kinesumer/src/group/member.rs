@@ -17,7 +17,9 @@ use super::shard::{self, Outcome, ShardCmd, ShardDone, ShardHandle, ShardJob, FA
 use super::Ctx;
 use crate::delivery::{flush_pending, PendingMark};
 use crate::error::{Error, Event, Result};
-use crate::store::{LockItem, Operation, Owner, PlanItem, PlannedShard, Registration, ShardRef, StoreError};
+use crate::store::{
+    LockItem, Operation, Owner, PlanItem, PlannedShard, Registration, ShardRef, StoreError,
+};
 
 /// What the public handle asks of the coordinator.
 #[derive(Debug)]
@@ -103,7 +105,11 @@ impl Coordinator {
         )
         .await?;
         let me = Owner { client_id, token };
-        let fence = Arc::new(Fence::new(ctx.clock.clone(), ctx.cfg.fence_deadline(), sent));
+        let fence = Arc::new(Fence::new(
+            ctx.clock.clone(),
+            ctx.cfg.fence_deadline(),
+            sent,
+        ));
         let beat = Arc::new(Beat::default());
         beat.set_advertised(streams.clone());
         *beat.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = streams.into_iter().collect();
@@ -200,7 +206,11 @@ impl Coordinator {
         status.leader_term = self.leader.as_ref().map(|l| l.term);
         status.running = !self.stopped;
         metrics::gauge!("kinesumer_shards_held").set(status.held.len() as f64);
-        metrics::gauge!("kinesumer_leader").set(if status.leader_term.is_some() { 1.0 } else { 0.0 });
+        metrics::gauge!("kinesumer_leader").set(if status.leader_term.is_some() {
+            1.0
+        } else {
+            0.0
+        });
     }
 
     /// One tick (DESIGN §3 steps 2–4, and 6–10 for the leader).
@@ -326,7 +336,10 @@ impl Coordinator {
             if !running.handle.held() || running.releasing {
                 continue;
             }
-            let counter = running.handle.counter.load(std::sync::atomic::Ordering::Acquire);
+            let counter = running
+                .handle
+                .counter
+                .load(std::sync::atomic::Ordering::Acquire);
             match desired.get(key) {
                 Some(p) if p.lease_counter.is_some_and(|c| c > counter) => {
                     // The leader saw a newer lease than ours: someone took it; stop at once.
@@ -494,7 +507,9 @@ impl Coordinator {
 
     fn drop_leadership(&mut self) {
         if let Some(leader) = self.leader.take() {
-            self.ctx.signals.event(Event::LeaderLost { term: leader.term });
+            self.ctx
+                .signals
+                .event(Event::LeaderLost { term: leader.term });
         }
         self.beat.set_leading(None);
         self.fence.not_leader();
@@ -516,10 +531,8 @@ impl Coordinator {
         let token = new_token();
         let streams = self.beat.advertised();
         let how = Registration::Rejoin { old_token };
-        let mut backoff = crate::backoff::Backoff::new(
-            Duration::from_millis(100),
-            self.ctx.cfg.failover_timeout,
-        );
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(100), self.ctx.cfg.failover_timeout);
         let sent = loop {
             let sent = self.ctx.clock.fencing_now();
             let register = self
@@ -543,8 +556,11 @@ impl Coordinator {
             self.ctx.cfg.fence_deadline(),
             sent,
         ));
-        *self.beat.confirmed.lock().unwrap_or_else(|e| e.into_inner()) =
-            streams.into_iter().collect();
+        *self
+            .beat
+            .confirmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = streams.into_iter().collect();
         self.heartbeat = tokio::spawn(heartbeat::run(
             self.ctx.clone(),
             self.me.clone(),

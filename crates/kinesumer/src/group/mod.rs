@@ -12,8 +12,8 @@
 //!                                   (take ─▶ read + deliver + commit ─▶ release)
 //! ```
 //!
-//! Everything runs on the [`StateStore`](crate::store::StateStore),
-//! [`KinesisApi`](crate::reader::KinesisApi) and [`Clock`](crate::clock::Clock) seams, so
+//! Everything runs on the [`crate::store::StateStore`], [`crate::reader::KinesisApi`] and
+//! [`crate::clock::Clock`] seams, so
 //! the same code runs against AWS, the local stack, or an in-memory simulation.
 
 pub mod assign;

@@ -279,7 +279,11 @@ impl ShardTask {
     }
 
     /// Takes the planned shard, or finds it already held (DESIGN §3 step 4).
-    async fn acquire(&mut self, mut planned: PlannedShard, fast_poll: bool) -> Result<Held, Outcome> {
+    async fn acquire(
+        &mut self,
+        mut planned: PlannedShard,
+        fast_poll: bool,
+    ) -> Result<Held, Outcome> {
         let wait_until = self.fence.now()
             + if fast_poll {
                 self.ctx.cfg.handoff_timeout * 2
@@ -428,13 +432,7 @@ impl ShardTask {
             .in_current_span(),
         ));
         let deliver = Owned(tokio::spawn(
-            deliver(
-                rx,
-                track.clone(),
-                self.ctx.sink.clone(),
-                cfg.auto_commit,
-            )
-            .in_current_span(),
+            deliver(rx, track.clone(), self.ctx.sink.clone(), cfg.auto_commit).in_current_span(),
         ));
         let mut reader_done = false;
         let end = self
@@ -659,10 +657,8 @@ impl ShardTask {
     /// shows it no longer names this owner (its own release may have landed unseen).
     /// Returns false when the lease was not this owner's to release.
     async fn release(&self, counter: u64) -> bool {
-        let mut backoff = crate::backoff::Backoff::new(
-            Duration::from_millis(50),
-            self.ctx.cfg.sync_interval,
-        );
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(50), self.ctx.cfg.sync_interval);
         let mut attempted = false;
         loop {
             let request = self.ctx.store.release_lease(
@@ -818,19 +814,49 @@ mod tests {
         let other = owner("b", "2");
         let p = planned(None, None, false);
         assert!(matches!(decide(None, &p, &me), Decision::Take(s) if !s.exists));
-        assert_eq!(decide(Some(&lease(Some(me.clone()), Some(3), false)), &p, &me), Decision::Held);
-        assert_eq!(decide(Some(&lease(None, Some(3), true)), &p, &me), Decision::Finished);
-        assert_eq!(decide(Some(&lease(Some(me.clone()), Some(3), true)), &p, &me), Decision::Finished);
+        assert_eq!(
+            decide(Some(&lease(Some(me.clone()), Some(3), false)), &p, &me),
+            Decision::Held
+        );
+        assert_eq!(
+            decide(Some(&lease(None, Some(3), true)), &p, &me),
+            Decision::Finished
+        );
+        assert_eq!(
+            decide(Some(&lease(Some(me.clone()), Some(3), true)), &p, &me),
+            Decision::Finished
+        );
         assert!(matches!(
             decide(Some(&lease(None, Some(3), false)), &p, &me),
-            Decision::Take(LeaseSeen { exists: true, owner: None, lease_counter: Some(3) })
+            Decision::Take(LeaseSeen {
+                exists: true,
+                owner: None,
+                lease_counter: Some(3)
+            })
         ));
         // A live owner: wait.
-        assert_eq!(decide(Some(&lease(Some(other.clone()), Some(3), false)), &p, &me), Decision::Wait);
+        assert_eq!(
+            decide(Some(&lease(Some(other.clone()), Some(3), false)), &p, &me),
+            Decision::Wait
+        );
         // Gone, with the counter the plan names: take.
         let gone = planned(Some(other.clone()), Some(3), true);
-        assert!(matches!(decide(Some(&lease(Some(other.clone()), Some(3), false)), &gone, &me), Decision::Take(_)));
+        assert!(matches!(
+            decide(
+                Some(&lease(Some(other.clone()), Some(3), false)),
+                &gone,
+                &me
+            ),
+            Decision::Take(_)
+        ));
         // Gone, but the counter moved since the leader looked: wait.
-        assert_eq!(decide(Some(&lease(Some(other.clone()), Some(4), false)), &gone, &me), Decision::Wait);
+        assert_eq!(
+            decide(
+                Some(&lease(Some(other.clone()), Some(4), false)),
+                &gone,
+                &me
+            ),
+            Decision::Wait
+        );
     }
 }

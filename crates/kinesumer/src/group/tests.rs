@@ -94,7 +94,10 @@ fn held(members: &[&Arc<Kinesumer>]) -> BTreeMap<String, usize> {
 async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let end = tokio::time::Instant::now() + limit;
     while !cond() {
-        assert!(tokio::time::Instant::now() < end, "not reached within {limit:?}: {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "not reached within {limit:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -135,7 +138,10 @@ async fn a_joining_member_takes_only_its_share() {
     let g = Group::new(6);
     let a = g.member("a").await;
     let b = g.member("b").await;
-    wait_for("balanced", Duration::from_secs(20), || balanced(&held(&[&a, &b]), 6)).await;
+    wait_for("balanced", Duration::from_secs(20), || {
+        balanced(&held(&[&a, &b]), 6)
+    })
+    .await;
     let before: BTreeSet<_> = a.held_shards().into_iter().chain(b.held_shards()).collect();
     let a_before: BTreeSet<_> = a.held_shards().into_iter().collect();
     let b_before: BTreeSet<_> = b.held_shards().into_iter().collect();
@@ -147,7 +153,10 @@ async fn a_joining_member_takes_only_its_share() {
     assert_eq!(before.len(), 6);
     let a_after: BTreeSet<_> = a.held_shards().into_iter().collect();
     let b_after: BTreeSet<_> = b.held_shards().into_iter().collect();
-    assert!(a_after.is_subset(&a_before) && b_after.is_subset(&b_before), "nobody but c gained");
+    assert!(
+        a_after.is_subset(&a_before) && b_after.is_subset(&b_before),
+        "nobody but c gained"
+    );
     assert_eq!(c.held_shards().len(), 2, "only c's share moved");
     for m in [&a, &b, &c] {
         m.close().await;
@@ -159,16 +168,32 @@ async fn a_closing_member_hands_off_without_loss_or_duplicates() {
     let g = Group::new(4);
     let a = g.member("a").await;
     let b = g.member("b").await;
-    wait_for("balanced", Duration::from_secs(20), || balanced(&held(&[&a, &b]), 4)).await;
+    wait_for("balanced", Duration::from_secs(20), || {
+        balanced(&held(&[&a, &b]), 4)
+    })
+    .await;
     let mut put = g.put(40);
-    wait_for("first batch", Duration::from_secs(20), || g.received_sequences().len() >= 40).await;
+    wait_for("first batch", Duration::from_secs(20), || {
+        g.received_sequences().len() >= 40
+    })
+    .await;
     a.close().await;
     put.extend(g.put(40));
-    wait_for("b holds all", Duration::from_secs(20), || b.held_shards().len() == 4).await;
-    wait_for("all received", Duration::from_secs(20), || g.received_sequences().len() >= 80).await;
+    wait_for("b holds all", Duration::from_secs(20), || {
+        b.held_shards().len() == 4
+    })
+    .await;
+    wait_for("all received", Duration::from_secs(20), || {
+        g.received_sequences().len() >= 80
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let got = g.received_sequences();
-    assert_eq!(got.len(), 80, "nothing delivered twice across a graceful handoff");
+    assert_eq!(
+        got.len(),
+        80,
+        "nothing delivered twice across a graceful handoff"
+    );
     assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), put);
     b.close().await;
 }
@@ -178,24 +203,40 @@ async fn a_crashed_member_s_shards_are_taken_after_the_failover_timeout() {
     let g = Group::new(4);
     let a = g.member("a").await;
     let b = g.member("b").await;
-    wait_for("balanced", Duration::from_secs(20), || balanced(&held(&[&a, &b]), 4)).await;
+    wait_for("balanced", Duration::from_secs(20), || {
+        balanced(&held(&[&a, &b]), 4)
+    })
+    .await;
     let put = g.put(20);
-    wait_for("received", Duration::from_secs(20), || g.received_sequences().len() >= 20).await;
+    wait_for("received", Duration::from_secs(20), || {
+        g.received_sequences().len() >= 20
+    })
+    .await;
     // Let a commit, then crash it: no close, no release.
     tokio::time::sleep(Duration::from_secs(2)).await;
     drop(a);
     let crashed = tokio::time::Instant::now();
-    wait_for("b holds all", Duration::from_secs(20), || b.held_shards().len() == 4).await;
+    wait_for("b holds all", Duration::from_secs(20), || {
+        b.held_shards().len() == 4
+    })
+    .await;
     let takeover = crashed.elapsed();
     assert!(
         takeover >= g.config("x").failover_timeout().mul_f64(0.5),
         "taken only after the crashed member's fence deadline: {takeover:?}"
     );
     let more = g.put(20);
-    wait_for("all received", Duration::from_secs(20), || g.received_sequences().len() >= 40).await;
+    wait_for("all received", Duration::from_secs(20), || {
+        g.received_sequences().len() >= 40
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let got: BTreeSet<_> = g.received_sequences().into_iter().collect();
     assert!(put.is_subset(&got) && more.is_subset(&got), "nothing lost");
-    assert_eq!(g.received_sequences().len(), 40, "a committed before the crash: nothing again");
+    assert_eq!(
+        g.received_sequences().len(),
+        40,
+        "a committed before the crash: nothing again"
+    );
     b.close().await;
 }

@@ -628,7 +628,10 @@ mod tests {
         })]);
         let (got, end) = start(&fake, TRIM, 1).drain().await;
         assert!(got.is_empty());
-        assert!(matches!(end, ReaderEnd::ShardGone { last: None }), "{end:?}");
+        assert!(
+            matches!(end, ReaderEnd::ShardGone { last: None }),
+            "{end:?}"
+        );
         assert_eq!(fake.calls().len(), 1, "never spins on a missing shard");
     }
 

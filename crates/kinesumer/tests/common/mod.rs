@@ -108,7 +108,11 @@ pub async fn create_table() -> String {
     let table = random_name("kinesumer-test");
     within(
         "create table",
-        kinesumer::store::create_table(&dynamodb().await, &table, kinesumer::store::TableBilling::OnDemand),
+        kinesumer::store::create_table(
+            &dynamodb().await,
+            &table,
+            kinesumer::store::TableBilling::OnDemand,
+        ),
     )
     .await
     .expect("create table");
@@ -145,7 +149,11 @@ pub async fn put_records(
                 .collect();
             let out = within(
                 "put records",
-                client.put_records().stream_name(stream).set_records(Some(entries)).send(),
+                client
+                    .put_records()
+                    .stream_name(stream)
+                    .set_records(Some(entries))
+                    .send(),
             )
             .await
             .expect("put records");
@@ -167,7 +175,12 @@ pub async fn put_records(
 /// `n` records under `keys` partition keys, data `"<prefix>-<i>"`.
 pub fn numbered(prefix: &str, n: usize, keys: usize) -> Vec<(String, Vec<u8>)> {
     (0..n)
-        .map(|i| (format!("key-{}", i % keys), format!("{prefix}-{i}").into_bytes()))
+        .map(|i| {
+            (
+                format!("key-{}", i % keys),
+                format!("{prefix}-{i}").into_bytes(),
+            )
+        })
         .collect()
 }
 

@@ -78,7 +78,9 @@ impl MemberProcess {
             rustix::process::Signal::TERM,
         )
         .expect("SIGTERM");
-        let status = within("member exit", self.child.wait()).await.expect("wait");
+        let status = within("member exit", self.child.wait())
+            .await
+            .expect("wait");
         // Every line written before the exit is read before this returns.
         if let Some(reader) = self.reader.take() {
             within("stdout drained", reader).await.expect("reader");
