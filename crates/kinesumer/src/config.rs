@@ -7,7 +7,7 @@
 //! # Timing
 //!
 //! The defaults are chosen for a crash takeover of about 3 s and a graceful handoff
-//! under 1 s, at about 4 state-store requests per second per member (see
+//! under 1 s, at about 5 state-store requests per second per member (see
 //! `docs/configuration.md` for the reasoning and the measurements). They must satisfy the
 //! timing rule of the group protocol, checked at build time:
 //!
@@ -278,11 +278,11 @@ impl ConfigBuilder {
                 commit_interval: Duration::from_secs(5),
                 commit_timeout: Duration::from_secs(2),
                 initial_position: InitialPosition::Latest,
-                sync_interval: Duration::from_millis(500),
+                sync_interval: Duration::from_millis(400),
                 jitter: 0.1,
-                failover_timeout: Duration::from_millis(2500),
+                failover_timeout: Duration::from_millis(2200),
                 fence_fraction: 0.6,
-                request_timeout: Duration::from_millis(250),
+                request_timeout: Duration::from_millis(200),
                 handoff_timeout: Duration::from_secs(5),
                 shard_sync_interval: Duration::from_secs(60),
                 prune_age: Duration::from_secs(300),
@@ -399,7 +399,7 @@ impl ConfigBuilder {
         self
     }
 
-    /// The tick of the group protocol (heartbeat, plan read). Default: 500 ms.
+    /// The tick of the group protocol (heartbeat, plan read). Default: 400 ms.
     pub fn sync_interval(mut self, d: Duration) -> Self {
         self.config.sync_interval = d;
         self
@@ -413,7 +413,7 @@ impl ConfigBuilder {
     }
 
     /// How long a member's heartbeat counter may stand still before the leader judges it
-    /// gone and plans its shards elsewhere. Default: 2.5 s.
+    /// gone and plans its shards elsewhere. Default: 2.2 s.
     pub fn failover_timeout(mut self, d: Duration) -> Self {
         self.config.failover_timeout = d;
         self
@@ -426,7 +426,7 @@ impl ConfigBuilder {
         self
     }
 
-    /// The timeout of one state-store request. Default: 250 ms.
+    /// The timeout of one state-store request. Default: 200 ms.
     pub fn request_timeout(mut self, d: Duration) -> Self {
         self.config.request_timeout = d;
         self

@@ -70,8 +70,11 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// Runs until the member must stop or rejoin; returns why.
 pub(crate) async fn run(ctx: Arc<Ctx>, me: Owner, fence: Arc<Fence>, beat: Arc<Beat>) -> Stop {
+    let mut next = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(ctx.jittered_interval()).await;
+        // Fixed rate: a slow request does not delay the beats after it.
+        next = (next + ctx.jittered_interval()).max(tokio::time::Instant::now());
+        tokio::time::sleep_until(next).await;
         let (b, r) = tokio::join!(
             heartbeat(&ctx, &me, &fence, &beat),
             renew(&ctx, &me, &fence, &beat)

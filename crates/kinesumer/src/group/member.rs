@@ -179,7 +179,9 @@ impl Coordinator {
                 },
                 _ = tokio::time::sleep_until(next_tick) => {
                     self.tick().await;
-                    next_tick = tokio::time::Instant::now() + self.ctx.jittered_interval();
+                    // Fixed rate: the tick's own requests do not stretch the period.
+                    next_tick = (next_tick + self.ctx.jittered_interval())
+                        .max(tokio::time::Instant::now());
                 }
             }
             self.publish();

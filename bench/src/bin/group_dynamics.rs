@@ -1,0 +1,295 @@
+//! Group dynamics and coordination cost at the default settings, on the local stack.
+//!
+//! ```text
+//! scripts/local-stack start && eval "$(scripts/local-stack env)"
+//! cargo run --release -p kinesumer-bench --bin group_dynamics [-- --runs 5 --idle-secs 30]
+//! ```
+//!
+//! Measures, each as the median (min–max) of `--runs` runs on fresh streams:
+//! - graceful handoff: a member of three closes → every shard it held is taken by another;
+//! - crash takeover: a member of three is dropped without closing (as SIGKILL: no release,
+//!   no leave) → every shard it held is taken by another;
+//! - join: a fourth member starts → it holds its full share.
+//!
+//! Times are read from the state store (a lease take is when reading starts), polled every
+//! 20 ms. Then the state-store requests per member per tick, leader and non-leader, from
+//! the store layer's counters over `--idle-secs` of an idle and of a loaded group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kinesumer::store::{
+    create_table, DynamoStore, Operation, RequestCounts, StateStore, TableBilling,
+};
+use kinesumer::{Config, InitialPosition, Kinesumer};
+
+const SHARDS: i32 = 6;
+const POLL: Duration = Duration::from_millis(20);
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+struct Bench {
+    kinesis: aws_sdk_kinesis::Client,
+    store_client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl Bench {
+    async fn stream(&self) -> Result<String, Error> {
+        let name = format!("bench-{:08x}", rand::random::<u32>());
+        self.kinesis
+            .create_stream()
+            .stream_name(&name)
+            .shard_count(SHARDS)
+            .send()
+            .await?;
+        loop {
+            let d = self
+                .kinesis
+                .describe_stream_summary()
+                .stream_name(&name)
+                .send()
+                .await?;
+            if d.stream_description_summary().map(|s| s.stream_status())
+                == Some(&aws_sdk_kinesis::types::StreamStatus::Active)
+            {
+                return Ok(name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn delete(&self, stream: &str) {
+        let _ = self
+            .kinesis
+            .delete_stream()
+            .stream_name(stream)
+            .send()
+            .await;
+    }
+
+    async fn member(&self, app: &str, id: &str, stream: &str) -> Result<Arc<Kinesumer>, Error> {
+        let config = Config::builder(app, &self.table)
+            .client_id(id)
+            .initial_position(InitialPosition::TrimHorizon)
+            .build()?;
+        let member = Arc::new(Kinesumer::new(config).await?);
+        let mut records = member.consume([stream]).await?;
+        tokio::spawn(async move { while records.next().await.is_some() {} });
+        Ok(member)
+    }
+
+    fn store(&self, app: &str) -> DynamoStore {
+        DynamoStore::new(self.store_client.clone(), &self.table, app)
+    }
+}
+
+/// Shard → owner client id, for every lease.
+async fn owners(
+    store: &DynamoStore,
+    stream: &str,
+) -> Result<BTreeMap<String, Option<String>>, Error> {
+    Ok(store
+        .leases(stream)
+        .await?
+        .into_iter()
+        .map(|l| (l.shard_id, l.owner.map(|o| o.client_id)))
+        .collect())
+}
+
+/// Waits until `done(owners)` holds; returns the elapsed time since `since`.
+async fn until(
+    store: &DynamoStore,
+    stream: &str,
+    since: Instant,
+    done: impl Fn(&BTreeMap<String, Option<String>>) -> bool,
+) -> Result<Duration, Error> {
+    let deadline = since + Duration::from_secs(60);
+    loop {
+        if done(&owners(store, stream).await?) {
+            return Ok(since.elapsed());
+        }
+        if Instant::now() > deadline {
+            return Err("the group did not settle within 60 s".into());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn balanced(owners: &BTreeMap<String, Option<String>>, members: usize) -> bool {
+    if owners.len() != SHARDS as usize || owners.values().any(Option::is_none) {
+        return false;
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in owners.values().flatten() {
+        *counts.entry(o).or_default() += 1;
+    }
+    let (min, max) = (counts.values().min(), counts.values().max());
+    counts.len() == members && max.zip(min).is_some_and(|(a, b)| a - b <= 1)
+}
+
+#[derive(Clone, Copy)]
+enum Leave {
+    Close,
+    Crash,
+}
+
+/// One run: three members balance; `leaver` leaves as `how`; returns the time until all
+/// of its shards are held by the others.
+async fn leave_run(b: &Bench, how: Leave) -> Result<Duration, Error> {
+    let app = format!("app-{:08x}", rand::random::<u32>());
+    let stream = b.stream().await?;
+    let store = b.store(&app);
+    let mut members = Vec::new();
+    for id in ["m1", "m2", "m3"] {
+        members.push(b.member(&app, id, &stream).await?);
+    }
+    until(&store, &stream, Instant::now(), |o| balanced(o, 3)).await?;
+    // Let the group settle (a few ticks), so this measures a steady group.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leaver = members.pop().expect("three");
+    let started = Instant::now();
+    match how {
+        Leave::Close => leaver.close().await,
+        Leave::Crash => drop(leaver),
+    }
+    let took = until(&store, &stream, started, |o| {
+        balanced(o, 2) && o.values().flatten().all(|id| id != "m3")
+    })
+    .await?;
+    for m in members {
+        m.close().await;
+    }
+    b.delete(&stream).await;
+    Ok(took)
+}
+
+async fn join_run(b: &Bench) -> Result<Duration, Error> {
+    let app = format!("app-{:08x}", rand::random::<u32>());
+    let stream = b.stream().await?;
+    let store = b.store(&app);
+    let mut members = Vec::new();
+    for id in ["m1", "m2", "m3"] {
+        members.push(b.member(&app, id, &stream).await?);
+    }
+    until(&store, &stream, Instant::now(), |o| balanced(o, 3)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    members.push(b.member(&app, "m4", &stream).await?);
+    let took = until(&store, &stream, started, |o| balanced(o, 4)).await?;
+    for m in members {
+        m.close().await;
+    }
+    b.delete(&stream).await;
+    Ok(took)
+}
+
+fn summary(name: &str, mut runs: Vec<Duration>) {
+    runs.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{name:<22} median {:>7.0} ms   (min {:.0} – max {:.0} ms, {} runs)",
+        ms(runs[runs.len() / 2]),
+        ms(runs[0]),
+        ms(runs[runs.len() - 1]),
+        runs.len()
+    );
+}
+
+/// Requests per member per tick over `secs`, with `load` records/s produced.
+async fn cost(b: &Bench, secs: u64, load: bool) -> Result<(), Error> {
+    let app = format!("app-{:08x}", rand::random::<u32>());
+    let stream = b.stream().await?;
+    let store = b.store(&app);
+    let mut members = Vec::new();
+    for id in ["m1", "m2", "m3"] {
+        members.push(b.member(&app, id, &stream).await?);
+    }
+    until(&store, &stream, Instant::now(), |o| balanced(o, 3)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before: Vec<RequestCounts> = members.iter().map(|m| m.requests()).collect();
+    let started = Instant::now();
+    let producer = load.then(|| {
+        let kinesis = b.kinesis.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            loop {
+                let _ = kinesis
+                    .put_record()
+                    .stream_name(&stream)
+                    .partition_key(format!("k{}", i % 64))
+                    .data(aws_sdk_kinesis::primitives::Blob::new(vec![b'x'; 200]))
+                    .send()
+                    .await;
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    });
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let elapsed = started.elapsed();
+    if let Some(p) = producer {
+        p.abort();
+    }
+    let ticks = elapsed.as_secs_f64() / members[0].config().sync_interval().as_secs_f64();
+    let label = if load {
+        "under load (50 rec/s)"
+    } else {
+        "idle"
+    };
+    for (m, before) in members.iter().zip(&before) {
+        let used = m.requests().since(before);
+        let role = if m.is_leader() { "leader" } else { "member" };
+        let per_tick = used.total() as f64 / ticks;
+        let checkpoints = used.get(Operation::Checkpoint) as f64 / ticks;
+        println!(
+            "{label:<22} {} ({role:<6}) {per_tick:>5.2} requests/tick ({checkpoints:.2} checkpoint writes/tick)  {:?}",
+            m.client_id(),
+            used.0
+        );
+    }
+    for m in members {
+        m.close().await;
+    }
+    b.delete(&stream).await;
+    Ok(())
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let runs = arg("--runs", 5) as usize;
+    let idle_secs = arg("--idle-secs", 30);
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let b = Bench {
+        kinesis: aws_sdk_kinesis::Client::new(&sdk),
+        store_client: aws_sdk_dynamodb::Client::new(&sdk),
+        table: format!("kinesumer-bench-{:08x}", rand::random::<u32>()),
+    };
+    create_table(&b.store_client, &b.table, TableBilling::OnDemand).await?;
+    let mut handoff = Vec::new();
+    let mut crash = Vec::new();
+    let mut join = Vec::new();
+    for _ in 0..runs {
+        handoff.push(leave_run(&b, Leave::Close).await?);
+        crash.push(leave_run(&b, Leave::Crash).await?);
+        join.push(join_run(&b).await?);
+    }
+    summary("graceful handoff", handoff);
+    summary("crash takeover", crash);
+    summary("join to full share", join);
+    cost(&b, idle_secs, false).await?;
+    cost(&b, idle_secs, true).await?;
+    Ok(())
+}
