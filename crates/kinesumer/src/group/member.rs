@@ -42,6 +42,33 @@ fn new_token() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
+/// How many times a start retries a registration that failed for a transient reason
+/// (a slow or throttled request): the put is unconditional, so a retry is safe.
+const REGISTER_ATTEMPTS: u32 = 5;
+
+/// Registers a new incarnation; returns when (fencing clock) the request that landed was
+/// sent.
+async fn register(ctx: &Ctx, client_id: &str, token: &str, streams: &[String]) -> Result<Duration> {
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(50), ctx.cfg.sync_interval);
+    let mut attempt = 1;
+    loop {
+        let sent = ctx.clock.fencing_now();
+        let request = ctx
+            .store
+            .register(client_id, token, streams, &Registration::Start);
+        match ctx.timed(Operation::Register, request).await {
+            Ok(()) => return Ok(sent),
+            Err(e) if e.is_retryable() && attempt < REGISTER_ATTEMPTS => {
+                debug!(error = %e, attempt, "registration failed; retrying");
+                attempt += 1;
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// A shard task and what it was started for.
 #[derive(Debug)]
 struct Running {
@@ -97,13 +124,7 @@ impl Coordinator {
         pending: PendingMark,
     ) -> Result<JoinHandle<()>> {
         let token = new_token();
-        let sent = ctx.clock.fencing_now();
-        ctx.timed(
-            Operation::Register,
-            ctx.store
-                .register(&client_id, &token, &streams, &Registration::Start),
-        )
-        .await?;
+        let sent = register(&ctx, &client_id, &token, &streams).await?;
         let me = Owner { client_id, token };
         let fence = Arc::new(Fence::new(
             ctx.clock.clone(),
