@@ -121,6 +121,20 @@ impl SimKinesis {
         }
     }
 
+    /// Removes `shard` and its records, as Kinesis does once a closed shard is past the
+    /// stream's retention: it is no longer listed and reads of it fail with
+    /// ResourceNotFound.
+    pub fn expire(&self, stream: &str, shard: &str) {
+        let mut state = self.state();
+        let shards = state.streams.get_mut(stream).expect("stream exists");
+        for s in shards.iter_mut() {
+            if s.info.as_ref().is_some_and(|i| i.shard_id == shard) {
+                s.info = None;
+                s.records.clear();
+            }
+        }
+    }
+
     fn find<'a>(state: &'a State, stream: &str, shard: &str) -> Result<&'a Shard, KinesisError> {
         let shards = state
             .streams

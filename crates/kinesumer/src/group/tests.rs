@@ -240,3 +240,108 @@ async fn a_crashed_member_s_shards_are_taken_after_the_failover_timeout() {
     );
     b.close().await;
 }
+
+/// Scenario 12: a parent expires past retention before it is finished → its children are
+/// planned and start at TRIM_HORIZON, and the reader of the vanished parent ends (the
+/// parent is written finished) instead of spinning.
+#[tokio::test(start_paused = true)]
+async fn children_of_an_expired_parent_start_at_trim_horizon() {
+    let g = Group::new(1);
+    let a = g.member("a").await;
+    wait_for("holds the shard", Duration::from_secs(20), || {
+        a.held_shards().len() == 1
+    })
+    .await;
+    let mut put = g.put(10);
+    wait_for("received", Duration::from_secs(20), || {
+        g.received_sequences().len() >= 10
+    })
+    .await;
+    g.kinesis.split(STREAM, "shardId-000000000000");
+    g.kinesis.expire(STREAM, "shardId-000000000000");
+    wait_for("both children held", Duration::from_secs(20), || {
+        let held: BTreeSet<String> = a.held_shards().into_iter().map(|s| s.shard_id).collect();
+        held == BTreeSet::from([
+            "shardId-000000000001".to_string(),
+            "shardId-000000000002".to_string(),
+        ])
+    })
+    .await;
+    put.extend(g.put(20));
+    wait_for("children read", Duration::from_secs(20), || {
+        g.received_sequences().len() >= 30
+    })
+    .await;
+    let store: &dyn StateStore = &g.store;
+    for child in ["shardId-000000000001", "shardId-000000000002"] {
+        let lease = store.lease(STREAM, child).await.unwrap().unwrap();
+        assert_eq!(
+            lease.start,
+            Some(crate::store::StoredStart::TrimHorizon),
+            "{child}"
+        );
+    }
+    let parent = store.lease(STREAM, "shardId-000000000000").await.unwrap();
+    assert!(
+        parent.is_none_or(|p| p.shard_end),
+        "the vanished parent is finished (or its tombstone deleted)"
+    );
+    let got = g.received_sequences();
+    assert_eq!(got.len(), put.len());
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), put);
+    a.close().await;
+}
+
+/// Scenario 15: a finished parent whose children have checkpoints, while the stream still
+/// lists it, is never read again — not even by a group that restarts from scratch.
+#[tokio::test(start_paused = true)]
+async fn a_finished_parent_still_listed_is_never_read_again() {
+    let g = Group::new(1);
+    let a = g.member("a").await;
+    let b = g.member("b").await;
+    let mut put = g.put(10);
+    wait_for("parent read", Duration::from_secs(20), || {
+        g.received_sequences().len() >= 10
+    })
+    .await;
+    g.kinesis.split(STREAM, "shardId-000000000000");
+    put.extend(g.put(20));
+    wait_for("children read", Duration::from_secs(30), || {
+        g.received_sequences().len() >= 30
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    a.close().await;
+    b.close().await;
+    let store: &dyn StateStore = &g.store;
+    let parent = store
+        .lease(STREAM, "shardId-000000000000")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(parent.shard_end, "the parent is a finished tombstone");
+    let c = g.member("c").await;
+    wait_for("the children held again", Duration::from_secs(20), || {
+        c.held_shards().len() == 2
+    })
+    .await;
+    put.extend(g.put(10));
+    wait_for("new records read", Duration::from_secs(20), || {
+        g.received_sequences().len() >= 40
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = g.received_sequences();
+    assert_eq!(
+        got.len(),
+        put.len(),
+        "nothing of the parent (or the children) read twice"
+    );
+    assert!(
+        !c.held_shards()
+            .iter()
+            .any(|s| s.shard_id == "shardId-000000000000"),
+        "the parent is never taken again"
+    );
+    c.close().await;
+}
