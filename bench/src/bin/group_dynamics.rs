@@ -11,6 +11,9 @@
 //!   no leave) → every shard it held is taken by another;
 //! - join: a fourth member starts → it holds its full share.
 //!
+//! - resharding: a split of one shard while two members consume → the first record read
+//!   from a child, and the state-store requests the group made meanwhile.
+//!
 //! Times are read from the state store (a lease take is when reading starts), polled every
 //! 20 ms. Then the state-store requests per member per tick, leader and non-leader, from
 //! the store layer's counters over `--idle-secs` of an idle and of a loaded group.
@@ -258,6 +261,108 @@ async fn cost(b: &Bench, secs: u64, load: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// One split: the time from SplitShard to the first record read from a child, and the
+/// state-store requests of both members in that time beyond their steady ticks.
+async fn reshard_run(b: &Bench) -> Result<(Duration, u64, u64), Error> {
+    let app = format!("app-{:08x}", rand::random::<u32>());
+    let name = format!("bench-{:08x}", rand::random::<u32>());
+    b.kinesis
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(1)
+        .send()
+        .await?;
+    loop {
+        let d = b
+            .kinesis
+            .describe_stream_summary()
+            .stream_name(&name)
+            .send()
+            .await?;
+        if d.stream_description_summary().map(|s| s.stream_status())
+            == Some(&aws_sdk_kinesis::types::StreamStatus::Active)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first_child: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let mut members = Vec::new();
+    for id in ["m1", "m2"] {
+        let config = Config::builder(&app, &b.table)
+            .client_id(id)
+            .initial_position(InitialPosition::TrimHorizon)
+            .build()?;
+        let member = Arc::new(Kinesumer::new(config).await?);
+        let mut records = member.consume([name.as_str()]).await?;
+        let seen = first_child.clone();
+        tokio::spawn(async move {
+            while let Some(r) = records.next().await {
+                if &*r.shard_id != "shardId-000000000000" {
+                    seen.lock().expect("lock").get_or_insert_with(Instant::now);
+                }
+            }
+        });
+        members.push(member);
+    }
+    let store = b.store(&app);
+    until(&store, &name, Instant::now(), |o| {
+        o.len() == 1 && o.values().all(Option::is_some)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before: Vec<RequestCounts> = members.iter().map(|m| m.requests()).collect();
+    let started = Instant::now();
+    b.kinesis
+        .split_shard()
+        .stream_name(&name)
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key((u128::MAX / 2).to_string())
+        .send()
+        .await?;
+    let producer = {
+        let kinesis = b.kinesis.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            for i in 0u64.. {
+                let _ = kinesis
+                    .put_record()
+                    .stream_name(&name)
+                    .partition_key(format!("k{i}"))
+                    .data(aws_sdk_kinesis::primitives::Blob::new(vec![b'x'; 100]))
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let deadline = started + Duration::from_secs(30);
+    let took = loop {
+        if let Some(t) = *first_child.lock().expect("lock") {
+            break t - started;
+        }
+        if Instant::now() > deadline {
+            return Err("no child record within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    producer.abort();
+    let elapsed = started.elapsed();
+    let ticks = elapsed.as_secs_f64() / members[0].config().sync_interval().as_secs_f64();
+    let used: u64 = members
+        .iter()
+        .zip(&before)
+        .map(|(m, b)| m.requests().since(b).total())
+        .sum();
+    // What two members spend in as many ticks when nothing happens: 2 (+3 for the leader).
+    let steady = (ticks * (2.0 + 2.0 + 3.0)).round() as u64;
+    for m in members {
+        m.close().await;
+    }
+    b.delete(&name).await;
+    Ok((took, used, steady))
+}
+
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -289,6 +394,16 @@ async fn main() -> Result<(), Error> {
     summary("graceful handoff", handoff);
     summary("crash takeover", crash);
     summary("join to full share", join);
+    let mut reshard = Vec::new();
+    for _ in 0..runs {
+        let (took, used, steady) = reshard_run(&b).await?;
+        println!(
+            "split → first child record {:>6.0} ms; state-store requests meanwhile {used} (steady ticks alone ≈ {steady})",
+            took.as_secs_f64() * 1000.0
+        );
+        reshard.push(took);
+    }
+    summary("split to child record", reshard);
     cost(&b, idle_secs, false).await?;
     cost(&b, idle_secs, true).await?;
     Ok(())
