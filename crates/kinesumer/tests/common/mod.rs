@@ -2,11 +2,10 @@
 //! (`scripts/local-stack start`), random names, and a timeout for every await.
 #![allow(dead_code, unreachable_pub)]
 
-use std::future::Future;
 use std::time::Duration;
 
-/// Every await on the stack is bounded by this.
-pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+mod wait;
+pub use wait::*;
 
 /// The Kinesis endpoint of the local stack.
 pub fn kinesis_endpoint() -> String {
@@ -46,32 +45,6 @@ pub async fn kinesis() -> aws_sdk_kinesis::Client {
 /// A name no other test uses.
 pub fn random_name(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::random::<u64>())
-}
-
-/// Awaits `f` for at most [`TEST_TIMEOUT`], naming `what` when it does not finish.
-pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(TEST_TIMEOUT, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {TEST_TIMEOUT:?}: {what} (is the local stack up? scripts/local-stack start)"),
-    }
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, for at most `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() >= end {
-            panic!("condition not reached within {deadline:?}: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Creates a stream with `shards` shards and waits until it is ACTIVE.

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::{dynamodb_endpoint, kinesis_endpoint, within};
+use super::{dynamodb_endpoint, kinesis_endpoint};
 
 /// One record line a member wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,20 +72,7 @@ impl MemberProcess {
 
     /// Sends SIGTERM and waits for a graceful exit; returns its exit code.
     pub async fn terminate(&mut self) -> Option<i32> {
-        let pid = self.child.id().expect("running") as i32;
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid).expect("pid"),
-            rustix::process::Signal::TERM,
-        )
-        .expect("SIGTERM");
-        let status = within("member exit", self.child.wait())
-            .await
-            .expect("wait");
-        // Every line written before the exit is read before this returns.
-        if let Some(reader) = self.reader.take() {
-            within("stdout drained", reader).await.expect("reader");
-        }
-        status.code()
+        super::terminate(&mut self.child, self.reader.take()).await
     }
 
     /// What this process received so far.

@@ -1,0 +1,324 @@
+//! The command line, as `clap` derives it: every subcommand, option and help text.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kinesumer::seq::SequenceNumber;
+
+/// Operate Kinesis consumer groups kept in one DynamoDB table: create the state-store
+/// table, watch a group, consume a stream as a member, move checkpoints, write records.
+///
+/// Credentials, region and endpoints come from the standard AWS chain (environment
+/// variables such as AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL_KINESIS,
+/// AWS_ENDPOINT_URL_DYNAMODB; shared config and credential files; instance roles). The
+/// global options below win over the environment.
+///
+/// Exit codes: 0 ok, 1 runtime error, 2 usage error.
+#[derive(Debug, Parser)]
+#[command(name = "kinesumer", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) aws: AwsOptions,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Where and as whom to talk to AWS. Each option is applied as the standard AWS
+/// environment variable it names, so it behaves exactly as that variable does.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "AWS options")]
+pub(crate) struct AwsOptions {
+    /// The AWS region of both services (sets AWS_REGION).
+    #[arg(long, global = true, value_name = "REGION")]
+    pub(crate) region: Option<String>,
+    /// One endpoint URL for Kinesis and DynamoDB, e.g. a local emulator (sets
+    /// AWS_ENDPOINT_URL_KINESIS and AWS_ENDPOINT_URL_DYNAMODB).
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) endpoint_url: Option<String>,
+    /// The Kinesis endpoint URL; wins over --endpoint-url.
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) kinesis_endpoint: Option<String>,
+    /// The DynamoDB endpoint URL; wins over --endpoint-url.
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) dynamodb_endpoint: Option<String>,
+    /// An IAM role to assume (STS) for Kinesis, to reach a stream in another account.
+    /// The state-store table is always reached with the caller's own credentials.
+    #[arg(long, global = true, value_name = "ARN")]
+    pub(crate) role_arn: Option<String>,
+    /// The profile of the shared AWS config and credentials files (sets AWS_PROFILE).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(crate) profile: Option<String>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create or describe the state-store table.
+    #[command(subcommand)]
+    Table(TableCommand),
+    /// Create a stream (for demos and tests).
+    #[command(subcommand)]
+    Stream(StreamCommand),
+    /// Show a group: its members (alive, leader, last heartbeat, shards held), then per
+    /// stream and shard the owner, checkpoint, lineage and lag.
+    Status(StatusArgs),
+    /// Join a group as a member and write every record it is given to stdout.
+    Consume(ConsumeArgs),
+    /// Move the checkpoints of a stream's shards. Refuses while members of the group are
+    /// alive, unless --force.
+    Reset(ResetArgs),
+    /// Write the lines of stdin as records (PutRecords, 500 per batch, failed entries
+    /// retried).
+    Put(PutArgs),
+}
+
+/// `kinesumer table …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum TableCommand {
+    /// Create the table with the Go client's schema (key pk/sk, LSI
+    /// index-client-key-last-update) and wait until it is ACTIVE. An existing table with
+    /// that schema is fine.
+    Create {
+        /// The table name.
+        #[arg(long)]
+        table: String,
+        /// The billing mode.
+        #[arg(long, value_enum, default_value_t = Billing::OnDemand)]
+        billing: Billing,
+        /// Read capacity units, with --billing provisioned.
+        #[arg(long, default_value_t = 5, value_name = "UNITS")]
+        read_capacity: i64,
+        /// Write capacity units, with --billing provisioned.
+        #[arg(long, default_value_t = 5, value_name = "UNITS")]
+        write_capacity: i64,
+    },
+    /// Show the table's status, key schema, index and billing, and whether a kinesumer
+    /// group can use it.
+    Describe {
+        /// The table name.
+        #[arg(long)]
+        table: String,
+    },
+}
+
+/// `kinesumer stream …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum StreamCommand {
+    /// Create a stream and wait until it is ACTIVE.
+    Create {
+        /// The stream name.
+        #[arg(long)]
+        stream: String,
+        /// The number of shards.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+        shards: i32,
+    },
+}
+
+/// The table's billing mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Billing {
+    /// Pay per request.
+    OnDemand,
+    /// Provisioned capacity (see --read-capacity, --write-capacity).
+    Provisioned,
+}
+
+/// The group: application and table.
+#[derive(Debug, Args)]
+pub(crate) struct Group {
+    /// The application (the group's name).
+    #[arg(long)]
+    pub(crate) app: String,
+    /// The state-store table.
+    #[arg(long)]
+    pub(crate) table: String,
+}
+
+/// How members are judged alive.
+#[derive(Debug, Args)]
+pub(crate) struct Observe {
+    /// How long to watch the member items: a member is alive when its heartbeat counter
+    /// (or, for a Go client, its last_update) changes within this time. Keep it above the
+    /// members' sync interval (500 ms by default).
+    #[arg(long, default_value = "1200", value_name = "MS", value_parser = parse_millis)]
+    pub(crate) observe_ms: Duration,
+}
+
+/// `kinesumer status`
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) group: Group,
+    /// Only these streams (repeatable). Default: every stream a member consumes.
+    #[arg(long = "stream", value_name = "STREAM")]
+    pub(crate) streams: Vec<String>,
+    /// Print JSON (the shape is documented in docs/cli.md).
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) observe: Observe,
+}
+
+/// `kinesumer consume`
+#[derive(Debug, Args)]
+pub(crate) struct ConsumeArgs {
+    #[command(flatten)]
+    pub(crate) group: Group,
+    /// A stream to consume (repeatable).
+    #[arg(long = "stream", value_name = "STREAM", required = true)]
+    pub(crate) streams: Vec<String>,
+    /// This member's client id, unique per running process. Default: host name plus a
+    /// random suffix.
+    #[arg(long)]
+    pub(crate) client_id: Option<String>,
+    /// Where shards without a checkpoint start: latest, trim-horizon, or an RFC 3339
+    /// time.
+    #[arg(long, default_value = "latest", value_parser = parse_from, value_name = "WHERE")]
+    pub(crate) from: kinesumer::InitialPosition,
+    /// The output format: jsonl (one JSON object per record) or raw (the payload bytes
+    /// followed by a newline).
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    pub(crate) format: Format,
+    /// How often processed records are checkpointed.
+    #[arg(long, default_value = "5000", value_name = "MS", value_parser = parse_millis)]
+    pub(crate) commit_interval_ms: Duration,
+    /// Read with enhanced fan-out. Not available yet (issue 6): refused as a usage error.
+    #[arg(long)]
+    pub(crate) efo: bool,
+}
+
+/// The record format of `consume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// One JSON object per line: stream, shard_id, sequence_number, sub_sequence_number,
+    /// partition_key, data (text, or base64 with data_encoding), approximate_arrival.
+    Jsonl,
+    /// The payload bytes as they are, each followed by a newline.
+    Raw,
+}
+
+/// `kinesumer reset`
+#[derive(Debug, Args)]
+pub(crate) struct ResetArgs {
+    #[command(flatten)]
+    pub(crate) group: Group,
+    /// The stream.
+    #[arg(long)]
+    pub(crate) stream: String,
+    /// Where to move: trim-horizon, latest (records written from now on), an RFC 3339
+    /// time, or a sequence number (reading resumes after it).
+    #[arg(long, value_parser = parse_to, value_name = "WHERE")]
+    pub(crate) to: ResetTo,
+    /// Only these shards (repeatable). Default: every shard the group knows of the stream.
+    #[arg(long = "shard", value_name = "SHARD_ID")]
+    pub(crate) shards: Vec<String>,
+    /// Move checkpoints even while members are alive (their next commit of a moved shard
+    /// is refused and they lose the lease).
+    #[arg(long)]
+    pub(crate) force: bool,
+    #[command(flatten)]
+    pub(crate) observe: Observe,
+}
+
+/// Where `reset` moves a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ResetTo {
+    /// The oldest record kept.
+    TrimHorizon,
+    /// Records written from the time of the reset on.
+    Latest,
+    /// Records written at or after this time.
+    At(DateTime<Utc>),
+    /// After this sequence number.
+    After(SequenceNumber),
+}
+
+/// `kinesumer put`
+#[derive(Debug, Args)]
+pub(crate) struct PutArgs {
+    /// The stream.
+    #[arg(long)]
+    pub(crate) stream: String,
+    /// The partition key of every record. Default: a random key per record.
+    #[arg(long, conflicts_with = "key_field", value_name = "KEY")]
+    pub(crate) partition_key: Option<String>,
+    /// Use the line's N-th whitespace-separated field (from 1) as its partition key.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) key_field: Option<u16>,
+}
+
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|e| format!("{e}: expected milliseconds, e.g. 1500"))
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn parse_from(s: &str) -> Result<kinesumer::InitialPosition, String> {
+    match s {
+        "latest" => Ok(kinesumer::InitialPosition::Latest),
+        "trim-horizon" => Ok(kinesumer::InitialPosition::TrimHorizon),
+        _ => parse_time(s)
+            .map(kinesumer::InitialPosition::AtTimestamp)
+            .ok_or_else(|| {
+                "expected latest, trim-horizon or an RFC 3339 time such as 2024-05-01T12:00:00Z"
+                    .to_owned()
+            }),
+    }
+}
+
+fn parse_to(s: &str) -> Result<ResetTo, String> {
+    match s {
+        "latest" => Ok(ResetTo::Latest),
+        "trim-horizon" => Ok(ResetTo::TrimHorizon),
+        _ => parse_time(s)
+            .map(ResetTo::At)
+            .or_else(|| s.parse().ok().map(ResetTo::After))
+            .ok_or_else(|| {
+                "expected trim-horizon, latest, an RFC 3339 time such as 2024-05-01T12:00:00Z, \
+                 or a sequence number (decimal digits)"
+                    .to_owned()
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn positions_parse() {
+        assert_eq!(parse_to("latest"), Ok(ResetTo::Latest));
+        assert_eq!(
+            parse_to("49590338271490256608559692538361571095921575989136588898"),
+            Ok(ResetTo::After(
+                "49590338271490256608559692538361571095921575989136588898"
+                    .parse()
+                    .unwrap()
+            ))
+        );
+        assert!(matches!(
+            parse_to("2024-05-01T12:00:00+02:00"),
+            Ok(ResetTo::At(_))
+        ));
+        assert!(parse_to("yesterday").is_err());
+        assert!(parse_from("soon").is_err());
+        assert_eq!(
+            parse_from("trim-horizon"),
+            Ok(kinesumer::InitialPosition::TrimHorizon)
+        );
+    }
+}

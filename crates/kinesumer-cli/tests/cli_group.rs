@@ -1,0 +1,200 @@
+//! A group of `kinesumer consume` processes, watched with `kinesumer status --json` and
+//! moved with `kinesumer reset`, on the local stack.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+
+fn payloads(prefix: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("{prefix}-{i}").into_bytes())
+        .collect()
+}
+
+/// Waits until the status shows `alive` members alive holding every one of `shards`
+/// shards, balanced; returns that status.
+async fn settled(
+    app: &str,
+    table: &str,
+    stream: &str,
+    alive: usize,
+    shards: usize,
+) -> serde_json::Value {
+    eventually(
+        "a balanced group in status",
+        Duration::from_secs(30),
+        || async {
+            let s = status(app, table, stream).await;
+            let members = s["members"].as_array()?;
+            let held: Vec<u64> = members
+                .iter()
+                .filter(|m| m["alive"] == true)
+                .map(|m| m["shards_held"].as_u64().unwrap())
+                .collect();
+            let balanced = held.len() == alive
+                && held.iter().sum::<u64>() == shards as u64
+                && held.iter().max()? - held.iter().min()? <= 1;
+            (balanced && owners(&s).values().all(Option::is_some)).then_some(s)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn three_members_share_a_stream_and_lose_nothing_when_one_is_killed() {
+    let (table, stream) = table_and_stream(8).await;
+    let app = random_name("app");
+    let mut members: Vec<Member> = (1..=3)
+        .map(|n| Member::start(&app, &table, &stream, &format!("member-{n}")))
+        .collect();
+    let before = settled(&app, &table, &stream, 3, 8).await;
+
+    // Status matches what the members hold: one leader among them, and every record a
+    // member writes comes from a shard the status names it the owner of.
+    let leaders: Vec<&str> = before["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["leader"] == true)
+        .map(|m| m["client_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(leaders.len(), 1, "{before:#}");
+    assert!(before["leader"].as_str().unwrap().starts_with(leaders[0]));
+    let owner_of = owners(&before);
+    let first = payloads("first", 80);
+    put(&stream, &first, &[]).await;
+    let refs: Vec<&Member> = members.iter().collect();
+    received_all(&refs, &first).await;
+    for m in &members {
+        for line in m.received() {
+            assert_eq!(
+                owner_of[&line.shard_id].as_deref(),
+                Some(m.client_id.as_str()),
+                "{} wrote a record of {} which status gives to another",
+                m.client_id,
+                line.shard_id
+            );
+        }
+    }
+
+    // SIGKILL one: its shards move to the other two, and nothing is lost.
+    let killed = members[2].client_id.clone();
+    members[2].kill().await;
+    let after = settled(&app, &table, &stream, 2, 8).await;
+    let dead = after["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["client_id"] == killed.as_str());
+    assert!(dead.is_none_or(|m| m["alive"] == false), "{after:#}");
+    assert!(owners(&after)
+        .values()
+        .all(|o| o.as_deref() != Some(killed.as_str())));
+
+    let second = payloads("second", 80);
+    put(&stream, &second, &[]).await;
+    let all: Vec<Vec<u8>> = first.iter().chain(&second).cloned().collect();
+    let refs: Vec<&Member> = members.iter().collect();
+    let lines = received_all(&refs, &all).await;
+    let unique: BTreeSet<&String> = lines.iter().map(|l| &l.sequence_number).collect();
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "every record, once each by sequence number"
+    );
+}
+
+#[tokio::test]
+async fn reset_refuses_while_members_are_alive_then_moves_checkpoints() {
+    let (table, stream) = table_and_stream(2).await;
+    let app = random_name("app");
+    let records = payloads("r", 20);
+    put(&stream, &records, &[]).await;
+    let mut member = Member::start(&app, &table, &stream, "only");
+    received_all(&[&member], &records).await;
+    // Wait for the commits, so there is a checkpoint to move.
+    let committed = eventually("checkpoints written", Duration::from_secs(20), || async {
+        let s = status(&app, &table, &stream).await;
+        let shards = s["streams"][0]["shards"].as_array()?.clone();
+        (shards.len() == 2 && shards.iter().all(|s| s["checkpoint"].is_string())).then_some(s)
+    })
+    .await;
+
+    let reset = [
+        "reset", "--app", &app, "--table", &table, "--stream", &stream,
+    ];
+    let out = run(&[&reset[..], &["--to", "trim-horizon"]].concat(), b"").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("alive (only)") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let checkpoints = |s: &serde_json::Value| -> Vec<serde_json::Value> {
+        s["streams"][0]["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["checkpoint"].clone())
+            .collect()
+    };
+    // The member may have committed further meanwhile, never back to nothing.
+    let now = checkpoints(&status(&app, &table, &stream).await);
+    assert!(
+        now.iter().all(serde_json::Value::is_string),
+        "nothing reset: {now:?}"
+    );
+    assert_eq!(now.len(), checkpoints(&committed).len());
+
+    assert_eq!(
+        member.terminate().await,
+        Some(0),
+        "SIGTERM is a graceful exit"
+    );
+    let before: Vec<_> = member.received();
+    ok(&[&reset[..], &["--to", "trim-horizon"]].concat()).await;
+    let s = status(&app, &table, &stream).await;
+    for shard in s["streams"][0]["shards"].as_array().unwrap() {
+        assert!(shard["checkpoint"].is_null(), "{s:#}");
+        assert_eq!(shard["start"], "TRIM_HORIZON");
+    }
+
+    // Move one shard to just after its third record: a new member reads all of the
+    // other shard again, and only what follows that record in this one.
+    let mut per_shard: BTreeMap<String, Vec<&Line>> = BTreeMap::new();
+    for line in &before {
+        per_shard
+            .entry(line.shard_id.clone())
+            .or_default()
+            .push(line);
+    }
+    let (shard, lines) = per_shard
+        .iter()
+        .find(|(_, l)| l.len() > 3)
+        .expect("a shard with 4+ records");
+    let after_seq = lines[2].sequence_number.clone();
+    ok(&[&reset[..], &["--to", &after_seq, "--shard", shard]].concat()).await;
+    let s = status(&app, &table, &stream).await;
+    let moved = s["streams"][0]["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["shard_id"] == shard.as_str())
+        .unwrap();
+    assert_eq!(moved["checkpoint"], after_seq.as_str());
+
+    let want: Vec<Vec<u8>> = before
+        .iter()
+        .filter(|l| &l.shard_id != shard || lines[3..].iter().any(|x| x.data == l.data))
+        .map(|l| l.data.clone())
+        .collect();
+    let again = Member::start(&app, &table, &stream, "again");
+    received_all(&[&again], &want).await;
+    // Let it poll a little longer: nothing at or before the moved checkpoint comes back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got: BTreeSet<Vec<u8>> = again.received().into_iter().map(|l| l.data).collect();
+    assert_eq!(got, want.into_iter().collect::<BTreeSet<_>>());
+}

@@ -1,0 +1,91 @@
+//! Usage errors exit 2 with a message that says what is wrong; `--help` documents every
+//! subcommand. None of these reaches AWS.
+
+mod common;
+
+use common::run;
+
+async fn usage_error(args: &[&str], says: &str) {
+    let out = run(args, b"").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "kinesumer {args:?}: {stderr}");
+    assert!(
+        stderr.contains(says),
+        "kinesumer {args:?} should say {says:?}: {stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2_and_say_why() {
+    usage_error(&["consume", "--table", "t", "--stream", "s"], "--app <APP>").await;
+    usage_error(
+        &["consume", "--app", "a", "--table", "t"],
+        "--stream <STREAM>",
+    )
+    .await;
+    usage_error(
+        &[
+            "consume", "--app", "a", "--table", "t", "--stream", "s", "--efo",
+        ],
+        "enhanced fan-out is not implemented yet (issue 6)",
+    )
+    .await;
+    usage_error(
+        &[
+            "consume", "--app", "a", "--table", "t", "--stream", "s", "--from", "soon",
+        ],
+        "expected latest, trim-horizon or an RFC 3339 time",
+    )
+    .await;
+    usage_error(
+        &[
+            "reset", "--app", "a", "--table", "t", "--stream", "s", "--to", "12ab",
+        ],
+        "a sequence number",
+    )
+    .await;
+    usage_error(
+        &[
+            "put",
+            "--stream",
+            "s",
+            "--partition-key",
+            "k",
+            "--key-field",
+            "1",
+        ],
+        "cannot be used with",
+    )
+    .await;
+    usage_error(
+        &["table", "create", "--table", "t", "--billing", "free"],
+        "on-demand",
+    )
+    .await;
+    usage_error(&["frobnicate"], "unrecognized subcommand").await;
+}
+
+#[tokio::test]
+async fn help_lists_every_subcommand_and_the_aws_options() {
+    let out = run(&["--help"], b"").await;
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "table",
+        "stream",
+        "status",
+        "consume",
+        "reset",
+        "put",
+        "--region",
+        "--endpoint-url",
+        "--kinesis-endpoint",
+        "--dynamodb-endpoint",
+        "--role-arn",
+        "--profile",
+        "Exit codes",
+    ] {
+        assert!(help.contains(word), "--help lacks {word}: {help}");
+    }
+}
