@@ -49,7 +49,8 @@ fn fixtures() -> Vec<(String, Vec<u8>, Vec<UserRecord>)> {
     out
 }
 
-fn fixture(name: &str) -> Vec<u8> {
+/// The aggregate of the vector `name`.
+pub(in crate::reader) fn fixture(name: &str) -> Vec<u8> {
     let all = fixtures();
     all.into_iter().find(|f| f.0 == name).unwrap().1
 }
