@@ -4,55 +4,35 @@
 //! The long run of the properties (see `docs/aggregation.md`):
 //! `PROPTEST_CASES=1000000 cargo test --release -p kinesumer --lib reader::aggregation`
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use proptest::prelude::*;
-use serde::Deserialize;
 
 use super::*;
 
-/// One vector written by `scripts/make-kpl-vectors`.
-#[derive(Deserialize)]
-struct Fixture {
-    name: String,
-    aggregate: String,
-    user_records: Vec<FixtureRecord>,
-}
-
-#[derive(Deserialize)]
-struct FixtureRecord {
-    partition_key: String,
-    explicit_hash_key: Option<String>,
-    data: String,
-}
+#[path = "../../../tests/common/kpl.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod kpl;
 
 fn fixtures() -> Vec<(String, Vec<u8>, Vec<UserRecord>)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kpl");
-    let mut out: Vec<_> = std::fs::read_dir(dir)
-        .expect("fixtures (scripts/make-kpl-vectors)")
-        .map(|e| {
-            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
-            let f: Fixture = serde_json::from_str(&text).unwrap();
-            let records = f
+    kpl::vectors()
+        .into_iter()
+        .map(|v| {
+            let records = v
                 .user_records
                 .into_iter()
                 .map(|r| UserRecord {
                     partition_key: r.partition_key,
                     explicit_hash_key: r.explicit_hash_key,
-                    data: B64.decode(r.data).unwrap(),
+                    data: r.data,
                 })
                 .collect();
-            (f.name, B64.decode(f.aggregate).unwrap(), records)
+            (v.name, v.aggregate, records)
         })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+        .collect()
 }
 
 /// The aggregate of the vector `name`.
 pub(in crate::reader) fn fixture(name: &str) -> Vec<u8> {
-    let all = fixtures();
-    all.into_iter().find(|f| f.0 == name).unwrap().1
+    kpl::vector(name).aggregate
 }
 
 /// A varint, for the test encoder.
