@@ -65,6 +65,20 @@ pub enum ReadMode {
     FanOut,
 }
 
+/// What is done with records aggregated by the Kinesis Producer Library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Aggregation {
+    /// Split each aggregated record into its user records, each with its sub-sequence
+    /// number, partition key and explicit hash key; checkpoints can then fall inside an
+    /// aggregated record. A record that does not decode is delivered as it is.
+    #[default]
+    Split,
+    /// Deliver every Kinesis record as it is, aggregated or not (the Go client's
+    /// behaviour). A checkpoint written inside an aggregated record while splitting
+    /// resumes at that whole record, delivered again.
+    Raw,
+}
+
 /// A configuration the builder refused: which field, and why.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 #[error("invalid configuration: {field}: {reason}")]
@@ -97,6 +111,7 @@ pub struct Config {
     pub(crate) dynamodb_endpoint: Option<String>,
     pub(crate) region: Option<String>,
     pub(crate) read_mode: ReadMode,
+    pub(crate) aggregation: Aggregation,
     pub(crate) scan_limit: i32,
     pub(crate) scan_timeout: Duration,
     pub(crate) scan_interval: Duration,
@@ -132,6 +147,7 @@ impl fmt::Debug for Config {
             .field("dynamodb_region", &self.dynamodb_region)
             .field("dynamodb_endpoint", &self.dynamodb_endpoint)
             .field("read_mode", &self.read_mode)
+            .field("aggregation", &self.aggregation)
             .field("initial_position", &self.initial_position)
             .field("sync_interval", &self.sync_interval)
             .field("failover_timeout", &self.failover_timeout)
@@ -165,6 +181,8 @@ getters! {
     initial_position: InitialPosition,
     /// How records are read.
     read_mode: ReadMode,
+    /// What is done with records aggregated by the KPL.
+    aggregation: Aggregation,
     /// The tick of the group protocol.
     sync_interval: Duration,
     /// The random spread of the tick, as a fraction of it.
@@ -271,6 +289,7 @@ impl ConfigBuilder {
                 dynamodb_endpoint: None,
                 region: None,
                 read_mode: ReadMode::Polling,
+                aggregation: Aggregation::Split,
                 scan_limit: 2000,
                 scan_timeout: Duration::from_secs(3),
                 scan_interval: Duration::from_millis(500),
@@ -347,6 +366,14 @@ impl ConfigBuilder {
     /// How records are read. Default: [`ReadMode::Polling`].
     pub fn read_mode(mut self, mode: ReadMode) -> Self {
         self.config.read_mode = mode;
+        self
+    }
+
+    /// What is done with records aggregated by the Kinesis Producer Library. Default:
+    /// [`Aggregation::Split`] (each user record delivered on its own, checkpoints inside
+    /// aggregated records); [`Aggregation::Raw`] delivers the records as Kinesis holds them.
+    pub fn aggregation(mut self, a: Aggregation) -> Self {
+        self.config.aggregation = a;
         self
     }
 

@@ -319,8 +319,10 @@ mod tests {
             sequence_number: n.to_string().parse().unwrap(),
             sub_sequence_number: None,
             partition_key: "k".into(),
+            explicit_hash_key: None,
             data: vec![],
             approximate_arrival: None,
+            position: pos(n),
             track: t.clone(),
         };
         tx.send(rec(1)).await.unwrap();

@@ -17,7 +17,7 @@ pub mod sim;
 pub mod store;
 
 pub use clock::{Clock, SystemClock, TestClock};
-pub use config::{Config, ConfigBuilder, ConfigError, InitialPosition, ReadMode};
+pub use config::{Aggregation, Config, ConfigBuilder, ConfigError, InitialPosition, ReadMode};
 pub use consumer::Kinesumer;
 pub use delivery::{Handler, Records};
 pub use error::{Error, Event, Result};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::delivery::ShardTrack;
+use crate::reader::polling::ReadItem;
 use crate::seq::{Position, SequenceNumber};
 
 /// One record of a shard, as handed to the application.
@@ -21,22 +22,44 @@ pub struct Record {
     pub sequence_number: SequenceNumber,
     /// The user record's index inside a record aggregated by the KPL; `None` otherwise.
     pub sub_sequence_number: Option<u64>,
-    /// The partition key.
+    /// The partition key (a user record's own, inside an aggregated record).
     pub partition_key: String,
+    /// The explicit hash key of a user record whose producer set one; `None` otherwise
+    /// (Kinesis does not return the explicit hash key of a whole record).
+    pub explicit_hash_key: Option<String>,
     /// The payload.
     pub data: Vec<u8>,
     /// When Kinesis received the record.
     pub approximate_arrival: Option<DateTime<Utc>>,
+    /// Where marking this record puts its shard's mark.
+    pub(crate) position: Position,
     pub(crate) track: Arc<ShardTrack>,
 }
 
 impl Record {
-    /// The record's position in its shard.
-    pub fn position(&self) -> Position {
-        Position {
-            sequence: self.sequence_number.clone(),
-            sub_sequence: self.sub_sequence_number,
+    /// A record read from the shard that `track` follows.
+    pub(crate) fn new(item: ReadItem, track: Arc<ShardTrack>) -> Self {
+        let raw = item.record;
+        Self {
+            stream: track.stream.clone(),
+            shard_id: track.shard_id.clone(),
+            sequence_number: raw.sequence_number,
+            sub_sequence_number: item.sub_sequence,
+            partition_key: raw.partition_key,
+            explicit_hash_key: item.explicit_hash_key,
+            data: raw.data,
+            approximate_arrival: raw.approximate_arrival,
+            position: item.position,
+            track,
         }
+    }
+
+    /// The position that marking this record marks processed: `(sequence number,
+    /// sub-sequence number)`, except for the last user record of an aggregated record,
+    /// whose position is the whole Kinesis record — processing it completes the
+    /// aggregate, so its checkpoint needs no sub-sequence number.
+    pub fn position(&self) -> Position {
+        self.position.clone()
     }
 }
 

@@ -425,6 +425,7 @@ impl ShardTask {
                     limit: cfg.scan_limit,
                     scan_interval: cfg.scan_interval,
                     scan_timeout: cfg.scan_timeout,
+                    aggregation: cfg.aggregation,
                 },
                 tx,
                 reader_cancel.clone(),
@@ -533,13 +534,14 @@ impl ShardTask {
                     *reader_done = true;
                     match end {
                         Ok(ReaderEnd::ShardEnd { last, children }) => {
-                            // Finished once every record read before the end is processed.
+                            // Finished once the last item sent is processed (the last user
+                            // record of an aggregate stands for the whole record).
                             info!(?children, "read to the end of a closed shard");
-                            ending = Some(last.map(Position::whole));
+                            ending = Some(last);
                         }
                         Ok(ReaderEnd::ShardGone { last }) => {
                             info!("the shard expired past retention");
-                            ending = Some(last.map(Position::whole));
+                            ending = Some(last);
                         }
                         Ok(ReaderEnd::Fatal(e)) => {
                             self.ctx.signals.error(Error::Kinesis(e));
@@ -741,17 +743,7 @@ async fn deliver(
 ) {
     while let Some(item) = rx.recv().await {
         track.set_millis_behind(item.millis_behind);
-        let raw = item.record;
-        let record = Record {
-            stream: track.stream.clone(),
-            shard_id: track.shard_id.clone(),
-            sequence_number: raw.sequence_number,
-            sub_sequence_number: None,
-            partition_key: raw.partition_key,
-            data: raw.data,
-            approximate_arrival: raw.approximate_arrival,
-            track: track.clone(),
-        };
+        let record = Record::new(item, track.clone());
         let pos = record.position();
         match &sink {
             Sink::Stream(tx) => {

@@ -1,6 +1,7 @@
 //! Reading shards: the seam over Kinesis ([`KinesisApi`]), its implementation over the
 //! AWS SDK ([`SdkKinesis`]), and the polling reader (one task per owned shard).
 
+pub mod aggregation;
 mod kinesis;
 pub(crate) mod polling;
 

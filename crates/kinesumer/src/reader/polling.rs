@@ -9,6 +9,21 @@
 //!            record read
 //! ```
 //!
+//! Records aggregated by the Kinesis Producer Library are split here into their user
+//! records ([`Aggregation::Split`], the default; see [`super::aggregation`]), so the
+//! checkpoint skip, the channel and the marks all work on user records:
+//!
+//! - user record `i` of `n` is sent at position `(sequence, Some(i))`, except the last,
+//!   sent at `(sequence, None)`: marking it marks the whole Kinesis record, so a
+//!   checkpoint carries a sub-sequence number only while it is inside an aggregate
+//!   (DESIGN §3), and a closed shard whose last record is an aggregate can finish;
+//! - an aggregate of no user records sends nothing. The checkpoint moves past it with the
+//!   next record marked; until then a restart reads it again (and again sends nothing),
+//!   and a closed shard waits only for the last item *sent* ([`ReaderEnd::ShardEnd`]),
+//!   so it never stalls on one;
+//! - a record that does not decode is sent as it is, as a whole record, and counted
+//!   (`kinesumer_aggregated_malformed_total`).
+//!
 //! A reader touches only its own shard: its errors, waits and backpressure never pause
 //! another shard's reader, each being its own task.
 //!
@@ -31,8 +46,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{IteratorStart, KinesisApi, KinesisError, RawRecord, RecordsPage};
+use super::{aggregation, IteratorStart, KinesisApi, KinesisError, RawRecord, RecordsPage};
 use crate::backoff::Backoff;
+use crate::config::Aggregation;
 use crate::seq::{Position, SequenceNumber};
 use crate::store::StoredStart;
 
@@ -60,6 +76,8 @@ pub(crate) struct PollingConfig {
     pub(crate) scan_interval: Duration,
     /// The bound of one GetRecords call; a call that takes longer is retried.
     pub(crate) scan_timeout: Duration,
+    /// Whether aggregated records are split into their user records.
+    pub(crate) aggregation: Aggregation,
 }
 
 /// Where a reader starts.
@@ -71,11 +89,20 @@ pub(crate) enum ReadFrom {
     Start(StoredStart),
 }
 
-/// One record read, as sent to the reader's channel.
+/// One record read, as sent to the reader's channel: a whole Kinesis record, or one user
+/// record of an aggregated one.
 #[derive(Debug, Clone)]
 pub(crate) struct ReadItem {
-    /// The record.
+    /// The record; for a user record, its own partition key and data under the
+    /// aggregate's sequence number.
     pub(crate) record: RawRecord,
+    /// The user record's index inside its aggregate; `None` for a whole record.
+    pub(crate) sub_sequence: Option<u64>,
+    /// The user record's explicit hash key, if its producer set one.
+    pub(crate) explicit_hash_key: Option<String>,
+    /// Where marking this item puts the shard's mark: `(sequence, sub_sequence)`, except
+    /// for the last user record of an aggregate, which completes the whole record.
+    pub(crate) position: Position,
     /// How far the shard's tip was ahead of the page this record came in.
     pub(crate) millis_behind: Option<i64>,
 }
@@ -87,15 +114,15 @@ pub(crate) enum ReaderEnd {
     Cancelled,
     /// The end of a closed shard: every record of it was sent.
     ShardEnd {
-        /// The last record this reader read; `None` if it read none.
-        last: Option<SequenceNumber>,
+        /// The position of the last item this reader sent; `None` if it sent none.
+        last: Option<Position>,
         /// The children Kinesis announced (may be empty).
         children: Vec<String>,
     },
     /// The shard no longer exists (expired past retention): it is finished.
     ShardGone {
-        /// The last record this reader read; `None` if it read none.
-        last: Option<SequenceNumber>,
+        /// The position of the last item this reader sent; `None` if it sent none.
+        last: Option<Position>,
     },
     /// The stream is missing or access is denied: retrying will not help.
     Fatal(KinesisError),
@@ -138,6 +165,9 @@ pub(crate) async fn read_shard(
             throttles: metrics::counter!("kinesumer_kinesis_throttles_total", &labels),
             retries: metrics::counter!("kinesumer_kinesis_retries_total", &labels),
             millis_behind: metrics::gauge!("kinesumer_millis_behind_latest", &labels),
+            aggregated: metrics::counter!("kinesumer_aggregated_records_total", &labels),
+            user_records: metrics::counter!("kinesumer_aggregated_user_records_total", &labels),
+            malformed: metrics::counter!("kinesumer_aggregated_malformed_total", &labels),
         },
         api,
         stream,
@@ -148,6 +178,7 @@ pub(crate) async fn read_shard(
         start,
         skip_through,
         last_read: None,
+        last_sent: None,
         backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP),
     };
     reader.run().instrument(span).await
@@ -159,6 +190,11 @@ struct ShardMetrics {
     throttles: Counter,
     retries: Counter,
     millis_behind: Gauge,
+    /// Aggregated records split, and the user records they held.
+    aggregated: Counter,
+    user_records: Counter,
+    /// Records with the KPL magic that did not decode, delivered as they are.
+    malformed: Counter,
 }
 
 struct Reader {
@@ -174,6 +210,8 @@ struct Reader {
     skip_through: Option<Position>,
     /// The last record read into the channel (or skipped as processed).
     last_read: Option<SequenceNumber>,
+    /// The position of the last item sent (what a finished shard must see marked).
+    last_sent: Option<Position>,
     backoff: Backoff,
     metrics: ShardMetrics,
 }
@@ -239,7 +277,7 @@ impl Reader {
                         None => {
                             tracing::debug!(children = ?child_shards, "end of closed shard");
                             return ReaderEnd::ShardEnd {
-                                last: self.last_read,
+                                last: self.last_sent,
                                 children: child_shards,
                             };
                         }
@@ -293,27 +331,74 @@ impl Reader {
         }
         for record in std::mem::take(&mut page.records) {
             let seq = record.sequence_number.clone();
-            if let Some(checkpoint) = &self.skip_through {
-                // Compared as positions: a whole record at the checkpoint's sequence is
-                // after a checkpoint inside it, and is sent (its user records after the
-                // checkpoint are still to be processed).
-                if Position::whole(seq.clone()) <= *checkpoint {
-                    self.last_read = Some(seq);
-                    continue;
+            for item in self.items(record, page.millis_behind) {
+                if let Some(checkpoint) = &self.skip_through {
+                    // Compared as positions: the user records of the aggregate at the
+                    // checkpoint's sequence after the checkpoint's sub-sequence, and a
+                    // whole record at that sequence, are still to be processed.
+                    if item.position <= *checkpoint {
+                        continue;
+                    }
+                    self.skip_through = None;
                 }
-                self.skip_through = None;
+                let position = item.position.clone();
+                let out = self.out.clone();
+                match self.or_cancel(out.send(item)).await {
+                    Some(Ok(())) => self.last_sent = Some(position),
+                    None | Some(Err(_)) => return None,
+                }
             }
-            let item = ReadItem {
-                record,
-                millis_behind: page.millis_behind,
-            };
-            let out = self.out.clone();
-            match self.or_cancel(out.send(item)).await {
-                Some(Ok(())) => self.last_read = Some(seq),
-                None | Some(Err(_)) => return None,
-            }
+            self.last_read = Some(seq);
         }
         Some(page)
+    }
+
+    /// The items of one Kinesis record: its user records when it is an aggregate to be
+    /// split (none for an empty aggregate), otherwise the record itself.
+    fn items(&self, record: RawRecord, millis_behind: Option<i64>) -> Vec<ReadItem> {
+        if self.cfg.aggregation == Aggregation::Split && aggregation::is_aggregated(&record.data) {
+            match aggregation::decode(&record.data) {
+                Ok(users) => {
+                    self.metrics.aggregated.increment(1);
+                    self.metrics.user_records.increment(users.len() as u64);
+                    let last = users.len().saturating_sub(1);
+                    return users
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, user)| ReadItem {
+                            position: Position {
+                                sequence: record.sequence_number.clone(),
+                                sub_sequence: (i != last).then_some(i as u64),
+                            },
+                            record: RawRecord {
+                                sequence_number: record.sequence_number.clone(),
+                                partition_key: user.partition_key,
+                                data: user.data,
+                                approximate_arrival: record.approximate_arrival,
+                            },
+                            sub_sequence: Some(i as u64),
+                            explicit_hash_key: user.explicit_hash_key,
+                            millis_behind,
+                        })
+                        .collect();
+                }
+                Err(e) => {
+                    self.metrics.malformed.increment(1);
+                    tracing::warn!(
+                        error = %e,
+                        sequence = %record.sequence_number,
+                        "delivering a malformed aggregated record as it is"
+                    );
+                }
+            }
+        }
+        vec![ReadItem {
+            position: Position::whole(record.sequence_number.clone()),
+            record,
+            sub_sequence: None,
+            explicit_hash_key: None,
+            millis_behind,
+        }]
     }
 
     /// Decides what an error means: `Ok` to try again (after the backoff, for throttles
@@ -323,7 +408,7 @@ impl Reader {
             KinesisError::ShardNotFound { .. } => {
                 tracing::info!("shard not found (expired past retention): finished");
                 return Err(ReaderEnd::ShardGone {
-                    last: self.last_read.clone(),
+                    last: self.last_sent.clone(),
                 });
             }
             KinesisError::StreamNotFound { .. } | KinesisError::AccessDenied { .. } => {
@@ -450,17 +535,27 @@ mod tests {
     /// A page of records `seqs` (10 bytes each), `behind` ms behind, and a next
     /// iterator unless `last`.
     fn page(seqs: &[u64], behind: i64, last: bool) -> Result<RecordsPage, KinesisError> {
-        let records: Vec<RawRecord> = seqs
-            .iter()
-            .map(|&n| RawRecord {
+        let records = seqs.iter().map(|&n| (n, vec![0xff; 10])).collect();
+        page_of(records, behind, last)
+    }
+
+    /// A page of records (sequence number, data).
+    fn page_of(
+        records: Vec<(u64, Vec<u8>)>,
+        behind: i64,
+        last: bool,
+    ) -> Result<RecordsPage, KinesisError> {
+        let records: Vec<RawRecord> = records
+            .into_iter()
+            .map(|(n, data)| RawRecord {
                 sequence_number: seq(n),
                 partition_key: "pk".into(),
-                data: vec![0xff; 10],
+                data,
                 approximate_arrival: None,
             })
             .collect();
         Ok(RecordsPage {
-            bytes: records.len() * 10,
+            bytes: records.iter().map(|r| r.data.len()).sum(),
             records,
             next_iterator: (!last).then(|| "next".to_owned()),
             millis_behind: Some(behind),
@@ -492,22 +587,42 @@ mod tests {
     impl Running {
         /// Receives until the reader ends, then returns the sequence numbers received and
         /// how it ended.
-        async fn drain(mut self) -> (Vec<u64>, ReaderEnd) {
+        async fn drain(self) -> (Vec<u64>, ReaderEnd) {
+            let (items, end) = self.drain_items().await;
+            let got = items
+                .iter()
+                .map(|i| i.record.sequence_number.as_str().parse().unwrap())
+                .collect();
+            (got, end)
+        }
+
+        /// Receives every item until the reader ends.
+        async fn drain_items(mut self) -> (Vec<ReadItem>, ReaderEnd) {
             let mut got = Vec::new();
             while let Some(item) = self.rx.recv().await {
-                got.push(item.record.sequence_number.as_str().parse().unwrap());
+                got.push(item);
             }
             (got, self.task.await.unwrap())
         }
     }
 
     fn start(fake: &Arc<Fake>, from: ReadFrom, capacity: usize) -> Running {
+        start_with(fake, from, capacity, Aggregation::Split)
+    }
+
+    fn start_with(
+        fake: &Arc<Fake>,
+        from: ReadFrom,
+        capacity: usize,
+        aggregation: Aggregation,
+    ) -> Running {
         let (tx, rx) = mpsc::channel(capacity);
         let cancel = CancellationToken::new();
         let cfg = PollingConfig {
             limit: 100,
             scan_interval: Duration::from_secs(1),
             scan_timeout: Duration::from_secs(3),
+            aggregation,
         };
         let task = tokio::spawn(read_shard(
             fake.clone(),
@@ -527,7 +642,10 @@ mod tests {
         match end {
             ReaderEnd::ShardEnd { last, children } => {
                 assert_eq!(children, &["child".to_owned()]);
-                last.as_ref().map(|s| s.as_str().parse().unwrap())
+                last.as_ref().map(|p| {
+                    assert_eq!(p.sub_sequence, None, "a shard ends on a whole record");
+                    p.sequence.as_str().parse().unwrap()
+                })
             }
             other => panic!("expected the shard's end, got {other:?}"),
         }
@@ -724,5 +842,101 @@ mod tests {
             .await;
         assert_eq!(got, [11]);
         assert_eq!(fake.iterators(), [IteratorStart::After(seq(10))]);
+    }
+
+    /// An aggregate of the independent vectors: 10 user records.
+    fn ten() -> Vec<u8> {
+        aggregation::tests::fixture("shared_keys")
+    }
+
+    fn at(n: u64, sub: Option<u64>) -> Position {
+        Position {
+            sequence: seq(n),
+            sub_sequence: sub,
+        }
+    }
+
+    fn positions(items: &[ReadItem]) -> Vec<Position> {
+        items.iter().map(|i| i.position.clone()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aggregates_are_split_and_their_last_user_record_stands_for_the_whole() {
+        let fake = Fake::new(vec![page_of(
+            vec![(1, b"plain".to_vec()), (2, ten()), (3, b"after".to_vec())],
+            0,
+            true,
+        )]);
+        let (items, end) = start(&fake, TRIM, 100).drain_items().await;
+        let mut want = vec![Position::whole(seq(1))];
+        want.extend((0..9).map(|i| at(2, Some(i))));
+        want.extend([Position::whole(seq(2)), Position::whole(seq(3))]);
+        assert_eq!(positions(&items), want);
+        let subs: Vec<_> = items.iter().map(|i| i.sub_sequence).collect();
+        assert_eq!(subs[1..11], (0..10).map(Some).collect::<Vec<_>>());
+        let keys: String = items[1..11]
+            .iter()
+            .map(|i| i.record.partition_key.as_str())
+            .collect();
+        assert_eq!(keys, "abcabbacca");
+        assert_eq!(items[1].record.data, b"shared-0");
+        assert_eq!(end_last(&end), Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resumes_at_the_user_record_after_a_checkpoint_inside_an_aggregate() {
+        let fake = Fake::new(vec![page_of(
+            vec![(2, ten()), (3, b"after".to_vec())],
+            0,
+            true,
+        )]);
+        let (items, end) = start(&fake, ReadFrom::After(at(2, Some(6))), 100)
+            .drain_items()
+            .await;
+        assert_eq!(
+            positions(&items),
+            [
+                at(2, Some(7)),
+                at(2, Some(8)),
+                Position::whole(seq(2)),
+                Position::whole(seq(3))
+            ]
+        );
+        assert_eq!(items[0].record.data, b"shared-7");
+        assert_eq!(fake.iterators(), [IteratorStart::At(seq(2))]);
+        assert_eq!(end_last(&end), Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_ending_in_an_aggregate_or_an_empty_one_ends_on_the_last_item_sent() {
+        let fake = Fake::new(vec![page_of(vec![(1, b"x".to_vec()), (2, ten())], 0, true)]);
+        let (items, end) = start(&fake, TRIM, 100).drain_items().await;
+        assert_eq!(items.len(), 11);
+        assert_eq!(end_last(&end), Some(2));
+        // The empty aggregate sends nothing: the shard waits only for record 1.
+        let empty = aggregation::tests::fixture("empty");
+        let fake = Fake::new(vec![page_of(vec![(1, b"x".to_vec()), (2, empty)], 0, true)]);
+        let (items, end) = start(&fake, TRIM, 100).drain_items().await;
+        assert_eq!(positions(&items), [Position::whole(seq(1))]);
+        assert_eq!(end_last(&end), Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn malformed_aggregates_and_raw_mode_deliver_records_as_they_are() {
+        let mut broken = ten();
+        let last = broken.len() - 1;
+        broken[last] ^= 1; // the MD5 no longer matches
+        let fake = Fake::new(vec![page_of(vec![(1, broken.clone())], 0, true)]);
+        let (items, _) = start(&fake, TRIM, 100).drain_items().await;
+        assert_eq!(positions(&items), [Position::whole(seq(1))]);
+        assert_eq!(items[0].record.data, broken);
+        assert_eq!(items[0].sub_sequence, None);
+
+        let fake = Fake::new(vec![page_of(vec![(1, ten())], 0, true)]);
+        let (items, _) = start_with(&fake, TRIM, 100, Aggregation::Raw)
+            .drain_items()
+            .await;
+        assert_eq!(positions(&items), [Position::whole(seq(1))]);
+        assert_eq!(items[0].record.data, ten());
     }
 }

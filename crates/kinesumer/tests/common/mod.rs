@@ -203,6 +203,7 @@ pub fn config(app: &str, table: &str, id: &str) -> kinesumer::ConfigBuilder {
         .dynamodb_region("us-east-1")
         .initial_position(kinesumer::InitialPosition::TrimHorizon)
 }
+pub mod kpl;
 #[allow(dead_code)]
 pub mod process;
 
