@@ -405,6 +405,9 @@ impl Coordinator {
                 self.cooldown
                     .insert(done.key, self.fence.now() + FAILURE_COOLDOWN);
             }
+            // A tick-rate attempt after the fast poll ran out: keep the shard "slow", or
+            // the next tick would poll fast for another window (scenario 3).
+            Outcome::NotAcquired { polled: false } => {}
             _ => {
                 self.slow.remove(&done.key);
             }
