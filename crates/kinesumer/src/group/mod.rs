@@ -98,6 +98,8 @@ impl Ctx {
     }
 }
 #[cfg(test)]
+mod randomized;
+#[cfg(test)]
 mod scenarios;
 #[cfg(test)]
 mod tests;
