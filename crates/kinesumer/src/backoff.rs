@@ -30,7 +30,7 @@ impl Backoff {
     pub(crate) fn next_delay(&mut self) -> Duration {
         let ceiling = self.ceiling();
         self.failures = self.failures.saturating_add(1);
-        ceiling.mul_f64(rand::random::<f64>())
+        ceiling.mul_f64(crate::random::unit())
     }
 
     /// Starts over after a success.

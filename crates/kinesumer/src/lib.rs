@@ -10,6 +10,7 @@ mod consumer;
 mod delivery;
 mod error;
 pub mod group;
+mod random;
 pub mod reader;
 mod record;
 pub mod seq;

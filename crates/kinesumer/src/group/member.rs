@@ -2,7 +2,7 @@
 //! when it holds it, and follows its plan by starting and stopping shard tasks
 //! (DESIGN §3).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ pub(crate) struct Status {
 }
 
 fn new_token() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    format!("{:016x}", crate::random::u64())
 }
 
 /// How many times a start retries a registration that failed for a transient reason
@@ -85,7 +85,7 @@ pub(crate) struct Coordinator {
     fence: Arc<Fence>,
     beat: Arc<Beat>,
     heartbeat: JoinHandle<Stop>,
-    shards: HashMap<ShardRef, Running>,
+    shards: BTreeMap<ShardRef, Running>,
     done_tx: mpsc::UnboundedSender<ShardDone>,
     done_rx: mpsc::UnboundedReceiver<ShardDone>,
     leader: Option<Leader>,
@@ -94,8 +94,8 @@ pub(crate) struct Coordinator {
     /// The last lock take: when it was sent and whom it took the lock from.
     take_sent: Option<(Duration, Option<Owner>)>,
     /// Shards whose fast handoff poll ran out, with the plan entry it ran for.
-    slow: HashMap<ShardRef, PlannedShard>,
-    cooldown: HashMap<ShardRef, Duration>,
+    slow: BTreeMap<ShardRef, PlannedShard>,
+    cooldown: BTreeMap<ShardRef, Duration>,
     cmds: mpsc::Receiver<Command>,
     status: Arc<Mutex<Status>>,
     pending: PendingMark,
@@ -151,14 +151,14 @@ impl Coordinator {
             fence,
             beat,
             heartbeat,
-            shards: HashMap::new(),
+            shards: BTreeMap::new(),
             done_tx,
             done_rx,
             leader: None,
             watch: None,
             take_sent: None,
-            slow: HashMap::new(),
-            cooldown: HashMap::new(),
+            slow: BTreeMap::new(),
+            cooldown: BTreeMap::new(),
             cmds,
             status,
             pending,
@@ -428,6 +428,9 @@ impl Coordinator {
                 self.cooldown
                     .insert(done.key, self.fence.now() + FAILURE_COOLDOWN);
             }
+            // A tick-rate attempt after the fast poll ran out: keep the shard "slow", or
+            // the next tick would poll fast for another window (scenario 3).
+            Outcome::NotAcquired { polled: false } => {}
             _ => {
                 self.slow.remove(&done.key);
             }

@@ -93,9 +93,13 @@ impl Ctx {
 
     /// `sync_interval` spread by up to ± `jitter`, so members do not beat in lockstep.
     pub(crate) fn jittered_interval(&self) -> Duration {
-        let spread = self.cfg.jitter * (2.0 * rand::random::<f64>() - 1.0);
+        let spread = self.cfg.jitter * (2.0 * crate::random::unit() - 1.0);
         self.cfg.sync_interval.mul_f64(1.0 + spread)
     }
 }
+#[cfg(test)]
+mod randomized;
+#[cfg(test)]
+mod scenarios;
 #[cfg(test)]
 mod tests;

@@ -357,8 +357,9 @@ impl ShardTask {
             return false;
         }
         tokio::select! {
-            _ = tokio::time::sleep(HANDOFF_POLL) => true,
+            biased;
             _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(HANDOFF_POLL) => true,
         }
     }
 

@@ -1,15 +1,15 @@
-//! An in-memory Kinesis for unit tests and simulations of the group protocol.
+//! An in-memory Kinesis.
 //!
 //! [`SimKinesis`] implements [`KinesisApi`] over shards held in memory: records put are
 //! routed by partition key to an open shard, shards can be split and closed. It is not
 //! used against AWS or the local stack; integration tests use the real emulators.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chrono::Utc;
 
+use crate::clock::{Clock, SystemClock};
 use crate::reader::{
     IteratorStart, KinesisApi, KinesisError, RawRecord, RecordsPage, StreamShards,
 };
@@ -27,10 +27,17 @@ struct State {
     next_sequence: u64,
 }
 
-/// An in-memory Kinesis.
-#[derive(Debug, Default)]
+/// An in-memory Kinesis. Records arrive at the wall time of its clock.
+#[derive(Debug)]
 pub struct SimKinesis {
     state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for SimKinesis {
+    fn default() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
 }
 
 fn shard_id(n: usize) -> String {
@@ -38,9 +45,18 @@ fn shard_id(n: usize) -> String {
 }
 
 impl SimKinesis {
-    /// An empty Kinesis.
+    /// An empty Kinesis on the system clock.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty Kinesis whose records arrive at `clock`'s wall time (a simulation's
+    /// clock, so AT_TIMESTAMP and pinned LATEST starts are exact).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            state: Mutex::default(),
+            clock,
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -86,7 +102,7 @@ impl SimKinesis {
             sequence_number: sequence.parse().expect("digits"),
             partition_key: partition_key.to_owned(),
             data: data.to_vec(),
-            approximate_arrival: Some(Utc::now()),
+            approximate_arrival: Some(self.clock.wall()),
         });
         let id = shard
             .info
