@@ -31,7 +31,7 @@ use kinesumer::{Config, InitialPosition, Kinesumer};
 const SHARDS: i32 = 6;
 const POLL: Duration = Duration::from_millis(20);
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use kinesumer_bench::{arg, create_stream, Error};
 
 struct Bench {
     kinesis: aws_sdk_kinesis::Client,
@@ -42,26 +42,8 @@ struct Bench {
 impl Bench {
     async fn stream(&self) -> Result<String, Error> {
         let name = format!("bench-{:08x}", rand::random::<u32>());
-        self.kinesis
-            .create_stream()
-            .stream_name(&name)
-            .shard_count(SHARDS)
-            .send()
-            .await?;
-        loop {
-            let d = self
-                .kinesis
-                .describe_stream_summary()
-                .stream_name(&name)
-                .send()
-                .await?;
-            if d.stream_description_summary().map(|s| s.stream_status())
-                == Some(&aws_sdk_kinesis::types::StreamStatus::Active)
-            {
-                return Ok(name);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        create_stream(&self.kinesis, &name, SHARDS).await?;
+        Ok(name)
     }
 
     async fn delete(&self, stream: &str) {
@@ -266,26 +248,7 @@ async fn cost(b: &Bench, secs: u64, load: bool) -> Result<(), Error> {
 async fn reshard_run(b: &Bench) -> Result<(Duration, u64, u64), Error> {
     let app = format!("app-{:08x}", rand::random::<u32>());
     let name = format!("bench-{:08x}", rand::random::<u32>());
-    b.kinesis
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(1)
-        .send()
-        .await?;
-    loop {
-        let d = b
-            .kinesis
-            .describe_stream_summary()
-            .stream_name(&name)
-            .send()
-            .await?;
-        if d.stream_description_summary().map(|s| s.stream_status())
-            == Some(&aws_sdk_kinesis::types::StreamStatus::Active)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    create_stream(&b.kinesis, &name, 1).await?;
     let first_child: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let mut members = Vec::new();
     for id in ["m1", "m2"] {
@@ -361,15 +324,6 @@ async fn reshard_run(b: &Bench) -> Result<(Duration, u64, u64), Error> {
     }
     b.delete(&name).await;
     Ok((took, used, steady))
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[tokio::main]

@@ -22,7 +22,7 @@ use kinesumer::store::{create_table, TableBilling};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use kinesumer_bench::{arg, create_stream, Error};
 
 const KEYS: u64 = 32;
 
@@ -33,15 +33,6 @@ struct Member {
     /// Event lines from stderr.
     events: Arc<Mutex<Vec<String>>>,
     readers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn member_bin() -> std::path::PathBuf {
@@ -117,25 +108,7 @@ async fn main() -> Result<(), Error> {
         format!("soak-{tag}"),
     );
     create_table(&dynamodb, &table, TableBilling::OnDemand).await?;
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(shards)
-        .send()
-        .await?;
-    loop {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await?;
-        if d.stream_description_summary().map(|s| s.stream_status())
-            == Some(&aws_sdk_kinesis::types::StreamStatus::Active)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    create_stream(&kinesis, &stream, shards).await?;
     let mut group: Vec<Member> = (0..members)
         .map(|i| spawn(&app, &table, &stream, &format!("soak-{i}")))
         .collect::<Result<_, _>>()?;

@@ -300,8 +300,8 @@ impl ConfigBuilder {
                 sync_interval: Duration::from_millis(400),
                 jitter: 0.1,
                 failover_timeout: Duration::from_millis(2200),
-                fence_fraction: 0.6,
-                request_timeout: Duration::from_millis(200),
+                fence_fraction: 0.75,
+                request_timeout: Duration::from_millis(250),
                 handoff_timeout: Duration::from_secs(5),
                 shard_sync_interval: Duration::from_secs(60),
                 prune_age: Duration::from_secs(300),
@@ -447,13 +447,13 @@ impl ConfigBuilder {
     }
 
     /// The share of `failover_timeout` after which a member whose heartbeats fail stops
-    /// reading and rejoins, over 0 and at most 0.75. Default: 0.6.
+    /// reading and rejoins, over 0 and at most 0.75. Default: 0.75.
     pub fn fence_fraction(mut self, fraction: f64) -> Self {
         self.config.fence_fraction = fraction;
         self
     }
 
-    /// The timeout of one state-store request. Default: 200 ms.
+    /// The timeout of one state-store request. Default: 250 ms.
     pub fn request_timeout(mut self, d: Duration) -> Self {
         self.config.request_timeout = d;
         self

@@ -1,0 +1,43 @@
+//! Helpers shared by the benchmark programs.
+
+use std::time::Duration;
+
+/// The boxed error of the benchmark programs.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The value of `--name N` on the command line, or `default`.
+pub fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Creates a stream with `shards` shards and waits until it is ACTIVE.
+pub async fn create_stream(
+    kinesis: &aws_sdk_kinesis::Client,
+    name: &str,
+    shards: i32,
+) -> Result<(), Error> {
+    kinesis
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await?;
+    loop {
+        let d = kinesis
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await?;
+        if d.stream_description_summary().map(|s| s.stream_status())
+            == Some(&aws_sdk_kinesis::types::StreamStatus::Active)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
