@@ -206,6 +206,13 @@ async fn main() -> Result<(), Error> {
             })
             .sum()
     };
+    for m in &group {
+        for e in m.events.lock().expect("lock").iter() {
+            if e.contains("Fenced") || e.contains("LeaseLost") || e.contains("Superseded") {
+                println!("{e}");
+            }
+        }
+    }
     println!("| measure | value |\n|---|---|");
     println!("| duration | {:.0} s |", started.elapsed().as_secs_f64());
     println!("| records produced | {produced} |");
