@@ -33,6 +33,13 @@ const POLL: Duration = Duration::from_millis(20);
 
 use kinesumer_bench::{arg, create_stream, Error};
 
+struct Group {
+    app: String,
+    stream: String,
+    store: DynamoStore,
+    members: Vec<Arc<Kinesumer>>,
+}
+
 struct Bench {
     kinesis: aws_sdk_kinesis::Client,
     store_client: aws_sdk_dynamodb::Client,
@@ -64,6 +71,26 @@ impl Bench {
         let mut records = member.consume([stream]).await?;
         tokio::spawn(async move { while records.next().await.is_some() {} });
         Ok(member)
+    }
+
+    /// Three members of a new app on a new stream, balanced, and left a few ticks to
+    /// settle so a measurement starts from a steady group.
+    async fn settled_group(&self) -> Result<Group, Error> {
+        let app = format!("app-{:08x}", rand::random::<u32>());
+        let stream = self.stream().await?;
+        let store = self.store(&app);
+        let mut members = Vec::new();
+        for id in ["m1", "m2", "m3"] {
+            members.push(self.member(&app, id, &stream).await?);
+        }
+        until(&store, &stream, Instant::now(), |o| balanced(o, 3)).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(Group {
+            app,
+            stream,
+            store,
+            members,
+        })
     }
 
     fn store(&self, app: &str) -> DynamoStore {
@@ -124,16 +151,12 @@ enum Leave {
 /// One run: three members balance; `leaver` leaves as `how`; returns the time until all
 /// of its shards are held by the others.
 async fn leave_run(b: &Bench, how: Leave) -> Result<Duration, Error> {
-    let app = format!("app-{:08x}", rand::random::<u32>());
-    let stream = b.stream().await?;
-    let store = b.store(&app);
-    let mut members = Vec::new();
-    for id in ["m1", "m2", "m3"] {
-        members.push(b.member(&app, id, &stream).await?);
-    }
-    until(&store, &stream, Instant::now(), |o| balanced(o, 3)).await?;
-    // Let the group settle (a few ticks), so this measures a steady group.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let Group {
+        stream,
+        store,
+        mut members,
+        ..
+    } = b.settled_group().await?;
     let leaver = members.pop().expect("three");
     let started = Instant::now();
     match how {
@@ -152,15 +175,12 @@ async fn leave_run(b: &Bench, how: Leave) -> Result<Duration, Error> {
 }
 
 async fn join_run(b: &Bench) -> Result<Duration, Error> {
-    let app = format!("app-{:08x}", rand::random::<u32>());
-    let stream = b.stream().await?;
-    let store = b.store(&app);
-    let mut members = Vec::new();
-    for id in ["m1", "m2", "m3"] {
-        members.push(b.member(&app, id, &stream).await?);
-    }
-    until(&store, &stream, Instant::now(), |o| balanced(o, 3)).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let Group {
+        app,
+        stream,
+        store,
+        mut members,
+    } = b.settled_group().await?;
     let started = Instant::now();
     members.push(b.member(&app, "m4", &stream).await?);
     let took = until(&store, &stream, started, |o| balanced(o, 4)).await?;
@@ -185,15 +205,9 @@ fn summary(name: &str, mut runs: Vec<Duration>) {
 
 /// Requests per member per tick over `secs`, with `load` records/s produced.
 async fn cost(b: &Bench, secs: u64, load: bool) -> Result<(), Error> {
-    let app = format!("app-{:08x}", rand::random::<u32>());
-    let stream = b.stream().await?;
-    let store = b.store(&app);
-    let mut members = Vec::new();
-    for id in ["m1", "m2", "m3"] {
-        members.push(b.member(&app, id, &stream).await?);
-    }
-    until(&store, &stream, Instant::now(), |o| balanced(o, 3)).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let Group {
+        stream, members, ..
+    } = b.settled_group().await?;
     let before: Vec<RequestCounts> = members.iter().map(|m| m.requests()).collect();
     let started = Instant::now();
     let producer = load.then(|| {
