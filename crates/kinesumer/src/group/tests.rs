@@ -102,6 +102,14 @@ async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `members` hold all `shards` shards, their counts differing by at most one.
+async fn wait_balanced(members: &[&Arc<Kinesumer>], shards: usize) {
+    wait_for("a balanced plan held", Duration::from_secs(20), || {
+        balanced(&held(members), shards)
+    })
+    .await;
+}
+
 fn balanced(counts: &BTreeMap<String, usize>, total: usize) -> bool {
     let sum: usize = counts.values().sum();
     let max = counts.values().max().copied().unwrap_or(0);
@@ -115,10 +123,7 @@ async fn three_members_share_five_shards_and_receive_each_record_once() {
     let a = g.member("a").await;
     let b = g.member("b").await;
     let c = g.member("c").await;
-    wait_for("balanced", Duration::from_secs(20), || {
-        balanced(&held(&[&a, &b, &c]), 5)
-    })
-    .await;
+    wait_balanced(&[&a, &b, &c], 5).await;
     let put = g.put(50);
     wait_for("all received", Duration::from_secs(20), || {
         g.received_sequences().len() >= put.len()
@@ -138,18 +143,12 @@ async fn a_joining_member_takes_only_its_share() {
     let g = Group::new(6);
     let a = g.member("a").await;
     let b = g.member("b").await;
-    wait_for("balanced", Duration::from_secs(20), || {
-        balanced(&held(&[&a, &b]), 6)
-    })
-    .await;
+    wait_balanced(&[&a, &b], 6).await;
     let before: BTreeSet<_> = a.held_shards().into_iter().chain(b.held_shards()).collect();
     let a_before: BTreeSet<_> = a.held_shards().into_iter().collect();
     let b_before: BTreeSet<_> = b.held_shards().into_iter().collect();
     let c = g.member("c").await;
-    wait_for("balanced with c", Duration::from_secs(20), || {
-        balanced(&held(&[&a, &b, &c]), 6)
-    })
-    .await;
+    wait_balanced(&[&a, &b, &c], 6).await;
     assert_eq!(before.len(), 6);
     let a_after: BTreeSet<_> = a.held_shards().into_iter().collect();
     let b_after: BTreeSet<_> = b.held_shards().into_iter().collect();
@@ -168,10 +167,7 @@ async fn a_closing_member_hands_off_without_loss_or_duplicates() {
     let g = Group::new(4);
     let a = g.member("a").await;
     let b = g.member("b").await;
-    wait_for("balanced", Duration::from_secs(20), || {
-        balanced(&held(&[&a, &b]), 4)
-    })
-    .await;
+    wait_balanced(&[&a, &b], 4).await;
     let mut put = g.put(40);
     wait_for("first batch", Duration::from_secs(20), || {
         g.received_sequences().len() >= 40
@@ -203,10 +199,7 @@ async fn a_crashed_member_s_shards_are_taken_after_the_failover_timeout() {
     let g = Group::new(4);
     let a = g.member("a").await;
     let b = g.member("b").await;
-    wait_for("balanced", Duration::from_secs(20), || {
-        balanced(&held(&[&a, &b]), 4)
-    })
-    .await;
+    wait_balanced(&[&a, &b], 4).await;
     let put = g.put(20);
     wait_for("received", Duration::from_secs(20), || {
         g.received_sequences().len() >= 20
