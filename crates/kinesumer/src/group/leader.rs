@@ -103,6 +103,7 @@ impl Leader {
         &mut self,
         ctx: &Ctx,
     ) -> Result<&BTreeMap<String, PlanItem>, TickError> {
+        let started = std::time::Instant::now();
         let members = ctx.timed(Operation::Members, ctx.store.members()).await?;
         let now = ctx.clock.fencing_now();
         let left = self.observe_members(&members, now);
@@ -140,6 +141,7 @@ impl Leader {
             self.delete_plan(ctx, &client_id).await?;
         }
         self.prune(ctx, now).await?;
+        metrics::histogram!("kinesumer_leader_tick_seconds").record(started.elapsed());
         Ok(&self.written)
     }
 
