@@ -144,37 +144,39 @@ impl KinesisApi for SdkKinesis {
             .send()
             .await
             .map_err(|e| classify(e, "GetRecords", stream, Some(shard_id)))?;
-        let mut records = Vec::with_capacity(out.records().len());
+        // The output is taken apart, so payloads and keys move instead of being copied.
+        let mut records = Vec::with_capacity(out.records.len());
         let mut bytes = 0;
-        for r in out.records() {
+        for r in out.records {
             let sequence_number: SequenceNumber =
-                r.sequence_number()
+                r.sequence_number
                     .parse()
                     .map_err(|e: crate::seq::InvalidSequenceNumber| KinesisError::Other {
                         operation: "GetRecords",
                         stream: stream.to_owned(),
                         message: e.to_string(),
                     })?;
-            let data = r.data().as_ref().to_vec();
+            let data = r.data.into_inner();
             bytes += data.len();
             records.push(RawRecord {
                 sequence_number,
-                partition_key: r.partition_key().unwrap_or_default().to_owned(),
+                partition_key: r.partition_key.unwrap_or_default(),
                 data,
-                approximate_arrival: r.approximate_arrival_timestamp().and_then(chrono_time),
+                approximate_arrival: r
+                    .approximate_arrival_timestamp
+                    .as_ref()
+                    .and_then(chrono_time),
             });
         }
         Ok(RecordsPage {
             records,
-            next_iterator: out
-                .next_shard_iterator()
-                .filter(|it| !it.is_empty())
-                .map(str::to_owned),
-            millis_behind: out.millis_behind_latest(),
+            next_iterator: out.next_shard_iterator.filter(|it| !it.is_empty()),
+            millis_behind: out.millis_behind_latest,
             child_shards: out
-                .child_shards()
-                .iter()
-                .map(|c| c.shard_id().to_owned())
+                .child_shards
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.shard_id)
                 .collect(),
             bytes,
         })
