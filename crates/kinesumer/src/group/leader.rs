@@ -435,7 +435,7 @@ impl Leader {
             {
                 Ok(()) => {
                     debug!(member = %client_id, shards = plan.streams.values().map(Vec::len).sum::<usize>(), "plan written");
-                    metrics::counter!("kinesumer_plan_changes_total").increment(1);
+                    crate::metrics::plan_written(&ctx.cfg.app);
                     self.written.insert(client_id, plan);
                 }
                 Err(StoreError::ConditionFailed { .. }) => return Err(TickError::Deposed),

@@ -338,3 +338,87 @@ async fn a_finished_parent_still_listed_is_never_read_again() {
     );
     c.close().await;
 }
+
+/// A member's metrics follow what happens to it: the takes of its join and one rebalance,
+/// a lease taken from under it (a loss, then a take once the thief is judged gone), the
+/// releases of its close; shards held and leadership; state-store requests as the store
+/// counted them.
+#[test]
+fn a_member_s_metrics_follow_its_leases() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use crate::metrics::tests::{id, values};
+    use crate::metrics::*;
+    use crate::store::{LeaseSeen, Owner, StoredStart};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let app = [("app", "app")];
+    let app_stream = [("app", "app"), ("stream", STREAM)];
+    // Every task runs on this thread, so the local recorder sees all they record.
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let g = Group::new(4);
+            let a = g.member("a").await;
+            wait_balanced(&[&a], 4).await;
+            let requests = g.store.requests();
+            let joined = values(&snapshotter);
+            assert_eq!(joined[&id(LEASE_TAKES, app_stream)], DebugValue::Counter(4));
+            assert_eq!(joined[&id(SHARDS_HELD, app)], DebugValue::Gauge(4.0.into()));
+            assert_eq!(joined[&id(LEADER, app)], DebugValue::Gauge(1.0.into()));
+            assert!(
+                matches!(&joined[&id(REBALANCE_DURATION, app)], DebugValue::Histogram(h) if h.len() == 1),
+                "one rebalance: the join"
+            );
+            for (op, n) in requests.0 {
+                assert_eq!(
+                    joined[&id(STORE_REQUESTS, [("op", op.name())])],
+                    DebugValue::Counter(n),
+                    "{op:?}"
+                );
+            }
+
+            // Another owner takes a lease: the leader's plan shows the newer lease, the
+            // member stops the shard, and takes it again once the thief is judged gone.
+            let shard = "shardId-000000000000";
+            let lease = g.store.lease(STREAM, shard).await.unwrap().unwrap();
+            let seen = LeaseSeen {
+                exists: true,
+                owner: lease.owner,
+                lease_counter: lease.lease_counter,
+            };
+            let thief = Owner {
+                client_id: "thief".into(),
+                token: "1".into(),
+            };
+            let start = StoredStart::TrimHorizon;
+            g.store
+                .take_lease(STREAM, shard, &thief, &seen, &start)
+                .await
+                .unwrap();
+            wait_for("the stolen shard stopped", Duration::from_secs(10), || {
+                a.held_shards().len() == 3
+            })
+            .await;
+            wait_balanced(&[&a], 4).await;
+            a.close().await;
+        })
+    });
+    let after = values(&snapshotter);
+    assert_eq!(after[&id(LEASE_LOSSES, app_stream)], DebugValue::Counter(1));
+    assert_eq!(after[&id(LEASE_TAKES, app_stream)], DebugValue::Counter(1));
+    assert_eq!(
+        after[&id(LEASE_RELEASES, app_stream)],
+        DebugValue::Counter(4)
+    );
+    assert!(
+        matches!(&after[&id(REBALANCE_DURATION, app)], DebugValue::Histogram(h) if h.len() == 1),
+        "one rebalance: the lost shard taken again"
+    );
+    assert!(!after.contains_key(&id(FENCINGS, app)), "never fenced");
+}

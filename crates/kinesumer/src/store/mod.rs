@@ -12,7 +12,7 @@
 //! A store handle is bound to one application (`app`); one table serves many.
 //!
 //! Every implementation counts its requests per [`Operation`] ([`StateStore::requests`]),
-//! and reports them through the `metrics` facade as `kinesumer_store_requests_total`.
+//! and reports them through the `metrics` facade as [`crate::metrics::STORE_REQUESTS`].
 
 mod dynamo;
 mod memory;
@@ -359,7 +359,7 @@ impl RequestCounter {
     /// Counts one request (and reports it to the `metrics` facade).
     pub fn count(&self, op: Operation) {
         self.counts[op as usize].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("kinesumer_store_requests_total", "op" => op.name()).increment(1);
+        crate::metrics::store_request(op);
     }
 
     /// A snapshot of the counts.
