@@ -422,3 +422,27 @@ fn a_member_s_metrics_follow_its_leases() {
     );
     assert!(!after.contains_key(&id(FENCINGS, app)), "never fenced");
 }
+
+/// Each checkpoint a member writes carries the shard's lag, so `kinesumer status` shows
+/// it without reading the stream: here the in-memory Kinesis reports 0 at the tip.
+#[tokio::test(start_paused = true)]
+async fn checkpoints_carry_the_shard_s_lag() {
+    let g = Group::new(2);
+    let a = g.member("a").await;
+    g.put(20);
+    let store: &dyn StateStore = &g.store;
+    let mut leases = Vec::new();
+    for _ in 0..200 {
+        leases = store.leases(STREAM).await.unwrap();
+        if leases.len() == 2 && leases.iter().all(|l| l.checkpoint.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    for lease in &leases {
+        assert!(lease.checkpoint.is_some(), "committed: {lease:?}");
+        assert_eq!(lease.millis_behind, Some(0), "{lease:?}");
+    }
+    a.close().await;
+}

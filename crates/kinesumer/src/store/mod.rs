@@ -140,7 +140,9 @@ pub struct LeaseItem {
     pub start: Option<StoredStart>,
     /// The shard was read to its end and every record of it processed.
     pub shard_end: bool,
-    /// Milliseconds behind the tip of the stream at the last checkpoint.
+    /// Milliseconds behind the tip of the stream at the last checkpoint that knew it
+    /// (`MillisBehindLatest` of the page its last record came in); `None` before the
+    /// first, and after an operator moved the checkpoint.
     pub millis_behind: Option<i64>,
     /// The writer's wall clock at its last write.
     pub last_update: Option<DateTime<Utc>>,
@@ -166,7 +168,8 @@ pub struct CheckpointWrite {
     pub position: Option<Position>,
     /// Marks the shard finished.
     pub shard_end: bool,
-    /// The lag to store beside the checkpoint.
+    /// The lag to store beside the checkpoint (`kinesumer status` shows it); `None`
+    /// keeps the stored one.
     pub millis_behind: Option<i64>,
 }
 
@@ -578,8 +581,9 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     async fn delete_lease(&self, stream: &str, shard_id: &str) -> Result<(), StoreError>;
 
     /// An operator's move of a checkpoint (`kinesumer reset`): sets or removes the
-    /// position and the stored start, clears `shard_end`; conditional on the lease
-    /// having no owner unless `force`.
+    /// position and the stored start, clears `shard_end` and removes `millis_behind`
+    /// (the lag of the old position says nothing of the new one); conditional on the
+    /// lease having no owner unless `force`.
     async fn set_checkpoint(
         &self,
         stream: &str,
