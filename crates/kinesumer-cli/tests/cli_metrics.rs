@@ -111,7 +111,10 @@ async fn a_consuming_member_serves_metrics_that_match_what_it_consumed() {
         .values()
         .sum();
     let written_bytes: usize = lines.iter().map(|l| l.data.len()).sum();
-    assert_eq!(bytes, written_bytes as f64, "bytes delivered = bytes written");
+    assert_eq!(
+        bytes, written_bytes as f64,
+        "bytes delivered = bytes written"
+    );
     // Equal unless a lease moved and its shard was read again from its checkpoint.
     let read: f64 = per_shard(&body, "kinesumer_records_read_total")
         .values()

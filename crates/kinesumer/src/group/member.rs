@@ -139,12 +139,14 @@ impl Coordinator {
         status: Arc<Mutex<Status>>,
         pending: PendingMark,
     ) -> Result<JoinHandle<()>> {
-        let token = new_token();
-        let sent = register(&ctx, &client_id, &token, &streams).await?;
-        let me = Owner { client_id, token };
         // Everything this member logs carries its application and client id; shard tasks
         // add the stream and shard.
-        let span = tracing::info_span!("member", app = %ctx.cfg.app, member = %me.client_id);
+        let span = tracing::info_span!("member", app = %ctx.cfg.app, member = %client_id);
+        let token = new_token();
+        let sent = register(&ctx, &client_id, &token, &streams)
+            .instrument(span.clone())
+            .await?;
+        let me = Owner { client_id, token };
         let fence = Arc::new(Fence::new(
             ctx.clock.clone(),
             ctx.cfg.fence_deadline(),
@@ -154,12 +156,12 @@ impl Coordinator {
         beat.set_advertised(streams.clone());
         *beat.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = streams.into_iter().collect();
         let heartbeat = spawn_heartbeat(&ctx, &me, &fence, &beat, span.clone());
-        let _entered = span.enter();
-        ctx.signals.event(Event::Joined {
-            client_id: me.client_id.clone(),
+        span.in_scope(|| {
+            ctx.signals.event(Event::Joined {
+                client_id: me.client_id.clone(),
+            });
+            info!(incarnation = %me.token, "joined the group");
         });
-        info!(incarnation = %me.token, "joined the group");
-        drop(_entered);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let mut coordinator = Coordinator {
             ctx,

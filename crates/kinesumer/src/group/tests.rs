@@ -446,3 +446,70 @@ async fn checkpoints_carry_the_shard_s_lag() {
     }
     a.close().await;
 }
+
+/// What a member logs names its app, member, stream and shard through its spans — and
+/// never a record's payload or partition key, even at debug level.
+#[test]
+fn logs_name_app_member_stream_and_shard_but_no_payload() {
+    let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || Log(sink.clone()))
+        .finish();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    // Every task runs on this thread, so the thread's default subscriber sees them all.
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let g = Group::new(1);
+            let a = g.member("a").await;
+            g.kinesis
+                .put(STREAM, "partition-key-7", b"payload-secret-42");
+            wait_for("received", Duration::from_secs(20), || {
+                g.received_sequences().len() == 1
+            })
+            .await;
+            a.close().await;
+        })
+    });
+    let log = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+    let member = "member{app=app member=a}";
+    let shard = "shard{stream=orders shard=shardId-000000000000}";
+    let line = |says: &str| {
+        log.lines()
+            .find(|l| l.contains(says))
+            .unwrap_or_else(|| panic!("no {says:?} in\n{log}"))
+    };
+    assert!(line("joined the group").contains(member));
+    assert!(line("became the leader").contains(member));
+    for says in ["lease taken", "read records="] {
+        let l = line(says);
+        assert!(l.contains(member) && l.contains(shard), "{l}");
+    }
+    assert!(line("lease taken").contains(" INFO "));
+    assert!(line("read records=").contains("DEBUG"));
+    assert!(!log.contains("payload-secret"), "a payload was logged");
+    assert!(
+        !log.contains("partition-key-7"),
+        "a partition key was logged"
+    );
+}
+
+/// A `tracing` writer into a shared buffer.
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -298,6 +298,14 @@ impl Reader {
     /// Sends the page's records that are past the checkpoint; returns the rest of the
     /// page, or `None` when cancelled or the receiver is gone.
     async fn deliver(&mut self, mut page: RecordsPage) -> Option<RecordsPage> {
+        if !page.records.is_empty() {
+            tracing::debug!(
+                records = page.records.len(),
+                bytes = page.bytes,
+                millis_behind = ?page.millis_behind,
+                "read"
+            );
+        }
         self.metrics.records.increment(page.records.len() as u64);
         self.metrics.bytes.increment(page.bytes as u64);
         if let Some(m) = page.millis_behind {
