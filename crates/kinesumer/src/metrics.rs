@@ -1,4 +1,4 @@
-//! The metrics a member records through the [`metrics`](::metrics) facade: every name,
+//! The metrics a member records through the [`metrics`] facade: every name,
 //! its kind, unit, labels and meaning, in one place ([`ALL`]).
 //!
 //! The crate records and never exports: the application installs the recorder of its
