@@ -41,3 +41,32 @@ pub async fn create_stream(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Prints `name`: the median (min–max) of `values` and how many there were. Whole numbers
+/// from 10 up, three decimals below.
+pub fn summary(name: &str, unit: &str, mut values: Vec<f64>) {
+    if values.is_empty() {
+        println!("{name:<22} no runs");
+        return;
+    }
+    values.sort_by(f64::total_cmp);
+    let f = |v: f64| {
+        if v.abs() >= 10.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.3}")
+        }
+    };
+    let unit = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
+    };
+    println!(
+        "{name:<22} median {:>8}{unit}   (min {} – max {}{unit}, {} runs)",
+        f(values[values.len() / 2]),
+        f(values[0]),
+        f(values[values.len() - 1]),
+        values.len()
+    );
+}

@@ -1,5 +1,6 @@
 //! Errors, and the group events the application can watch.
 
+use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use crate::config::ConfigError;
@@ -50,6 +51,24 @@ pub enum Error {
     Superseded {
         /// The client id.
         client_id: String,
+    },
+    /// A stream was deleted and re-created under the same name (its creation time
+    /// changed). The leader retired its old leases and checkpoints: they named shards of
+    /// the old stream. The new stream's shards start at the configured initial position.
+    #[error(
+        "stream {stream:?} was deleted and re-created (created {created}, before {previous}): \
+         {retired} old leases and checkpoints retired; its shards start at the configured \
+         initial position"
+    )]
+    StreamRecreated {
+        /// The stream.
+        stream: String,
+        /// The old stream's creation time.
+        previous: DateTime<Utc>,
+        /// The new stream's creation time.
+        created: DateTime<Utc>,
+        /// How many leases were retired.
+        retired: usize,
     },
     /// `consume` was called on a member that already consumes.
     #[error("this member already consumes; use refresh() to change its streams")]

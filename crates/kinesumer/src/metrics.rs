@@ -75,6 +75,8 @@ pub const FENCINGS: &str = "kinesumer_fencings_total";
 pub const SUPERSEDED: &str = "kinesumer_superseded_total";
 /// Plans the leader wrote.
 pub const PLAN_CHANGES: &str = "kinesumer_plan_changes_total";
+/// How long one leader tick took: reading the group, planning, writing plans.
+pub const LEADER_TICK: &str = "kinesumer_leader_tick_seconds";
 /// How long a member took to hold exactly its new plan.
 pub const REBALANCE_DURATION: &str = "kinesumer_rebalance_duration_seconds";
 /// State-store requests sent.
@@ -177,6 +179,8 @@ pub const ALL: &[Metric] = &[
         "Times another process registered under this member's client id, stopping it for good."),
     metric(PLAN_CHANGES, Kind::Counter, Unit::Count, APP,
         "Plans the leader wrote because a member's assignment changed."),
+    metric(LEADER_TICK, Kind::Histogram, Unit::Seconds, APP,
+        "How long one leader tick took: reading the members and leases, listing shards when due, planning, writing the plans that changed, pruning."),
     metric(REBALANCE_DURATION, Kind::Histogram, Unit::Seconds, APP,
         "From the tick a member's plan first differs from what it holds until it holds exactly the planned shards."),
     metric(STORE_REQUESTS, Kind::Counter, Unit::Count, OP,
@@ -291,6 +295,11 @@ pub(crate) fn member(app: &str, shards_held: usize, leader: bool) {
 /// Counts a plan the leader of `app` wrote.
 pub(crate) fn plan_written(app: &str) {
     counter!(PLAN_CHANGES, "app" => app.to_owned()).increment(1);
+}
+
+/// Records how long a leader tick of `app` took.
+pub(crate) fn leader_tick(app: &str, took: Duration) {
+    histogram!(LEADER_TICK, "app" => app.to_owned()).record(took.as_secs_f64());
 }
 
 /// Counts one state-store request.

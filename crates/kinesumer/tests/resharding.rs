@@ -45,11 +45,23 @@ impl Group {
     }
 
     async fn join(&mut self, id: &str, from: InitialPosition) {
-        let config = config(&self.app, &self.table, id)
-            .initial_position(from)
-            .commit_interval(Duration::from_millis(500))
-            .build()
-            .unwrap();
+        self.join_with(id, from, |c| c).await;
+    }
+
+    /// Joins a member whose configuration `tweak` adjusts.
+    async fn join_with(
+        &mut self,
+        id: &str,
+        from: InitialPosition,
+        tweak: impl FnOnce(kinesumer::ConfigBuilder) -> kinesumer::ConfigBuilder,
+    ) {
+        let config = tweak(
+            config(&self.app, &self.table, id)
+                .initial_position(from)
+                .commit_interval(Duration::from_millis(500)),
+        )
+        .build()
+        .unwrap();
         let member = Arc::new(within("new", Kinesumer::new(config)).await.unwrap());
         let mut records = within("consume", member.consume([self.stream.as_str()]))
             .await
@@ -354,4 +366,75 @@ async fn initial_positions_apply_only_without_a_checkpoint() {
         );
         g.close().await;
     }
+}
+
+/// DESIGN §4: the stream is deleted and re-created under the same name while a member
+/// consumes it. The leader sees the new creation time, retires the old leases (their
+/// checkpoints name the old stream's records) and says so on `errors()`; the new stream's
+/// shard is read from the configured position, so each key's counters go on without a
+/// gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_and_re_created_is_read_from_the_configured_position() {
+    let mut g = Group::new(1).await;
+    g.join_with("solo", InitialPosition::TrimHorizon, |c| {
+        c.shard_sync_interval(Duration::from_secs(2))
+    })
+    .await;
+    let mut errors = g.members[0].errors();
+    g.produce(24).await;
+    g.verify().await;
+    let store = store(&g.table, &g.app).await;
+    eventually(
+        "the checkpoint written",
+        Duration::from_secs(30),
+        || async {
+            let lease = store
+                .lease(&g.stream, "shardId-000000000000")
+                .await
+                .ok()??;
+            lease.checkpoint.map(drop)
+        },
+    )
+    .await;
+
+    within(
+        "delete stream",
+        g.kinesis.delete_stream().stream_name(&g.stream).send(),
+    )
+    .await
+    .unwrap();
+    eventually("the stream gone", Duration::from_secs(30), || async {
+        let described = g
+            .kinesis
+            .describe_stream_summary()
+            .stream_name(&g.stream)
+            .send()
+            .await;
+        described.is_err().then_some(())
+    })
+    .await;
+    create_stream(&g.kinesis, &g.stream, 2).await;
+    g.produce(24).await;
+
+    let recreated = within("a StreamRecreated error", async {
+        loop {
+            if let Ok(e @ kinesumer::Error::StreamRecreated { .. }) = errors.recv().await {
+                return e;
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(
+            recreated,
+            kinesumer::Error::StreamRecreated { retired: 1, .. }
+        ),
+        "{recreated}"
+    );
+    g.verify().await;
+    eventually("both new shards held", Duration::from_secs(30), || async {
+        (g.members[0].held_shards().len() == 2).then_some(())
+    })
+    .await;
+    g.close().await;
 }

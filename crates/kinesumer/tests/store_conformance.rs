@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{TimeZone, Utc};
+use kinesumer::store::LeaseDeletion::{Retire, Tombstone};
 use kinesumer::store::{
     create_table, CheckpointWrite, DynamoStore, HeartbeatOutcome, LeaseSeen, LockItem, MemoryStore,
     Operation, Owner, PlanItem, PlanStart, PlannedShard, Registration, ShardCache, ShardInfo,
@@ -89,6 +90,7 @@ conformance!(
     release_lease_fence,
     checkpoint_never_goes_back,
     delete_lease_only_tombstones,
+    retiring_deletes_a_held_lease_and_fences_its_holder,
     set_checkpoint_by_operator,
     queries_stay_in_their_app_and_stream,
     shard_cache_round_trip,
@@ -567,12 +569,23 @@ async fn delete_lease_only_tombstones(f: Fixture) {
     let s = f.s;
     let a = owner("a", "1");
     take_new(&s, S, SHARD, &a).await;
-    refused(s.delete_lease(S, SHARD).await);
+    refused(s.delete_lease(S, SHARD, Tombstone).await);
     assert!(s.lease(S, SHARD).await.unwrap().is_some());
     s.checkpoint(S, SHARD, &a, 1, None, &END).await.unwrap();
-    s.delete_lease(S, SHARD).await.unwrap();
+    s.delete_lease(S, SHARD, Tombstone).await.unwrap();
     assert_eq!(s.lease(S, SHARD).await.unwrap(), None);
-    s.delete_lease(S, SHARD).await.unwrap();
+    s.delete_lease(S, SHARD, Tombstone).await.unwrap();
+}
+
+async fn retiring_deletes_a_held_lease_and_fences_its_holder(f: Fixture) {
+    let s = f.s;
+    let a = owner("a", "1");
+    take_new(&s, S, SHARD, &a).await;
+    s.delete_lease(S, SHARD, Retire).await.unwrap();
+    assert_eq!(s.lease(S, SHARD).await.unwrap(), None);
+    refused(s.checkpoint(S, SHARD, &a, 1, None, &END).await);
+    assert_eq!(s.lease(S, SHARD).await.unwrap(), None, "nothing recreated");
+    s.delete_lease(S, SHARD, Retire).await.unwrap();
 }
 
 async fn set_checkpoint_by_operator(f: Fixture) {

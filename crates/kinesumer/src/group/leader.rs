@@ -9,15 +9,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::assign::{self, AssignInput};
 use super::Ctx;
 use crate::config::InitialPosition;
 use crate::error::Error;
+use crate::reader::{KinesisError, StreamShards};
 use crate::store::{
-    LeaseItem, MemberItem, Operation, Owner, PlanItem, PlanStart, PlannedShard, ShardCache,
-    ShardInfo, ShardRef, StoreError,
+    LeaseDeletion, LeaseItem, MemberItem, Operation, Owner, PlanItem, PlanStart, PlannedShard,
+    ShardCache, ShardInfo, ShardRef, StoreError,
 };
 
 /// What the leader has observed of one member.
@@ -38,6 +40,8 @@ struct Seen {
 #[derive(Debug, Clone)]
 struct Listing {
     shards: Vec<ShardInfo>,
+    /// The stream's creation time: a new one means the stream was re-created.
+    created: Option<DateTime<Utc>>,
     listed_at: Duration,
 }
 
@@ -99,6 +103,7 @@ impl Leader {
         &mut self,
         ctx: &Ctx,
     ) -> Result<&BTreeMap<String, PlanItem>, TickError> {
+        let started = std::time::Instant::now();
         let members = ctx.timed(Operation::Members, ctx.store.members()).await?;
         let now = ctx.clock.fencing_now();
         let left = self.observe_members(&members, now);
@@ -123,7 +128,7 @@ impl Leader {
                     .collect::<BTreeMap<_, _>>(),
             );
         }
-        self.refresh_listings(ctx, &streams, &leases, now).await;
+        self.refresh_listings(ctx, &streams, &mut leases, now).await;
 
         let plans = self.plan(
             ctx.clock.fencing_now(),
@@ -136,6 +141,7 @@ impl Leader {
             self.delete_plan(ctx, &client_id).await?;
         }
         self.prune(ctx, now).await?;
+        crate::metrics::leader_tick(&ctx.cfg.app, started.elapsed());
         Ok(&self.written)
     }
 
@@ -219,12 +225,15 @@ impl Leader {
     }
 
     /// Lists the shards of streams whose list is stale, new, or has a newly finished shard
-    /// (so children are planned within a tick, DESIGN §4), and stores the shard cache.
+    /// (so children are planned within a tick, DESIGN §4), and stores the shard cache. A
+    /// stream re-created since the last listing has its old leases retired and is left
+    /// out of this tick's plans, so their holders let go before its shards are planned
+    /// afresh.
     async fn refresh_listings(
         &mut self,
         ctx: &Ctx,
         streams: &BTreeSet<String>,
-        leases: &BTreeMap<String, BTreeMap<String, LeaseItem>>,
+        leases: &mut BTreeMap<String, BTreeMap<String, LeaseItem>>,
         now: Duration,
     ) {
         self.listings.retain(|s, _| streams.contains(s));
@@ -246,38 +255,55 @@ impl Leader {
             if !(stale || newly_finished) {
                 continue;
             }
-            match ctx.kinesis.list_shards(stream).await {
-                Ok(listed) => {
-                    let changed = self
-                        .listings
-                        .get(stream)
-                        .is_none_or(|l| l.shards != listed.shards);
-                    if changed {
-                        let cache = ShardCache {
-                            stream: stream.clone(),
-                            shards: listed.shards.clone(),
-                            stream_created: None,
-                        };
-                        let put = ctx.store.put_shard_cache(&cache);
-                        if let Err(e) = ctx.timed(Operation::PutShardCache, put).await {
-                            debug!(error = %e, "shard cache write failed");
-                        }
-                    }
-                    self.delete_tombstones(ctx, stream, &listed.shards, &leases[stream])
-                        .await;
-                    self.listings.insert(
-                        stream.clone(),
-                        Listing {
-                            shards: listed.shards,
-                            listed_at: now,
-                        },
-                    );
-                }
+            let (listed, created) = match list(ctx, stream).await {
+                Ok(listing) => listing,
                 Err(e) => {
                     warn!(stream = %stream, error = %e, "listing shards failed");
                     ctx.signals.error(Error::Kinesis(e));
+                    continue;
                 }
+            };
+            let previous = match self.listings.get(stream) {
+                Some(l) => l.created,
+                None => stored_creation(ctx, stream).await,
+            };
+            let recreated = match (previous, created) {
+                (Some(before), Some(now)) if before != now => Some((before, now)),
+                _ => None,
+            };
+            let cache = ShardCache {
+                stream: stream.clone(),
+                shards: listed.shards.clone(),
+                stream_created: created,
+            };
+            if let Some((previous, created)) = recreated {
+                let old = leases.insert(stream.clone(), BTreeMap::new());
+                // The new creation time is stored only once every old lease is gone, so
+                // a failed retirement is found again and retried on the next tick.
+                if retire(ctx, stream, old.unwrap_or_default(), previous, created).await {
+                    put_shard_cache(ctx, &cache).await;
+                }
+                self.listings.remove(stream);
+                self.finished.remove(stream);
+                continue;
             }
+            if self
+                .listings
+                .get(stream)
+                .is_none_or(|l| l.shards != listed.shards || l.created != created)
+            {
+                put_shard_cache(ctx, &cache).await;
+            }
+            self.delete_tombstones(ctx, stream, &listed.shards, &leases[stream])
+                .await;
+            self.listings.insert(
+                stream.clone(),
+                Listing {
+                    shards: listed.shards,
+                    created,
+                    listed_at: now,
+                },
+            );
         }
     }
 
@@ -294,7 +320,9 @@ impl Leader {
         let listed: BTreeSet<&str> = listed.iter().map(|s| s.shard_id.as_str()).collect();
         for lease in leases.values() {
             if lease.shard_end && !listed.contains(lease.shard_id.as_str()) {
-                let delete = ctx.store.delete_lease(stream, &lease.shard_id);
+                let delete =
+                    ctx.store
+                        .delete_lease(stream, &lease.shard_id, LeaseDeletion::Tombstone);
                 if let Err(e) = ctx.timed(Operation::DeleteLease, delete).await {
                     debug!(error = %e, "tombstone delete failed");
                 }
@@ -492,6 +520,75 @@ impl Leader {
     }
 }
 
+/// The stream's creation time and its shards, asked in that order: a re-creation between
+/// the two calls shows as a new time on the next listing, never as new shards under the
+/// old time.
+async fn list(
+    ctx: &Ctx,
+    stream: &str,
+) -> Result<(StreamShards, Option<DateTime<Utc>>), KinesisError> {
+    let created = ctx.kinesis.stream_created(stream).await?;
+    let listed = ctx.kinesis.list_shards(stream).await?;
+    Ok((listed, created))
+}
+
+/// The creation time kept with the stream's shard cache, for a leader that has not listed
+/// the stream in this term. Unknown (a failed read, or a cache the Go client wrote) means
+/// no re-creation can be judged this time.
+async fn stored_creation(ctx: &Ctx, stream: &str) -> Option<DateTime<Utc>> {
+    match ctx
+        .timed(Operation::ShardCache, ctx.store.shard_cache(stream))
+        .await
+    {
+        Ok(cache) => cache.and_then(|c| c.stream_created),
+        Err(e) => {
+            debug!(stream = %stream, error = %e, "shard cache read failed");
+            None
+        }
+    }
+}
+
+async fn put_shard_cache(ctx: &Ctx, cache: &ShardCache) {
+    let put = ctx.store.put_shard_cache(cache);
+    if let Err(e) = ctx.timed(Operation::PutShardCache, put).await {
+        debug!(stream = %cache.stream, error = %e, "shard cache write failed");
+    }
+}
+
+/// DESIGN §4: the stream was deleted and re-created under the same name. Its old leases
+/// name shards that no longer exist (the new shard ids repeat the old ones), so their
+/// checkpoints and tombstones would skip or block the new shards: every one is deleted,
+/// and the application is told. Returns whether every one was.
+async fn retire(
+    ctx: &Ctx,
+    stream: &str,
+    old: BTreeMap<String, LeaseItem>,
+    previous: DateTime<Utc>,
+    created: DateTime<Utc>,
+) -> bool {
+    let mut retired = 0;
+    for shard_id in old.keys() {
+        let delete = ctx
+            .store
+            .delete_lease(stream, shard_id, LeaseDeletion::Retire);
+        match ctx.timed(Operation::DeleteLease, delete).await {
+            Ok(()) => retired += 1,
+            Err(e) => {
+                warn!(stream = %stream, shard_id = %shard_id, error = %e, "retiring a lease failed")
+            }
+        }
+    }
+    let e = Error::StreamRecreated {
+        stream: stream.to_owned(),
+        previous,
+        created,
+        retired,
+    };
+    warn!("{e}");
+    ctx.signals.error(e);
+    retired == old.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,6 +643,7 @@ mod tests {
             "s".into(),
             Listing {
                 shards: shards.iter().map(|s| shard(s)).collect(),
+                created: None,
                 listed_at: Duration::ZERO,
             },
         );

@@ -513,3 +513,65 @@ impl std::io::Write for Log {
         Ok(())
     }
 }
+
+/// DESIGN §4: a stream deleted and re-created under the same name. The old stream's
+/// finished parent left a tombstone on `shardId-000000000000`, the id the new stream's
+/// only shard gets: without retiring it, the new shard would count as finished and never
+/// be read. The leader sees the new creation time, retires every old lease, says so on
+/// `errors()`, and the new shard is read from the configured position.
+#[tokio::test(start_paused = true)]
+async fn a_re_created_stream_retires_the_old_leases_and_reads_the_new_shards() {
+    let g = Group::new(1);
+    let a = g.member("a").await;
+    let mut errors = a.errors();
+    let mut put = g.put(10);
+    wait_for("parent read", Duration::from_secs(20), || {
+        g.received_sequences().len() >= 10
+    })
+    .await;
+    g.kinesis.split(STREAM, "shardId-000000000000");
+    put.extend(g.put(20));
+    wait_for("children read", Duration::from_secs(30), || {
+        g.received_sequences().len() >= 30
+    })
+    .await;
+    let store: &dyn StateStore = &g.store;
+    let parent = store.lease(STREAM, "shardId-000000000000").await.unwrap();
+    assert!(
+        parent.is_some_and(|p| p.shard_end),
+        "the parent's tombstone"
+    );
+
+    g.kinesis.create_stream(STREAM, 1);
+    put.extend(g.put(5));
+    let recreated = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            if let Ok(e @ crate::Error::StreamRecreated { .. }) = errors.recv().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("a StreamRecreated error within two minutes");
+    assert!(
+        matches!(recreated, crate::Error::StreamRecreated { retired: 3, .. }),
+        "the parent and both children retired: {recreated}"
+    );
+    wait_for("the new shard read", Duration::from_secs(30), || {
+        g.received_sequences().len() >= 35
+    })
+    .await;
+    let leases = store.leases(STREAM).await.unwrap();
+    let ids: Vec<&str> = leases.iter().map(|l| l.shard_id.as_str()).collect();
+    assert_eq!(ids, ["shardId-000000000000"], "only the new shard's lease");
+    assert_eq!(
+        leases[0].start,
+        Some(crate::store::StoredStart::TrimHorizon),
+        "the configured initial position"
+    );
+    assert!(!leases[0].shard_end);
+    let got = g.received_sequences();
+    assert_eq!(got.len(), put.len(), "nothing read twice");
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), put);
+    a.close().await;
+}

@@ -72,6 +72,19 @@ impl KinesisApi for SdkKinesis {
         }
     }
 
+    async fn stream_created(&self, stream: &str) -> Result<Option<DateTime<Utc>>, KinesisError> {
+        let out = self
+            .client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .map_err(|e| classify(e, "DescribeStreamSummary", stream, None))?;
+        Ok(out
+            .stream_description_summary()
+            .and_then(|d| chrono_time(d.stream_creation_timestamp())))
+    }
+
     async fn shard_iterator(
         &self,
         stream: &str,

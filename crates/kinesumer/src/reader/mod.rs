@@ -135,6 +135,11 @@ pub trait KinesisApi: Send + Sync + fmt::Debug + 'static {
     /// Every shard of the stream (full, unfiltered, paged ListShards).
     async fn list_shards(&self, stream: &str) -> Result<StreamShards, KinesisError>;
 
+    /// When the stream was created (DescribeStreamSummary), if the service says. A stream
+    /// deleted and re-created under the same name has a new creation time, and its shard
+    /// ids name other shards.
+    async fn stream_created(&self, stream: &str) -> Result<Option<DateTime<Utc>>, KinesisError>;
+
     /// A shard iterator.
     async fn shard_iterator(
         &self,

@@ -432,6 +432,7 @@ mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
 
     use super::*;
     use crate::reader::StreamShards;
@@ -478,6 +479,10 @@ mod tests {
     impl KinesisApi for Fake {
         async fn list_shards(&self, _: &str) -> Result<StreamShards, KinesisError> {
             unreachable!("the reader never lists shards")
+        }
+
+        async fn stream_created(&self, _: &str) -> Result<Option<DateTime<Utc>>, KinesisError> {
+            unreachable!("the reader never describes the stream")
         }
 
         async fn shard_iterator(

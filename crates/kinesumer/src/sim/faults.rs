@@ -27,9 +27,9 @@ use tokio::sync::Notify;
 use super::monitor::Monitor;
 use crate::seq::Position;
 use crate::store::{
-    CheckpointWrite, HeartbeatOutcome, LeaseItem, LeaseSeen, LockItem, MemberItem, Operation,
-    Owner, PlanItem, Registration, RequestCounter, RequestCounts, ShardCache, ShardRef, StateStore,
-    StoreError, StoredStart,
+    CheckpointWrite, HeartbeatOutcome, LeaseDeletion, LeaseItem, LeaseSeen, LockItem, MemberItem,
+    Operation, Owner, PlanItem, Registration, RequestCounter, RequestCounts, ShardCache, ShardRef,
+    StateStore, StoreError, StoredStart,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -596,11 +596,16 @@ impl StateStore for FaultyStore {
         .await
     }
 
-    async fn delete_lease(&self, stream: &str, shard_id: &str) -> Result<(), StoreError> {
+    async fn delete_lease(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        which: LeaseDeletion,
+    ) -> Result<(), StoreError> {
         let (s, id) = (stream.to_owned(), shard_id.to_owned());
         self.call(
             lease_req(Operation::DeleteLease, stream, shard_id),
-            apply!(|st| st.delete_lease(&s, &id)),
+            apply!(|st| st.delete_lease(&s, &id, which)),
         )
         .await
     }

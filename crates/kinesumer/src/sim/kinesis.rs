@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::clock::{Clock, SystemClock};
 use crate::reader::{
@@ -24,6 +25,7 @@ struct Shard {
 #[derive(Debug, Default)]
 struct State {
     streams: BTreeMap<String, Vec<Shard>>,
+    created: BTreeMap<String, DateTime<Utc>>,
     next_sequence: u64,
 }
 
@@ -63,7 +65,9 @@ impl SimKinesis {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Creates a stream with `shards` open shards.
+    /// Creates a stream with `shards` open shards. Creating one that exists deletes it
+    /// first, as deleting and re-creating a stream does: the new one has a later creation
+    /// time, and its shard ids name new shards without records.
     pub fn create_stream(&self, stream: &str, shards: usize) {
         let list = (0..shards)
             .map(|n| Shard {
@@ -78,7 +82,21 @@ impl SimKinesis {
                 records: Vec::new(),
             })
             .collect();
-        self.state().streams.insert(stream.to_owned(), list);
+        let mut state = self.state();
+        let now = self.clock.wall();
+        let created = match state.created.get(stream) {
+            Some(&before) if before >= now => before + chrono::Duration::milliseconds(1),
+            _ => now,
+        };
+        state.created.insert(stream.to_owned(), created);
+        state.streams.insert(stream.to_owned(), list);
+    }
+
+    /// How many shards ListShards lists for `stream` (0 when there is no such stream).
+    pub fn shard_count(&self, stream: &str) -> usize {
+        self.state().streams.get(stream).map_or(0, |shards| {
+            shards.iter().filter(|s| s.info.is_some()).count()
+        })
     }
 
     /// Appends a record to the open shard its partition key hashes to; returns the shard
@@ -181,6 +199,16 @@ impl KinesisApi for SimKinesis {
         Ok(StreamShards {
             shards: shards.iter().filter_map(|s| s.info.clone()).collect(),
         })
+    }
+
+    async fn stream_created(&self, stream: &str) -> Result<Option<DateTime<Utc>>, KinesisError> {
+        let state = self.state();
+        match state.created.get(stream) {
+            Some(&created) => Ok(Some(created)),
+            None => Err(KinesisError::StreamNotFound {
+                stream: stream.to_owned(),
+            }),
+        }
     }
 
     async fn shard_iterator(

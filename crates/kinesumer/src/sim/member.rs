@@ -106,6 +106,10 @@ impl KinesisApi for GatedKinesis {
         self.gated(self.inner.list_shards(stream)).await
     }
 
+    async fn stream_created(&self, stream: &str) -> Result<Option<DateTime<Utc>>, KinesisError> {
+        self.gated(self.inner.stream_created(stream)).await
+    }
+
     async fn shard_iterator(
         &self,
         stream: &str,

@@ -41,9 +41,9 @@ use aws_sdk_dynamodb::types::{
 use self::codec::{attr, key, n, now, s, start_value, string_list, Attrs, Item, Keys, PlanBody};
 use self::expr::{with_expr, Expr};
 use super::{
-    CheckpointWrite, HeartbeatOutcome, LeaseItem, LeaseSeen, LockItem, MemberItem, Operation,
-    Owner, PlanItem, Registration, RequestCounter, RequestCounts, ShardCache, StateStore,
-    StoreError, StoredStart,
+    CheckpointWrite, HeartbeatOutcome, LeaseDeletion, LeaseItem, LeaseSeen, LockItem, MemberItem,
+    Operation, Owner, PlanItem, Registration, RequestCounter, RequestCounts, ShardCache,
+    StateStore, StoreError, StoredStart,
 };
 use crate::seq::Position;
 
@@ -814,10 +814,17 @@ impl StateStore for DynamoStore {
         .map(drop)
     }
 
-    async fn delete_lease(&self, stream: &str, shard_id: &str) -> Result<(), StoreError> {
+    async fn delete_lease(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        which: LeaseDeletion,
+    ) -> Result<(), StoreError> {
         let mut e = Expr::default();
-        let c = e.eq(attr::SHARD_END, AttributeValue::Bool(true));
-        gone_or(&mut e, c);
+        if which == LeaseDeletion::Tombstone {
+            let c = e.eq(attr::SHARD_END, AttributeValue::Bool(true));
+            gone_or(&mut e, c);
+        }
         let (name, key) = (
             lease_name(stream, shard_id),
             self.lease_key(stream, shard_id),

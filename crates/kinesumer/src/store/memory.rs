@@ -27,9 +27,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::{
-    CheckpointWrite, HeartbeatOutcome, LeaseItem, LeaseSeen, LockItem, MemberItem, Operation,
-    Owner, PlanItem, Registration, RequestCounter, RequestCounts, ShardCache, StateStore,
-    StoreError, StoredStart,
+    CheckpointWrite, HeartbeatOutcome, LeaseDeletion, LeaseItem, LeaseSeen, LockItem, MemberItem,
+    Operation, Owner, PlanItem, Registration, RequestCounter, RequestCounts, ShardCache,
+    StateStore, StoreError, StoredStart,
 };
 use crate::seq::Position;
 
@@ -322,13 +322,19 @@ impl StateStore for MemoryStore {
         })
     }
 
-    async fn delete_lease(&self, stream: &str, shard_id: &str) -> Result<(), StoreError> {
+    async fn delete_lease(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        which: LeaseDeletion,
+    ) -> Result<(), StoreError> {
         self.with(Operation::DeleteLease, |d| {
             let Some(shards) = d.leases.get_mut(stream) else {
                 return Ok(());
             };
             if let Some(l) = shards.get(shard_id) {
-                check(l.shard_end, || lease_name(stream, shard_id))?;
+                let allowed = which == LeaseDeletion::Retire || l.shard_end;
+                check(allowed, || lease_name(stream, shard_id))?;
                 shards.remove(shard_id);
             }
             Ok(())

@@ -264,6 +264,18 @@ pub enum Registration {
     },
 }
 
+/// Which lease [`StateStore::delete_lease`] may delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseDeletion {
+    /// A finished shard's tombstone, once the stream no longer lists the shard:
+    /// conditional on `shard_end`, so a lease still in use is never deleted.
+    Tombstone,
+    /// Any lease of a stream that was deleted and re-created under the same name: its
+    /// shard ids now name other shards, so its checkpoints and tombstones no longer
+    /// apply. Unconditional; a holder's next fenced write is refused.
+    Retire,
+}
+
 /// The requests a state store makes, for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -576,9 +588,15 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         write: &CheckpointWrite,
     ) -> Result<(), StoreError>;
 
-    /// Deletes a finished shard's tombstone (conditional on `shard_end`). An item already
-    /// gone is not an error.
-    async fn delete_lease(&self, stream: &str, shard_id: &str) -> Result<(), StoreError>;
+    /// Deletes a lease: a finished shard's tombstone (conditional on `shard_end`), or any
+    /// lease of a re-created stream ([`LeaseDeletion`]). An item already gone is not an
+    /// error.
+    async fn delete_lease(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        which: LeaseDeletion,
+    ) -> Result<(), StoreError>;
 
     /// An operator's move of a checkpoint (`kinesumer reset`): sets or removes the
     /// position and the stored start, clears `shard_end` and removes `millis_behind`
