@@ -87,17 +87,18 @@ async fn a_consuming_member_serves_metrics_that_match_what_it_consumed() {
         *written.entry(line.shard_id.clone()).or_default() += 1.0;
     }
 
-    // The member writes a record before the exporter's next scrape sees it counted, and
-    // holds every shard before its gauge says so: wait for the counts to catch up.
+    // The gauges follow the member's coordinator loop a moment after the fact: wait for
+    // a scrape of the settled member (every shard held, leading, every record counted).
     let body = eventually(
         "the scraped metrics catch up with what was consumed",
         Duration::from_secs(30),
         || async {
             let body = scrape(&addr).await?;
-            let held = samples(&body, "kinesumer_shards_held");
+            let held = samples(&body, "kinesumer_shards_held").first()?.value;
+            let leader = samples(&body, "kinesumer_leader").first()?.value;
             let delivered = per_shard(&body, "kinesumer_records_delivered_total");
-            (held.first()?.value == SHARDS as f64 && delivered.values().sum::<f64>() >= 60.0)
-                .then_some(body)
+            let counted = delivered.values().sum::<f64>() >= 60.0;
+            (held == SHARDS as f64 && leader == 1.0 && counted).then_some(body)
         },
     )
     .await;
