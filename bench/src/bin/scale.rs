@@ -6,9 +6,10 @@
 //! cargo run --release -p kinesumer-bench --bin scale [-- --max-members 100 --max-shards 1000]
 //! ```
 //!
-//! The leader's time per tick is the library's `kinesumer_leader_tick_seconds`
-//! histogram: wall time of the tick, which on the in-memory store and a single thread is
-//! the leader's CPU time (plus the simulation's own bookkeeping of each request).
+//! The leader's time per tick is the library's `kinesumer_leader_tick_seconds` histogram
+//! (`kinesumer::metrics::LEADER_TICK`): wall time of the tick, which on the in-memory
+//! store and a single thread is the leader's CPU time (plus the simulation's own
+//! bookkeeping of each request).
 
 use std::time::Instant;
 
@@ -51,7 +52,7 @@ fn leader_ticks(snapshotter: &Snapshotter) -> Vec<f64> {
         .snapshot()
         .into_vec()
         .into_iter()
-        .filter(|(key, ..)| key.key().name() == "kinesumer_leader_tick_seconds")
+        .filter(|(key, ..)| key.key().name() == kinesumer::metrics::LEADER_TICK)
         .flat_map(|(.., value)| match value {
             DebugValue::Histogram(v) => v.into_iter().map(|s| s.into_inner() * 1e3).collect(),
             _ => Vec::new(),

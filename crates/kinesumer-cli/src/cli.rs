@@ -1,5 +1,6 @@
 //! The command line, as `clap` derives it: every subcommand, option and help text.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -187,6 +188,11 @@ pub(crate) struct ConsumeArgs {
     /// Read with enhanced fan-out. Not available yet (issue 6): refused as a usage error.
     #[arg(long)]
     pub(crate) efo: bool,
+    /// Serve the member's metrics in the Prometheus text format on this address, at
+    /// http://HOST:PORT/metrics (docs/operations.md lists them). An address that does not
+    /// resolve or cannot be listened on is a usage error.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
+    pub(crate) metrics_addr: Option<SocketAddr>,
 }
 
 /// The record format of `consume`.
@@ -253,6 +259,15 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_millis)
         .map_err(|e| format!("{e}: expected milliseconds, e.g. 1500"))
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{e}: expected HOST:PORT, e.g. 127.0.0.1:9464"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s} resolves to no address: expected HOST:PORT"))
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {

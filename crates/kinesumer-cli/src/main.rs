@@ -10,6 +10,7 @@ mod aws;
 mod cli;
 mod consume;
 mod observe;
+mod prometheus;
 mod put;
 mod reset;
 mod status;

@@ -114,7 +114,7 @@ impl Kinesumer {
         kinesis: Arc<dyn KinesisApi>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let signals = Signals::new(config.event_buffer);
+        let signals = Signals::new(&config.app, config.event_buffer);
         Self {
             config: Arc::new(config),
             store,

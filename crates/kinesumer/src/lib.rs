@@ -10,6 +10,7 @@ mod consumer;
 mod delivery;
 mod error;
 pub mod group;
+pub mod metrics;
 mod random;
 pub mod reader;
 mod record;

@@ -141,7 +141,7 @@ impl Leader {
             self.delete_plan(ctx, &client_id).await?;
         }
         self.prune(ctx, now).await?;
-        metrics::histogram!("kinesumer_leader_tick_seconds").record(started.elapsed());
+        crate::metrics::leader_tick(&ctx.cfg.app, started.elapsed());
         Ok(&self.written)
     }
 
@@ -463,7 +463,7 @@ impl Leader {
             {
                 Ok(()) => {
                     debug!(member = %client_id, shards = plan.streams.values().map(Vec::len).sum::<usize>(), "plan written");
-                    metrics::counter!("kinesumer_plan_changes_total").increment(1);
+                    crate::metrics::plan_written(&ctx.cfg.app);
                     self.written.insert(client_id, plan);
                 }
                 Err(StoreError::ConditionFailed { .. }) => return Err(TickError::Deposed),

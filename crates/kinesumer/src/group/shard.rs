@@ -612,11 +612,11 @@ impl ShardTask {
                 if moved {
                     held.committed = mark;
                 }
-                metrics::counter!("kinesumer_commits_total", "stream" => self.key.stream.clone())
-                    .increment(1);
+                track.metrics.commits.increment(1);
                 Ok(())
             }
             Err(StoreError::ConditionFailed { .. }) => {
+                track.metrics.commit_failures.increment(1);
                 // Either the lease moved on (lost) or an earlier write of ours that timed
                 // out landed late: re-read to tell.
                 held.reread = true;
@@ -627,8 +627,7 @@ impl ShardTask {
             }
             Err(e) => {
                 held.reread = true;
-                metrics::counter!("kinesumer_commit_failures_total", "stream" => self.key.stream.clone())
-                    .increment(1);
+                track.metrics.commit_failures.increment(1);
                 self.ctx.signals.error(Error::CommitFailed {
                     stream: self.key.stream.clone(),
                     shard_id: self.key.shard_id.clone(),
@@ -756,7 +755,7 @@ async fn deliver(
                 if !track.may_hand_out() {
                     return;
                 }
-                track.handed_out(&pos);
+                track.handed_out(&pos, record.data.len());
                 handler.handle(record).await;
                 if auto_commit {
                     track.mark(&pos);

@@ -339,6 +339,181 @@ async fn a_finished_parent_still_listed_is_never_read_again() {
     c.close().await;
 }
 
+/// A member's metrics follow what happens to it: the takes of its join and one rebalance,
+/// a lease taken from under it (a loss, then a take once the thief is judged gone), the
+/// releases of its close; shards held and leadership; state-store requests as the store
+/// counted them.
+#[test]
+fn a_member_s_metrics_follow_its_leases() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use crate::metrics::tests::{id, values};
+    use crate::metrics::*;
+    use crate::store::{LeaseSeen, Owner, StoredStart};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let app = [("app", "app")];
+    let app_stream = [("app", "app"), ("stream", STREAM)];
+    // Every task runs on this thread, so the local recorder sees all they record.
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let g = Group::new(4);
+            let a = g.member("a").await;
+            wait_balanced(&[&a], 4).await;
+            let requests = g.store.requests();
+            let joined = values(&snapshotter);
+            assert_eq!(joined[&id(LEASE_TAKES, app_stream)], DebugValue::Counter(4));
+            assert_eq!(joined[&id(SHARDS_HELD, app)], DebugValue::Gauge(4.0.into()));
+            assert_eq!(joined[&id(LEADER, app)], DebugValue::Gauge(1.0.into()));
+            assert!(
+                matches!(&joined[&id(REBALANCE_DURATION, app)], DebugValue::Histogram(h) if h.len() == 1),
+                "one rebalance: the join"
+            );
+            for (op, n) in requests.0 {
+                assert_eq!(
+                    joined[&id(STORE_REQUESTS, [("op", op.name())])],
+                    DebugValue::Counter(n),
+                    "{op:?}"
+                );
+            }
+
+            // Another owner takes a lease: the leader's plan shows the newer lease, the
+            // member stops the shard, and takes it again once the thief is judged gone.
+            let shard = "shardId-000000000000";
+            let lease = g.store.lease(STREAM, shard).await.unwrap().unwrap();
+            let seen = LeaseSeen {
+                exists: true,
+                owner: lease.owner,
+                lease_counter: lease.lease_counter,
+            };
+            let thief = Owner {
+                client_id: "thief".into(),
+                token: "1".into(),
+            };
+            let start = StoredStart::TrimHorizon;
+            g.store
+                .take_lease(STREAM, shard, &thief, &seen, &start)
+                .await
+                .unwrap();
+            wait_for("the stolen shard stopped", Duration::from_secs(10), || {
+                a.held_shards().len() == 3
+            })
+            .await;
+            wait_balanced(&[&a], 4).await;
+            a.close().await;
+        })
+    });
+    let after = values(&snapshotter);
+    assert_eq!(after[&id(LEASE_LOSSES, app_stream)], DebugValue::Counter(1));
+    assert_eq!(after[&id(LEASE_TAKES, app_stream)], DebugValue::Counter(1));
+    assert_eq!(
+        after[&id(LEASE_RELEASES, app_stream)],
+        DebugValue::Counter(4)
+    );
+    assert!(
+        matches!(&after[&id(REBALANCE_DURATION, app)], DebugValue::Histogram(h) if h.len() == 1),
+        "one rebalance: the lost shard taken again"
+    );
+    assert!(!after.contains_key(&id(FENCINGS, app)), "never fenced");
+}
+
+/// Each checkpoint a member writes carries the shard's lag, so `kinesumer status` shows
+/// it without reading the stream: here the in-memory Kinesis reports 0 at the tip.
+#[tokio::test(start_paused = true)]
+async fn checkpoints_carry_the_shard_s_lag() {
+    let g = Group::new(2);
+    let a = g.member("a").await;
+    g.put(20);
+    let store: &dyn StateStore = &g.store;
+    let mut leases = Vec::new();
+    for _ in 0..200 {
+        leases = store.leases(STREAM).await.unwrap();
+        if leases.len() == 2 && leases.iter().all(|l| l.checkpoint.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    for lease in &leases {
+        assert!(lease.checkpoint.is_some(), "committed: {lease:?}");
+        assert_eq!(lease.millis_behind, Some(0), "{lease:?}");
+    }
+    a.close().await;
+}
+
+/// What a member logs names its app, member, stream and shard through its spans — and
+/// never a record's payload or partition key, even at debug level.
+#[test]
+fn logs_name_app_member_stream_and_shard_but_no_payload() {
+    let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || Log(sink.clone()))
+        .finish();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    // Every task runs on this thread, so the thread's default subscriber sees them all.
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let g = Group::new(1);
+            let a = g.member("a").await;
+            g.kinesis
+                .put(STREAM, "partition-key-7", b"payload-secret-42");
+            wait_for("received", Duration::from_secs(20), || {
+                g.received_sequences().len() == 1
+            })
+            .await;
+            a.close().await;
+        })
+    });
+    let log = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+    let member = "member{app=app member=a}";
+    let shard = "shard{stream=orders shard=shardId-000000000000}";
+    let line = |says: &str| {
+        log.lines()
+            .find(|l| l.contains(says))
+            .unwrap_or_else(|| panic!("no {says:?} in\n{log}"))
+    };
+    assert!(line("joined the group").contains(member));
+    assert!(line("became the leader").contains(member));
+    for says in ["lease taken", "read records="] {
+        let l = line(says);
+        assert!(l.contains(member) && l.contains(shard), "{l}");
+    }
+    assert!(line("lease taken").contains(" INFO "));
+    assert!(line("read records=").contains("DEBUG"));
+    assert!(!log.contains("payload-secret"), "a payload was logged");
+    assert!(
+        !log.contains("partition-key-7"),
+        "a partition key was logged"
+    );
+}
+
+/// A `tracing` writer into a shared buffer.
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// DESIGN §4: a stream deleted and re-created under the same name. The old stream's
 /// finished parent left a tombstone on `shardId-000000000000`, the id the new stream's
 /// only shard gets: without retiring it, the new shard would count as finished and never

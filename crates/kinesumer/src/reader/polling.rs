@@ -22,7 +22,7 @@
 //!   and a closed shard waits only for the last item *sent* ([`ReaderEnd::ShardEnd`]),
 //!   so it never stalls on one;
 //! - a record that does not decode is sent as it is, as a whole record, and counted
-//!   (`kinesumer_aggregated_malformed_total`).
+//!   ([`crate::metrics::AGGREGATED_MALFORMED`]).
 //!
 //! A reader touches only its own shard: its errors, waits and backpressure never pause
 //! another shard's reader, each being its own task.
@@ -40,7 +40,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Counter, Gauge};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +48,7 @@ use tracing::Instrument;
 use super::{aggregation, IteratorStart, KinesisApi, KinesisError, RawRecord, RecordsPage};
 use crate::backoff::Backoff;
 use crate::config::Aggregation;
+use crate::metrics::ReadMetrics;
 use crate::seq::{Position, SequenceNumber};
 use crate::store::StoredStart;
 
@@ -154,21 +154,8 @@ pub(crate) async fn read_shard(
         ReadFrom::Start(StoredStart::TrimHorizon) => (IteratorStart::TrimHorizon, None),
         ReadFrom::Start(StoredStart::AtTimestamp(t)) => (IteratorStart::AtTimestamp(t), None),
     };
-    let labels = [
-        ("stream", stream.to_string()),
-        ("shard", shard_id.to_string()),
-    ];
     let reader = Reader {
-        metrics: ShardMetrics {
-            records: metrics::counter!("kinesumer_records_read_total", &labels),
-            bytes: metrics::counter!("kinesumer_bytes_read_total", &labels),
-            throttles: metrics::counter!("kinesumer_kinesis_throttles_total", &labels),
-            retries: metrics::counter!("kinesumer_kinesis_retries_total", &labels),
-            millis_behind: metrics::gauge!("kinesumer_millis_behind_latest", &labels),
-            aggregated: metrics::counter!("kinesumer_aggregated_records_total", &labels),
-            user_records: metrics::counter!("kinesumer_aggregated_user_records_total", &labels),
-            malformed: metrics::counter!("kinesumer_aggregated_malformed_total", &labels),
-        },
+        metrics: ReadMetrics::new(&stream, &shard_id),
         api,
         stream,
         shard_id,
@@ -182,19 +169,6 @@ pub(crate) async fn read_shard(
         backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP),
     };
     reader.run().instrument(span).await
-}
-
-struct ShardMetrics {
-    records: Counter,
-    bytes: Counter,
-    throttles: Counter,
-    retries: Counter,
-    millis_behind: Gauge,
-    /// Aggregated records split, and the user records they held.
-    aggregated: Counter,
-    user_records: Counter,
-    /// Records with the KPL magic that did not decode, delivered as they are.
-    malformed: Counter,
 }
 
 struct Reader {
@@ -213,7 +187,7 @@ struct Reader {
     /// The position of the last item sent (what a finished shard must see marked).
     last_sent: Option<Position>,
     backoff: Backoff,
-    metrics: ShardMetrics,
+    metrics: ReadMetrics,
 }
 
 impl Reader {
@@ -324,10 +298,18 @@ impl Reader {
     /// Sends the page's records that are past the checkpoint; returns the rest of the
     /// page, or `None` when cancelled or the receiver is gone.
     async fn deliver(&mut self, mut page: RecordsPage) -> Option<RecordsPage> {
+        if !page.records.is_empty() {
+            tracing::debug!(
+                records = page.records.len(),
+                bytes = page.bytes,
+                millis_behind = ?page.millis_behind,
+                "read"
+            );
+        }
         self.metrics.records.increment(page.records.len() as u64);
         self.metrics.bytes.increment(page.bytes as u64);
         if let Some(m) = page.millis_behind {
-            self.metrics.millis_behind.set(m as f64);
+            self.metrics.behind.set(m as f64);
         }
         for record in std::mem::take(&mut page.records) {
             let seq = record.sequence_number.clone();
