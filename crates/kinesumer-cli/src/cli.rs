@@ -71,6 +71,9 @@ pub(crate) enum Command {
     /// Write the lines of stdin as records (PutRecords, 500 per batch, failed entries
     /// retried).
     Put(PutArgs),
+    /// Deregister the app's enhanced fan-out stream consumer from streams, for cleanup
+    /// once no member of the app reads them with --efo any more.
+    DeregisterConsumer(DeregisterConsumerArgs),
 }
 
 /// `kinesumer table …`
@@ -184,9 +187,34 @@ pub(crate) struct ConsumeArgs {
     /// How often processed records are checkpointed.
     #[arg(long, default_value = "5000", value_name = "MS", value_parser = parse_millis)]
     pub(crate) commit_interval_ms: Duration,
-    /// Read with enhanced fan-out. Not available yet (issue 6): refused as a usage error.
+    /// Read with enhanced fan-out (SubscribeToShard) instead of polling. The app's
+    /// stream consumer is registered on each stream (or found) and must become ACTIVE.
     #[arg(long)]
     pub(crate) efo: bool,
+    #[command(flatten)]
+    pub(crate) consumer: FanOutConsumer,
+}
+
+/// The name of the app's enhanced fan-out stream consumer.
+#[derive(Debug, Args)]
+pub(crate) struct FanOutConsumer {
+    /// The Go client's `Region`: with it the fan-out consumer is named <app>-<REGION>
+    /// rather than <app>. Not the AWS region (see --region).
+    #[arg(long, value_name = "REGION")]
+    pub(crate) consumer_region: Option<String>,
+}
+
+/// `kinesumer deregister-consumer`
+#[derive(Debug, Args)]
+pub(crate) struct DeregisterConsumerArgs {
+    /// The application whose consumer goes.
+    #[arg(long)]
+    pub(crate) app: String,
+    /// A stream to deregister it from (repeatable).
+    #[arg(long = "stream", value_name = "STREAM", required = true)]
+    pub(crate) streams: Vec<String>,
+    #[command(flatten)]
+    pub(crate) consumer: FanOutConsumer,
 }
 
 /// The record format of `consume`.

@@ -26,11 +26,21 @@ async fn usage_errors_exit_2_and_say_why() {
     .await;
     usage_error(
         &[
-            "consume", "--app", "a", "--table", "t", "--stream", "s", "--efo",
+            "consume",
+            "--app",
+            "a",
+            "--table",
+            "table",
+            "--stream",
+            "s",
+            "--efo",
+            "--consumer-region",
+            "eu west",
         ],
-        "enhanced fan-out is not implemented yet (issue 6)",
+        "the fan-out consumer name \"a-eu west\"",
     )
     .await;
+    usage_error(&["deregister-consumer", "--app", "a"], "--stream <STREAM>").await;
     usage_error(
         &[
             "consume", "--app", "a", "--table", "t", "--stream", "s", "--from", "soon",
@@ -78,6 +88,7 @@ async fn help_lists_every_subcommand_and_the_aws_options() {
         "consume",
         "reset",
         "put",
+        "deregister-consumer",
         "--region",
         "--endpoint-url",
         "--kinesis-endpoint",

@@ -184,12 +184,24 @@ impl Member {
     /// Starts a member of `app` consuming `stream` from TRIM_HORIZON, committing every
     /// 500 ms.
     pub fn start(app: &str, table: &str, stream: &str, client_id: &str) -> Self {
+        Self::start_with(app, table, stream, client_id, &[])
+    }
+
+    /// As [`Member::start`], with `extra` options of `consume`.
+    pub fn start_with(
+        app: &str,
+        table: &str,
+        stream: &str,
+        client_id: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut child = kinesumer()
             .args([
                 "consume", "--app", app, "--table", table, "--stream", stream,
             ])
             .args(["--client-id", client_id, "--from", "trim-horizon"])
             .args(["--commit-interval-ms", "500"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
