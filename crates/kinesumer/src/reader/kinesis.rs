@@ -529,7 +529,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
     use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+    use aws_smithy_runtime_api::client::http::{
+        http_client_fn, HttpConnector, HttpConnectorFuture, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
     use aws_smithy_types::error::ErrorMetadata;
 
     fn service_error(code: &str) -> SdkError<GetRecordsError, ()> {
@@ -590,6 +598,137 @@ mod tests {
         assert!(
             matches!(&e, KinesisError::ResourceInUse { message, .. } if message.contains("Another active")),
             "{e:?}"
+        );
+    }
+
+    /// The status code and JSON body answering an operation, given how many times it was
+    /// called before.
+    type Answer = dyn Fn(&str, usize) -> (u16, String) + Send + Sync;
+
+    /// A Kinesis endpoint answering each operation (by its X-Amz-Target) from `answer`,
+    /// given the operation and how many times it was called before; every call is kept.
+    #[derive(Clone)]
+    struct Canned {
+        answer: Arc<Answer>,
+        calls: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl fmt::Debug for Canned {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Canned").finish_non_exhaustive()
+        }
+    }
+
+    impl HttpConnector for Canned {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let op = request
+                .headers()
+                .get("x-amz-target")
+                .unwrap_or_default()
+                .trim_start_matches("Kinesis_20131202.")
+                .to_owned();
+            let before = {
+                let mut calls = self.calls.lock().unwrap();
+                calls.push(op.clone());
+                calls.iter().filter(|c| **c == op).count() - 1
+            };
+            let (status, body) = (self.answer)(&op, before);
+            let mut response =
+                HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body));
+            response
+                .headers_mut()
+                .insert("content-type", "application/x-amz-json-1.1");
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    impl Canned {
+        fn new(answer: impl Fn(&str, usize) -> (u16, String) + Send + Sync + 'static) -> Self {
+            Self {
+                answer: Arc::new(answer),
+                calls: Arc::default(),
+            }
+        }
+
+        fn kinesis(&self) -> SdkKinesis {
+            let connector = SharedHttpConnector::new(self.clone());
+            let conf = aws_sdk_kinesis::Config::builder()
+                .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+                .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+                .credentials_provider(aws_credential_types::Credentials::for_tests())
+                .http_client(http_client_fn(move |_, _| connector.clone()))
+                .build();
+            SdkKinesis::new(aws_sdk_kinesis::Client::from_conf(conf))
+        }
+
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    fn stream_summary() -> (u16, String) {
+        let body = r#"{"StreamDescriptionSummary":{"StreamName":"s","StreamARN":"arn:aws:kinesis:us-east-1:1:stream/s","StreamStatus":"ACTIVE","RetentionPeriodHours":24,"StreamCreationTimestamp":1.0,"EnhancedMonitoring":[],"OpenShardCount":1}}"#;
+        (200, body.to_owned())
+    }
+
+    fn consumer(status: &str) -> (u16, String) {
+        let body = format!(
+            r#"{{"ConsumerDescription":{{"ConsumerName":"app","ConsumerARN":"arn:consumer","ConsumerStatus":"{status}","ConsumerCreationTimestamp":1.0,"StreamARN":"arn:aws:kinesis:us-east-1:1:stream/s"}}}}"#
+        );
+        (200, body)
+    }
+
+    fn refused(code: &str) -> (u16, String) {
+        (400, format!(r#"{{"__type":"{code}","message":"refused"}}"#))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_consumer_registered_meanwhile_by_another_member_is_found() {
+        let canned = Canned::new(|op, before| match (op, before) {
+            ("DescribeStreamSummary", _) => stream_summary(),
+            ("DescribeStreamConsumer", 0) => refused("ResourceNotFoundException"),
+            ("RegisterStreamConsumer", _) => refused("ResourceInUseException"),
+            ("DescribeStreamConsumer", 1) => consumer("CREATING"),
+            ("DescribeStreamConsumer", _) => consumer("ACTIVE"),
+            _ => refused("InvalidArgumentException"),
+        });
+        let arn = canned
+            .kinesis()
+            .register_consumer("s", "app", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(arn, "arn:consumer");
+        assert_eq!(
+            canned.calls(),
+            [
+                "DescribeStreamSummary",
+                "DescribeStreamConsumer",
+                "RegisterStreamConsumer",
+                "DescribeStreamConsumer",
+                "DescribeStreamConsumer"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_consumer_that_never_becomes_active_times_out_naming_it() {
+        let canned = Canned::new(|op, _| match op {
+            "DescribeStreamSummary" => stream_summary(),
+            _ => consumer("CREATING"),
+        });
+        let err = canned
+            .kinesis()
+            .register_consumer("s", "app", Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, KinesisError::FanOutConsumer { consumer, .. } if consumer == "app"),
+            "{err:?}"
+        );
+        assert!(
+            text.contains("not ACTIVE within 10s") && text.contains("CREATING"),
+            "{text}"
         );
     }
 
