@@ -1,7 +1,7 @@
 //! Reading shards: the seam over Kinesis ([`KinesisApi`]), its implementation over the
 //! AWS SDK ([`SdkKinesis`]), and the two readers (one task per owned shard): polling
 //! with GetRecords, and enhanced fan-out with SubscribeToShard. Both send through the
-//! same [`feed`](self::feed) (checkpoint skip, aggregation splitting, error handling).
+//! same feed (`reader/feed.rs`: checkpoint skip, aggregation splitting, error handling).
 
 pub mod aggregation;
 pub(crate) mod fanout;
