@@ -49,6 +49,10 @@ pub(crate) struct AwsOptions {
     /// The profile of the shared AWS config and credentials files (sets AWS_PROFILE).
     #[arg(long, global = true, value_name = "NAME")]
     pub(crate) profile: Option<String>,
+    /// A PEM file of certificate authorities to trust besides the system's, for
+    /// endpoints behind a private CA (sets AWS_CA_BUNDLE).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) ca_bundle: Option<String>,
 }
 
 /// The subcommands.

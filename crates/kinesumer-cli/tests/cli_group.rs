@@ -222,4 +222,13 @@ async fn consume_with_efo_then_deregister_the_consumer() {
     );
     let out = ok(&deregister).await;
     assert!(out.contains(&format!("no consumer {app}")), "{out}");
+    // The tool's own clients trust --ca-bundle: the same call over kinesis-local's TLS port.
+    let (tls, ca) = (kinesis_tls_endpoint(), local_ca_bundle());
+    let over_tls = [
+        &["--kinesis-endpoint", &tls, "--ca-bundle", &ca],
+        &deregister[..],
+    ]
+    .concat();
+    let out = ok(&over_tls).await;
+    assert!(out.contains(&format!("no consumer {app}")), "{out}");
 }

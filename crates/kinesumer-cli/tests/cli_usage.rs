@@ -43,6 +43,19 @@ async fn usage_errors_exit_2_and_say_why() {
     usage_error(&["deregister-consumer", "--app", "a"], "--stream <STREAM>").await;
     usage_error(
         &[
+            "--ca-bundle",
+            "/nonexistent/ca.pem",
+            "deregister-consumer",
+            "--app",
+            "a",
+            "--stream",
+            "s",
+        ],
+        "ca_bundle: cannot read it",
+    )
+    .await;
+    usage_error(
+        &[
             "consume", "--app", "a", "--table", "t", "--stream", "s", "--from", "soon",
         ],
         "expected latest, trim-horizon or an RFC 3339 time",
@@ -95,6 +108,7 @@ async fn help_lists_every_subcommand_and_the_aws_options() {
         "--dynamodb-endpoint",
         "--role-arn",
         "--profile",
+        "--ca-bundle",
         "Exit codes",
     ] {
         assert!(help.contains(word), "--help lacks {word}: {help}");

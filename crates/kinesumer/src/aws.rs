@@ -83,7 +83,7 @@ pub(crate) async fn sdk_clients_from(
         .ca_bundle()
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os(CA_BUNDLE_VAR).map(PathBuf::from))
-        .map(|path| trusting(&path))
+        .map(|path| ca_bundle_http_client(&path))
         .transpose()?;
 
     let mut kinesis = aws_sdk_kinesis::config::Builder::from(sdk)
@@ -130,9 +130,15 @@ pub(crate) async fn sdk_clients_from(
     ))
 }
 
-/// An HTTPS client (rustls) trusting the system's roots and the certificates of the PEM
-/// file at `path`.
-fn trusting(path: &Path) -> Result<SharedHttpClient, ConfigError> {
+/// An HTTP client for the AWS SDK (rustls; HTTP/1.1, and HTTP/2 by ALPN) trusting the
+/// system's roots and the certificates of the PEM file at `path`: what the consumer's
+/// clients use with a CA bundle, for an application's or a tool's own clients to match.
+///
+/// # Errors
+///
+/// A [`ConfigError`] naming `ca_bundle` and the file when it cannot be read or holds no
+/// certificate.
+pub fn ca_bundle_http_client(path: &Path) -> Result<SharedHttpClient, ConfigError> {
     let refused = |reason: String| ConfigError {
         field: "ca_bundle",
         reason: format!(

@@ -239,14 +239,7 @@ async fn the_end_of_a_split_shard_is_detected_and_its_children_read() {
 /// Fan-out through kinesis-local's TLS port (HTTP/2), trusting the local stack's CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_over_tls_and_http2() {
-    let endpoint = std::env::var("KINESUMER_TEST_KINESIS_TLS_ENDPOINT")
-        .unwrap_or_else(|_| "https://localhost:4568".into());
-    let ca = std::env::var("KINESUMER_TEST_CA_BUNDLE").unwrap_or_else(|_| {
-        format!(
-            "{}/../../.local-stack/tls/ca.pem",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    });
+    let (endpoint, ca) = (kinesis_tls_endpoint(), local_ca_bundle());
     let mut fleet = Fleet::new(2).await;
     let config = fan_out(&fleet, "a")
         .kinesis_endpoint(endpoint)

@@ -12,8 +12,11 @@ use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+#[path = "../../../kinesumer/tests/common/tls.rs"]
+mod tls;
 #[path = "../../../kinesumer/tests/common/wait.rs"]
 mod wait;
+pub use tls::*;
 pub use wait::*;
 
 /// A name no other test uses.

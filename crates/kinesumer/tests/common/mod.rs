@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+mod tls;
 mod wait;
+pub use tls::*;
 pub use wait::*;
 
 /// The Kinesis endpoint of the local stack.
