@@ -6,6 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use common::tls::{kinesis_tls_endpoint, local_ca_bundle};
 use common::*;
 
 fn payloads(prefix: &str, n: usize) -> Vec<Vec<u8>> {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::proxy::Proxy;
+use common::tls::{kinesis_tls_endpoint, local_ca_bundle};
 use common::*;
 use futures::StreamExt;
 use kinesumer::store::StateStore;

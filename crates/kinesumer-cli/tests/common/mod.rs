@@ -13,10 +13,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 #[path = "../../../kinesumer/tests/common/tls.rs"]
-mod tls;
+pub mod tls;
 #[path = "../../../kinesumer/tests/common/wait.rs"]
 mod wait;
-pub use tls::*;
 pub use wait::*;
 
 /// A name no other test uses.

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-mod tls;
+pub mod tls;
 mod wait;
-pub use tls::*;
 pub use wait::*;
 
 /// The Kinesis endpoint of the local stack.
