@@ -140,9 +140,41 @@ impl Reader {
                 }
                 Some(Err(e)) => e,
             };
+            let failure = match self.feed.or_cancel(self.explain_not_found(failure)).await {
+                None => return ReaderEnd::Cancelled,
+                Some(failure) => failure,
+            };
             if let Err(end) = self.feed.recover(failure).await {
                 return end;
             }
+        }
+    }
+
+    /// ResourceNotFound from SubscribeToShard names the shard or the consumer. Only a
+    /// shard that ListShards no longer shows is gone (finished, as in polling); a listed
+    /// one means the consumer was deregistered under the member, which must never be
+    /// taken for the shard's end.
+    async fn explain_not_found(&self, e: KinesisError) -> KinesisError {
+        if !matches!(e, KinesisError::ShardNotFound { .. }) {
+            return e;
+        }
+        match self.api.list_shards(&self.feed.stream).await {
+            Ok(shards)
+                if shards
+                    .shards
+                    .iter()
+                    .all(|s| *s.shard_id != *self.feed.shard_id) =>
+            {
+                e
+            }
+            Ok(_) => KinesisError::FanOutConsumer {
+                stream: self.feed.stream.to_string(),
+                consumer: self.cfg.consumer_arn.to_string(),
+                reason: "SubscribeToShard does not find it: it was deregistered while this \
+                         app reads with it; restart the members to register it again"
+                    .to_owned(),
+            },
+            Err(listing) => listing,
         }
     }
 

@@ -28,6 +28,10 @@ struct FakeState {
     scripts: VecDeque<Script>,
     starts: Vec<(IteratorStart, Instant)>,
     closed: bool,
+    /// ListShards no longer shows the shard (expired past retention).
+    gone: bool,
+    /// What SubscribeToShard answers instead of a subscription.
+    refuse: Option<KinesisError>,
     pages_before_drained: usize,
     iterators: Vec<IteratorStart>,
 }
@@ -72,7 +76,13 @@ impl Fake {
 #[async_trait]
 impl KinesisApi for Fake {
     async fn list_shards(&self, _: &str) -> Result<StreamShards, KinesisError> {
-        let closed = self.state().closed;
+        let (closed, gone) = {
+            let s = self.state();
+            (s.closed, s.gone)
+        };
+        if gone {
+            return Ok(StreamShards::default());
+        }
         Ok(StreamShards {
             shards: vec![ShardInfo {
                 shard_id: "shard-0".into(),
@@ -127,6 +137,9 @@ impl KinesisApi for Fake {
         assert_eq!(consumer_arn, "arn:consumer");
         let mut s = self.state();
         s.starts.push((start.clone(), Instant::now()));
+        if let Some(e) = s.refuse.clone() {
+            return Err(e);
+        }
         let events = s.scripts.pop_front().unwrap_or_default().into();
         Ok(Box::new(FakeSubscription { events }))
     }
@@ -324,4 +337,33 @@ async fn a_fenced_member_never_subscribes() {
     assert!(got.is_empty());
     assert!(matches!(end, ReaderEnd::Cancelled), "{end:?}");
     assert!(fake.starts().is_empty());
+}
+
+/// ResourceNotFound from SubscribeToShard: the shard's end only when ListShards no longer
+/// shows it; otherwise the consumer went, which stops the reader without finishing it.
+#[tokio::test(start_paused = true)]
+async fn not_found_is_the_shard_s_end_only_when_the_shard_is_gone() {
+    for (gone, finished) in [(true, true), (false, false)] {
+        let fake = Fake::new(vec![]);
+        {
+            let mut s = fake.state();
+            s.gone = gone;
+            s.refuse = Some(KinesisError::ShardNotFound {
+                stream: "s".into(),
+                shard_id: "shard-0".into(),
+            });
+        }
+        let (_, end) = run(&fake, ReadFrom::Start(StoredStart::TrimHorizon), always()).await;
+        match end {
+            ReaderEnd::ShardGone { last: None } => assert!(finished),
+            ReaderEnd::Fatal(KinesisError::FanOutConsumer {
+                consumer, reason, ..
+            }) => {
+                assert!(!finished);
+                assert_eq!(consumer, "arn:consumer");
+                assert!(reason.contains("deregistered"), "{reason}");
+            }
+            other => panic!("gone={gone}: {other:?}"),
+        }
+    }
 }
