@@ -50,6 +50,10 @@ pub(crate) struct AwsOptions {
     /// The profile of the shared AWS config and credentials files (sets AWS_PROFILE).
     #[arg(long, global = true, value_name = "NAME")]
     pub(crate) profile: Option<String>,
+    /// A PEM file of certificate authorities to trust besides the system's, for
+    /// endpoints behind a private CA (sets AWS_CA_BUNDLE).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) ca_bundle: Option<String>,
 }
 
 /// The subcommands.
@@ -72,6 +76,9 @@ pub(crate) enum Command {
     /// Write the lines of stdin as records (PutRecords, 500 per batch, failed entries
     /// retried).
     Put(PutArgs),
+    /// Deregister the app's enhanced fan-out stream consumer from streams, for cleanup
+    /// once no member of the app reads them with --efo any more.
+    DeregisterConsumer(DeregisterConsumerArgs),
 }
 
 /// `kinesumer table …`
@@ -185,7 +192,8 @@ pub(crate) struct ConsumeArgs {
     /// How often processed records are checkpointed.
     #[arg(long, default_value = "5000", value_name = "MS", value_parser = parse_millis)]
     pub(crate) commit_interval_ms: Duration,
-    /// Read with enhanced fan-out. Not available yet (issue 6): refused as a usage error.
+    /// Read with enhanced fan-out (SubscribeToShard) instead of polling. The app's
+    /// stream consumer is registered on each stream (or found) and must become ACTIVE.
     #[arg(long)]
     pub(crate) efo: bool,
     /// Serve the member's metrics in the Prometheus text format on this address, at
@@ -193,6 +201,30 @@ pub(crate) struct ConsumeArgs {
     /// resolve or cannot be listened on is a usage error.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
     pub(crate) metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub(crate) consumer: FanOutConsumer,
+}
+
+/// The name of the app's enhanced fan-out stream consumer.
+#[derive(Debug, Args)]
+pub(crate) struct FanOutConsumer {
+    /// The Go client's `Region`: with it the fan-out consumer is named <app>-<REGION>
+    /// rather than <app>. Not the AWS region (see --region).
+    #[arg(long, value_name = "REGION")]
+    pub(crate) consumer_region: Option<String>,
+}
+
+/// `kinesumer deregister-consumer`
+#[derive(Debug, Args)]
+pub(crate) struct DeregisterConsumerArgs {
+    /// The application whose consumer goes.
+    #[arg(long)]
+    pub(crate) app: String,
+    /// A stream to deregister it from (repeatable).
+    #[arg(long = "stream", value_name = "STREAM", required = true)]
+    pub(crate) streams: Vec<String>,
+    #[command(flatten)]
+    pub(crate) consumer: FanOutConsumer,
 }
 
 /// The record format of `consume`.

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use chrono::{SecondsFormat, Utc};
 use futures::{FutureExt, StreamExt};
-use kinesumer::{Config, Kinesumer, Record};
+use kinesumer::{Config, Kinesumer, ReadMode, Record};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::aws::Aws;
@@ -39,6 +39,12 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     }
     if let Some(arn) = &aws.role_arn {
         builder = builder.role_arn(arn);
+    }
+    if args.efo {
+        builder = builder.read_mode(ReadMode::FanOut);
+    }
+    if let Some(region) = args.consumer.consumer_region {
+        builder = builder.region(region);
     }
     let member = Kinesumer::new(builder.build()?)
         .await

@@ -26,9 +26,32 @@ async fn usage_errors_exit_2_and_say_why() {
     .await;
     usage_error(
         &[
-            "consume", "--app", "a", "--table", "t", "--stream", "s", "--efo",
+            "consume",
+            "--app",
+            "a",
+            "--table",
+            "table",
+            "--stream",
+            "s",
+            "--efo",
+            "--consumer-region",
+            "eu west",
         ],
-        "enhanced fan-out is not implemented yet (issue 6)",
+        "the fan-out consumer name \"a-eu west\"",
+    )
+    .await;
+    usage_error(&["deregister-consumer", "--app", "a"], "--stream <STREAM>").await;
+    usage_error(
+        &[
+            "--ca-bundle",
+            "/nonexistent/ca.pem",
+            "deregister-consumer",
+            "--app",
+            "a",
+            "--stream",
+            "s",
+        ],
+        "ca_bundle: cannot read it",
     )
     .await;
     usage_error(
@@ -96,12 +119,14 @@ async fn help_lists_every_subcommand_and_the_aws_options() {
         "consume",
         "reset",
         "put",
+        "deregister-consumer",
         "--region",
         "--endpoint-url",
         "--kinesis-endpoint",
         "--dynamodb-endpoint",
         "--role-arn",
         "--profile",
+        "--ca-bundle",
         "Exit codes",
     ] {
         assert!(help.contains(word), "--help lacks {word}: {help}");

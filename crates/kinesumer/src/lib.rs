@@ -18,6 +18,7 @@ pub mod seq;
 pub mod sim;
 pub mod store;
 
+pub use aws::ca_bundle_http_client;
 pub use clock::{Clock, SystemClock, TestClock};
 pub use config::{Aggregation, Config, ConfigBuilder, ConfigError, InitialPosition, ReadMode};
 pub use consumer::Kinesumer;

@@ -12,6 +12,8 @@ use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+#[path = "../../../kinesumer/tests/common/tls.rs"]
+pub mod tls;
 #[path = "../../../kinesumer/tests/common/wait.rs"]
 mod wait;
 pub use wait::*;

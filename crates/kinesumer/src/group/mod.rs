@@ -33,6 +33,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::delivery::Sink;
 use crate::error::{Error, Event};
+use crate::reader::fanout::ConsumerArns;
 use crate::reader::KinesisApi;
 use crate::store::{Operation, StateStore, StoreError};
 
@@ -73,6 +74,8 @@ pub(crate) struct Ctx {
     pub(crate) cfg: Arc<Config>,
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) kinesis: Arc<dyn KinesisApi>,
+    /// The fan-out consumer of each stream (empty when polling).
+    pub(crate) consumer_arns: ConsumerArns,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) signals: Signals,
     pub(crate) sink: Sink,
