@@ -70,3 +70,32 @@ pub fn summary(name: &str, unit: &str, mut values: Vec<f64>) {
         values.len()
     );
 }
+
+/// Puts `n` records in one PutRecords call (at most 500), each under a random
+/// partition key and with the data `data` makes of its index; refused records are an
+/// error.
+pub async fn put_batch(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    n: u64,
+    data: impl Fn(u64) -> aws_sdk_kinesis::primitives::Blob,
+) -> Result<(), Error> {
+    let entries = (0..n)
+        .map(|i| {
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .partition_key(format!("key-{i}-{}", rand::random::<u32>()))
+                .data(data(i))
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = kinesis
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await?;
+    match out.failed_record_count().unwrap_or(0) {
+        0 => Ok(()),
+        refused => Err(format!("{refused} of {n} records refused").into()),
+    }
+}

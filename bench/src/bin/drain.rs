@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kinesumer::store::{create_table, TableBilling};
 use kinesumer::{Config, InitialPosition, Kinesumer};
-use kinesumer_bench::{arg, create_stream, summary, Error};
+use kinesumer_bench::{arg, create_stream, put_batch, summary, Error};
 
 const SHARDS: i32 = 4;
 const PAYLOAD: usize = 200;
@@ -107,25 +107,7 @@ async fn load(kinesis: &aws_sdk_kinesis::Client, stream: &str, n: u64) -> Result
     let mut left = n;
     while left > 0 {
         let batch = left.min(500);
-        let entries = (0..batch)
-            .map(|_| {
-                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                    .partition_key(format!("k{}", rand::random::<u32>()))
-                    .data(payload.clone())
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let out = kinesis
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await?;
-        if out.failed_record_count().unwrap_or(0) > 0 {
-            return Err(
-                format!("{} records refused", out.failed_record_count().unwrap_or(0)).into(),
-            );
-        }
+        put_batch(kinesis, stream, batch, |_| payload.clone()).await?;
         left -= batch;
     }
     Ok(())

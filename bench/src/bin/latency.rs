@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use futures::StreamExt;
 use kinesumer::store::{create_table, TableBilling};
 use kinesumer::{Config, InitialPosition, Kinesumer, ReadMode};
-use kinesumer_bench::{arg, create_stream, Error};
+use kinesumer_bench::{arg, create_stream, put_batch, Error};
 
 const SHARDS: i32 = 2;
 const BATCH: u64 = 10;
@@ -42,24 +41,7 @@ async fn put(
     n: u64,
 ) -> Result<(), Error> {
     let sent = now_micros();
-    let entries = (0..n)
-        .map(|i| {
-            PutRecordsRequestEntry::builder()
-                .partition_key(format!("key-{i}-{}", rand::random::<u32>()))
-                .data(Blob::new(format!("{tag}:{sent}")))
-                .build()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let out = kinesis
-        .put_records()
-        .stream_name(stream)
-        .set_records(Some(entries))
-        .send()
-        .await?;
-    if out.failed_record_count().unwrap_or(0) > 0 {
-        return Err("some records were refused".into());
-    }
-    Ok(())
+    put_batch(kinesis, stream, n, |_| Blob::new(format!("{tag}:{sent}"))).await
 }
 
 /// The latencies of `records` records read in `mode`, in microseconds.

@@ -11,7 +11,8 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::event_stream::EventReceiver;
 use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_sdk_kinesis::types::{
-    ConsumerStatus, Record, Shard, ShardIteratorType, StartingPosition, SubscribeToShardEventStream,
+    ConsumerStatus, Record, Shard, ShardIteratorType, StartingPosition, StreamDescriptionSummary,
+    SubscribeToShardEventStream,
 };
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::event_stream::RawMessage;
@@ -91,16 +92,8 @@ impl KinesisApi for SdkKinesis {
     }
 
     async fn stream_created(&self, stream: &str) -> Result<Option<DateTime<Utc>>, KinesisError> {
-        let out = self
-            .client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .map_err(|e| classify(e, "DescribeStreamSummary", stream, None))?;
-        Ok(out
-            .stream_description_summary()
-            .and_then(|d| chrono_time(d.stream_creation_timestamp())))
+        let summary = self.stream_summary(stream).await?;
+        Ok(chrono_time(summary.stream_creation_timestamp()))
     }
 
     async fn shard_iterator(
@@ -305,8 +298,8 @@ impl KinesisApi for SdkKinesis {
 }
 
 impl SdkKinesis {
-    /// The stream's ARN (RegisterStreamConsumer and DescribeStreamConsumer take it).
-    async fn stream_arn(&self, stream: &str) -> Result<String, KinesisError> {
+    /// DescribeStreamSummary.
+    async fn stream_summary(&self, stream: &str) -> Result<StreamDescriptionSummary, KinesisError> {
         let out = self
             .client
             .describe_stream_summary()
@@ -314,13 +307,17 @@ impl SdkKinesis {
             .send()
             .await
             .map_err(|e| classify(e, "DescribeStreamSummary", stream, None))?;
-        out.stream_description_summary()
-            .map(|s| s.stream_arn().to_owned())
+        out.stream_description_summary
             .ok_or_else(|| KinesisError::Other {
                 operation: "DescribeStreamSummary",
                 stream: stream.to_owned(),
                 message: "no stream description returned".to_owned(),
             })
+    }
+
+    /// The stream's ARN (RegisterStreamConsumer and DescribeStreamConsumer take it).
+    async fn stream_arn(&self, stream: &str) -> Result<String, KinesisError> {
+        Ok(self.stream_summary(stream).await?.stream_arn)
     }
 
     /// The consumer's ARN and status; `None` when it is not registered (any more).
