@@ -330,7 +330,8 @@ impl Leader {
         }
     }
 
-    /// The plans: a pure function of what was observed.
+    /// The plans that differ from what this term last wrote (every plan, on a term's
+    /// first tick): a pure function of what was observed.
     fn plan(
         &self,
         now: Duration,
@@ -414,58 +415,82 @@ impl Leader {
             }
         }
         let assignment = assign::assign(&input);
+        // A live holder whose shard is planned elsewhere (or no longer planned) is told
+        // to release it, even if it does not know it holds it (scenario 22).
+        let mut releases: HashMap<&str, Vec<ShardRef>> = HashMap::new();
+        for (stream, shard_id, holder) in &holders {
+            let kept = assignment
+                .get(holder)
+                .and_then(|s| s.get(*stream))
+                .is_some_and(|s| s.contains(*shard_id));
+            if !kept {
+                releases.entry(holder).or_default().push(ShardRef {
+                    stream: (*stream).to_owned(),
+                    shard_id: (*shard_id).to_owned(),
+                });
+            }
+        }
         let mut plans: BTreeMap<String, PlanItem> = BTreeMap::new();
         for (client_id, streams) in &assignment {
             let token = self.members[client_id]
                 .incarnation
-                .clone()
+                .as_deref()
                 .unwrap_or_default();
-            let plan = plans.entry(client_id.clone()).or_insert_with(|| PlanItem {
-                client_id: client_id.clone(),
-                term: self.term,
-                token,
-                ..PlanItem::default()
+            let release = releases.remove(client_id.as_str()).unwrap_or_default();
+            let streams: Vec<(&String, Vec<&PlannedShard>)> = streams
+                .iter()
+                .map(|(stream, shards)| {
+                    let planned: Vec<&PlannedShard> = shards
+                        .iter()
+                        .map(|shard| &entries[&(stream.as_str(), shard.as_str())])
+                        .collect();
+                    (stream, planned)
+                })
+                .filter(|(_, shards)| !shards.is_empty())
+                .collect();
+            // At 10,000 shards building every plan anew each tick is most of the
+            // leader's work: a plan is built only when it differs from the one written.
+            let unchanged = self.written.get(client_id).is_some_and(|w| {
+                w.term == self.term
+                    && w.token == token
+                    && w.release == release
+                    && w.streams.len() == streams.len()
+                    && streams.iter().all(|(stream, shards)| {
+                        w.streams
+                            .get(*stream)
+                            .is_some_and(|old| old.iter().eq(shards.iter().copied()))
+                    })
             });
-            for (stream, shards) in streams {
-                let planned: Vec<PlannedShard> = shards
-                    .iter()
-                    .map(|shard| entries[&(stream.as_str(), shard.as_str())].clone())
-                    .collect();
-                if !planned.is_empty() {
-                    plan.streams.insert(stream.clone(), planned);
-                }
+            if unchanged {
+                continue;
             }
-        }
-        // A live holder whose shard is planned elsewhere (or no longer planned) is told
-        // to release it, even if it does not know it holds it (scenario 22).
-        for (stream, shard_id, holder) in holders {
-            let kept = assignment
-                .get(&holder)
-                .and_then(|s| s.get(stream))
-                .is_some_and(|s| s.contains(shard_id));
-            if !kept {
-                if let Some(plan) = plans.get_mut(&holder) {
-                    plan.release.push(ShardRef {
-                        stream: stream.to_owned(),
-                        shard_id: shard_id.to_owned(),
-                    });
-                }
-            }
+            plans.insert(
+                client_id.clone(),
+                PlanItem {
+                    client_id: client_id.clone(),
+                    term: self.term,
+                    token: token.to_owned(),
+                    streams: streams
+                        .into_iter()
+                        .map(|(stream, shards)| {
+                            (stream.clone(), shards.into_iter().cloned().collect())
+                        })
+                        .collect(),
+                    release,
+                },
+            );
         }
         plans
     }
 
-    /// Writes the plans that differ from what this term last wrote, each conditional on
-    /// no newer term having written it.
+    /// Writes the plans [`Leader::plan`] found changed, each conditional on no newer term
+    /// having written it.
     async fn write_plans(
         &mut self,
         ctx: &Ctx,
         plans: BTreeMap<String, PlanItem>,
     ) -> Result<(), TickError> {
         for (client_id, plan) in plans {
-            if self.written.get(&client_id) == Some(&plan) {
-                continue;
-            }
             match ctx
                 .timed(Operation::WritePlan, ctx.store.write_plan(&plan))
                 .await
