@@ -8,7 +8,8 @@
 //! cargo build -p kinesumer-cli -p kinesumer-bench
 //! target/debug/chaos [--scenario mixed] [--members 3] [--shards 4] [--rate 40]
 //!                    [--kills 12] [--sync-ms 1000] [--failover-ms 8000] [--request-ms 1000]
-//!                    [--commit-ms 1000] [--keep-logs]
+//!                    [--commit-ms 1000] [--outage-secs 20] [--fault-percent 70]
+//!                    [--fault-secs 15] [--keep-logs]
 //! ```
 //!
 //! Scenarios: `kill`, `zombie`, `reshard`, `store-outage`, `kinesis-faults`,
@@ -150,24 +151,24 @@ impl Table {
         }
     }
 
-    /// Whether a delivery of `client_id` at `at` was never committed by its tenure: the
-    /// tenure is the incarnation of `client_id` the lease named last before `at` (plus
-    /// a second of read lag), and its commits are every checkpoint seen under it.
+    /// Whether a delivery of `client_id` was never committed by its tenure: the tenure is
+    /// the incarnation of `client_id` the lease named last before the delivery was read
+    /// (or, for a take younger than one sample, first in the second after), and its
+    /// commits are every checkpoint seen under it.
     fn uncommitted(&self, d: &Delivery, client_id: &str) -> bool {
         let Some(samples) = self.samples.get(&d.shard) else {
             return true;
         };
-        let end = samples.partition_point(|s| s.at <= d.at + Duration::from_secs(1));
-        let Some(tenure) = samples[..end]
-            .iter()
-            .rev()
-            .find_map(|s| s.owner.as_ref().filter(|o| o.client_id == client_id))
-        else {
+        let mine = |s: &Sample| s.owner.clone().filter(|o| o.client_id == client_id);
+        let now = samples.partition_point(|s| s.at <= d.at);
+        let soon = samples.partition_point(|s| s.at <= d.at + Duration::from_secs(1));
+        let tenure = samples[..now].iter().rev().find_map(mine);
+        let Some(tenure) = tenure.or_else(|| samples[now..soon].iter().find_map(mine)) else {
             return true;
         };
         samples
             .iter()
-            .filter(|s| s.owner.as_ref() == Some(tenure))
+            .filter(|s| s.owner.as_ref() == Some(&tenure))
             .filter_map(|s| s.checkpoint.as_ref())
             .max()
             .is_none_or(|c| d.seq > c.sequence)
@@ -998,10 +999,14 @@ async fn faults(s: &mut Scenario<'_>, name: &str) -> Result<(), Error> {
             s.merge().await
         }
         "store-outage" => {
-            s.store_outage(Duration::from_secs(10), Duration::from_secs(10))
-                .await
+            let half = Duration::from_secs(arg("--outage-secs", 20)) / 2;
+            s.store_outage(half, half).await
         }
-        "kinesis-faults" => s.kinesis_faults(0.7, Duration::from_secs(15)).await,
+        "kinesis-faults" => {
+            let fraction = arg("--fault-percent", 70) as f64 / 100.0;
+            let each = Duration::from_secs(arg("--fault-secs", 15));
+            s.kinesis_faults(fraction, each).await
+        }
         "leader-restart" => s.leader_restarts(3).await,
         "twin" => s.twin().await,
         "mixed" => {
