@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Scenarios: `kill`, `zombie`, `reshard`, `store-outage`, `kinesis-faults`,
-//! `leader-restart`, `twin`, `mixed` (one of each fault), `all` (each in turn, then
-//! mixed). Members reach DynamoDB through a TCP proxy that can refuse or stall every
+//! `leader-restart`, `twin`, `pause` (stopped past the fence deadline, not the failover),
+//! `flap` (the state store stalls and comes back, again and again), `mixed` (one of each
+//! fault), `all` (each in turn, then mixed). Members reach DynamoDB through a TCP proxy that can refuse or stall every
 //! connection, and Kinesis through an HTTP proxy that can answer with throttling or 500s;
 //! the harness itself reads both services directly. The exit code is 1 when a verdict
 //! fails (docs/reliability.md lists them). After a failure (always with `--keep-logs`)
@@ -547,8 +548,7 @@ impl<'e> Scenario<'e> {
     }
 
     /// SIGSTOP the leader until its unfinished shards moved (at least twice the failover
-    /// timeout),
-    /// then SIGCONT; waits until it notices (it logs its fencing).
+    /// timeout), then SIGCONT; waits until it notices (it logs its fencing).
     async fn zombie(&mut self) -> Result<(), Error> {
         let failover = self.env.timings.failover;
         let id = self.await_leader().await?;
@@ -572,18 +572,7 @@ impl<'e> Scenario<'e> {
                 return Err(format!("{id}'s shards did not move while it was stopped").into());
             }
         }
-        self.runs[run].member.signal(Signal::CONT)?;
-        let woke = Instant::now();
-        self.runs[run].woke = Some(woke);
-        while self.runs[run].member.stderr_count("fenced") == 0 {
-            if woke.elapsed() > Duration::from_secs(30) {
-                self.note(format!(
-                    "FAIL: zombie {id} did not fence within 30 s of SIGCONT"
-                ));
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let woke = self.wake(run).await?;
         self.note(format!(
             "leader {id} stopped {:.1} s, its shards moved; fenced {:.1} s after SIGCONT",
             (woke - stopped).as_secs_f64(),
@@ -689,11 +678,7 @@ impl<'e> Scenario<'e> {
         tokio::time::sleep(stall).await;
         self.store_proxy.set(TcpMode::Pass);
         let to = Instant::now();
-        for r in &mut self.runs {
-            if r.end == End::Running && r.disruption.is_none() {
-                r.disruption = Some(Disruption::StoreOutage);
-            }
-        }
+        self.store_lost();
         let until = to + self.env.timings.failover * 6;
         loop {
             let now = self.incarnations().await?;
@@ -717,6 +702,71 @@ impl<'e> Scenario<'e> {
             stall,
             rejoined.as_secs_f64(),
             to.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// SIGCONT a stopped run and wait until it logs its fencing (a failed verdict after
+    /// 30 s); returns when it woke.
+    async fn wake(&mut self, run: usize) -> Result<Instant, Error> {
+        self.runs[run].member.signal(Signal::CONT)?;
+        let woke = Instant::now();
+        self.runs[run].woke = Some(woke);
+        while self.runs[run].member.stderr_count("fenced") == 0 {
+            if woke.elapsed() > Duration::from_secs(30) {
+                let id = self.runs[run].client_id.clone();
+                self.note(format!("FAIL: {id} did not fence within 30 s of SIGCONT"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(woke)
+    }
+
+    /// Marks every running run as out of the state store for a while.
+    fn store_lost(&mut self) {
+        for r in &mut self.runs {
+            if r.end == End::Running && r.disruption.is_none() {
+                r.disruption = Some(Disruption::StoreOutage);
+            }
+        }
+    }
+
+    /// SIGSTOP a member that is not the leader past its fence deadline but for less than
+    /// the failover timeout, then SIGCONT: its shards have not moved yet, and it must fence
+    /// itself on waking all the same.
+    async fn pause(&mut self) -> Result<(), Error> {
+        let leader = self.await_leader().await?;
+        let id = (0..self.env.members)
+            .map(|i| format!("m{i}"))
+            .find(|id| *id != leader)
+            .ok_or("no member besides the leader")?;
+        let run = self.live(&id)?;
+        let fence = self.env.timings.failover.mul_f64(0.75);
+        let pause = (fence + self.env.timings.failover) / 2;
+        self.runs[run].member.signal(Signal::STOP)?;
+        self.runs[run].disruption = Some(Disruption::Stopped);
+        tokio::time::sleep(pause).await;
+        let woke = self.wake(run).await?;
+        self.note(format!(
+            "{id} stopped {pause:?} (fence deadline {fence:?}); fenced {:.1} s after SIGCONT",
+            woke.elapsed().as_secs_f64()
+        ));
+        self.await_all_owned(self.env.timings.failover * 6).await
+    }
+
+    /// The state store flaps: stalled for `down`, reachable for `up`, `times` times.
+    async fn flap(&mut self, down: Duration, up: Duration, times: u32) -> Result<(), Error> {
+        for _ in 0..times {
+            self.store_proxy.set(TcpMode::Stall);
+            tokio::time::sleep(down).await;
+            self.store_proxy.set(TcpMode::Pass);
+            tokio::time::sleep(up).await;
+        }
+        self.store_lost();
+        self.await_all_owned(self.env.timings.failover * 6).await?;
+        self.note(format!(
+            "the state store stalled {down:?} then passed {up:?}, {times} times"
         ));
         Ok(())
     }
@@ -1008,6 +1058,13 @@ async fn faults(s: &mut Scenario<'_>, name: &str) -> Result<(), Error> {
             s.kinesis_faults(fraction, each).await
         }
         "leader-restart" => s.leader_restarts(3).await,
+        "pause" => s.pause().await,
+        "flap" => {
+            let fence = s.env.timings.failover.mul_f64(0.75);
+            s.flap(fence / 2, Duration::from_secs(2), 5).await?;
+            s.flap(fence + Duration::from_secs(1), Duration::from_secs(2), 3)
+                .await
+        }
         "twin" => s.twin().await,
         "mixed" => {
             s.kinesis_faults(0.5, Duration::from_secs(8)).await?;
@@ -1063,6 +1120,8 @@ async fn main() -> Result<std::process::ExitCode, Error> {
             "kinesis-faults",
             "leader-restart",
             "twin",
+            "pause",
+            "flap",
             "mixed",
         ],
         one => vec![one],
