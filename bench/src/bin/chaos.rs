@@ -668,17 +668,26 @@ impl<'e> Scenario<'e> {
 
     /// The members' state store refuses every connection for `refuse`, then stalls them
     /// for `stall`.
-    /// Every member, longer out than its fence deadline, must fence and rejoin as a new
-    /// incarnation; the shards must then all be taken again.
+    /// A member gets SIGTERM while the store stalls and must exit 0; every other member,
+    /// out longer than its fence deadline, must fence and rejoin as a new incarnation;
+    /// the shards must then all be taken again.
     async fn store_outage(&mut self, refuse: Duration, stall: Duration) -> Result<(), Error> {
         let before = self.incarnations().await?;
+        self.store_lost();
         self.store_proxy.set(TcpMode::Refuse);
         tokio::time::sleep(refuse).await;
         self.store_proxy.set(TcpMode::Stall);
-        tokio::time::sleep(stall).await;
+        // One member is stopped while nothing answers: it must still exit 0.
+        let id = format!("m{}", self.env.members - 1);
+        let leaving = self.live(&id)?;
+        let asked = Instant::now();
+        let code = self.runs[leaving].member.terminate(EXIT_DEADLINE).await?;
+        self.runs[leaving].end = code.map_or(End::Hung, End::Terminated);
+        let exit = asked.elapsed();
+        tokio::time::sleep(stall.saturating_sub(exit)).await;
         self.store_proxy.set(TcpMode::Pass);
         let to = Instant::now();
-        self.store_lost();
+        self.spawn(&id)?;
         let until = to + self.env.timings.failover * 6;
         loop {
             let now = self.incarnations().await?;
@@ -697,9 +706,11 @@ impl<'e> Scenario<'e> {
         let rejoined = to.elapsed();
         self.await_all_owned(self.env.timings.failover * 6).await?;
         self.note(format!(
-            "state store refused {:?} then stalled {:?}; every member rejoined {:.1} s and every shard was owned again {:.1} s after",
+            "state store refused {:?} then stalled {:?}; {id} got SIGTERM meanwhile: {} after {:.1} s; every member rejoined {:.1} s and every shard was owned again {:.1} s after",
             refuse,
             stall,
+            code.map_or("no exit".into(), exit_text),
+            exit.as_secs_f64(),
             rejoined.as_secs_f64(),
             to.elapsed().as_secs_f64()
         ));
@@ -839,7 +850,8 @@ impl<'e> Scenario<'e> {
         let said = r.member.stderr_count("another process") > 0;
         if run != older || code != Some(1) || !said {
             self.note(format!(
-                "FAIL: the {which} process under {id} stopped (exit {code:?}, said so: {said})"
+                "FAIL: the {which} process under {id} stopped ({}, said so: {said})",
+                exit_text(code)
             ));
         }
         self.await_all_owned(self.env.timings.failover * 6).await?;
@@ -850,7 +862,8 @@ impl<'e> Scenario<'e> {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let moves = counters(self.leases().await?) - before;
         self.note(format!(
-            "the {which} process under {id} stopped (exit {code:?}); lease counter moves in the 10 s after: {moves}"
+            "the {which} process under {id} stopped ({}); lease counter moves in the 10 s after: {moves}",
+            exit_text(code)
         ));
         if moves > 2 * self.env.shards as u64 {
             self.note("FAIL: leases ping-pong between the two processes".into());
@@ -1012,6 +1025,11 @@ impl<'e> Scenario<'e> {
         }
         report
     }
+}
+
+/// An exit status as text: `exit 0`, or `killed by a signal`.
+fn exit_text(code: Option<i32>) -> String {
+    code.map_or("killed by a signal".into(), |c| format!("exit {c}"))
 }
 
 /// A shard's hash key range.
