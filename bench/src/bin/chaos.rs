@@ -678,13 +678,8 @@ impl<'e> Scenario<'e> {
         tokio::time::sleep(refuse).await;
         self.store_proxy.set(TcpMode::Stall);
         // One member is stopped while nothing answers: it must still exit 0.
-        let id = format!("m{}", self.env.members - 1);
-        let leaving = self.live(&id)?;
-        let asked = Instant::now();
-        let code = self.runs[leaving].member.terminate(EXIT_DEADLINE).await?;
-        self.runs[leaving].end = code.map_or(End::Hung, End::Terminated);
-        let exit = asked.elapsed();
-        tokio::time::sleep(stall.saturating_sub(exit)).await;
+        let (id, exited) = self.sigterm_last().await?;
+        tokio::time::sleep(stall.saturating_sub(exited.1)).await;
         self.store_proxy.set(TcpMode::Pass);
         let to = Instant::now();
         self.spawn(&id)?;
@@ -709,8 +704,8 @@ impl<'e> Scenario<'e> {
             "state store refused {:?} then stalled {:?}; {id} got SIGTERM meanwhile: {} after {:.1} s; every member rejoined {:.1} s and every shard was owned again {:.1} s after",
             refuse,
             stall,
-            code.map_or("no exit".into(), exit_text),
-            exit.as_secs_f64(),
+            exited.0,
+            exited.1.as_secs_f64(),
             rejoined.as_secs_f64(),
             to.elapsed().as_secs_f64()
         ));
@@ -783,17 +778,41 @@ impl<'e> Scenario<'e> {
     }
 
     /// Kinesis answers `fraction` of the calls with throttling for `each`, then with 500s.
+    /// Halfway through the 500s, one member gets SIGTERM and must exit 0; it is
+    /// restarted when the faults end.
     async fn kinesis_faults(&mut self, fraction: f64, each: Duration) -> Result<(), Error> {
-        for fault in [HttpFault::Throttle, HttpFault::ServerError] {
-            self.kinesis_proxy.set(Some(HttpFaults { fault, fraction }));
-            tokio::time::sleep(each).await;
-        }
+        self.kinesis_proxy.set(Some(HttpFaults {
+            fault: HttpFault::Throttle,
+            fraction,
+        }));
+        tokio::time::sleep(each).await;
+        self.kinesis_proxy.set(Some(HttpFaults {
+            fault: HttpFault::ServerError,
+            fraction,
+        }));
+        tokio::time::sleep(each / 2).await;
+        let (id, exited) = self.sigterm_last().await?;
+        tokio::time::sleep((each / 2).saturating_sub(exited.1)).await;
         self.kinesis_proxy.set(None);
+        self.spawn(&id)?;
         self.note(format!(
-            "{:.0} % of Kinesis calls throttled for {each:?}, then 500 for {each:?}",
-            fraction * 100.0
+            "{:.0} % of Kinesis calls throttled for {each:?}, then 500 for {each:?}; {id} got SIGTERM meanwhile: {} after {:.1} s",
+            fraction * 100.0,
+            exited.0,
+            exited.1.as_secs_f64()
         ));
         Ok(())
+    }
+
+    /// SIGTERM to the last member; returns its client id, and how it exited and when.
+    async fn sigterm_last(&mut self) -> Result<(String, (String, Duration)), Error> {
+        let id = format!("m{}", self.env.members - 1);
+        let run = self.live(&id)?;
+        let asked = Instant::now();
+        let code = self.runs[run].member.terminate(EXIT_DEADLINE).await?;
+        self.runs[run].end = code.map_or(End::Hung, End::Terminated);
+        let exit = code.map_or("no exit".into(), exit_text);
+        Ok((id, (exit, asked.elapsed())))
     }
 
     /// SIGKILL the leader and restart it at once under its client id, `times` times.
