@@ -31,7 +31,7 @@ use kinesumer::{Config, InitialPosition, Kinesumer};
 const SHARDS: i32 = 6;
 const POLL: Duration = Duration::from_millis(20);
 
-use kinesumer_bench::{arg, create_stream, delete_stream, Error};
+use kinesumer_bench::{arg, create_stream, delete_stream, summary, Error};
 
 struct Group {
     app: String,
@@ -186,15 +186,12 @@ async fn join_run(b: &Bench) -> Result<Duration, Error> {
     Ok(took)
 }
 
-fn summary(name: &str, mut runs: Vec<Duration>) {
-    runs.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "{name:<22} median {:>7.0} ms   (min {:.0} – max {:.0} ms, {} runs)",
-        ms(runs[runs.len() / 2]),
-        ms(runs[0]),
-        ms(runs[runs.len() - 1]),
-        runs.len()
+/// Prints the median (min–max) of durations, in milliseconds.
+fn summary_ms(name: &str, runs: Vec<Duration>) {
+    summary(
+        name,
+        "ms",
+        runs.iter().map(|d| d.as_secs_f64() * 1000.0).collect(),
     );
 }
 
@@ -354,9 +351,9 @@ async fn main() -> Result<(), Error> {
         crash.push(leave_run(&b, Leave::Crash).await?);
         join.push(join_run(&b).await?);
     }
-    summary("graceful handoff", handoff);
-    summary("crash takeover", crash);
-    summary("join to full share", join);
+    summary_ms("graceful handoff", handoff);
+    summary_ms("crash takeover", crash);
+    summary_ms("join to full share", join);
     let mut reshard = Vec::new();
     for _ in 0..runs {
         let (took, used, steady) = reshard_run(&b).await?;
@@ -366,7 +363,7 @@ async fn main() -> Result<(), Error> {
         );
         reshard.push(took);
     }
-    summary("split to child record", reshard);
+    summary_ms("split to child record", reshard);
     cost(&b, idle_secs, false).await?;
     cost(&b, idle_secs, true).await?;
     Ok(())

@@ -23,6 +23,7 @@ pub(crate) fn apply_to_env(opts: &AwsOptions) {
     };
     set("AWS_REGION", &opts.region);
     set("AWS_PROFILE", &opts.profile);
+    set("AWS_CA_BUNDLE", &opts.ca_bundle);
     // Per-service variables win over AWS_ENDPOINT_URL in the SDK, so set those: the
     // option must win over whatever the environment already holds.
     set("AWS_ENDPOINT_URL_KINESIS", &opts.endpoint_url);
@@ -46,7 +47,12 @@ impl Aws {
     ///
     /// A [`UsageError`] when no region is known.
     pub(crate) async fn load(role_arn: Option<String>) -> anyhow::Result<Self> {
-        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        // The library's clients honour AWS_CA_BUNDLE; the tool's own must match.
+        if let Some(path) = std::env::var_os("AWS_CA_BUNDLE") {
+            loader = loader.http_client(kinesumer::ca_bundle_http_client(path.as_ref())?);
+        }
+        let sdk = loader.load().await;
         if sdk.region().is_none() {
             return Err(UsageError(
                 "no AWS region: pass --region, or set AWS_REGION or a region in the profile".into(),

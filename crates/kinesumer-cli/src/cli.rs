@@ -1,5 +1,6 @@
 //! The command line, as `clap` derives it: every subcommand, option and help text.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -49,6 +50,10 @@ pub(crate) struct AwsOptions {
     /// The profile of the shared AWS config and credentials files (sets AWS_PROFILE).
     #[arg(long, global = true, value_name = "NAME")]
     pub(crate) profile: Option<String>,
+    /// A PEM file of certificate authorities to trust besides the system's, for
+    /// endpoints behind a private CA (sets AWS_CA_BUNDLE).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) ca_bundle: Option<String>,
 }
 
 /// The subcommands.
@@ -71,6 +76,9 @@ pub(crate) enum Command {
     /// Write the lines of stdin as records (PutRecords, 500 per batch, failed entries
     /// retried).
     Put(PutArgs),
+    /// Deregister the app's enhanced fan-out stream consumer from streams, for cleanup
+    /// once no member of the app reads them with --efo any more.
+    DeregisterConsumer(DeregisterConsumerArgs),
 }
 
 /// `kinesumer table …`
@@ -194,9 +202,39 @@ pub(crate) struct ConsumeArgs {
     /// How long one state-store request may take (library default: 250).
     #[arg(long, value_name = "MS", value_parser = parse_millis)]
     pub(crate) request_timeout_ms: Option<Duration>,
-    /// Read with enhanced fan-out. Not available yet (issue 6): refused as a usage error.
+    /// Read with enhanced fan-out (SubscribeToShard) instead of polling. The app's
+    /// stream consumer is registered on each stream (or found) and must become ACTIVE.
     #[arg(long)]
     pub(crate) efo: bool,
+    /// Serve the member's metrics in the Prometheus text format on this address, at
+    /// http://HOST:PORT/metrics (docs/operations.md lists them). An address that does not
+    /// resolve or cannot be listened on is a usage error.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub(crate) consumer: FanOutConsumer,
+}
+
+/// The name of the app's enhanced fan-out stream consumer.
+#[derive(Debug, Args)]
+pub(crate) struct FanOutConsumer {
+    /// The Go client's `Region`: with it the fan-out consumer is named <app>-<REGION>
+    /// rather than <app>. Not the AWS region (see --region).
+    #[arg(long, value_name = "REGION")]
+    pub(crate) consumer_region: Option<String>,
+}
+
+/// `kinesumer deregister-consumer`
+#[derive(Debug, Args)]
+pub(crate) struct DeregisterConsumerArgs {
+    /// The application whose consumer goes.
+    #[arg(long)]
+    pub(crate) app: String,
+    /// A stream to deregister it from (repeatable).
+    #[arg(long = "stream", value_name = "STREAM", required = true)]
+    pub(crate) streams: Vec<String>,
+    #[command(flatten)]
+    pub(crate) consumer: FanOutConsumer,
 }
 
 /// The record format of `consume`.
@@ -263,6 +301,15 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_millis)
         .map_err(|e| format!("{e}: expected milliseconds, e.g. 1500"))
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{e}: expected HOST:PORT, e.g. 127.0.0.1:9464"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s} resolves to no address: expected HOST:PORT"))
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {

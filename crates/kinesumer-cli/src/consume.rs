@@ -4,6 +4,7 @@
 //! without auto-commit and marks records only after the flush, so a crash loses nothing
 //! that did not reach stdout. SIGINT and SIGTERM close the member gracefully (commit,
 //! release, leave) and exit 0; so does a closed stdout (`kinesumer consume … | head`).
+//! With `--metrics-addr`, the member's metrics are served for Prometheus meanwhile.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -12,17 +13,23 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use chrono::{SecondsFormat, Utc};
 use futures::{FutureExt, StreamExt};
-use kinesumer::{Config, Kinesumer, Record};
+use kinesumer::{Config, Kinesumer, ReadMode, Record};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::aws::Aws;
 use crate::cli::{ConsumeArgs, Format};
+use crate::prometheus;
 
 /// Records written per flush at most: what is buffered already goes out in one write.
 const BATCH: usize = 500;
 
 /// Runs `kinesumer consume`.
 pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
+    // Listening first: a bad address fails before the member joins the group.
+    let _exporter = args
+        .metrics_addr
+        .map(|addr| prometheus::serve(addr).map(AbortOnDrop))
+        .transpose()?;
     let mut builder = Config::builder(args.group.app, args.group.table)
         .initial_position(args.from)
         .auto_commit(false)
@@ -41,6 +48,12 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     }
     if let Some(arn) = &aws.role_arn {
         builder = builder.role_arn(arn);
+    }
+    if args.efo {
+        builder = builder.read_mode(ReadMode::FanOut);
+    }
+    if let Some(region) = args.consumer.consumer_region {
+        builder = builder.region(region);
     }
     let member = Kinesumer::new(builder.build()?)
         .await

@@ -9,7 +9,9 @@
 mod aws;
 mod cli;
 mod consume;
+mod deregister;
 mod observe;
+mod prometheus;
 mod put;
 mod reset;
 mod status;
@@ -18,7 +20,7 @@ mod table;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
 use cli::{Cli, Command};
 
@@ -30,20 +32,6 @@ pub(crate) struct UsageError(pub(crate) String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Consume(args) = &cli.command {
-        if args.efo {
-            let mut cli = Cli::command();
-            cli.build();
-            cli.find_subcommand_mut("consume")
-                .expect("the consume subcommand")
-                .error(
-                    clap::error::ErrorKind::ArgumentConflict,
-                    "--efo: enhanced fan-out is not implemented yet (issue 6); \
-                     omit --efo to consume by polling",
-                )
-                .exit();
-        }
-    }
     // Before any thread starts: the options become the AWS environment variables, so
     // every SDK client of the process (the library's too) sees them.
     aws::apply_to_env(&cli.aws);
@@ -73,6 +61,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consume(args) => consume::run(&aws, args).await,
         Command::Reset(args) => reset::run(&aws, args).await,
         Command::Put(args) => put::run(&aws, args).await,
+        Command::DeregisterConsumer(args) => deregister::run(&aws, args).await,
     }
 }
 

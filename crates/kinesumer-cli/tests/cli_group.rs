@@ -6,6 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use common::tls::{kinesis_tls_endpoint, local_ca_bundle};
 use common::*;
 
 fn payloads(prefix: &str, n: usize) -> Vec<Vec<u8>> {
@@ -197,4 +198,38 @@ async fn reset_refuses_while_members_are_alive_then_moves_checkpoints() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got: BTreeSet<Vec<u8>> = again.received().into_iter().map(|l| l.data).collect();
     assert_eq!(got, want.into_iter().collect::<BTreeSet<_>>());
+}
+
+/// `consume --efo` reads by enhanced fan-out; `deregister-consumer` then removes the
+/// app's stream consumer, and says so when there is none.
+#[tokio::test]
+async fn consume_with_efo_then_deregister_the_consumer() {
+    let (table, stream) = table_and_stream(2).await;
+    let app = random_name("app");
+    let records = payloads("efo", 20);
+    put(&stream, &records, &[]).await;
+    let mut member = Member::start_with(&app, &table, &stream, "efo", &["--efo"]);
+    received_all(&[&member], &records).await;
+    assert_eq!(
+        member.terminate().await,
+        Some(0),
+        "SIGTERM is a graceful exit"
+    );
+    let deregister = ["deregister-consumer", "--app", &app, "--stream", &stream];
+    let out = ok(&deregister).await;
+    assert!(
+        out.contains(&format!("consumer {app} deregistered")),
+        "{out}"
+    );
+    let out = ok(&deregister).await;
+    assert!(out.contains(&format!("no consumer {app}")), "{out}");
+    // The tool's own clients trust --ca-bundle: the same call over kinesis-local's TLS port.
+    let (tls, ca) = (kinesis_tls_endpoint(), local_ca_bundle());
+    let over_tls = [
+        &["--kinesis-endpoint", &tls, "--ca-bundle", &ca],
+        &deregister[..],
+    ]
+    .concat();
+    let out = ok(&over_tls).await;
+    assert!(out.contains(&format!("no consumer {app}")), "{out}");
 }

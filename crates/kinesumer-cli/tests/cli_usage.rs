@@ -26,9 +26,32 @@ async fn usage_errors_exit_2_and_say_why() {
     .await;
     usage_error(
         &[
-            "consume", "--app", "a", "--table", "t", "--stream", "s", "--efo",
+            "consume",
+            "--app",
+            "a",
+            "--table",
+            "table",
+            "--stream",
+            "s",
+            "--efo",
+            "--consumer-region",
+            "eu west",
         ],
-        "enhanced fan-out is not implemented yet (issue 6)",
+        "the fan-out consumer name \"a-eu west\"",
+    )
+    .await;
+    usage_error(&["deregister-consumer", "--app", "a"], "--stream <STREAM>").await;
+    usage_error(
+        &[
+            "--ca-bundle",
+            "/nonexistent/ca.pem",
+            "deregister-consumer",
+            "--app",
+            "a",
+            "--stream",
+            "s",
+        ],
+        "ca_bundle: cannot read it",
     )
     .await;
     usage_error(
@@ -67,6 +90,24 @@ async fn usage_errors_exit_2_and_say_why() {
 }
 
 #[tokio::test]
+async fn a_metrics_address_that_cannot_serve_is_a_usage_error() {
+    fn with(addr: &str) -> Vec<&str> {
+        let consume = ["consume", "--app", "a", "--table", "t", "--stream", "s"];
+        [&consume[..], &["--metrics-addr", addr]].concat()
+    }
+    usage_error(&with("nowhere"), "expected HOST:PORT").await;
+    usage_error(&with("127.0.0.1:99999"), "expected HOST:PORT").await;
+    // A port in use: refused before the member joins (so before any AWS request).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    usage_error(
+        &with(&addr),
+        &format!("--metrics-addr {addr}: failed to create HTTP listener"),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn help_lists_every_subcommand_and_the_aws_options() {
     let out = run(&["--help"], b"").await;
     assert!(out.status.success());
@@ -78,12 +119,14 @@ async fn help_lists_every_subcommand_and_the_aws_options() {
         "consume",
         "reset",
         "put",
+        "deregister-consumer",
         "--region",
         "--endpoint-url",
         "--kinesis-endpoint",
         "--dynamodb-endpoint",
         "--role-arn",
         "--profile",
+        "--ca-bundle",
         "Exit codes",
     ] {
         assert!(help.contains(word), "--help lacks {word}: {help}");

@@ -16,17 +16,31 @@
 //!   the per-shard call rate in its own hands.
 //! - DynamoDB: only a connect timeout here; the state store bounds each request with
 //!   `request_timeout` itself, and keeps the SDK's standard retry.
+//!
+//! # Private certificate authorities
+//!
+//! With a CA bundle ([`ConfigBuilder::ca_bundle`](crate::ConfigBuilder::ca_bundle), else
+//! the file named by `AWS_CA_BUNDLE`, the variable the other AWS SDKs and the CLI read),
+//! both clients use an HTTP client (rustls, HTTP/1.1 and HTTP/2) that trusts the
+//! bundle's certificates as well as the system's. Fan-out needs HTTP/2 on the real
+//! service; the SDK's client negotiates it over TLS.
 
 // The consumer, written in another worktree, builds its clients here; until it lands
 // only the tests do. The test build still checks this module for dead code.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_types::timeout::TimeoutConfig;
 
 use crate::config::{Config, ConfigError};
+
+/// The environment variable naming a CA bundle when the [`Config`] has none.
+const CA_BUNDLE_VAR: &str = "AWS_CA_BUNDLE";
 
 /// How long opening a connection may take, for both services.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -37,7 +51,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// # Errors
 ///
 /// A [`ConfigError`] naming `kinesis_region` or `dynamodb_region` when no region is
-/// known for a service (neither set in the [`Config`] nor found by the AWS chain).
+/// known for a service (neither set in the [`Config`] nor found by the AWS chain), or
+/// `ca_bundle` when the CA bundle cannot be read or holds no certificate.
 pub(crate) async fn sdk_clients(
     config: &Config,
 ) -> Result<(aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client), ConfigError> {
@@ -64,6 +79,12 @@ pub(crate) async fn sdk_clients_from(
 ) -> Result<(aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client), ConfigError> {
     let kinesis_region = region(sdk, config.kinesis_region(), "kinesis_region")?;
     let dynamodb_region = region(sdk, config.dynamodb_region(), "dynamodb_region")?;
+    let ca_bundle = config
+        .ca_bundle()
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(CA_BUNDLE_VAR).map(PathBuf::from))
+        .map(|path| ca_bundle_http_client(&path))
+        .transpose()?;
 
     let mut kinesis = aws_sdk_kinesis::config::Builder::from(sdk)
         .region(kinesis_region.clone())
@@ -75,6 +96,9 @@ pub(crate) async fn sdk_clients_from(
         );
     if let Some(url) = config.kinesis_endpoint() {
         kinesis = kinesis.endpoint_url(url);
+    }
+    if let Some(http) = &ca_bundle {
+        kinesis = kinesis.http_client(http.clone());
     }
     if let Some(arn) = config.role_arn() {
         let provider = AssumeRoleProvider::builder(arn)
@@ -96,11 +120,52 @@ pub(crate) async fn sdk_clients_from(
     if let Some(url) = config.dynamodb_endpoint() {
         dynamodb = dynamodb.endpoint_url(url);
     }
+    if let Some(http) = ca_bundle {
+        dynamodb = dynamodb.http_client(http);
+    }
 
     Ok((
         aws_sdk_kinesis::Client::from_conf(kinesis.build()),
         aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
     ))
+}
+
+/// An HTTP client for the AWS SDK (rustls; HTTP/1.1, and HTTP/2 by ALPN) trusting the
+/// system's roots and the certificates of the PEM file at `path`: what the consumer's
+/// clients use with a CA bundle, for an application's or a tool's own clients to match.
+///
+/// # Errors
+///
+/// A [`ConfigError`] naming `ca_bundle` and the file when it cannot be read or holds no
+/// certificate.
+pub fn ca_bundle_http_client(path: &Path) -> Result<SharedHttpClient, ConfigError> {
+    let refused = |reason: String| ConfigError {
+        field: "ca_bundle",
+        reason: format!(
+            "{reason} (the CA bundle {}: set with ca_bundle or {CA_BUNDLE_VAR}); \
+             point it at a PEM file of CA certificates",
+            path.display()
+        ),
+    };
+    let pem = std::fs::read(path).map_err(|e| refused(format!("cannot read it: {e}")))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(refused("it holds no PEM certificate".to_owned()));
+    }
+    let context = TlsContext::builder()
+        .with_trust_store(
+            TrustStore::default()
+                .with_native_roots(true)
+                .with_pem_certificate(pem),
+        )
+        .build()
+        .map_err(|e| refused(format!("its certificates are refused: {e}")))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https())
 }
 
 /// The region of one service: the [`Config`]'s, else the AWS chain's. Refused when
@@ -191,6 +256,19 @@ mod tests {
             .unwrap();
         assert_eq!(k.config().region().unwrap().as_ref(), "eu-west-1");
         assert_eq!(d.config().region().unwrap().as_ref(), "eu-west-2");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_ca_bundle_names_the_field_and_the_file() {
+        let config = Config::builder("app", "table")
+            .ca_bundle("/nonexistent/ca.pem")
+            .build()
+            .unwrap();
+        let err = sdk_clients_from(&config, &sdk(Some("us-east-1")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.field, "ca_bundle");
+        assert!(err.reason.contains("/nonexistent/ca.pem"), "{err}");
     }
 
     #[tokio::test]

@@ -36,6 +36,7 @@
 //! ```
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -61,7 +62,10 @@ pub enum ReadMode {
     /// GetRecords polling, one task per owned shard.
     #[default]
     Polling,
-    /// Enhanced fan-out (SubscribeToShard). Not available yet: refused at build time.
+    /// Enhanced fan-out (SubscribeToShard; the Go client's `EFOMode`): one stream
+    /// consumer per app and stream, named [`Config::fan_out_consumer_name`], registered
+    /// (or found) when consuming starts, and one subscription per owned shard. The
+    /// `scan_*` settings do not apply.
     FanOut,
 }
 
@@ -111,6 +115,8 @@ pub struct Config {
     pub(crate) dynamodb_endpoint: Option<String>,
     pub(crate) region: Option<String>,
     pub(crate) read_mode: ReadMode,
+    pub(crate) fan_out_register_timeout: Duration,
+    pub(crate) ca_bundle: Option<PathBuf>,
     pub(crate) aggregation: Aggregation,
     pub(crate) scan_limit: i32,
     pub(crate) scan_timeout: Duration,
@@ -147,6 +153,7 @@ impl fmt::Debug for Config {
             .field("dynamodb_region", &self.dynamodb_region)
             .field("dynamodb_endpoint", &self.dynamodb_endpoint)
             .field("read_mode", &self.read_mode)
+            .field("ca_bundle", &self.ca_bundle)
             .field("aggregation", &self.aggregation)
             .field("initial_position", &self.initial_position)
             .field("sync_interval", &self.sync_interval)
@@ -181,6 +188,8 @@ getters! {
     initial_position: InitialPosition,
     /// How records are read.
     read_mode: ReadMode,
+    /// How long registering the fan-out stream consumer may take until it is ACTIVE.
+    fan_out_register_timeout: Duration,
     /// What is done with records aggregated by the KPL.
     aggregation: Aggregation,
     /// The tick of the group protocol.
@@ -261,9 +270,37 @@ impl Config {
         self.region.as_deref()
     }
 
+    /// The name of the app's enhanced fan-out stream consumer: see
+    /// [`fan_out_consumer_name`].
+    pub fn fan_out_consumer_name(&self) -> String {
+        fan_out_consumer_name(&self.app, self.region.as_deref())
+    }
+
+    /// The PEM file of extra certificate authorities the AWS clients trust, if set.
+    pub fn ca_bundle(&self) -> Option<&Path> {
+        self.ca_bundle.as_deref()
+    }
+
     /// The age after which a member that could not heartbeat fences itself.
     pub fn fence_deadline(&self) -> Duration {
         self.failover_timeout.mul_f64(self.fence_fraction)
+    }
+}
+
+/// The name of an app's enhanced fan-out stream consumer, as the Go client names it: the
+/// app, or `<app>-<region>` with the optional [`region`](ConfigBuilder::region).
+///
+/// ```
+/// assert_eq!(kinesumer::config::fan_out_consumer_name("orders", None), "orders");
+/// assert_eq!(
+///     kinesumer::config::fan_out_consumer_name("orders", Some("eu-west-1")),
+///     "orders-eu-west-1"
+/// );
+/// ```
+pub fn fan_out_consumer_name(app: &str, region: Option<&str>) -> String {
+    match region {
+        Some(region) => format!("{app}-{region}"),
+        None => app.to_owned(),
     }
 }
 
@@ -289,6 +326,8 @@ impl ConfigBuilder {
                 dynamodb_endpoint: None,
                 region: None,
                 read_mode: ReadMode::Polling,
+                fan_out_register_timeout: Duration::from_secs(120),
+                ca_bundle: None,
                 aggregation: Aggregation::Split,
                 scan_limit: 2000,
                 scan_timeout: Duration::from_secs(3),
@@ -366,6 +405,24 @@ impl ConfigBuilder {
     /// How records are read. Default: [`ReadMode::Polling`].
     pub fn read_mode(mut self, mode: ReadMode) -> Self {
         self.config.read_mode = mode;
+        self
+    }
+
+    /// How long registering the enhanced fan-out stream consumer (or waiting for one
+    /// being created, or one being deleted to go) may take before `consume` fails with
+    /// [`KinesisError::FanOutConsumer`](crate::reader::KinesisError::FanOutConsumer).
+    /// Default: 2 min (registration takes seconds; a consumer being deleted can take
+    /// longer to go).
+    pub fn fan_out_register_timeout(mut self, d: Duration) -> Self {
+        self.config.fan_out_register_timeout = d;
+        self
+    }
+
+    /// A PEM file of certificate authorities the AWS clients trust besides the
+    /// system's, for endpoints behind a private CA (a TLS proxy, a local emulator).
+    /// Default: `None`, or the file named by `AWS_CA_BUNDLE` when that is set.
+    pub fn ca_bundle(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.ca_bundle = Some(path.into());
         self
     }
 
@@ -570,10 +627,22 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::new("client_id", "must be non-empty"));
     }
     if c.read_mode == ReadMode::FanOut {
-        return Err(ConfigError::new(
-            "read_mode",
-            "enhanced fan-out is not available in this version; use ReadMode::Polling",
-        ));
+        // RegisterStreamConsumer's ConsumerName: 1 to 128 of [a-zA-Z0-9_.-].
+        let name = c.fan_out_consumer_name();
+        let valid = name.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !valid {
+            return Err(ConfigError::new(
+                "app",
+                format!(
+                    "the fan-out consumer name {name:?} (app, or app-region) must have at most \
+                     128 letters, digits, '_', '.' and '-'"
+                ),
+            ));
+        }
+        nonzero("fan_out_register_timeout", c.fan_out_register_timeout)?;
     }
     if !(1..=10_000).contains(&c.scan_limit) {
         return Err(ConfigError::new(
@@ -663,6 +732,14 @@ mod tests {
     }
 
     #[test]
+    fn the_fan_out_consumer_is_named_as_the_go_client_names_it() {
+        let fan_out = |b: ConfigBuilder| b.read_mode(ReadMode::FanOut).build().unwrap();
+        assert_eq!(fan_out(builder()).fan_out_consumer_name(), "app");
+        let c = fan_out(builder().region("ap-northeast-2"));
+        assert_eq!(c.fan_out_consumer_name(), "app-ap-northeast-2");
+    }
+
+    #[test]
     fn refusals_name_the_field() {
         let cases: Vec<(ConfigBuilder, &str)> = vec![
             (Config::builder("", "table"), "app"),
@@ -685,7 +762,16 @@ mod tests {
             ),
             (builder().prune_age(Duration::from_secs(1)), "prune_age"),
             (builder().shard_buffer(0), "shard_buffer"),
-            (builder().read_mode(ReadMode::FanOut), "read_mode"),
+            (
+                Config::builder("my app", "table").read_mode(ReadMode::FanOut),
+                "app",
+            ),
+            (
+                builder()
+                    .read_mode(ReadMode::FanOut)
+                    .fan_out_register_timeout(Duration::ZERO),
+                "fan_out_register_timeout",
+            ),
             (
                 builder().initial_position(InitialPosition::AtTimestamp(
                     Utc::now() + chrono::Duration::hours(1),

@@ -36,11 +36,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, ReadMode};
 use crate::delivery::{Handler, PendingMark, Records, Sink};
 use crate::error::{Error, Event, Result};
 use crate::group::member::{Command, Coordinator, Status};
 use crate::group::{Ctx, Signals};
+use crate::reader::fanout::ConsumerArns;
 use crate::reader::{KinesisApi, SdkKinesis};
 use crate::record::Record;
 use crate::store::{DynamoStore, RequestCounts, ShardRef, StateStore};
@@ -58,6 +59,7 @@ pub struct Kinesumer {
     config: Arc<Config>,
     store: Arc<dyn StateStore>,
     kinesis: Arc<dyn KinesisApi>,
+    consumer_arns: ConsumerArns,
     clock: Arc<dyn Clock>,
     signals: Signals,
     status: Arc<Mutex<Status>>,
@@ -114,11 +116,12 @@ impl Kinesumer {
         kinesis: Arc<dyn KinesisApi>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let signals = Signals::new(config.event_buffer);
+        let signals = Signals::new(&config.app, config.event_buffer);
         Self {
             config: Arc::new(config),
             store,
             kinesis,
+            consumer_arns: ConsumerArns::default(),
             clock,
             signals,
             status: Arc::default(),
@@ -189,6 +192,7 @@ impl Kinesumer {
             cfg: self.config.clone(),
             store: self.store.clone(),
             kinesis: self.kinesis.clone(),
+            consumer_arns: self.consumer_arns.clone(),
             clock: self.clock.clone(),
             signals: self.signals.clone(),
             sink,
@@ -207,7 +211,9 @@ impl Kinesumer {
         Ok(())
     }
 
-    /// Checks that every stream exists (a clear error now rather than an empty plan).
+    /// Checks that every stream exists (a clear error now rather than an empty plan), and
+    /// in fan-out mode registers the app's stream consumer on each (or finds it) and
+    /// waits until it is ACTIVE.
     async fn check_streams<I, S>(&self, streams: I) -> Result<Vec<String>>
     where
         I: IntoIterator<Item = S>,
@@ -221,6 +227,17 @@ impl Kinesumer {
         }
         for name in &names {
             self.kinesis.list_shards(name).await?;
+            if self.config.read_mode == ReadMode::FanOut && self.consumer_arns.get(name).is_none() {
+                let arn = self
+                    .kinesis
+                    .register_consumer(
+                        name,
+                        &self.config.fan_out_consumer_name(),
+                        self.config.fan_out_register_timeout,
+                    )
+                    .await?;
+                self.consumer_arns.insert(name, &arn);
+            }
         }
         Ok(names)
     }
@@ -298,6 +315,22 @@ impl Kinesumer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Deregisters the app's enhanced fan-out stream consumer
+    /// ([`Config::fan_out_consumer_name`]) from `stream`, for cleanup once no member of
+    /// the app reads it by fan-out any more (a member still subscribed loses its
+    /// subscriptions). Returns `false` when there was none, or it was being deleted already.
+    /// Works in either read mode.
+    ///
+    /// # Errors
+    ///
+    /// A missing stream, or the Kinesis error.
+    pub async fn deregister_fan_out_consumer(&self, stream: &str) -> Result<bool> {
+        let name = self.config.fan_out_consumer_name();
+        let existed = self.kinesis.deregister_consumer(stream, &name).await?;
+        tracing::info!(stream, consumer = %name, existed, "deregistered the stream consumer");
+        Ok(existed)
     }
 
     /// The state-store requests made so far, per operation.

@@ -23,6 +23,7 @@ use futures::Stream;
 use tokio::sync::{mpsc, Notify};
 
 use crate::group::fence::Fence;
+use crate::metrics::DeliveryMetrics;
 use crate::record::Record;
 use crate::seq::Position;
 
@@ -37,6 +38,8 @@ pub(crate) struct ShardTrack {
     millis_behind: AtomicI64,
     marks: Mutex<Marks>,
     changed: Notify,
+    /// Records handed out, and the commits of this lease.
+    pub(crate) metrics: DeliveryMetrics,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +51,7 @@ struct Marks {
 impl ShardTrack {
     pub(crate) fn new(stream: Arc<str>, shard_id: Arc<str>, fence: Arc<Fence>) -> Self {
         Self {
+            metrics: DeliveryMetrics::new(&stream, &shard_id),
             stream,
             shard_id,
             fence,
@@ -80,8 +84,11 @@ impl ShardTrack {
         Some(self.millis_behind.load(Ordering::Relaxed)).filter(|&m| m != i64::MIN)
     }
 
-    /// Records that `pos` was handed to the application.
-    pub(crate) fn handed_out(&self, pos: &Position) {
+    /// Records that `pos`, a record of `bytes` bytes of data, was handed to the
+    /// application.
+    pub(crate) fn handed_out(&self, pos: &Position, bytes: usize) {
+        self.metrics.records.increment(1);
+        self.metrics.bytes.increment(bytes as u64);
         self.marks().handed = Some(pos.clone());
     }
 
@@ -245,7 +252,7 @@ impl Stream for Records {
                         continue;
                     }
                     let pos = record.position();
-                    record.track.handed_out(&pos);
+                    record.track.handed_out(&pos, record.data.len());
                     if self.auto_commit {
                         *self.pending.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some((record.track.clone(), pos));
@@ -297,7 +304,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn wait_processed_returns_when_the_handed_out_record_is_marked() {
         let t = track();
-        t.handed_out(&pos(5));
+        t.handed_out(&pos(5), 1);
         assert!(!t.wait_processed(Duration::from_millis(100)).await);
         let t2 = t.clone();
         let waiter = tokio::spawn(async move { t2.wait_processed(Duration::from_secs(5)).await });

@@ -10,6 +10,7 @@ mod consumer;
 mod delivery;
 mod error;
 pub mod group;
+pub mod metrics;
 mod random;
 pub mod reader;
 mod record;
@@ -17,6 +18,7 @@ pub mod seq;
 pub mod sim;
 pub mod store;
 
+pub use aws::ca_bundle_http_client;
 pub use clock::{Clock, SystemClock, TestClock};
 pub use config::{Aggregation, Config, ConfigBuilder, ConfigError, InitialPosition, ReadMode};
 pub use consumer::Kinesumer;

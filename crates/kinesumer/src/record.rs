@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::delivery::ShardTrack;
-use crate::reader::polling::ReadItem;
+use crate::reader::feed::ReadItem;
 use crate::seq::{Position, SequenceNumber};
 
 /// One record of a shard, as handed to the application.

@@ -7,6 +7,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -21,8 +22,10 @@ use thiserror::Error;
 /// let b: SequenceNumber = "10".parse().unwrap();
 /// assert!(a < b);
 /// ```
+///
+/// Cloning one is cheap (the digits are shared): every record's position carries it.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SequenceNumber(String);
+pub struct SequenceNumber(Arc<str>);
 
 /// A string that is not a sequence number (not a non-empty run of ASCII digits).
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -52,7 +55,7 @@ impl FromStr for SequenceNumber {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(InvalidSequenceNumber(s.to_owned()));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s.into()))
     }
 }
 

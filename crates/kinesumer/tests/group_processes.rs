@@ -218,9 +218,20 @@ async fn a_killed_member_s_shards_move_after_the_failover_and_nothing_committed_
 /// delivered again by the member that takes its shards, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_member_s_uncommitted_records_are_delivered_again() {
+    killed_member_uncommitted_records_again(&[]).await;
+}
+
+/// The same with enhanced fan-out: the taker's subscriptions start from the checkpoint
+/// once the killed member's have gone (ResourceInUse until then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_fan_out_member_s_uncommitted_records_are_delivered_again() {
+    killed_member_uncommitted_records_again(&["--efo"]).await;
+}
+
+async fn killed_member_uncommitted_records_again(mode: &[&str]) {
     let f = Fixture::new(2).await;
-    let mut a = f.member("a", &["--commit-interval-ms", "3600000"]);
-    let b = f.member("b", &[]);
+    let mut a = f.member("a", &[mode, &["--commit-interval-ms", "3600000"]].concat());
+    let b = f.member("b", mode);
     f.balanced(2, 2).await;
     let put = f.put("r", 40).await;
     wait_received(&[&a, &b], &put).await;

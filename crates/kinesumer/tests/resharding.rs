@@ -125,50 +125,11 @@ impl Group {
     }
 
     async fn split(&self, shard: &str) {
-        let shards = within(
-            "list",
-            self.kinesis.list_shards().stream_name(&self.stream).send(),
-        )
-        .await
-        .unwrap();
-        let s = shards
-            .shards()
-            .iter()
-            .find(|s| s.shard_id() == shard)
-            .unwrap();
-        let range = s.hash_key_range().unwrap();
-        let (lo, hi): (u128, u128) = (
-            range.starting_hash_key().parse().unwrap(),
-            range.ending_hash_key().parse().unwrap(),
-        );
-        within(
-            "split",
-            self.kinesis
-                .split_shard()
-                .stream_name(&self.stream)
-                .shard_to_split(shard)
-                .new_starting_hash_key((lo + (hi - lo) / 2).to_string())
-                .send(),
-        )
-        .await
-        .unwrap();
-        self.wait_active().await;
+        split_shard(&self.kinesis, &self.stream, shard).await;
     }
 
     async fn wait_active(&self) {
-        eventually("stream active", Duration::from_secs(30), || async {
-            let d = self
-                .kinesis
-                .describe_stream_summary()
-                .stream_name(&self.stream)
-                .send()
-                .await
-                .ok()?;
-            (d.stream_description_summary()?.stream_status()
-                == &aws_sdk_kinesis::types::StreamStatus::Active)
-                .then_some(())
-        })
-        .await
+        wait_stream_active(&self.kinesis, &self.stream).await;
     }
 
     async fn update_shard_count(&self, n: i32) {

@@ -610,19 +610,29 @@ async fn set_checkpoint_by_operator(f: Fixture) {
     s.take_lease(S, SHARD, &a, &seen, &StoredStart::TrimHorizon)
         .await
         .unwrap();
-    s.checkpoint(S, SHARD, &a, 1, Some(&pos("7", Some(1))), &END)
+    let end_behind = CheckpointWrite {
+        millis_behind: Some(1234),
+        ..END
+    };
+    s.checkpoint(S, SHARD, &a, 1, Some(&pos("7", Some(1))), &end_behind)
         .await
         .unwrap();
     refused(s.set_checkpoint(S, SHARD, None, None, false).await);
-    assert!(
-        s.lease(S, SHARD).await.unwrap().unwrap().shard_end,
+    let l = s.lease(S, SHARD).await.unwrap().unwrap();
+    assert_eq!(
+        (l.shard_end, l.millis_behind),
+        (true, Some(1234)),
         "unchanged"
     );
 
-    // Forced: the position and start are removed, shard_end cleared; the lease stays.
+    // Forced: the position and start are removed, shard_end cleared, and the lag of the
+    // old position forgotten; the lease stays.
     s.set_checkpoint(S, SHARD, None, None, true).await.unwrap();
     let l = s.lease(S, SHARD).await.unwrap().unwrap();
-    assert_eq!((l.checkpoint, l.start, l.shard_end), (None, None, false));
+    assert_eq!(
+        (l.checkpoint, l.start, l.shard_end, l.millis_behind),
+        (None, None, false, None)
+    );
     assert_eq!((l.owner, l.lease_counter), (Some(a), Some(1)));
 }
 

@@ -12,6 +12,8 @@ use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+#[path = "../../../kinesumer/tests/common/tls.rs"]
+pub mod tls;
 #[path = "../../../kinesumer/tests/common/wait.rs"]
 mod wait;
 pub use wait::*;
@@ -184,12 +186,24 @@ impl Member {
     /// Starts a member of `app` consuming `stream` from TRIM_HORIZON, committing every
     /// 500 ms.
     pub fn start(app: &str, table: &str, stream: &str, client_id: &str) -> Self {
+        Self::start_with(app, table, stream, client_id, &[])
+    }
+
+    /// As [`Member::start`], with more options of `consume`.
+    pub fn start_with(
+        app: &str,
+        table: &str,
+        stream: &str,
+        client_id: &str,
+        options: &[&str],
+    ) -> Self {
         let mut child = kinesumer()
             .args([
                 "consume", "--app", app, "--table", table, "--stream", stream,
             ])
             .args(["--client-id", client_id, "--from", "trim-horizon"])
             .args(["--commit-interval-ms", "500"])
+            .args(options)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! kinesumer-member --app APP --table TABLE --stream S [--stream S2] [--client-id ID]
-//!                  [--from latest|trim-horizon] [--commit-interval-ms N]
+//!                  [--from latest|trim-horizon] [--commit-interval-ms N] [--efo]
 //! ```
 //!
 //! Endpoints, region and credentials come from the standard AWS environment
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kinesumer::{Config, InitialPosition, Kinesumer};
+use kinesumer::{Config, InitialPosition, Kinesumer, ReadMode};
 use tokio::signal::unix::{signal, SignalKind};
 
 struct Args {
@@ -25,6 +25,8 @@ struct Args {
     client_id: Option<String>,
     from: InitialPosition,
     commit_interval: Option<Duration>,
+    /// Read with enhanced fan-out.
+    efo: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -35,6 +37,7 @@ fn parse() -> Result<Args, String> {
         client_id: None,
         from: InitialPosition::Latest,
         commit_interval: None,
+        efo: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +60,7 @@ fn parse() -> Result<Args, String> {
                     .map_err(|e| format!("--commit-interval-ms: {e}"))?;
                 args.commit_interval = Some(Duration::from_millis(ms));
             }
+            "--efo" => args.efo = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -99,6 +103,9 @@ async fn run(args: Args) -> kinesumer::Result<()> {
     }
     if let Some(d) = args.commit_interval {
         builder = builder.commit_interval(d);
+    }
+    if args.efo {
+        builder = builder.read_mode(ReadMode::FanOut);
     }
     let member = Kinesumer::new(builder.build()?).await?;
     let mut events = member.events();

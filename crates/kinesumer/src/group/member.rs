@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::fence::Fence;
 use super::heartbeat::{self, Beat, Stop};
@@ -17,6 +17,7 @@ use super::shard::{self, Outcome, ShardCmd, ShardDone, ShardHandle, ShardJob, FA
 use super::Ctx;
 use crate::delivery::{flush_pending, PendingMark};
 use crate::error::{Error, Event, Result};
+use crate::metrics::RebalanceTimer;
 use crate::store::{
     LockItem, Operation, Owner, PlanItem, PlannedShard, Registration, ShardRef, StoreError,
 };
@@ -69,6 +70,18 @@ async fn register(ctx: &Ctx, client_id: &str, token: &str, streams: &[String]) -
     }
 }
 
+/// Starts the heartbeat task of incarnation `me`, logging in `span` (the member's).
+fn spawn_heartbeat(
+    ctx: &Arc<Ctx>,
+    me: &Owner,
+    fence: &Arc<Fence>,
+    beat: &Arc<Beat>,
+    span: tracing::Span,
+) -> JoinHandle<Stop> {
+    let run = heartbeat::run(ctx.clone(), me.clone(), fence.clone(), beat.clone());
+    tokio::spawn(run.instrument(span))
+}
+
 /// A shard task and what it was started for.
 #[derive(Debug)]
 struct Running {
@@ -101,6 +114,9 @@ pub(crate) struct Coordinator {
     deferred: VecDeque<Command>,
     status: Arc<Mutex<Status>>,
     pending: PendingMark,
+    /// The shards of the plan last followed; `None` before the first, and after fencing.
+    planned: Option<BTreeSet<ShardRef>>,
+    rebalance: RebalanceTimer,
     /// Closed or superseded: the coordinator ends.
     stopped: bool,
 }
@@ -125,8 +141,13 @@ impl Coordinator {
         status: Arc<Mutex<Status>>,
         pending: PendingMark,
     ) -> Result<JoinHandle<()>> {
+        // Everything this member logs carries its application and client id; shard tasks
+        // add the stream and shard.
+        let span = tracing::info_span!("member", app = %ctx.cfg.app, member = %client_id);
         let token = new_token();
-        let sent = register(&ctx, &client_id, &token, &streams).await?;
+        let sent = register(&ctx, &client_id, &token, &streams)
+            .instrument(span.clone())
+            .await?;
         let me = Owner { client_id, token };
         let fence = Arc::new(Fence::new(
             ctx.clock.clone(),
@@ -136,18 +157,15 @@ impl Coordinator {
         let beat = Arc::new(Beat::default());
         beat.set_advertised(streams.clone());
         *beat.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = streams.into_iter().collect();
-        let heartbeat = tokio::spawn(heartbeat::run(
-            ctx.clone(),
-            me.clone(),
-            fence.clone(),
-            beat.clone(),
-        ));
-        ctx.signals.event(Event::Joined {
-            client_id: me.client_id.clone(),
+        let heartbeat = spawn_heartbeat(&ctx, &me, &fence, &beat, span.clone());
+        span.in_scope(|| {
+            ctx.signals.event(Event::Joined {
+                client_id: me.client_id.clone(),
+            });
+            info!(incarnation = %me.token, "joined the group");
         });
-        info!(member = %me.client_id, incarnation = %me.token, "joined the group");
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let coordinator = Coordinator {
+        let mut coordinator = Coordinator {
             ctx,
             me,
             fence,
@@ -165,14 +183,12 @@ impl Coordinator {
             deferred: VecDeque::new(),
             status,
             pending,
+            planned: None,
+            rebalance: RebalanceTimer::default(),
             stopped: false,
         };
         coordinator.publish();
-        let span = tracing::info_span!("member", app = %coordinator.ctx.cfg.app, member = %coordinator.me.client_id);
-        Ok(tokio::spawn(tracing::Instrument::instrument(
-            coordinator.run(),
-            span,
-        )))
+        Ok(tokio::spawn(coordinator.run().instrument(span)))
     }
 
     async fn run(mut self) {
@@ -231,24 +247,31 @@ impl Coordinator {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self) {
-        let held = self
+    /// Publishes the status and the member's metrics, and times a rebalance: settled once
+    /// every shard task runs a held lease of the plan and nothing else.
+    fn publish(&mut self) {
+        let held: BTreeSet<ShardRef> = self
             .shards
             .iter()
             .filter(|(_, r)| r.handle.held())
             .map(|(k, _)| k.clone())
             .collect();
+        let leader = self.leader.is_some();
+        crate::metrics::member(&self.ctx.cfg.app, held.len(), leader);
+        if let Some(planned) = &self.planned {
+            let settled = held.len() == self.shards.len() && &held == planned;
+            if let Some(took) =
+                self.rebalance
+                    .observe(&self.ctx.cfg.app, settled, self.ctx.clock.fencing_now())
+            {
+                info!(?took, shards = held.len(), "holding the planned shards");
+            }
+        }
         let mut status = self.status();
         status.token = self.me.token.clone();
         status.held = held;
         status.leader_term = self.leader.as_ref().map(|l| l.term);
         status.running = !self.stopped;
-        metrics::gauge!("kinesumer_shards_held").set(status.held.len() as f64);
-        metrics::gauge!("kinesumer_leader").set(if status.leader_term.is_some() {
-            1.0
-        } else {
-            0.0
-        });
     }
 
     /// One tick (DESIGN §3 steps 2–4, and 6–10 for the leader).
@@ -369,6 +392,7 @@ impl Coordinator {
                 })
             })
             .collect();
+        self.planned = Some(desired.keys().cloned().collect());
         let releases: BTreeSet<&ShardRef> = plan.release.iter().collect();
         for (key, running) in self.shards.iter_mut() {
             if !running.handle.held() || running.releasing {
@@ -565,6 +589,8 @@ impl Coordinator {
         self.drop_leadership();
         self.watch = None;
         self.slow.clear();
+        self.planned = None;
+        self.rebalance.reset();
         self.ctx.signals.event(Event::Fenced {
             reason: reason.to_owned(),
         });
@@ -613,12 +639,13 @@ impl Coordinator {
             .confirmed
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = streams.into_iter().collect();
-        self.heartbeat = tokio::spawn(heartbeat::run(
-            self.ctx.clone(),
-            self.me.clone(),
-            self.fence.clone(),
-            self.beat.clone(),
-        ));
+        self.heartbeat = spawn_heartbeat(
+            &self.ctx,
+            &self.me,
+            &self.fence,
+            &self.beat,
+            tracing::Span::current(),
+        );
         info!(incarnation = %self.me.token, "rejoined as a new incarnation");
         self.ctx.signals.event(Event::Joined {
             client_id: self.me.client_id.clone(),

@@ -33,20 +33,24 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::delivery::Sink;
 use crate::error::{Error, Event};
+use crate::reader::fanout::ConsumerArns;
 use crate::reader::KinesisApi;
 use crate::store::{Operation, StateStore, StoreError};
 
 /// Where events and errors go: broadcast channels, so a slow or absent listener never
-/// blocks consumption (it loses the oldest instead).
+/// blocks consumption (it loses the oldest instead). Events are counted too
+/// ([`crate::metrics`]), under the member's application.
 #[derive(Debug, Clone)]
 pub(crate) struct Signals {
+    app: Arc<str>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) errors: broadcast::Sender<Error>,
 }
 
 impl Signals {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(app: &str, capacity: usize) -> Self {
         Self {
+            app: app.into(),
             events: broadcast::channel(capacity).0,
             errors: broadcast::channel(capacity).0,
         }
@@ -54,6 +58,7 @@ impl Signals {
 
     pub(crate) fn event(&self, event: Event) {
         tracing::info!(?event, "group event");
+        crate::metrics::event(&self.app, &event);
         let _ = self.events.send(event);
     }
 
@@ -69,6 +74,8 @@ pub(crate) struct Ctx {
     pub(crate) cfg: Arc<Config>,
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) kinesis: Arc<dyn KinesisApi>,
+    /// The fan-out consumer of each stream (empty when polling).
+    pub(crate) consumer_arns: ConsumerArns,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) signals: Signals,
     pub(crate) sink: Sink,
@@ -82,13 +89,17 @@ impl Ctx {
         op: Operation,
         request: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.cfg.request_timeout, request).await {
+        let result = match tokio::time::timeout(self.cfg.request_timeout, request).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable {
                 op,
                 message: format!("timed out after {:?}", self.cfg.request_timeout),
             }),
+        };
+        if let Err(e) = &result {
+            crate::metrics::store_failure(op, e);
         }
+        result
     }
 
     /// `sync_interval` spread by up to ± `jitter`, so members do not beat in lockstep.

@@ -19,9 +19,13 @@ use tracing::{debug, info, Instrument};
 
 use super::fence::Fence;
 use super::Ctx;
+use crate::config::ReadMode;
 use crate::delivery::{ShardTrack, Sink};
 use crate::error::{Error, Event};
-use crate::reader::polling::{self, PollingConfig, ReadFrom, ReadItem, ReaderEnd};
+use crate::reader::fanout::{self, FanOutConfig};
+use crate::reader::feed::{ReadFrom, ReadItem, ReaderEnd};
+use crate::reader::polling::{self, PollingConfig};
+use crate::reader::KinesisError;
 use crate::record::Record;
 use crate::seq::Position;
 use crate::store::{
@@ -415,26 +419,21 @@ impl ShardTask {
         }
         let (tx, rx) = mpsc::channel(self.ctx.cfg.shard_buffer);
         let reader_cancel = self.cancel.child_token();
-        let cfg = &self.ctx.cfg;
-        let mut reader = Owned(tokio::spawn(
-            polling::read_shard(
-                self.ctx.kinesis.clone(),
-                stream,
-                shard_id,
-                held.from.clone(),
-                PollingConfig {
-                    limit: cfg.scan_limit,
-                    scan_interval: cfg.scan_interval,
-                    scan_timeout: cfg.scan_timeout,
-                    aggregation: cfg.aggregation,
-                },
-                tx,
-                reader_cancel.clone(),
-            )
-            .in_current_span(),
+        let mut reader = Owned(self.spawn_reader(
+            stream,
+            shard_id,
+            held.from.clone(),
+            tx,
+            reader_cancel.clone(),
         ));
         let deliver = Owned(tokio::spawn(
-            deliver(rx, track.clone(), self.ctx.sink.clone(), cfg.auto_commit).in_current_span(),
+            deliver(
+                rx,
+                track.clone(),
+                self.ctx.sink.clone(),
+                self.ctx.cfg.auto_commit,
+            )
+            .in_current_span(),
         ));
         let mut reader_done = false;
         let end = self
@@ -483,6 +482,62 @@ impl ShardTask {
         };
         self.counter.store(0, Ordering::Release);
         outcome
+    }
+
+    /// Starts the shard's reader of the configured [`ReadMode`]; both send to `out` and
+    /// end the same ways, so holding, fencing, marks and commits do not depend on it.
+    fn spawn_reader(
+        &self,
+        stream: Arc<str>,
+        shard_id: Arc<str>,
+        from: ReadFrom,
+        out: mpsc::Sender<ReadItem>,
+        cancel: CancellationToken,
+    ) -> JoinHandle<ReaderEnd> {
+        let cfg = &self.ctx.cfg;
+        let kinesis = self.ctx.kinesis.clone();
+        match cfg.read_mode {
+            ReadMode::Polling => {
+                let polling = PollingConfig {
+                    limit: cfg.scan_limit,
+                    scan_interval: cfg.scan_interval,
+                    scan_timeout: cfg.scan_timeout,
+                    aggregation: cfg.aggregation,
+                };
+                let read =
+                    polling::read_shard(kinesis, stream, shard_id, from, polling, out, cancel);
+                tokio::spawn(read.in_current_span())
+            }
+            ReadMode::FanOut => {
+                let Some(consumer_arn) = self.ctx.consumer_arns.get(&stream) else {
+                    // consume() and refresh() register every stream before it is read.
+                    let e = KinesisError::FanOutConsumer {
+                        stream: stream.to_string(),
+                        consumer: cfg.fan_out_consumer_name(),
+                        reason: "not registered by this member".to_owned(),
+                    };
+                    return tokio::spawn(async move { ReaderEnd::Fatal(e) });
+                };
+                let fan_out = FanOutConfig {
+                    consumer_arn,
+                    aggregation: cfg.aggregation,
+                    end_check_interval: cfg.shard_sync_interval,
+                };
+                let fence = self.fence.clone();
+                let may_subscribe = Arc::new(move || fence.check());
+                let read = fanout::read_shard(
+                    kinesis,
+                    stream,
+                    shard_id,
+                    from,
+                    fan_out,
+                    may_subscribe,
+                    out,
+                    cancel,
+                );
+                tokio::spawn(read.in_current_span())
+            }
+        }
     }
 
     /// Reports a lost lease (an error and an event).
@@ -612,11 +667,11 @@ impl ShardTask {
                 if moved {
                     held.committed = mark;
                 }
-                metrics::counter!("kinesumer_commits_total", "stream" => self.key.stream.clone())
-                    .increment(1);
+                track.metrics.commits.increment(1);
                 Ok(())
             }
             Err(StoreError::ConditionFailed { .. }) => {
+                track.metrics.commit_failures.increment(1);
                 // Either the lease moved on (lost) or an earlier write of ours that timed
                 // out landed late: re-read to tell.
                 held.reread = true;
@@ -627,8 +682,7 @@ impl ShardTask {
             }
             Err(e) => {
                 held.reread = true;
-                metrics::counter!("kinesumer_commit_failures_total", "stream" => self.key.stream.clone())
-                    .increment(1);
+                track.metrics.commit_failures.increment(1);
                 self.ctx.signals.error(Error::CommitFailed {
                     stream: self.key.stream.clone(),
                     shard_id: self.key.shard_id.clone(),
@@ -756,7 +810,7 @@ async fn deliver(
                 if !track.may_hand_out() {
                     return;
                 }
-                track.handed_out(&pos);
+                track.handed_out(&pos, record.data.len());
                 handler.handle(record).await;
                 if auto_commit {
                     track.mark(&pos);

@@ -285,13 +285,9 @@ async fn children_of_an_expired_parent_start_at_trim_horizon() {
     a.close().await;
 }
 
-/// Scenario 15: a finished parent whose children have checkpoints, while the stream still
-/// lists it, is never read again — not even by a group that restarts from scratch.
-#[tokio::test(start_paused = true)]
-async fn a_finished_parent_still_listed_is_never_read_again() {
-    let g = Group::new(1);
-    let a = g.member("a").await;
-    let b = g.member("b").await;
+/// Puts 10 records on the one shard, waits until they are read, splits the shard, puts
+/// 20 more and waits until they are read too (from the children); returns what it put.
+async fn read_a_split(g: &Group) -> BTreeSet<String> {
     let mut put = g.put(10);
     wait_for("parent read", Duration::from_secs(20), || {
         g.received_sequences().len() >= 10
@@ -303,6 +299,17 @@ async fn a_finished_parent_still_listed_is_never_read_again() {
         g.received_sequences().len() >= 30
     })
     .await;
+    put
+}
+
+/// Scenario 15: a finished parent whose children have checkpoints, while the stream still
+/// lists it, is never read again — not even by a group that restarts from scratch.
+#[tokio::test(start_paused = true)]
+async fn a_finished_parent_still_listed_is_never_read_again() {
+    let g = Group::new(1);
+    let a = g.member("a").await;
+    let b = g.member("b").await;
+    let mut put = read_a_split(&g).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     a.close().await;
     b.close().await;
@@ -339,6 +346,114 @@ async fn a_finished_parent_still_listed_is_never_read_again() {
     c.close().await;
 }
 
+/// A member's metrics follow what happens to it: the takes of its join and one rebalance,
+/// a lease taken from under it (a loss, then a take once the thief is judged gone), the
+/// releases of its close; shards held and leadership; state-store requests as the store
+/// counted them.
+#[test]
+fn a_member_s_metrics_follow_its_leases() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use crate::metrics::tests::{id, values};
+    use crate::metrics::*;
+    use crate::store::{LeaseSeen, Owner, StoredStart};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let app = [("app", "app")];
+    let app_stream = [("app", "app"), ("stream", STREAM)];
+    // Every task runs on this thread, so the local recorder sees all they record.
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let g = Group::new(4);
+            let a = g.member("a").await;
+            wait_balanced(&[&a], 4).await;
+            let requests = g.store.requests();
+            let joined = values(&snapshotter);
+            assert_eq!(joined[&id(LEASE_TAKES, app_stream)], DebugValue::Counter(4));
+            assert_eq!(joined[&id(SHARDS_HELD, app)], DebugValue::Gauge(4.0.into()));
+            assert_eq!(joined[&id(LEADER, app)], DebugValue::Gauge(1.0.into()));
+            assert!(
+                matches!(&joined[&id(REBALANCE_DURATION, app)], DebugValue::Histogram(h) if h.len() == 1),
+                "one rebalance: the join"
+            );
+            for (op, n) in requests.0 {
+                assert_eq!(
+                    joined[&id(STORE_REQUESTS, [("op", op.name())])],
+                    DebugValue::Counter(n),
+                    "{op:?}"
+                );
+            }
+
+            // Another owner takes a lease: the leader's plan shows the newer lease, the
+            // member stops the shard, and takes it again once the thief is judged gone.
+            let shard = "shardId-000000000000";
+            let lease = g.store.lease(STREAM, shard).await.unwrap().unwrap();
+            let seen = LeaseSeen {
+                exists: true,
+                owner: lease.owner,
+                lease_counter: lease.lease_counter,
+            };
+            let thief = Owner {
+                client_id: "thief".into(),
+                token: "1".into(),
+            };
+            let start = StoredStart::TrimHorizon;
+            g.store
+                .take_lease(STREAM, shard, &thief, &seen, &start)
+                .await
+                .unwrap();
+            wait_for("the stolen shard stopped", Duration::from_secs(10), || {
+                a.held_shards().len() == 3
+            })
+            .await;
+            wait_balanced(&[&a], 4).await;
+            a.close().await;
+        })
+    });
+    let after = values(&snapshotter);
+    assert_eq!(after[&id(LEASE_LOSSES, app_stream)], DebugValue::Counter(1));
+    assert_eq!(after[&id(LEASE_TAKES, app_stream)], DebugValue::Counter(1));
+    assert_eq!(
+        after[&id(LEASE_RELEASES, app_stream)],
+        DebugValue::Counter(4)
+    );
+    assert!(
+        matches!(&after[&id(REBALANCE_DURATION, app)], DebugValue::Histogram(h) if h.len() == 1),
+        "one rebalance: the lost shard taken again"
+    );
+    assert!(!after.contains_key(&id(FENCINGS, app)), "never fenced");
+}
+
+/// Each checkpoint a member writes carries the shard's lag, so `kinesumer status` shows
+/// it without reading the stream: here the in-memory Kinesis reports 0 at the tip.
+#[tokio::test(start_paused = true)]
+async fn checkpoints_carry_the_shard_s_lag() {
+    let g = Group::new(2);
+    let a = g.member("a").await;
+    g.put(20);
+    let store: &dyn StateStore = &g.store;
+    let mut leases = Vec::new();
+    for _ in 0..200 {
+        leases = store.leases(STREAM).await.unwrap();
+        if leases.len() == 2 && leases.iter().all(|l| l.checkpoint.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    for lease in &leases {
+        assert!(lease.checkpoint.is_some(), "committed: {lease:?}");
+        assert_eq!(lease.millis_behind, Some(0), "{lease:?}");
+    }
+    a.close().await;
+}
+
 /// DESIGN §4: a stream deleted and re-created under the same name. The old stream's
 /// finished parent left a tombstone on `shardId-000000000000`, the id the new stream's
 /// only shard gets: without retiring it, the new shard would count as finished and never
@@ -349,17 +464,7 @@ async fn a_re_created_stream_retires_the_old_leases_and_reads_the_new_shards() {
     let g = Group::new(1);
     let a = g.member("a").await;
     let mut errors = a.errors();
-    let mut put = g.put(10);
-    wait_for("parent read", Duration::from_secs(20), || {
-        g.received_sequences().len() >= 10
-    })
-    .await;
-    g.kinesis.split(STREAM, "shardId-000000000000");
-    put.extend(g.put(20));
-    wait_for("children read", Duration::from_secs(30), || {
-        g.received_sequences().len() >= 30
-    })
-    .await;
+    let mut put = read_a_split(&g).await;
     let store: &dyn StateStore = &g.store;
     let parent = store.lease(STREAM, "shardId-000000000000").await.unwrap();
     assert!(

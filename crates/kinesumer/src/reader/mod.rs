@@ -1,11 +1,16 @@
 //! Reading shards: the seam over Kinesis ([`KinesisApi`]), its implementation over the
-//! AWS SDK ([`SdkKinesis`]), and the polling reader (one task per owned shard).
+//! AWS SDK ([`SdkKinesis`]), and the two readers (one task per owned shard): polling
+//! with GetRecords, and enhanced fan-out with SubscribeToShard. Both send through the
+//! same feed (`reader/feed.rs`: checkpoint skip, aggregation splitting, error handling).
 
 pub mod aggregation;
+pub(crate) mod fanout;
+pub(crate) mod feed;
 mod kinesis;
 pub(crate) mod polling;
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -70,6 +75,32 @@ pub struct RecordsPage {
     pub bytes: usize,
 }
 
+/// One event of an enhanced fan-out subscription (a SubscribeToShardEvent).
+#[derive(Debug, Clone, Default)]
+pub struct FanOutEvent {
+    /// The records, in order (often none: the service also sends empty events).
+    pub records: Vec<RawRecord>,
+    /// Where the next subscription continues (AFTER_SEQUENCE_NUMBER): it moves on even
+    /// when no record comes.
+    pub continuation: Option<SequenceNumber>,
+    /// How far the shard's tip is ahead of this event.
+    pub millis_behind: Option<i64>,
+    /// The children announced at the end of a closed shard; the last event of the shard.
+    pub child_shards: Vec<String>,
+    /// The payload bytes of the records.
+    pub bytes: usize,
+}
+
+/// An open SubscribeToShard event stream. Dropping it ends the subscription.
+#[async_trait]
+pub trait Subscription: Send + fmt::Debug {
+    /// The next event; `Ok(None)` when the service ended the subscription (it does
+    /// every 5 minutes). A subscription the service refuses fails here, on its first
+    /// event (ResourceInUse while another subscription of the consumer and shard is
+    /// open or was just dropped), not when it is opened.
+    async fn next_event(&mut self) -> Result<Option<FanOutEvent>, KinesisError>;
+}
+
 /// The shards of a stream as a full, unfiltered, paged ListShards returns them.
 #[derive(Debug, Clone, Default)]
 pub struct StreamShards {
@@ -116,6 +147,28 @@ pub enum KinesisError {
         /// What the service said.
         message: String,
     },
+    /// ResourceInUse: a subscription of the same consumer and shard is still open (or
+    /// was dropped moments ago), or a stream consumer is being registered.
+    #[error("kinesis {operation} on stream {stream:?}: resource in use: {message}")]
+    ResourceInUse {
+        /// The API call.
+        operation: &'static str,
+        /// The stream name.
+        stream: String,
+        /// What the service said.
+        message: String,
+    },
+    /// The enhanced fan-out stream consumer could not be registered, found or made
+    /// ACTIVE.
+    #[error("enhanced fan-out consumer {consumer:?} of stream {stream:?}: {reason}")]
+    FanOutConsumer {
+        /// The stream name.
+        stream: String,
+        /// The consumer name.
+        consumer: String,
+        /// What went wrong and what to do about it.
+        reason: String,
+    },
     /// Anything else (timeouts, connection failures, 5xx): retried with backoff.
     #[error("kinesis {operation} on stream {stream:?} failed: {message}")]
     Other {
@@ -137,8 +190,12 @@ pub trait KinesisApi: Send + Sync + fmt::Debug + 'static {
 
     /// When the stream was created (DescribeStreamSummary), if the service says. A stream
     /// deleted and re-created under the same name has a new creation time, and its shard
-    /// ids name other shards.
-    async fn stream_created(&self, stream: &str) -> Result<Option<DateTime<Utc>>, KinesisError>;
+    /// ids name other shards. The default says nothing (`None`): no re-creation is ever
+    /// judged.
+    async fn stream_created(&self, stream: &str) -> Result<Option<DateTime<Utc>>, KinesisError> {
+        let _ = stream;
+        Ok(None)
+    }
 
     /// A shard iterator.
     async fn shard_iterator(
@@ -156,4 +213,51 @@ pub trait KinesisApi: Send + Sync + fmt::Debug + 'static {
         iterator: &str,
         limit: i32,
     ) -> Result<RecordsPage, KinesisError>;
+
+    /// Registers the enhanced fan-out consumer `name` of `stream`, or finds it
+    /// registered, and waits up to `timeout` until it is ACTIVE; returns its ARN.
+    ///
+    /// The default refuses: an implementation without fan-out serves polling only.
+    async fn register_consumer(
+        &self,
+        stream: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<String, KinesisError> {
+        let _ = (name, timeout);
+        Err(no_fan_out("RegisterStreamConsumer", stream))
+    }
+
+    /// Deregisters the enhanced fan-out consumer `name` of `stream`; `false` when
+    /// there was none, or it was being deleted already.
+    ///
+    /// The default refuses, as for [`register_consumer`](KinesisApi::register_consumer).
+    async fn deregister_consumer(&self, stream: &str, name: &str) -> Result<bool, KinesisError> {
+        let _ = name;
+        Err(no_fan_out("DeregisterStreamConsumer", stream))
+    }
+
+    /// Opens a SubscribeToShard event stream of consumer `consumer_arn` on shard
+    /// `shard_id` of `stream`, from `start`.
+    ///
+    /// The default refuses, as for [`register_consumer`](KinesisApi::register_consumer).
+    async fn subscribe(
+        &self,
+        consumer_arn: &str,
+        stream: &str,
+        shard_id: &str,
+        start: &IteratorStart,
+    ) -> Result<Box<dyn Subscription>, KinesisError> {
+        let _ = (consumer_arn, shard_id, start);
+        Err(no_fan_out("SubscribeToShard", stream))
+    }
+}
+
+fn no_fan_out(operation: &'static str, stream: &str) -> KinesisError {
+    KinesisError::Other {
+        operation,
+        stream: stream.to_owned(),
+        message: "this KinesisApi implementation has no enhanced fan-out; use ReadMode::Polling"
+            .to_owned(),
+    }
 }

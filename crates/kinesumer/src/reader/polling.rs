@@ -1,5 +1,7 @@
 //! The polling reader: one task per owned shard, reading with GetRecords within the
-//! per-shard limits of Kinesis and handing records to a bounded channel.
+//! per-shard limits of Kinesis and handing records to a bounded channel through its
+//! [`Feed`] (the checkpoint skip and the splitting of aggregated records, shared with
+//! the fan-out reader).
 //!
 //! ```text
 //!  GetShardIterator ──► GetRecords ──► skip ≤ checkpoint ──► out (bounded: backpressure)
@@ -8,21 +10,6 @@
 //!        └── after the last ┘      scan_interval when caught up, backoff on errors
 //!            record read
 //! ```
-//!
-//! Records aggregated by the Kinesis Producer Library are split here into their user
-//! records ([`Aggregation::Split`], the default; see [`super::aggregation`]), so the
-//! checkpoint skip, the channel and the marks all work on user records:
-//!
-//! - user record `i` of `n` is sent at position `(sequence, Some(i))`, except the last,
-//!   sent at `(sequence, None)`: marking it marks the whole Kinesis record, so a
-//!   checkpoint carries a sub-sequence number only while it is inside an aggregate
-//!   (DESIGN §3), and a closed shard whose last record is an aggregate can finish;
-//! - an aggregate of no user records sends nothing. The checkpoint moves past it with the
-//!   next record marked; until then a restart reads it again (and again sends nothing),
-//!   and a closed shard waits only for the last item *sent* ([`ReaderEnd::ShardEnd`]),
-//!   so it never stalls on one;
-//! - a record that does not decode is sent as it is, as a whole record, and counted
-//!   (`kinesumer_aggregated_malformed_total`).
 //!
 //! A reader touches only its own shard: its errors, waits and backpressure never pause
 //! another shard's reader, each being its own task.
@@ -33,24 +20,17 @@
 //! whatever it waits on (a call, a sleep, a full channel). Records already sent stay sent;
 //! a record being sent when the token fires is not delivered.
 
-// The consumer, written in another worktree, drives the readers; until it lands only the
-// tests use this module. The test build still checks it for dead code.
-
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Counter, Gauge};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{aggregation, IteratorStart, KinesisApi, KinesisError, RawRecord, RecordsPage};
-use crate::backoff::Backoff;
+use super::feed::{Feed, ReadFrom, ReadItem, ReaderEnd};
+use super::{KinesisApi, KinesisError, RecordsPage};
 use crate::config::Aggregation;
-use crate::seq::{Position, SequenceNumber};
-use crate::store::StoredStart;
 
 /// Kinesis allows 5 GetRecords calls per second per shard, shared by every reader of
 /// the stream ("Kinesis Data Streams quotas and limits", GetRecords): at least 200 ms
@@ -63,10 +43,6 @@ const MIN_CALL_SPACING: Duration = Duration::from_millis(200);
 /// megabytes, the more cautious reading.
 const READ_BYTES_PER_SEC: f64 = 2_000_000.0;
 
-/// The first backoff ceiling after a throttle or a transient error, and the largest.
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
-
 /// How a shard is read.
 #[derive(Debug, Clone)]
 pub(crate) struct PollingConfig {
@@ -78,54 +54,6 @@ pub(crate) struct PollingConfig {
     pub(crate) scan_timeout: Duration,
     /// Whether aggregated records are split into their user records.
     pub(crate) aggregation: Aggregation,
-}
-
-/// Where a reader starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ReadFrom {
-    /// After a checkpoint: everything at or before it is processed.
-    After(Position),
-    /// A shard without a checkpoint: its stored start.
-    Start(StoredStart),
-}
-
-/// One record read, as sent to the reader's channel: a whole Kinesis record, or one user
-/// record of an aggregated one.
-#[derive(Debug, Clone)]
-pub(crate) struct ReadItem {
-    /// The record; for a user record, its own partition key and data under the
-    /// aggregate's sequence number.
-    pub(crate) record: RawRecord,
-    /// The user record's index inside its aggregate; `None` for a whole record.
-    pub(crate) sub_sequence: Option<u64>,
-    /// The user record's explicit hash key, if its producer set one.
-    pub(crate) explicit_hash_key: Option<String>,
-    /// Where marking this item puts the shard's mark: `(sequence, sub_sequence)`, except
-    /// for the last user record of an aggregate, which completes the whole record.
-    pub(crate) position: Position,
-    /// How far the shard's tip was ahead of the page this record came in.
-    pub(crate) millis_behind: Option<i64>,
-}
-
-/// Why a reader stopped.
-#[derive(Debug)]
-pub(crate) enum ReaderEnd {
-    /// The token was cancelled, or the channel's receiver was dropped.
-    Cancelled,
-    /// The end of a closed shard: every record of it was sent.
-    ShardEnd {
-        /// The position of the last item this reader sent; `None` if it sent none.
-        last: Option<Position>,
-        /// The children Kinesis announced (may be empty).
-        children: Vec<String>,
-    },
-    /// The shard no longer exists (expired past retention): it is finished.
-    ShardGone {
-        /// The position of the last item this reader sent; `None` if it sent none.
-        last: Option<Position>,
-    },
-    /// The stream is missing or access is denied: retrying will not help.
-    Fatal(KinesisError),
 }
 
 /// Reads shard `shard_id` of `stream` from `from` into `out` until the shard ends, it is
@@ -144,76 +72,18 @@ pub(crate) async fn read_shard(
     cancel: CancellationToken,
 ) -> ReaderEnd {
     let span = tracing::debug_span!("read_shard", stream = %stream, shard = %shard_id);
-    let (start, skip_through) = match from {
-        // AT_SEQUENCE_NUMBER: the checkpoint is inside an aggregated record whose other
-        // user records are still to be delivered.
-        ReadFrom::After(p) if p.sub_sequence.is_some() => {
-            (IteratorStart::At(p.sequence.clone()), Some(p))
-        }
-        ReadFrom::After(p) => (IteratorStart::After(p.sequence.clone()), Some(p)),
-        ReadFrom::Start(StoredStart::TrimHorizon) => (IteratorStart::TrimHorizon, None),
-        ReadFrom::Start(StoredStart::AtTimestamp(t)) => (IteratorStart::AtTimestamp(t), None),
-    };
-    let labels = [
-        ("stream", stream.to_string()),
-        ("shard", shard_id.to_string()),
-    ];
     let reader = Reader {
-        metrics: ShardMetrics {
-            records: metrics::counter!("kinesumer_records_read_total", &labels),
-            bytes: metrics::counter!("kinesumer_bytes_read_total", &labels),
-            throttles: metrics::counter!("kinesumer_kinesis_throttles_total", &labels),
-            retries: metrics::counter!("kinesumer_kinesis_retries_total", &labels),
-            millis_behind: metrics::gauge!("kinesumer_millis_behind_latest", &labels),
-            aggregated: metrics::counter!("kinesumer_aggregated_records_total", &labels),
-            user_records: metrics::counter!("kinesumer_aggregated_user_records_total", &labels),
-            malformed: metrics::counter!("kinesumer_aggregated_malformed_total", &labels),
-        },
+        feed: Feed::new(stream, shard_id, from, cfg.aggregation, out, cancel),
         api,
-        stream,
-        shard_id,
         cfg,
-        out,
-        cancel,
-        start,
-        skip_through,
-        last_read: None,
-        last_sent: None,
-        backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP),
     };
     reader.run().instrument(span).await
 }
 
-struct ShardMetrics {
-    records: Counter,
-    bytes: Counter,
-    throttles: Counter,
-    retries: Counter,
-    millis_behind: Gauge,
-    /// Aggregated records split, and the user records they held.
-    aggregated: Counter,
-    user_records: Counter,
-    /// Records with the KPL magic that did not decode, delivered as they are.
-    malformed: Counter,
-}
-
 struct Reader {
     api: Arc<dyn KinesisApi>,
-    stream: Arc<str>,
-    shard_id: Arc<str>,
     cfg: PollingConfig,
-    out: mpsc::Sender<ReadItem>,
-    cancel: CancellationToken,
-    /// The iterator start before anything was read.
-    start: IteratorStart,
-    /// The checkpoint: records at or before it are not sent again.
-    skip_through: Option<Position>,
-    /// The last record read into the channel (or skipped as processed).
-    last_read: Option<SequenceNumber>,
-    /// The position of the last item sent (what a finished shard must see marked).
-    last_sent: Option<Position>,
-    backoff: Backoff,
-    metrics: ShardMetrics,
+    feed: Feed,
 }
 
 impl Reader {
@@ -224,13 +94,13 @@ impl Reader {
             let it = match iterator.take() {
                 Some(it) => it,
                 None => {
-                    let start = self.resume_start();
+                    let start = self.feed.resume_start();
                     let api = Arc::clone(&self.api);
-                    let got = api.shard_iterator(&self.stream, &self.shard_id, &start);
-                    match self.or_cancel(got).await {
+                    let got = api.shard_iterator(&self.feed.stream, &self.feed.shard_id, &start);
+                    match self.feed.or_cancel(got).await {
                         None => return ReaderEnd::Cancelled,
                         Some(Ok(it)) => it,
-                        Some(Err(e)) => match self.recover(e).await {
+                        Some(Err(e)) => match self.feed.recover(e).await {
                             Ok(()) => continue,
                             Err(end) => return end,
                         },
@@ -238,6 +108,7 @@ impl Reader {
                 }
             };
             if self
+                .feed
                 .or_cancel(tokio::time::sleep_until(next_call))
                 .await
                 .is_none()
@@ -249,38 +120,34 @@ impl Reader {
             let call = tokio::time::timeout(
                 self.cfg.scan_timeout,
                 self.api
-                    .get_records(&self.stream, &self.shard_id, &it, self.cfg.limit),
+                    .get_records(&self.feed.stream, &self.feed.shard_id, &it, self.cfg.limit),
             );
-            let result = match self.or_cancel(call).await {
+            let result = match self.feed.or_cancel(call).await {
                 None => return ReaderEnd::Cancelled,
                 Some(Ok(result)) => result,
                 Some(Err(_elapsed)) => Err(KinesisError::Other {
                     operation: "GetRecords",
-                    stream: self.stream.to_string(),
+                    stream: self.feed.stream.to_string(),
                     message: format!("timed out after {:?}", self.cfg.scan_timeout),
                 }),
             };
             match result {
                 Ok(page) => {
-                    self.backoff.reset();
+                    self.feed.succeeded();
                     next_call = self.next_call_after(started, &page);
                     let RecordsPage {
+                        records,
                         next_iterator,
+                        millis_behind,
                         child_shards,
-                        ..
-                    } = match self.deliver(page).await {
-                        Some(rest) => rest,
-                        None => return ReaderEnd::Cancelled,
-                    };
+                        bytes,
+                    } = page;
+                    if !self.feed.deliver(records, millis_behind, bytes).await {
+                        return ReaderEnd::Cancelled;
+                    }
                     match next_iterator {
                         Some(next) => iterator = Some(next),
-                        None => {
-                            tracing::debug!(children = ?child_shards, "end of closed shard");
-                            return ReaderEnd::ShardEnd {
-                                last: self.last_sent,
-                                children: child_shards,
-                            };
-                        }
+                        None => return self.feed.shard_end(child_shards),
                     }
                 }
                 Err(e) => {
@@ -289,21 +156,11 @@ impl Reader {
                     if !matches!(e, KinesisError::ExpiredIterator) {
                         iterator = Some(it);
                     }
-                    if let Err(end) = self.recover(e).await {
+                    if let Err(end) = self.feed.recover(e).await {
                         return end;
                     }
                 }
             }
-        }
-    }
-
-    /// The start of a new iterator: after the last record read into the channel (not
-    /// the last one the application processed, which would deliver records twice), or
-    /// the original start when nothing was read yet.
-    fn resume_start(&self) -> IteratorStart {
-        match &self.last_read {
-            Some(seq) => IteratorStart::After(seq.clone()),
-            None => self.start.clone(),
         }
     }
 
@@ -320,128 +177,6 @@ impl Reader {
             earliest.max(Instant::now() + self.cfg.scan_interval)
         }
     }
-
-    /// Sends the page's records that are past the checkpoint; returns the rest of the
-    /// page, or `None` when cancelled or the receiver is gone.
-    async fn deliver(&mut self, mut page: RecordsPage) -> Option<RecordsPage> {
-        self.metrics.records.increment(page.records.len() as u64);
-        self.metrics.bytes.increment(page.bytes as u64);
-        if let Some(m) = page.millis_behind {
-            self.metrics.millis_behind.set(m as f64);
-        }
-        for record in std::mem::take(&mut page.records) {
-            let seq = record.sequence_number.clone();
-            for item in self.items(record, page.millis_behind) {
-                if let Some(checkpoint) = &self.skip_through {
-                    // Compared as positions: the user records of the aggregate at the
-                    // checkpoint's sequence after the checkpoint's sub-sequence, and a
-                    // whole record at that sequence, are still to be processed.
-                    if item.position <= *checkpoint {
-                        continue;
-                    }
-                    self.skip_through = None;
-                }
-                let position = item.position.clone();
-                let out = self.out.clone();
-                match self.or_cancel(out.send(item)).await {
-                    Some(Ok(())) => self.last_sent = Some(position),
-                    None | Some(Err(_)) => return None,
-                }
-            }
-            self.last_read = Some(seq);
-        }
-        Some(page)
-    }
-
-    /// The items of one Kinesis record: its user records when it is an aggregate to be
-    /// split (none for an empty aggregate), otherwise the record itself.
-    fn items(&self, record: RawRecord, millis_behind: Option<i64>) -> Vec<ReadItem> {
-        if self.cfg.aggregation == Aggregation::Split && aggregation::is_aggregated(&record.data) {
-            match aggregation::decode(&record.data) {
-                Ok(users) => {
-                    self.metrics.aggregated.increment(1);
-                    self.metrics.user_records.increment(users.len() as u64);
-                    let last = users.len().saturating_sub(1);
-                    return users
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, user)| ReadItem {
-                            position: Position {
-                                sequence: record.sequence_number.clone(),
-                                sub_sequence: (i != last).then_some(i as u64),
-                            },
-                            record: RawRecord {
-                                sequence_number: record.sequence_number.clone(),
-                                partition_key: user.partition_key,
-                                data: user.data,
-                                approximate_arrival: record.approximate_arrival,
-                            },
-                            sub_sequence: Some(i as u64),
-                            explicit_hash_key: user.explicit_hash_key,
-                            millis_behind,
-                        })
-                        .collect();
-                }
-                Err(e) => {
-                    self.metrics.malformed.increment(1);
-                    tracing::warn!(
-                        error = %e,
-                        sequence = %record.sequence_number,
-                        "delivering a malformed aggregated record as it is"
-                    );
-                }
-            }
-        }
-        vec![ReadItem {
-            position: Position::whole(record.sequence_number.clone()),
-            record,
-            sub_sequence: None,
-            explicit_hash_key: None,
-            millis_behind,
-        }]
-    }
-
-    /// Decides what an error means: `Ok` to try again (after the backoff, for throttles
-    /// and transient errors), `Err` to stop.
-    async fn recover(&mut self, e: KinesisError) -> Result<(), ReaderEnd> {
-        match e {
-            KinesisError::ShardNotFound { .. } => {
-                tracing::info!("shard not found (expired past retention): finished");
-                return Err(ReaderEnd::ShardGone {
-                    last: self.last_sent.clone(),
-                });
-            }
-            KinesisError::StreamNotFound { .. } | KinesisError::AccessDenied { .. } => {
-                tracing::warn!(error = %e, "stopping the shard's reader");
-                return Err(ReaderEnd::Fatal(e));
-            }
-            // No wait beyond the call rate: a new iterator is all it takes.
-            KinesisError::ExpiredIterator => {
-                tracing::debug!(after = ?self.last_read, "shard iterator expired; getting a new one");
-                return Ok(());
-            }
-            KinesisError::Throttled { .. } => {
-                self.metrics.throttles.increment(1);
-                tracing::debug!(error = %e, "throttled; backing off");
-            }
-            KinesisError::Other { .. } => tracing::warn!(error = %e, "retrying after backoff"),
-        }
-        self.metrics.retries.increment(1);
-        let delay = self.backoff.next_delay();
-        match self.or_cancel(tokio::time::sleep(delay)).await {
-            Some(()) => Ok(()),
-            None => Err(ReaderEnd::Cancelled),
-        }
-    }
-
-    /// Runs `f` unless the token is cancelled first (`None`).
-    async fn or_cancel<F: Future>(&self, f: F) -> Option<F::Output> {
-        tokio::select! {
-            biased;
-            _ = self.cancel.cancelled() => None,
-            v = f => Some(v),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -450,10 +185,11 @@ mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use chrono::{DateTime, Utc};
 
     use super::*;
-    use crate::reader::StreamShards;
+    use crate::reader::{aggregation, IteratorStart, RawRecord, StreamShards};
+    use crate::seq::{Position, SequenceNumber};
+    use crate::store::StoredStart;
 
     /// A scripted Kinesis shard: GetRecords answers from a queue (and hangs once it is
     /// empty); every call is recorded with its instant.
@@ -497,10 +233,6 @@ mod tests {
     impl KinesisApi for Fake {
         async fn list_shards(&self, _: &str) -> Result<StreamShards, KinesisError> {
             unreachable!("the reader never lists shards")
-        }
-
-        async fn stream_created(&self, _: &str) -> Result<Option<DateTime<Utc>>, KinesisError> {
-            unreachable!("the reader never describes the stream")
         }
 
         async fn shard_iterator(

@@ -92,6 +92,13 @@ impl SimKinesis {
         state.streams.insert(stream.to_owned(), list);
     }
 
+    /// How many shards ListShards lists for `stream` (0 when there is no such stream).
+    pub fn shard_count(&self, stream: &str) -> usize {
+        self.state().streams.get(stream).map_or(0, |shards| {
+            shards.iter().filter(|s| s.info.is_some()).count()
+        })
+    }
+
     /// Appends a record to the open shard its partition key hashes to; returns the shard
     /// id and sequence number.
     pub fn put(&self, stream: &str, partition_key: &str, data: &[u8]) -> (String, String) {

@@ -35,6 +35,7 @@ mod faults;
 mod kinesis;
 mod member;
 mod monitor;
+pub mod scale;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

@@ -853,6 +853,7 @@ impl StateStore for DynamoStore {
         )
         .set_or_remove(attr::START, start.map(start_value))
         .remove(attr::SHARD_END)
+        .remove(attr::MILLIS_BEHIND)
         .set(attr::LAST_UPDATE, now());
         if !force {
             let c = e.missing(attr::OWNER);

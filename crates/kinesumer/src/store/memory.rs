@@ -359,6 +359,7 @@ impl StateStore for MemoryStore {
             l.checkpoint = position.cloned();
             l.start = start.cloned();
             l.shard_end = false;
+            l.millis_behind = None;
             l.last_update = Some(Utc::now());
             Ok(())
         })

@@ -12,7 +12,7 @@
 //! A store handle is bound to one application (`app`); one table serves many.
 //!
 //! Every implementation counts its requests per [`Operation`] ([`StateStore::requests`]),
-//! and reports them through the `metrics` facade as `kinesumer_store_requests_total`.
+//! and reports them through the `metrics` facade as [`crate::metrics::STORE_REQUESTS`].
 
 mod dynamo;
 mod memory;
@@ -140,7 +140,9 @@ pub struct LeaseItem {
     pub start: Option<StoredStart>,
     /// The shard was read to its end and every record of it processed.
     pub shard_end: bool,
-    /// Milliseconds behind the tip of the stream at the last checkpoint.
+    /// Milliseconds behind the tip of the stream at the last checkpoint that knew it
+    /// (`MillisBehindLatest` of the page its last record came in); `None` before the
+    /// first, and after an operator moved the checkpoint.
     pub millis_behind: Option<i64>,
     /// The writer's wall clock at its last write.
     pub last_update: Option<DateTime<Utc>>,
@@ -166,7 +168,8 @@ pub struct CheckpointWrite {
     pub position: Option<Position>,
     /// Marks the shard finished.
     pub shard_end: bool,
-    /// The lag to store beside the checkpoint.
+    /// The lag to store beside the checkpoint (`kinesumer status` shows it); `None`
+    /// keeps the stored one.
     pub millis_behind: Option<i64>,
 }
 
@@ -371,7 +374,7 @@ impl RequestCounter {
     /// Counts one request (and reports it to the `metrics` facade).
     pub fn count(&self, op: Operation) {
         self.counts[op as usize].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("kinesumer_store_requests_total", "op" => op.name()).increment(1);
+        crate::metrics::store_request(op);
     }
 
     /// A snapshot of the counts.
@@ -596,8 +599,9 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     ) -> Result<(), StoreError>;
 
     /// An operator's move of a checkpoint (`kinesumer reset`): sets or removes the
-    /// position and the stored start, clears `shard_end`; conditional on the lease
-    /// having no owner unless `force`.
+    /// position and the stored start, clears `shard_end` and removes `millis_behind`
+    /// (the lag of the old position says nothing of the new one); conditional on the
+    /// lease having no owner unless `force`.
     async fn set_checkpoint(
         &self,
         stream: &str,

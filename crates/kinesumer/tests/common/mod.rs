@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub mod tls;
 mod wait;
 pub use wait::*;
 
@@ -74,6 +75,77 @@ pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards:
         }
     })
     .await
+}
+
+/// Splits `shard` of `stream` in the middle of its hash range and waits until the stream
+/// is ACTIVE again.
+pub async fn split_shard(client: &aws_sdk_kinesis::Client, stream: &str, shard: &str) {
+    let shards = within("list", client.list_shards().stream_name(stream).send())
+        .await
+        .unwrap();
+    let s = shards
+        .shards()
+        .iter()
+        .find(|s| s.shard_id() == shard)
+        .unwrap();
+    let range = s.hash_key_range().unwrap();
+    let (lo, hi): (u128, u128) = (
+        range.starting_hash_key().parse().unwrap(),
+        range.ending_hash_key().parse().unwrap(),
+    );
+    within(
+        "split",
+        client
+            .split_shard()
+            .stream_name(stream)
+            .shard_to_split(shard)
+            .new_starting_hash_key((lo + (hi - lo) / 2).to_string())
+            .send(),
+    )
+    .await
+    .unwrap();
+    wait_stream_active(client, stream).await;
+}
+
+/// Waits until `stream` is ACTIVE.
+pub async fn wait_stream_active(client: &aws_sdk_kinesis::Client, stream: &str) {
+    eventually("stream active", Duration::from_secs(30), || async {
+        let d = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .ok()?;
+        (d.stream_description_summary()?.stream_status()
+            == &aws_sdk_kinesis::types::StreamStatus::Active)
+            .then_some(())
+    })
+    .await
+}
+
+/// A new app, state-store table and stream on the local stack.
+pub struct Fresh {
+    /// The app (group) name.
+    pub app: String,
+    /// The state-store table.
+    pub table: String,
+    /// The stream.
+    pub stream: String,
+    /// A Kinesis client for the local stack.
+    pub kinesis: aws_sdk_kinesis::Client,
+}
+
+/// A new app and table, and a new stream named `<prefix>-…` of `shards` shards.
+pub async fn fresh(prefix: &str, shards: i32) -> Fresh {
+    let kinesis = kinesis().await;
+    let stream = random_name(prefix);
+    create_stream(&kinesis, &stream, shards).await;
+    Fresh {
+        app: random_name("app"),
+        table: create_table().await,
+        stream,
+        kinesis,
+    }
 }
 
 /// A fresh state-store table on the local stack.
@@ -206,6 +278,7 @@ pub fn config(app: &str, table: &str, id: &str) -> kinesumer::ConfigBuilder {
 pub mod kpl;
 #[allow(dead_code)]
 pub mod process;
+pub mod proxy;
 
 /// Logs of the library to the test's output (`RUST_LOG`, default warn).
 pub fn init_tracing() {

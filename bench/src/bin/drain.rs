@@ -1,0 +1,208 @@
+//! Drain: one member reads `--records` records of 200 bytes, pre-loaded in a 4-shard
+//! stream, from TRIM_HORIZON, in a process of its own; `--runs` times, each as a new app
+//! (so from the start again).
+//!
+//! ```text
+//! scripts/local-stack start && eval "$(scripts/local-stack env)"
+//! cargo build --release -p kinesumer-bench --bin drain
+//! target/release/drain [--records 50000 --runs 5]
+//! ```
+//!
+//! Both services are moto's (its Kinesis keeps its speed on a large stream, where
+//! kinesis-local slows down): the program points Kinesis at the DynamoDB endpoint of the
+//! environment. The member process reports its own figures when it has read every
+//! record: the wall time from its start and from its first record, its CPU time (user +
+//! system, from `/proc/self/stat`) and its peak RSS (`VmHWM`, `/proc/self/status`).
+//! Printed per run, then as the median (min–max).
+//!
+//! To profile the member alone (the stream and table are printed when loaded):
+//!
+//! ```text
+//! AWS_ENDPOINT_URL_KINESIS=$AWS_ENDPOINT_URL_DYNAMODB valgrind --tool=callgrind \
+//!   target/release/drain --member --slow --app A --table T --stream S --records 20000
+//! ```
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kinesumer::store::{create_table, TableBilling};
+use kinesumer::{Config, InitialPosition, Kinesumer};
+use kinesumer_bench::{arg, create_stream, put_batch, summary, Error};
+
+const SHARDS: i32 = 4;
+const PAYLOAD: usize = 200;
+
+/// What one member process measured of itself.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    records: u64,
+    wall: f64,
+    reading: f64,
+    cpu: f64,
+    rss_mb: f64,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--member") {
+        return member(&args).await;
+    }
+    let records = arg("--records", 50_000);
+    let runs = arg("--runs", 5);
+    let moto = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
+        .map_err(|_| "AWS_ENDPOINT_URL_DYNAMODB is not set: eval \"$(scripts/local-stack env)\"")?;
+    // Set before any client is built; the member processes inherit it.
+    std::env::set_var("AWS_ENDPOINT_URL_KINESIS", &moto);
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let stream = format!("drain-{:08x}", rand::random::<u32>());
+    let table = format!("kinesumer-drain-{:08x}", rand::random::<u32>());
+    create_stream(&kinesis, &stream, SHARDS).await?;
+    create_table(
+        &aws_sdk_dynamodb::Client::new(&sdk),
+        &table,
+        TableBilling::OnDemand,
+    )
+    .await?;
+    let loading = Instant::now();
+    load(&kinesis, &stream, records).await?;
+    eprintln!(
+        "loaded {records} records of {PAYLOAD} bytes into {SHARDS} shards of {stream} in {:.1} s (table {table})",
+        loading.elapsed().as_secs_f64()
+    );
+    let mut all = Vec::new();
+    for i in 0..runs {
+        let app = format!("drain-{i}-{:08x}", rand::random::<u32>());
+        let run = spawn_member(&app, &table, &stream, records).await?;
+        println!(
+            "run {i}: {:.0} records/s ({:.0} from the first record), {:.3} CPU-s per 10,000 records, peak RSS {:.1} MB",
+            run.records as f64 / run.wall,
+            run.records as f64 / run.reading,
+            run.cpu * 10_000.0 / run.records as f64,
+            run.rss_mb
+        );
+        all.push(run);
+    }
+    let per = |f: fn(&Run) -> f64| all.iter().map(f).collect::<Vec<f64>>();
+    summary("records/s", "", per(|r| r.records as f64 / r.wall));
+    summary(
+        "records/s from first",
+        "",
+        per(|r| r.records as f64 / r.reading),
+    );
+    summary(
+        "CPU-s per 10k records",
+        "s",
+        per(|r| r.cpu * 10_000.0 / r.records as f64),
+    );
+    summary("peak RSS", "MB", per(|r| r.rss_mb));
+    Ok(())
+}
+
+/// Puts `n` records of [`PAYLOAD`] bytes, 500 per PutRecords, over random keys.
+async fn load(kinesis: &aws_sdk_kinesis::Client, stream: &str, n: u64) -> Result<(), Error> {
+    let payload = aws_sdk_kinesis::primitives::Blob::new(vec![b'x'; PAYLOAD]);
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(500);
+        put_batch(kinesis, stream, batch, |_| payload.clone()).await?;
+        left -= batch;
+    }
+    Ok(())
+}
+
+async fn spawn_member(app: &str, table: &str, stream: &str, records: u64) -> Result<Run, Error> {
+    let exe = std::env::current_exe()?;
+    let child = tokio::process::Command::new(exe)
+        .args([
+            "--member", "--app", app, "--table", table, "--stream", stream,
+        ])
+        .args(["--records", &records.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        return Err(format!("the member process failed: {}", out.status).into());
+    }
+    let line = String::from_utf8(out.stdout)?;
+    let v: serde_json::Value = serde_json::from_str(line.trim())?;
+    let f = |k: &str| v[k].as_f64().ok_or_else(|| format!("no {k} in {line}"));
+    Ok(Run {
+        records: f("records")? as u64,
+        wall: f("wall")?,
+        reading: f("reading")?,
+        cpu: f("cpu")?,
+        rss_mb: f("rss_mb")?,
+    })
+}
+
+/// The member process: reads until it has `--records` records, closes, reports.
+async fn member(args: &[String]) -> Result<(), Error> {
+    let started = Instant::now();
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .ok_or_else(|| format!("{name} is missing"))
+    };
+    let want = arg("--records", 50_000);
+    let mut config = Config::builder(value("--app")?, value("--table")?)
+        .client_id("drain")
+        .initial_position(InitialPosition::TrimHorizon);
+    if args.iter().any(|a| a == "--slow") {
+        // Under a profiler (valgrind runs it some 50 times slower).
+        config = config
+            .sync_interval(Duration::from_secs(2))
+            .failover_timeout(Duration::from_secs(60))
+            .request_timeout(Duration::from_secs(5));
+    }
+    let config = config.build()?;
+    let consumer = Kinesumer::new(config).await?;
+    let mut records = consumer.consume([value("--stream")?]).await?;
+    let mut first = None;
+    let mut got = 0u64;
+    while got < want {
+        let Some(record) = records.next().await else {
+            return Err("the record stream ended early".into());
+        };
+        first.get_or_insert_with(Instant::now);
+        got += 1;
+        drop(record);
+    }
+    let reading = first.map_or(Duration::ZERO, |f| f.elapsed());
+    let wall = started.elapsed();
+    let (cpu, rss_mb) = self_usage()?;
+    consumer.close().await;
+    println!(
+        "{}",
+        serde_json::json!({
+            "records": got,
+            "wall": wall.as_secs_f64(),
+            "reading": reading.as_secs_f64(),
+            "cpu": cpu,
+            "rss_mb": rss_mb,
+        })
+    );
+    Ok(())
+}
+
+/// This process's CPU seconds (user + system) and peak resident set in MB.
+fn self_usage() -> Result<(f64, f64), Error> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which ends with the last ')'): utime and stime are
+    // the 14th and 15th fields of the line, the 12th and 13th after it.
+    let after = stat.rsplit_once(')').ok_or("unexpected /proc/self/stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let cpu = ticks / rustix::param::clock_ticks_per_second() as f64;
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let hwm_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmHWM in /proc/self/status")?;
+    Ok((cpu, hwm_kb / 1024.0))
+}
