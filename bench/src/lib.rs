@@ -1,18 +1,29 @@
-//! Helpers shared by the benchmark programs.
+//! Helpers shared by the benchmark programs and the chaos harness.
 
+use std::ops::Range;
 use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+
+pub mod check;
+pub mod member;
+pub mod proxy;
 
 /// The boxed error of the benchmark programs.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The value of `--name N` on the command line, or `default`.
 pub fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
+    arg_str(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The value of `--name VALUE` on the command line.
+pub fn arg_str(name: &str) -> Option<String> {
+    let mut args = std::env::args().skip_while(|a| a != name);
+    args.nth(1)
 }
 
 /// Creates a stream with `shards` shards and waits until it is ACTIVE.
@@ -40,6 +51,12 @@ pub async fn create_stream(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Deletes a stream.
+pub async fn delete_stream(kinesis: &aws_sdk_kinesis::Client, name: &str) -> Result<(), Error> {
+    kinesis.delete_stream().stream_name(name).send().await?;
+    Ok(())
 }
 
 /// Prints `name`: the median (min–max) of `values` and how many there were. Whole numbers
@@ -78,16 +95,40 @@ pub async fn put_batch(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     n: u64,
-    data: impl Fn(u64) -> aws_sdk_kinesis::primitives::Blob,
+    data: impl Fn(u64) -> Blob,
 ) -> Result<(), Error> {
-    let entries = (0..n)
-        .map(|i| {
-            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                .partition_key(format!("key-{i}-{}", rand::random::<u32>()))
-                .data(data(i))
+    let records = (0..n).map(|i| (format!("key-{i}-{}", rand::random::<u32>()), data(i)));
+    put_records(kinesis, stream, records).await
+}
+
+/// Puts the records numbered `numbers` in one PutRecords call, each with its number as
+/// payload and the key `key-<number mod keys>`, so each key's records land in number
+/// order; refused records are an error (the emulator never refuses one).
+pub async fn put_numbered(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    numbers: Range<u64>,
+    keys: u64,
+) -> Result<(), Error> {
+    let records = numbers.map(|n| (format!("key-{}", n % keys), Blob::new(n.to_string())));
+    put_records(kinesis, stream, records).await
+}
+
+/// One PutRecords call of (partition key, data) pairs; refused records are an error.
+async fn put_records(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: impl Iterator<Item = (String, Blob)>,
+) -> Result<(), Error> {
+    let entries = records
+        .map(|(key, data)| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(key)
+                .data(data)
                 .build()
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let n = entries.len();
     let out = kinesis
         .put_records()
         .stream_name(stream)

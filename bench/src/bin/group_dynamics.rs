@@ -31,7 +31,7 @@ use kinesumer::{Config, InitialPosition, Kinesumer};
 const SHARDS: i32 = 6;
 const POLL: Duration = Duration::from_millis(20);
 
-use kinesumer_bench::{arg, create_stream, summary, Error};
+use kinesumer_bench::{arg, create_stream, delete_stream, summary, Error};
 
 struct Group {
     app: String,
@@ -54,12 +54,7 @@ impl Bench {
     }
 
     async fn delete(&self, stream: &str) {
-        let _ = self
-            .kinesis
-            .delete_stream()
-            .stream_name(stream)
-            .send()
-            .await;
+        let _ = delete_stream(&self.kinesis, stream).await;
     }
 
     async fn member(&self, app: &str, id: &str, stream: &str) -> Result<Arc<Kinesumer>, Error> {

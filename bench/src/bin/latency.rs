@@ -19,7 +19,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use futures::StreamExt;
 use kinesumer::store::{create_table, TableBilling};
 use kinesumer::{Config, InitialPosition, Kinesumer, ReadMode};
-use kinesumer_bench::{arg, create_stream, put_batch, Error};
+use kinesumer_bench::{arg, create_stream, delete_stream, put_batch, Error};
 
 const SHARDS: i32 = 2;
 const BATCH: u64 = 10;
@@ -103,7 +103,7 @@ async fn measure(
     if mode == ReadMode::FanOut {
         member.deregister_fan_out_consumer(&stream).await?;
     }
-    let _ = kinesis.delete_stream().stream_name(&stream).send().await;
+    let _ = delete_stream(kinesis, &stream).await;
     Ok(latencies)
 }
 

@@ -11,85 +11,24 @@
 //! Reports records produced, received, lost and duplicated, per-key order violations,
 //! lease losses and fencings (from the members' event logs), and exit codes.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kinesumer::store::{create_table, TableBilling};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-use kinesumer_bench::{arg, create_stream, Error};
+use kinesumer_bench::member::Member;
+use kinesumer_bench::{arg, check, create_stream, delete_stream, put_numbered, Error};
 
 const KEYS: u64 = 32;
 
-struct Member {
-    child: Child,
-    /// (partition key, record number) in delivery order.
-    lines: Arc<Mutex<Vec<(String, u64)>>>,
-    /// Event lines from stderr.
-    events: Arc<Mutex<Vec<String>>>,
-    readers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn member_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.with_file_name("kinesumer-member")
-}
-
 fn spawn(app: &str, table: &str, stream: &str, id: &str) -> Result<Member, Error> {
-    let mut child = Command::new(member_bin())
-        .args([
-            "--app",
-            app,
-            "--table",
-            table,
-            "--stream",
-            stream,
-            "--client-id",
-            id,
-        ])
-        .args(["--from", "trim-horizon"])
-        .env("RUST_LOG", "kinesumer=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let sink = lines.clone();
-    let out = tokio::spawn(async move {
-        let mut r = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = r.next_line().await {
-            let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
-            let key = v["partition_key"].as_str().unwrap_or_default().to_owned();
-            let n = v["data"]
-                .as_str()
-                .and_then(|d| d.parse().ok())
-                .expect("numbered record");
-            sink.lock().expect("lock").push((key, n));
-        }
-    });
-    let esink = events.clone();
-    let err = tokio::spawn(async move {
-        let mut r = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = r.next_line().await {
-            if line.starts_with("event ") {
-                esink.lock().expect("lock").push(line);
-            }
-        }
-    });
-    Ok(Member {
-        child,
-        lines,
-        events,
-        readers: vec![out, err],
-    })
+    let exe = std::env::current_exe()?;
+    let mut command = Command::new(exe.with_file_name("kinesumer-member"));
+    command
+        .args(["--app", app, "--table", table, "--stream", stream])
+        .args(["--client-id", id, "--from", "trim-horizon"])
+        .env("RUST_LOG", "kinesumer=info");
+    Member::spawn(command)
 }
 
 #[tokio::main]
@@ -118,97 +57,44 @@ async fn main() -> Result<(), Error> {
     let mut produced = 0u64;
     let batch = (rate / 5).max(1);
     while started.elapsed() < Duration::from_secs(secs) {
-        let entries: Vec<PutRecordsRequestEntry> = (produced..produced + batch)
-            .map(|n| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(format!("key-{}", n % KEYS))
-                    .data(Blob::new(n.to_string()))
-                    .build()
-                    .expect("entry")
-            })
-            .collect();
-        let mut pending = entries;
-        while !pending.is_empty() {
-            let out = kinesis
-                .put_records()
-                .stream_name(&stream)
-                .set_records(Some(pending.clone()))
-                .send()
-                .await?;
-            pending = out
-                .records()
-                .iter()
-                .zip(pending)
-                .filter(|(r, _)| r.error_code().is_some())
-                .map(|(_, e)| e)
-                .collect();
-        }
+        put_numbered(&kinesis, &stream, produced..produced + batch, KEYS).await?;
         produced += batch;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     let deadline = Instant::now() + Duration::from_secs(60);
-    let unique = |group: &[Member]| -> BTreeSet<u64> {
-        group
+    let lost = |group: &[Member]| -> u64 {
+        let runs: Vec<_> = group
             .iter()
-            .flat_map(|m| {
-                m.lines
-                    .lock()
-                    .expect("lock")
-                    .iter()
-                    .map(|(_, n)| *n)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+            .map(|m| m.deliveries.lock().expect("lock").clone())
+            .collect();
+        check::lost(produced, runs.iter().map(Vec::as_slice))
     };
-    while (unique(&group).len() as u64) < produced && Instant::now() < deadline {
+    while lost(&group) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut exits = Vec::new();
     for m in &mut group {
-        let pid = m.child.id().expect("running") as i32;
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid).expect("pid"),
-            rustix::process::Signal::TERM,
-        )?;
-        exits.push(m.child.wait().await?.code());
-        for r in m.readers.drain(..) {
-            r.await?;
-        }
+        exits.push(m.terminate(Duration::from_secs(30)).await?.flatten());
     }
-
-    let received: usize = group
+    let runs: Vec<_> = group
         .iter()
-        .map(|m| m.lines.lock().expect("lock").len())
-        .sum();
-    let got = unique(&group);
-    let lost = (0..produced).filter(|n| !got.contains(n)).count();
-    let mut disorder = 0;
-    for m in &group {
-        let mut last: BTreeMap<String, u64> = BTreeMap::new();
-        for (key, n) in m.lines.lock().expect("lock").iter() {
-            if last.get(key).is_some_and(|&prev| prev > *n) {
-                disorder += 1;
-            }
-            last.insert(key.clone(), *n);
-        }
-    }
-    let count = |needle: &str| -> usize {
-        group
-            .iter()
-            .map(|m| {
-                m.events
-                    .lock()
-                    .expect("lock")
-                    .iter()
-                    .filter(|e| e.contains(needle))
-                    .count()
-            })
-            .sum()
+        .map(|m| m.deliveries.lock().expect("lock").clone())
+        .collect();
+    let received: usize = runs.iter().map(Vec::len).sum();
+    let lost = check::lost(produced, runs.iter().map(Vec::as_slice));
+    let duplicates = check::duplicates(runs.iter().map(Vec::as_slice));
+    let disorder: u64 = runs.iter().map(|r| check::order_violations(r)).sum();
+    let count = |event: &str| -> usize {
+        let line = format!("event {event}");
+        group.iter().map(|m| m.stderr_count(&line)).sum()
     };
     for m in &group {
-        for e in m.events.lock().expect("lock").iter() {
-            if e.contains("Fenced") || e.contains("LeaseLost") || e.contains("Superseded") {
+        for e in m.stderr.lock().expect("lock").iter() {
+            if ["event Fenced", "event LeaseLost", "event Superseded"]
+                .iter()
+                .any(|event| e.starts_with(event))
+            {
                 println!("{e}");
             }
         }
@@ -218,12 +104,12 @@ async fn main() -> Result<(), Error> {
     println!("| records produced | {produced} |");
     println!("| records received | {received} |");
     println!("| lost | {lost} |");
-    println!("| duplicates | {} |", received - got.len());
+    println!("| duplicates | {duplicates} |");
     println!("| per-key order violations | {disorder} |");
     println!("| lease losses | {} |", count("LeaseLost"));
     println!("| fencings | {} |", count("Fenced"));
     println!("| leases taken | {} |", count("LeaseTaken"));
     println!("| exit codes | {exits:?} |");
-    kinesis.delete_stream().stream_name(&stream).send().await?;
+    delete_stream(&kinesis, &stream).await?;
     Ok(())
 }

@@ -192,6 +192,16 @@ pub(crate) struct ConsumeArgs {
     /// How often processed records are checkpointed.
     #[arg(long, default_value = "5000", value_name = "MS", value_parser = parse_millis)]
     pub(crate) commit_interval_ms: Duration,
+    /// The group's tick: heartbeat, plan and lease reads (library default: 400).
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub(crate) sync_interval_ms: Option<Duration>,
+    /// How long a silent member keeps its shards before the leader moves them (library
+    /// default: 2200). Raise it on a loaded machine, with the sync interval.
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub(crate) failover_timeout_ms: Option<Duration>,
+    /// How long one state-store request may take (library default: 250).
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub(crate) request_timeout_ms: Option<Duration>,
     /// Read with enhanced fan-out (SubscribeToShard) instead of polling. The app's
     /// stream consumer is registered on each stream (or found) and must become ACTIVE.
     #[arg(long)]

@@ -37,6 +37,15 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     if let Some(id) = args.client_id {
         builder = builder.client_id(id);
     }
+    if let Some(d) = args.sync_interval_ms {
+        builder = builder.sync_interval(d);
+    }
+    if let Some(d) = args.failover_timeout_ms {
+        builder = builder.failover_timeout(d);
+    }
+    if let Some(d) = args.request_timeout_ms {
+        builder = builder.request_timeout(d);
+    }
     if let Some(arn) = &aws.role_arn {
         builder = builder.role_arn(arn);
     }

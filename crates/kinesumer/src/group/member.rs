@@ -2,7 +2,7 @@
 //! when it holds it, and follows its plan by starting and stopping shard tasks
 //! (DESIGN §3).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -110,6 +110,8 @@ pub(crate) struct Coordinator {
     slow: BTreeMap<ShardRef, PlannedShard>,
     cooldown: BTreeMap<ShardRef, Duration>,
     cmds: mpsc::Receiver<Command>,
+    /// Commands received during a rejoin, handled once it is done.
+    deferred: VecDeque<Command>,
     status: Arc<Mutex<Status>>,
     pending: PendingMark,
     /// The shards of the plan last followed; `None` before the first, and after fencing.
@@ -178,6 +180,7 @@ impl Coordinator {
             slow: BTreeMap::new(),
             cooldown: BTreeMap::new(),
             cmds,
+            deferred: VecDeque::new(),
             status,
             pending,
             planned: None,
@@ -203,17 +206,7 @@ impl Coordinator {
                     }
                 }
                 Some(done) = self.done_rx.recv() => self.on_done(done),
-                cmd = self.cmds.recv() => match cmd {
-                    Some(Command::Refresh(streams, ack)) => {
-                        let _ = ack.send(self.refresh(streams).await);
-                    }
-                    Some(Command::Commit(ack)) => self.commit(ack),
-                    Some(Command::Close(ack)) => {
-                        self.close().await;
-                        let _ = ack.send(());
-                    }
-                    None => self.close().await,
-                },
+                cmd = self.cmds.recv() => self.on_command(cmd).await,
                 _ = tokio::time::sleep_until(next_tick) => {
                     self.tick().await;
                     // Fixed rate: the tick's own requests do not stretch the period.
@@ -222,9 +215,31 @@ impl Coordinator {
                 }
             }
             self.publish();
+            while !self.stopped {
+                let Some(cmd) = self.deferred.pop_front() else {
+                    break;
+                };
+                self.on_command(Some(cmd)).await;
+                self.publish();
+            }
             if self.stopped {
                 return;
             }
+        }
+    }
+
+    /// A command of the public handle; `None`: the handle is gone.
+    async fn on_command(&mut self, cmd: Option<Command>) {
+        match cmd {
+            Some(Command::Refresh(streams, ack)) => {
+                let _ = ack.send(self.refresh(streams).await);
+            }
+            Some(Command::Commit(ack)) => self.commit(ack),
+            Some(Command::Close(ack)) => {
+                self.close().await;
+                let _ = ack.send(());
+            }
+            None => self.close().await,
         }
     }
 
@@ -598,7 +613,18 @@ impl Coordinator {
                 Err(StoreError::ConditionFailed { .. }) => return self.superseded().await,
                 Err(e) => {
                     debug!(error = %e, "rejoin failed; retrying");
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    // A close does not wait for the store: this incarnation is fenced
+                    // and holds nothing, so closing it needs no request to succeed.
+                    tokio::select! {
+                        biased;
+                        cmd = self.cmds.recv() => match cmd {
+                            Some(Command::Refresh(..) | Command::Commit(_)) => {
+                                self.deferred.extend(cmd);
+                            }
+                            close => return self.on_command(close).await,
+                        },
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
                 }
             }
         };

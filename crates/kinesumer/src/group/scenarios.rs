@@ -760,3 +760,24 @@ async fn steady_state_requests_stay_within_the_budget() {
         );
     }
 }
+
+// Found by the chaos harness (docs/reliability.md): SIGTERM to a member fenced by a
+// state-store outage. Its coordinator retried the rejoin until the store answered and
+// read no command meanwhile, so `close` waited as long as the outage: the process did
+// not exit.
+#[tokio::test(start_paused = true)]
+async fn a_member_fenced_by_an_unreachable_store_closes_without_waiting_for_it() {
+    let mut sim = group(2, &["a", "b"]).await;
+    let mut down = crate::sim::RandomFaults::new(0);
+    down.fail = 1.0;
+    sim.member("a").store.set_random(Some(down));
+    sim.wait_for("a fenced", LONG, |s| fenced(s, "a") >= 1)
+        .await;
+    sim.run_for(failover()).await;
+    let close = sim.close("a");
+    assert!(
+        tokio::time::timeout(failover(), close).await.is_ok(),
+        "close returned while the store was still unreachable"
+    );
+    nothing_lost(&mut sim).await;
+}
