@@ -55,9 +55,16 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     if let Some(region) = args.consumer.consumer_region {
         builder = builder.region(region);
     }
-    let member = Kinesumer::new(builder.build()?)
-        .await
-        .context("joining the group")?;
+    let config = builder.build()?;
+    // Before the first request: a SIGTERM while the state store or Kinesis is slow to
+    // answer ends the process with 0 rather than killing it.
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let member = tokio::select! {
+        member = Kinesumer::new(config) => member.context("joining the group")?,
+        _ = term.recv() => return Ok(()),
+        _ = int.recv() => return Ok(()),
+    };
     let mut errors = member.errors();
     let warnings = AbortOnDrop(tokio::spawn(async move {
         // Runtime errors carry no payload and no credential: safe to print.
@@ -69,8 +76,6 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
         .consume(args.streams)
         .await
         .context("starting to consume")?;
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut live = std::io::stderr().is_terminal().then(LiveStatus::default);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
 

@@ -132,3 +132,25 @@ async fn help_lists_every_subcommand_and_the_aws_options() {
         assert!(help.contains(word), "--help lacks {word}: {help}");
     }
 }
+
+/// SIGTERM while the member is still joining (here: the state store accepts the
+/// connection and never answers) ends the process with 0, not killed by the signal.
+#[tokio::test]
+async fn sigterm_while_joining_exits_0() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let mut child = common::kinesumer()
+        .args([
+            "consume", "--app", "app", "--table", "table", "--stream", "s",
+        ])
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &endpoint)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A connection proves the process is joining, past installing its handlers.
+    let (_held, _) = common::within("the member connects", silent.accept())
+        .await
+        .unwrap();
+    assert_eq!(common::terminate(&mut child, None).await, Some(0));
+}
