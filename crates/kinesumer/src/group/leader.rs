@@ -353,7 +353,6 @@ impl Leader {
         // lookup (the scale benchmark measures this function).
         let mut entries: HashMap<(&str, &str), PlannedShard> = HashMap::new();
         let mut holders: Vec<(&str, &str, String)> = Vec::new();
-        let mut judged_owners: HashMap<&Owner, Judged> = HashMap::new();
         let no_leases = BTreeMap::new();
         for (stream, listing) in &self.listings {
             let stream_leases = leases.get(stream).unwrap_or(&no_leases);
@@ -370,6 +369,9 @@ impl Leader {
                 .map(|s| (s.shard_id.as_str(), s))
                 .collect();
             let shards = input.shards.entry(stream.clone()).or_default();
+            // An owner is judged once per stream: the judgement depends on whether it
+            // still consumes this stream.
+            let mut judged_owners: HashMap<&Owner, Judged> = HashMap::new();
             for eligible in assign::eligible(&listing.shards, &finished) {
                 let info = by_id[eligible.as_str()];
                 let shard_id = info.shard_id.as_str();
@@ -771,6 +773,44 @@ mod tests {
             l.judge(&o, "s", Duration::from_secs(3), FAILOVER),
             Judged::Gone
         );
+    }
+
+    #[test]
+    fn an_owner_is_judged_per_stream() {
+        let mut l = leader_with(&["x0"]);
+        l.listings.insert(
+            "t".into(),
+            Listing {
+                shards: vec![shard("y0")],
+                created: None,
+                listed_at: Duration::ZERO,
+            },
+        );
+        // a consumes only s (t was never seen in its streams: gone there at once).
+        l.observe_members(
+            &[
+                member("a", "ta", 1, &["s"]),
+                member("b", "tb", 1, &["s", "t"]),
+            ],
+            Duration::ZERO,
+        );
+        let a = owner("a", "ta");
+        let mut held = leases(vec![lease("x0", Some(a.clone()), 1)]);
+        held.insert(
+            "t".into(),
+            BTreeMap::from([("y0".to_string(), lease("y0", Some(a), 1))]),
+        );
+        let plans = l.plan(Duration::ZERO, FAILOVER, InitialPosition::Latest, &held);
+        let entry = |stream: &str, id: &str| {
+            plans
+                .values()
+                .flat_map(|p| p.streams.get(stream).into_iter().flatten())
+                .find(|p| p.shard_id == id)
+                .cloned()
+                .unwrap()
+        };
+        assert!(!entry("s", "x0").owner_gone, "a holds x0 of s");
+        assert!(entry("t", "y0").owner_gone, "a does not consume t");
     }
 
     #[test]
