@@ -44,6 +44,7 @@ use thiserror::Error;
 
 /// Where a shard with no checkpoint and no finished parent starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum InitialPosition {
     /// Records written after the shard is first taken (the Go client's only behaviour).
     /// It is pinned as a timestamp at the first take (`wall clock − latest_skew_margin`),
@@ -58,6 +59,7 @@ pub enum InitialPosition {
 
 /// How records are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ReadMode {
     /// GetRecords polling, one task per owned shard.
     #[default]
@@ -71,6 +73,7 @@ pub enum ReadMode {
 
 /// What is done with records aggregated by the Kinesis Producer Library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Aggregation {
     /// Split each aggregated record into its user records, each with its sub-sequence
     /// number, partition key and explicit hash key; checkpoints can then fall inside an

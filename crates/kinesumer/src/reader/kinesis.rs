@@ -411,7 +411,7 @@ fn raw_records(
                     stream: stream.to_owned(),
                     message: e.to_string(),
                 })?;
-        let data = r.data.into_inner();
+        let data = bytes::Bytes::from(r.data.into_inner());
         bytes += data.len();
         records.push(RawRecord {
             sequence_number,

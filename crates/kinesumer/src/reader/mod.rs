@@ -13,6 +13,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
@@ -23,6 +24,7 @@ pub use kinesis::SdkKinesis;
 
 /// Where a shard iterator starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IteratorStart {
     /// AFTER_SEQUENCE_NUMBER: resume after a checkpoint.
     After(SequenceNumber),
@@ -44,7 +46,7 @@ pub struct RawRecord {
     /// The partition key.
     pub partition_key: String,
     /// The payload.
-    pub data: Vec<u8>,
+    pub data: Bytes,
     /// When Kinesis received it.
     pub approximate_arrival: Option<DateTime<Utc>>,
 }

@@ -7,7 +7,7 @@
 //!
 //! - [`DynamoStore`], on the Go client's table schema (keys `pk`/`sk`, the LSI
 //!   `index-client-key-last-update`), plus the attributes this client adds;
-//! - [`MemoryStore`], in memory, for unit tests and simulations.
+//! - `MemoryStore` (feature `test-util`), in memory, for unit tests and simulations.
 //!
 //! A store handle is bound to one application (`app`); one table serves many.
 //!
@@ -15,6 +15,7 @@
 //! and reports them through the `metrics` facade as [`crate::metrics::STORE_REQUESTS`].
 
 mod dynamo;
+#[cfg(any(test, feature = "test-util"))]
 mod memory;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,8 @@ use thiserror::Error;
 use crate::seq::Position;
 
 pub use dynamo::{create_table, DynamoStore, TableBilling, LSI_NAME};
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use memory::MemoryStore;
 
 /// A lease owner: one incarnation of one client id, written `<client id>#<token>`.

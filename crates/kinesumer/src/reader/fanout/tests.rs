@@ -154,7 +154,7 @@ fn records(seqs: &[u64]) -> Vec<RawRecord> {
         .map(|&n| RawRecord {
             sequence_number: seq(n),
             partition_key: "pk".into(),
-            data: vec![0xff; 10],
+            data: vec![0xff; 10].into(),
             approximate_arrival: None,
         })
         .collect()

@@ -21,6 +21,7 @@ const ACTIVE_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The billing mode of a table made by [`create_table`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TableBilling {
     /// Pay per request.
     OnDemand,
