@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::assign::{self, AssignInput};
 use super::Ctx;
+use crate::backoff::Backoff;
 use crate::config::InitialPosition;
 use crate::error::Error;
 use crate::reader::{KinesisError, StreamShards};
@@ -42,7 +43,16 @@ struct Listing {
     shards: Vec<ShardInfo>,
     /// The stream's creation time: a new one means the stream was re-created.
     created: Option<DateTime<Utc>>,
-    listed_at: Duration,
+    /// `None`: taken from the stored shard cache after a failed listing; listed again as
+    /// soon as the retry backoff allows.
+    listed_at: Option<Duration>,
+}
+
+/// A stream whose last listing failed: when to try again, and how the waits grow.
+#[derive(Debug, Clone)]
+struct Retry {
+    at: Duration,
+    backoff: Backoff,
 }
 
 /// How the leader judges a lease owner.
@@ -81,6 +91,7 @@ pub(crate) struct Leader {
     deposed: Option<Owner>,
     members: BTreeMap<String, Seen>,
     listings: BTreeMap<String, Listing>,
+    retries: BTreeMap<String, Retry>,
     finished: BTreeMap<String, BTreeSet<String>>,
     written: BTreeMap<String, PlanItem>,
 }
@@ -93,6 +104,7 @@ impl Leader {
             deposed,
             members: BTreeMap::new(),
             listings: BTreeMap::new(),
+            retries: BTreeMap::new(),
             finished: BTreeMap::new(),
             written: BTreeMap::new(),
         }
@@ -104,9 +116,14 @@ impl Leader {
         ctx: &Ctx,
     ) -> Result<&BTreeMap<String, PlanItem>, TickError> {
         let started = std::time::Instant::now();
-        let members = ctx.timed(Operation::Members, ctx.store.members()).await?;
+        // Liveness is judged at the instant the members were read, never later: the
+        // lease reads and listings below may take seconds, and a member whose heartbeat
+        // lands meanwhile is not seen. The read's send time bounds that instant from
+        // below (a judgement of "gone" is then never early); a change seen counts from
+        // when the answer came (never late).
         let now = ctx.clock.fencing_now();
-        let left = self.observe_members(&members, now);
+        let members = ctx.timed(Operation::Members, ctx.store.members()).await?;
+        let left = self.observe_members(&members, ctx.clock.fencing_now());
         let failover = ctx.cfg.failover_timeout;
 
         let streams: BTreeSet<String> = self
@@ -128,15 +145,15 @@ impl Leader {
                     .collect::<BTreeMap<_, _>>(),
             );
         }
-        self.refresh_listings(ctx, &streams, &mut leases, now).await;
-
-        let plans = self.plan(
-            ctx.clock.fencing_now(),
-            failover,
-            ctx.cfg.initial_position,
-            &leases,
-        );
-        self.write_plans(ctx, plans).await?;
+        // A stream whose shards are not known at all (its listing failed, and no shard
+        // cache is stored) would be missing from every plan, and its holders would release
+        // every shard of it: no plan is written until it is known.
+        if self.refresh_listings(ctx, &streams, &mut leases, now).await {
+            let plans = self.plan(now, failover, ctx.cfg.initial_position, &leases);
+            self.write_plans(ctx, plans).await?;
+        } else {
+            debug!("a stream's shards are unknown; no plan is written this tick");
+        }
         for client_id in left {
             self.delete_plan(ctx, &client_id).await?;
         }
@@ -229,14 +246,21 @@ impl Leader {
     /// stream re-created since the last listing has its old leases retired and is left
     /// out of this tick's plans, so their holders let go before its shards are planned
     /// afresh.
+    ///
+    /// A listing that fails (a throttled DescribeStreamSummary is enough) is retried with
+    /// backoff from the next tick on, and the stream keeps its last known shards: this
+    /// term's listing, or else the stored shard cache. Returns false when a stream's
+    /// shards are not known at all.
     async fn refresh_listings(
         &mut self,
         ctx: &Ctx,
         streams: &BTreeSet<String>,
         leases: &mut BTreeMap<String, BTreeMap<String, LeaseItem>>,
         now: Duration,
-    ) {
+    ) -> bool {
         self.listings.retain(|s, _| streams.contains(s));
+        self.retries.retain(|s, _| streams.contains(s));
+        let mut known = true;
         for stream in streams {
             let finished: BTreeSet<String> = leases[stream]
                 .values()
@@ -247,25 +271,50 @@ impl Leader {
                 .finished
                 .get(stream)
                 .is_none_or(|old| !finished.is_subset(old));
-            let stale = self
-                .listings
-                .get(stream)
-                .is_none_or(|l| now.saturating_sub(l.listed_at) >= ctx.cfg.shard_sync_interval);
-            self.finished.insert(stream.clone(), finished);
-            if !(stale || newly_finished) {
+            let stale = self.listings.get(stream).is_none_or(|l| {
+                l.listed_at
+                    .is_none_or(|at| now.saturating_sub(at) >= ctx.cfg.shard_sync_interval)
+            });
+            let due = self.retries.get(stream).is_none_or(|r| now >= r.at);
+            if !(stale || newly_finished) || !due {
+                known &= self.listings.contains_key(stream);
                 continue;
             }
             let (listed, created) = match list(ctx, stream).await {
                 Ok(listing) => listing,
                 Err(e) => {
-                    warn!(stream = %stream, error = %e, "listing shards failed");
+                    warn!(stream = %stream, error = %e, "listing shards failed; retrying with backoff");
+                    let retry = self.retries.entry(stream.clone()).or_insert_with(|| Retry {
+                        at: now,
+                        backoff: Backoff::new(ctx.cfg.sync_interval, ctx.cfg.shard_sync_interval),
+                    });
+                    retry.at = now + retry.backoff.next_delay();
+                    let gone = matches!(e, KinesisError::StreamNotFound { .. });
                     ctx.signals.error(Error::Kinesis(e));
+                    if !gone && !self.listings.contains_key(stream) {
+                        match stored_cache(ctx, stream).await {
+                            Some(cache) => {
+                                self.listings.insert(
+                                    stream.clone(),
+                                    Listing {
+                                        shards: cache.shards,
+                                        created: cache.stream_created,
+                                        listed_at: None,
+                                    },
+                                );
+                            }
+                            None => known = false,
+                        }
+                    }
                     continue;
                 }
             };
+            self.retries.remove(stream);
             let previous = match self.listings.get(stream) {
                 Some(l) => l.created,
-                None => stored_creation(ctx, stream).await,
+                None => stored_cache(ctx, stream)
+                    .await
+                    .and_then(|c| c.stream_created),
             };
             let recreated = match (previous, created) {
                 (Some(before), Some(now)) if before != now => Some((before, now)),
@@ -287,29 +336,33 @@ impl Leader {
                 self.finished.remove(stream);
                 continue;
             }
-            if self
-                .listings
-                .get(stream)
-                .is_none_or(|l| l.shards != listed.shards || l.created != created)
-            {
+            if self.listings.get(stream).is_none_or(|l| {
+                l.listed_at.is_none() || l.shards != listed.shards || l.created != created
+            }) {
                 put_shard_cache(ctx, &cache).await;
             }
             self.delete_tombstones(ctx, stream, &listed.shards, &leases[stream])
                 .await;
+            // Recorded only once listed: a failed listing is retried, or the children of
+            // a newly finished shard would wait for the next scheduled listing.
+            self.finished.insert(stream.clone(), finished);
             self.listings.insert(
                 stream.clone(),
                 Listing {
                     shards: listed.shards,
                     created,
-                    listed_at: now,
+                    listed_at: Some(now),
                 },
             );
         }
+        known
     }
 
     /// Deletes the leases of finished shards the stream no longer lists (DESIGN §3 cost
     /// budget). A finished shard still listed keeps its tombstone, or its children would
-    /// see an unfinished parent (scenario 15).
+    /// see an unfinished parent (scenario 15); so does one with a listed child never taken,
+    /// whose start (TRIM_HORIZON, because it has a parent) is stored only by its first
+    /// take: without the tombstone it would be planned at the initial position.
     async fn delete_tombstones(
         &self,
         ctx: &Ctx,
@@ -317,9 +370,21 @@ impl Leader {
         listed: &[ShardInfo],
         leases: &BTreeMap<String, LeaseItem>,
     ) {
-        let listed: BTreeSet<&str> = listed.iter().map(|s| s.shard_id.as_str()).collect();
+        let untaken_child_of = |parent: &str| {
+            listed.iter().any(|child| {
+                !leases.contains_key(&child.shard_id)
+                    && [&child.parent, &child.adjacent_parent]
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p == parent)
+            })
+        };
+        let listed_ids: BTreeSet<&str> = listed.iter().map(|s| s.shard_id.as_str()).collect();
         for lease in leases.values() {
-            if lease.shard_end && !listed.contains(lease.shard_id.as_str()) {
+            if lease.shard_end
+                && !listed_ids.contains(lease.shard_id.as_str())
+                && !untaken_child_of(&lease.shard_id)
+            {
                 let delete =
                     ctx.store
                         .delete_lease(stream, &lease.shard_id, LeaseDeletion::Tombstone);
@@ -568,15 +633,15 @@ async fn list(
     Ok((listed, created))
 }
 
-/// The creation time kept with the stream's shard cache, for a leader that has not listed
-/// the stream in this term. Unknown (a failed read, or a cache the Go client wrote) means
-/// no re-creation can be judged this time.
-async fn stored_creation(ctx: &Ctx, stream: &str) -> Option<DateTime<Utc>> {
+/// The stream's shard cache as stored: its shards for a leader whose listing failed, and
+/// its creation time for a leader that has not listed the stream in this term. `None`
+/// on a failed read, as when there is none.
+async fn stored_cache(ctx: &Ctx, stream: &str) -> Option<ShardCache> {
     match ctx
         .timed(Operation::ShardCache, ctx.store.shard_cache(stream))
         .await
     {
-        Ok(cache) => cache.and_then(|c| c.stream_created),
+        Ok(cache) => cache,
         Err(e) => {
             debug!(stream = %stream, error = %e, "shard cache read failed");
             None
@@ -680,7 +745,7 @@ mod tests {
             Listing {
                 shards: shards.iter().map(|s| shard(s)).collect(),
                 created: None,
-                listed_at: Duration::ZERO,
+                listed_at: Some(Duration::ZERO),
             },
         );
         l
@@ -783,7 +848,7 @@ mod tests {
             Listing {
                 shards: vec![shard("y0")],
                 created: None,
-                listed_at: Duration::ZERO,
+                listed_at: Some(Duration::ZERO),
             },
         );
         // a consumes only s (t was never seen in its streams: gone there at once).

@@ -112,6 +112,8 @@ impl Ctx {
     }
 }
 #[cfg(test)]
+mod hardening;
+#[cfg(test)]
 mod randomized;
 #[cfg(test)]
 mod scenarios;

@@ -11,20 +11,20 @@ use crate::sim::{Fault, Latch, Sim};
 use crate::store::{Operation, StateStore};
 use crate::InitialPosition;
 
-const S: &str = "orders";
-const LONG: Duration = Duration::from_secs(60);
+pub(super) const S: &str = "orders";
+pub(super) const LONG: Duration = Duration::from_secs(60);
 
-fn secs(s: u64) -> Duration {
+pub(super) fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
 /// The failover timeout of the default configuration.
-fn failover() -> Duration {
+pub(super) fn failover() -> Duration {
     Sim::config("x").build().unwrap().failover_timeout()
 }
 
 /// A group of `names` sharing `shards` shards of [`S`], every shard read.
-async fn group(shards: usize, names: &[&str]) -> Sim {
+pub(super) async fn group(shards: usize, names: &[&str]) -> Sim {
     let mut sim = Sim::new(1, &[(S, shards)]);
     for name in names {
         sim.start(name, &[S]).await;
@@ -33,14 +33,14 @@ async fn group(shards: usize, names: &[&str]) -> Sim {
     sim
 }
 
-async fn settled(sim: &Sim) {
+pub(super) async fn settled(sim: &Sim) {
     sim.wait_for("every shard read", LONG, |s| s.unread().is_empty())
         .await;
 }
 
 /// Puts records, then checks that every record put so far was handed out and every shard
 /// is read by a running member.
-async fn nothing_lost(sim: &mut Sim) {
+pub(super) async fn nothing_lost(sim: &mut Sim) {
     sim.put(S, 20);
     settled(sim).await;
     sim.wait_for("every record handed out", LONG, |s| s.lost().is_empty())
@@ -48,16 +48,16 @@ async fn nothing_lost(sim: &mut Sim) {
     assert!(sim.violations().is_empty());
 }
 
-fn fenced(sim: &Sim, name: &str) -> usize {
+pub(super) fn fenced(sim: &Sim, name: &str) -> usize {
     sim.member(name)
         .count_events(|e| matches!(e, Event::Fenced { .. }))
 }
 
-fn shard_id(n: usize) -> String {
+pub(super) fn shard_id(n: usize) -> String {
     format!("shardId-{n:012}")
 }
 
-fn rule(op: Operation, fault: Fault) -> crate::sim::Rule {
+pub(super) fn rule(op: Operation, fault: Fault) -> crate::sim::Rule {
     crate::sim::Rule::new(op, fault)
 }
 

@@ -3,7 +3,8 @@
 //!
 //! - [`SimKinesis`]: an in-memory Kinesis.
 //! - [`Sim`]: a group of members, each a real [`Kinesumer`] on its own [`FaultyStore`]
-//!   (per-request faults: fail, hang, delay, hold, lose the response), its own
+//!   and [`FaultyKinesis`] (per-request faults: fail, throttle, hang, delay, hold, lose
+//!   the response), its own
 //!   [`MemberClock`] (pause, suspend, wall steps) and a [`Gate`] that pauses it as a
 //!   SIGSTOP would; a [`Monitor`] checks exclusivity and checkpoints as the run goes.
 //!
@@ -44,9 +45,9 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
-pub use faults::{Fault, FaultyStore, Gate, Latch, RandomFaults, Request, Rule, Sent};
+pub use faults::{Fault, FaultyStore, Gate, Latch, RandomFaults, Request, Rule, Script, Sent};
 pub use kinesis::SimKinesis;
-pub use member::MemberClock;
+pub use member::{FaultyKinesis, KinesisOp, MemberClock};
 pub use monitor::{Handout, Landed, Monitor};
 
 use crate::clock::TestClock;
@@ -66,6 +67,8 @@ pub struct SimMember {
     pub consumer: Arc<Kinesumer>,
     /// Its state store, where its faults are scripted.
     pub store: Arc<FaultyStore>,
+    /// Its Kinesis, where its faults are scripted.
+    pub kinesis: Arc<FaultyKinesis>,
     /// Its clock.
     pub clock: Arc<MemberClock>,
     gate: Gate,
@@ -175,14 +178,15 @@ impl Sim {
             self.monitor.clone(),
         ));
         let clock = Arc::new(MemberClock::new(self.clock.clone()));
-        let kinesis: Arc<dyn KinesisApi> = Arc::new(member::GatedKinesis {
-            inner: self.kinesis.clone(),
-            gate: gate.clone(),
-        });
+        let kinesis = Arc::new(FaultyKinesis::new(
+            self.kinesis.clone(),
+            gate.clone(),
+            self.monitor.clone(),
+        ));
         let consumer = Arc::new(Kinesumer::with_parts(
             config,
             store.clone() as Arc<dyn StateStore>,
-            kinesis,
+            kinesis.clone() as Arc<dyn KinesisApi>,
             clock.clone(),
         ));
         let events: Arc<Mutex<Vec<(Duration, Event)>>> = Arc::default();
@@ -208,6 +212,7 @@ impl Sim {
             SimMember {
                 consumer,
                 store,
+                kinesis,
                 clock,
                 gate,
                 processing,

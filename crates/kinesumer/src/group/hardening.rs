@@ -1,0 +1,187 @@
+//! The group's promises under slow I/O and failing applications: one test per defect a
+//! review found (issue "hardening"), each of which failed before its fix. Like the
+//! scenarios, every wait has a deadline and checks exclusivity and checkpoint
+//! monotonicity as it goes.
+
+use std::time::Duration;
+
+use super::scenarios::{group, nothing_lost, rule, secs, settled, LONG, S};
+use crate::error::Event;
+use crate::sim::{Fault, KinesisOp, Rule, Sim};
+use crate::store::{Operation, StateStore};
+
+/// The member of a two-member group that does not lead.
+fn follower(sim: &Sim) -> String {
+    let leader = sim.leader().expect("a leader");
+    sim.names()
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("a second member")
+}
+
+fn released(sim: &Sim, name: &str) -> usize {
+    sim.member(name)
+        .count_events(|e| matches!(e, Event::LeaseReleased { .. }))
+}
+
+// Defect 1: liveness judged at a later instant than it was observed. The leader's lease
+// reads and listings are slow; a follower's heartbeats hang for a while but it never
+// fences. It must never be judged gone while it still hands out records.
+#[tokio::test(start_paused = true)]
+async fn d01_a_slow_leader_tick_judges_no_live_member_gone() {
+    let mut sim = Sim::new(1, &[(S, 4)]);
+    for name in ["a", "b"] {
+        sim.start_with(name, &[S], |c| c.shard_sync_interval(secs(1)))
+            .await;
+    }
+    settled(&sim).await;
+    let leader = sim.leader().expect("a leader");
+    let other = follower(&sim);
+    let slow = sim.member(&leader);
+    slow.kinesis
+        .push(Rule::new(KinesisOp::ListShards, Fault::Delay(secs(1))).times(usize::MAX));
+    slow.store
+        .push(rule(Operation::Leases, Fault::Delay(Duration::from_millis(200))).times(usize::MAX));
+    sim.member(&other).set_processing(Duration::from_millis(5));
+    for round in 0..12 {
+        // Just short of the fence deadline without a heartbeat: healthy, by the rules.
+        sim.member(&other)
+            .store
+            .push(rule(Operation::Heartbeat, Fault::Hang).times(4));
+        sim.put(S, 200);
+        sim.run_for(secs(3) + Duration::from_millis(137 * round))
+            .await;
+    }
+    assert_eq!(
+        super::scenarios::fenced(&sim, &other),
+        0,
+        "the follower never fenced: the test stays within the rules"
+    );
+    let lost = sim
+        .member(&other)
+        .count_events(|e| matches!(e, Event::LeaseLost { .. }));
+    assert_eq!(lost, 0, "no shard was taken from the live follower");
+    sim.member(&leader).kinesis.clear();
+    sim.member(&leader).store.clear();
+    nothing_lost(&mut sim).await;
+}
+
+// Defect 3: a Kinesis error on a new leader's first tick. A throttled listing must not
+// drop the stream from every plan (every member would release every shard).
+#[tokio::test(start_paused = true)]
+async fn d03_a_failed_listing_on_a_new_leaders_first_tick_releases_nothing() {
+    let mut sim = group(4, &["a", "b"]).await;
+    let leader = sim.leader().expect("a leader");
+    let next = follower(&sim);
+    let kinesis = &sim.member(&next).kinesis;
+    kinesis.push(Rule::new(KinesisOp::DescribeStreamSummary, Fault::Throttle).times(3));
+    kinesis.push(Rule::new(KinesisOp::ListShards, Fault::Throttle).times(3));
+    let held = sim.member(&next).consumer.held_shards();
+    sim.crash(&leader);
+    sim.wait_for("the follower leads", LONG, |s| {
+        s.leader().as_deref() == Some(next.as_str())
+    })
+    .await;
+    settled(&sim).await;
+    assert!(
+        sim.member(&next)
+            .kinesis
+            .sent()
+            .iter()
+            .any(|r| r.fault.is_some()),
+        "the new leader's listing failed"
+    );
+    assert_eq!(released(&sim, &next), 0, "the new leader released nothing");
+    let now = sim.member(&next).consumer.held_shards();
+    assert!(
+        held.iter().all(|s| now.contains(s)),
+        "{held:?} kept: {now:?}"
+    );
+    nothing_lost(&mut sim).await;
+}
+
+/// Puts records, then waits until every record put so far was handed out (a finished
+/// parent stays listed and unheld, so "every shard held" cannot be asked after a split).
+async fn every_record_read(sim: &mut Sim) {
+    sim.put(S, 20);
+    sim.wait_for("every record handed out", LONG, |s| s.lost().is_empty())
+        .await;
+}
+
+fn held_ids(sim: &Sim, name: &str) -> Vec<String> {
+    let mut ids: Vec<String> = sim
+        .member(name)
+        .consumer
+        .held_shards()
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+const CHILDREN: [&str; 2] = ["shardId-000000000001", "shardId-000000000002"];
+
+// Defect 8: a failed listing after a shard ended waited for the next scheduled listing
+// (a minute): the children must be read within seconds.
+#[tokio::test(start_paused = true)]
+async fn d08_a_failed_relist_after_a_shard_end_is_retried_at_once() {
+    let mut sim = group(1, &["a"]).await;
+    sim.put(S, 5);
+    settled(&sim).await;
+    sim.wait_for("read", LONG, |s| s.lost().is_empty()).await;
+    sim.member("a")
+        .kinesis
+        .push(Rule::new(KinesisOp::ListShards, Fault::Fail));
+    sim.kinesis().split(S, &super::scenarios::shard_id(0));
+    sim.wait_for("the children read within seconds", secs(10), |s| {
+        held_ids(s, "a") == CHILDREN
+    })
+    .await;
+    assert!(
+        sim.member("a")
+            .kinesis
+            .sent()
+            .iter()
+            .any(|r| matches!(r.fault, Some(Fault::Fail))),
+        "the relist failed once"
+    );
+    every_record_read(&mut sim).await;
+}
+
+// Defect 9: a child of a parent that expired before it was drained starts at
+// TRIM_HORIZON even when its first take comes after the parent's tombstone is gone.
+#[tokio::test(start_paused = true)]
+async fn d09_a_late_first_take_of_an_expired_parents_child_keeps_trim_horizon() {
+    let mut sim = Sim::new(1, &[(S, 1)]);
+    sim.start_with("a", &[S], |c| {
+        c.initial_position(crate::InitialPosition::Latest)
+            .latest_skew_margin(Duration::from_millis(100))
+    })
+    .await;
+    settled(&sim).await;
+    sim.put(S, 5);
+    sim.wait_for("read", LONG, |s| s.lost().is_empty()).await;
+    for child in CHILDREN {
+        sim.member("a").store.push(
+            rule(Operation::Lease, Fault::Fail)
+                .shard(S, child)
+                .times(30),
+        );
+    }
+    let parent = super::scenarios::shard_id(0);
+    sim.kinesis().split(S, &parent);
+    sim.kinesis().expire(S, &parent);
+    sim.put(S, 20);
+    sim.wait_for("both children held", LONG, |s| held_ids(s, "a") == CHILDREN)
+        .await;
+    for child in CHILDREN {
+        let lease = sim.store().lease(S, child).await.unwrap().unwrap();
+        assert_eq!(
+            lease.start,
+            Some(crate::store::StoredStart::TrimHorizon),
+            "{child}"
+        );
+    }
+    nothing_lost(&mut sim).await;
+}
