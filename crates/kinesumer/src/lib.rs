@@ -24,7 +24,7 @@
 //!
 //! # Feature flags
 //!
-//! - `test-util` (off): test scaffolding — the in-process simulator ([`sim`]),
+//! - `test-util` (off): test scaffolding — the in-process simulator (`sim`),
 //!   `TestClock`, `MemoryStore`, `Kinesumer::with_parts`, and `Record::for_test` to
 //!   unit-test a handler. Enable it in `[dev-dependencies]` only.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -41,6 +41,7 @@ pub mod metrics;
 mod random;
 pub mod reader;
 mod record;
+pub(crate) mod sealed;
 pub mod seq;
 mod signals;
 #[cfg(any(test, feature = "test-util"))]

@@ -66,6 +66,8 @@ impl SdkKinesis {
     }
 }
 
+impl crate::sealed::Sealed for SdkKinesis {}
+
 #[async_trait]
 impl KinesisApi for SdkKinesis {
     async fn list_shards(&self, stream: &str) -> Result<StreamShards, KinesisError> {
@@ -359,6 +361,8 @@ impl fmt::Debug for SdkSubscription {
             .finish_non_exhaustive()
     }
 }
+
+impl crate::sealed::Sealed for SdkSubscription {}
 
 #[async_trait]
 impl Subscription for SdkSubscription {

@@ -229,6 +229,8 @@ mod tests {
         }
     }
 
+    impl crate::sealed::Sealed for Fake {}
+
     #[async_trait]
     impl KinesisApi for Fake {
         async fn list_shards(&self, _: &str) -> Result<StreamShards, KinesisError> {

@@ -186,6 +186,8 @@ impl SimKinesis {
     }
 }
 
+impl crate::sealed::Sealed for SimKinesis {}
+
 #[async_trait]
 impl KinesisApi for SimKinesis {
     async fn list_shards(&self, stream: &str) -> Result<StreamShards, KinesisError> {

@@ -493,8 +493,14 @@ impl StoreError {
 /// Every conditional write that finds the item otherwise returns
 /// [`StoreError::ConditionFailed`]. Reads are strongly consistent. Implementations count
 /// each request in a [`RequestCounter`].
+///
+/// Sealed: call it on [`DynamoStore`] (or `MemoryStore`, feature `test-util`), but it
+/// cannot be implemented outside this crate. Its conditions are the group's fencing;
+/// an implementation that gets one wrong loses records without an error, and the
+/// trait changes with the protocol. To reach DynamoDB differently, pass your own
+/// client ([`Kinesumer::from_clients`](crate::Kinesumer::from_clients)).
 #[async_trait]
-pub trait StateStore: Send + Sync + fmt::Debug + 'static {
+pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// The application this handle serves.
     fn app(&self) -> &str;
 
