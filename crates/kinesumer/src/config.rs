@@ -581,17 +581,13 @@ impl ConfigBuilder {
     }
 }
 
+/// `<host>-<random>`. The host name comes from `uname`, which every Unix answers
+/// (`HOSTNAME` is a shell variable, not exported to most services, and
+/// `/etc/hostname` is missing on macOS and in many containers).
 fn default_client_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "kinesumer".to_owned());
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy();
+    let host = if host.is_empty() { "kinesumer" } else { &host };
     format!("{host}-{:08x}", rand::random::<u32>())
 }
 
