@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::scenarios::{group, nothing_lost, rule, secs, settled, LONG, S};
 use crate::error::Event;
-use crate::sim::{Fault, KinesisOp, Rule, Sim};
+use crate::sim::{Fault, KinesisOp, Latch, Rule, Sim};
 use crate::store::{Operation, StateStore};
 
 /// The member of a two-member group that does not lead.
@@ -184,4 +184,124 @@ async fn d09_a_late_first_take_of_an_expired_parents_child_keeps_trim_horizon() 
         );
     }
     nothing_lost(&mut sim).await;
+}
+
+// Defect 4: shard commands were dropped when their queue was full: a dropped release
+// left the shard held forever (the newcomer waited), and a dropped commit made
+// `commit()` answer Ok without committing.
+#[tokio::test(start_paused = true)]
+async fn d04_a_release_is_never_dropped_behind_queued_commits() {
+    let mut sim = group(2, &["a"]).await;
+    sim.put(S, 20);
+    sim.wait_for("read", LONG, |s| s.lost().is_empty()).await;
+    // Every checkpoint write of a hangs in the network: each commit takes its timeout.
+    let latch = Latch::new();
+    sim.member("a")
+        .store
+        .push(rule(Operation::Checkpoint, Fault::Hold(latch.clone())).times(usize::MAX));
+    sim.put(S, 20);
+    sim.wait_for("read", LONG, |s| s.lost().is_empty()).await;
+    let commits: Vec<_> = (0..12)
+        .map(|_| {
+            let a = sim.member("a").consumer.clone();
+            tokio::spawn(async move { a.commit().await })
+        })
+        .collect();
+    sim.run_for(Duration::from_millis(100)).await;
+    sim.start("b", &[S]).await;
+    sim.wait_for("b takes its share", LONG, |s| {
+        s.member("b").consumer.held_shards().len() == 1
+    })
+    .await;
+    for commit in commits {
+        let result = commit.await.expect("the commit task");
+        assert!(
+            result.is_err(),
+            "no checkpoint landed, yet commit() said {result:?}"
+        );
+    }
+    latch.release();
+    nothing_lost(&mut sim).await;
+}
+
+// Defect 5: the final commit of a planned handoff was not retried: one failed write
+// re-delivered everything since the last periodic commit.
+#[tokio::test(start_paused = true)]
+async fn d05_a_failed_final_commit_at_handoff_is_retried() {
+    let mut sim = Sim::new(1, &[(S, 2)]);
+    // No periodic commit during the test: the handoff's commit is the only one.
+    let rare = |c: crate::ConfigBuilder| c.commit_interval(secs(600));
+    sim.start_with("a", &[S], rare).await;
+    settled(&sim).await;
+    sim.put(S, 20);
+    sim.wait_for("read", LONG, |s| s.lost().is_empty()).await;
+    sim.member("a")
+        .store
+        .push(rule(Operation::Checkpoint, Fault::Fail));
+    sim.start_with("b", &[S], rare).await;
+    sim.wait_for("b takes its share", LONG, |s| {
+        s.member("b").consumer.held_shards().len() == 1
+    })
+    .await;
+    let failed = sim
+        .member("a")
+        .store
+        .sent()
+        .iter()
+        .any(|r| r.request.op == Operation::Checkpoint && matches!(r.fault, Some(Fault::Fail)));
+    assert!(failed, "the handoff's first commit failed");
+    nothing_lost(&mut sim).await;
+    assert_eq!(
+        sim.duplicates(),
+        0,
+        "a planned handoff delivers nothing twice"
+    );
+}
+
+// Defect 6: a dead delivery task (a panicking handler) went unnoticed: the member kept
+// the lease and heartbeats while the shard stalled, with no error.
+#[tokio::test(start_paused = true)]
+async fn d06_a_panicking_handler_is_reported_and_its_shard_does_not_stall() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let kinesis = Arc::new(crate::sim::SimKinesis::new());
+    kinesis.create_stream(S, 1);
+    let store = crate::store::MemoryStore::new("sim");
+    let member = crate::Kinesumer::with_parts(
+        Sim::config("a").build().unwrap(),
+        Arc::new(store),
+        kinesis.clone(),
+        Arc::new(crate::clock::TestClock::new(chrono::Utc::now())),
+    );
+    let mut errors = member.errors();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    member
+        .consume_with([S], move |_record| {
+            let calls = counted.clone();
+            async move {
+                assert!(calls.fetch_add(1, Ordering::SeqCst) > 0, "a handler bug");
+            }
+        })
+        .await
+        .unwrap();
+    kinesis.put(S, "k", b"x");
+    let error = tokio::time::timeout(LONG, errors.recv())
+        .await
+        .expect("an error within a minute")
+        .expect("the errors channel");
+    assert!(
+        error.to_string().contains("shardId-000000000000"),
+        "the error names the shard: {error}"
+    );
+    let end = tokio::time::Instant::now() + LONG;
+    while calls.load(Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the record was never delivered again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    member.close().await;
 }

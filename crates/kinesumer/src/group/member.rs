@@ -405,12 +405,12 @@ impl Coordinator {
             match desired.get(key) {
                 Some(p) if p.lease_counter.is_some_and(|c| c > counter) => {
                     // The leader saw a newer lease than ours: someone took it; stop at once.
-                    let _ = running.handle.cmds.try_send(ShardCmd::Lost);
+                    let _ = running.handle.cmds.send(ShardCmd::Lost);
                 }
                 Some(_) if !releases.contains(key) => {}
                 _ => {
                     running.releasing = true;
-                    let _ = running.handle.cmds.try_send(ShardCmd::Release);
+                    let _ = running.handle.cmds.send(ShardCmd::Release);
                 }
             }
         }
@@ -499,7 +499,7 @@ impl Coordinator {
             if let Some(running) = self.shards.get_mut(key) {
                 if running.handle.held() {
                     running.releasing = true;
-                    let _ = running.handle.cmds.try_send(ShardCmd::Release);
+                    let _ = running.handle.cmds.send(ShardCmd::Release);
                 } else {
                     running.handle.cancel.cancel();
                 }
@@ -529,7 +529,7 @@ impl Coordinator {
         let mut answers = Vec::new();
         for running in self.shards.values().filter(|r| r.handle.held()) {
             let (tx, rx) = oneshot::channel();
-            if running.handle.cmds.try_send(ShardCmd::Commit(tx)).is_ok() {
+            if running.handle.cmds.send(ShardCmd::Commit(tx)).is_ok() {
                 answers.push(rx);
             }
         }

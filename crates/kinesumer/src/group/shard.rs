@@ -88,7 +88,9 @@ pub(crate) enum Outcome {
 /// What the coordinator keeps of a running shard task.
 #[derive(Debug)]
 pub(crate) struct ShardHandle {
-    pub(crate) cmds: mpsc::Sender<ShardCmd>,
+    /// Unbounded: a release or a commit is never dropped (the coordinator must not wait
+    /// on a shard task, and each shard gets at most a command per tick and per commit()).
+    pub(crate) cmds: mpsc::UnboundedSender<ShardCmd>,
     pub(crate) cancel: CancellationToken,
     /// The lease counter while held; 0 while taking or when not ours.
     pub(crate) counter: Arc<AtomicU64>,
@@ -134,7 +136,7 @@ pub(crate) fn spawn(
     job: ShardJob,
     done: mpsc::UnboundedSender<ShardDone>,
 ) -> ShardHandle {
-    let (cmd_tx, cmd_rx) = mpsc::channel(8);
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
     let counter = Arc::new(AtomicU64::new(0));
     let task = ShardTask {
@@ -170,7 +172,7 @@ struct ShardTask {
     key: ShardRef,
     cancel: CancellationToken,
     counter: Arc<AtomicU64>,
-    cmds: mpsc::Receiver<ShardCmd>,
+    cmds: mpsc::UnboundedReceiver<ShardCmd>,
 }
 
 /// A lease this task holds.
@@ -426,7 +428,7 @@ impl ShardTask {
             tx,
             reader_cancel.clone(),
         ));
-        let deliver = Owned(tokio::spawn(
+        let mut deliver = Owned(tokio::spawn(
             deliver(
                 rx,
                 track.clone(),
@@ -437,7 +439,13 @@ impl ShardTask {
         ));
         let mut reader_done = false;
         let end = self
-            .hold_loop(&mut held, &track, &mut reader.0, &mut reader_done)
+            .hold_loop(
+                &mut held,
+                &track,
+                &mut reader.0,
+                &mut reader_done,
+                &mut deliver.0,
+            )
             .await;
         reader_cancel.cancel();
         if !reader_done {
@@ -453,7 +461,7 @@ impl ShardTask {
                     // the records in its hands may be delivered again by the next owner.
                     self.event_lease(|stream, shard_id| Event::LeaseLost { stream, shard_id });
                 }
-                match self.commit(&mut held, &track, false).await {
+                match self.final_commit(&mut held, &track).await {
                     Err(CommitEnd::Lost) => self.lost(COMMIT_REFUSED),
                     _ if !self.release(held.counter).await => self.lost(LEASE_MOVED),
                     _ if matches!(end, HoldEnd::Failed) => Outcome::Failed,
@@ -553,7 +561,9 @@ impl ShardTask {
         track: &Arc<ShardTrack>,
         reader: &mut JoinHandle<ReaderEnd>,
         reader_done: &mut bool,
+        deliver: &mut JoinHandle<DeliveryEnd>,
     ) -> HoldEnd {
+        let mut delivering = true;
         let mut commit_tick = tokio::time::interval(self.ctx.cfg.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         commit_tick.tick().await;
@@ -609,6 +619,25 @@ impl ShardTask {
                             return HoldEnd::Failed;
                         }
                     }
+                }
+                end = &mut *deliver, if delivering => {
+                    delivering = false;
+                    let reason = match end {
+                        // The reader ended (the shard's end) and every record was passed on.
+                        Ok(DeliveryEnd::Drained) => continue,
+                        // The fence tripped: the coordinator stops this task.
+                        Ok(DeliveryEnd::NotAllowed) => continue,
+                        Ok(DeliveryEnd::StreamDropped) => "the application dropped its record stream".to_owned(),
+                        Err(join) if join.is_panic() => format!("the handler panicked: {}", panic_message(join.into_panic())),
+                        Err(join) => format!("the delivery task ended: {join}"),
+                    };
+                    tracing::warn!(%reason, "delivery stopped; releasing the shard");
+                    self.ctx.signals.error(Error::DeliveryStopped {
+                        stream: self.key.stream.clone(),
+                        shard_id: self.key.shard_id.clone(),
+                        reason,
+                    });
+                    return HoldEnd::Failed;
                 }
                 _ = end_processed, if ending.is_some() => {
                     return match self.commit(held, track, true).await {
@@ -689,6 +718,33 @@ impl ShardTask {
                     source: e.clone(),
                 });
                 Err(CommitEnd::Failed(e))
+            }
+        }
+    }
+
+    /// The last commit of a lease given up (a release, a failed reader or delivery): a
+    /// failed write is retried with backoff for up to `commit_timeout`, so one throttled
+    /// write does not make the next owner deliver again everything since the last
+    /// periodic commit.
+    async fn final_commit(&self, held: &mut Held, track: &ShardTrack) -> Result<(), CommitEnd> {
+        let deadline = tokio::time::Instant::now() + self.ctx.cfg.commit_timeout;
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(50), self.ctx.cfg.sync_interval);
+        loop {
+            match self.commit(held, track, false).await {
+                Err(CommitEnd::Failed(e)) => {
+                    let retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                    if retry_at >= deadline || self.cancel.is_cancelled() {
+                        return Err(CommitEnd::Failed(e));
+                    }
+                    debug!(error = %e, "final commit failed; retrying");
+                    tokio::select! {
+                        biased;
+                        _ = self.cancel.cancelled() => return Err(CommitEnd::Failed(e)),
+                        _ = tokio::time::sleep_until(retry_at) => {}
+                    }
+                }
+                done => return done,
             }
         }
     }
@@ -789,13 +845,33 @@ impl CommitEnd {
     }
 }
 
+/// Why a shard's delivery ended.
+#[derive(Debug)]
+enum DeliveryEnd {
+    /// The reader ended and every record read was passed on.
+    Drained,
+    /// The application dropped its record stream.
+    StreamDropped,
+    /// A record could not be handed out: the fence tripped.
+    NotAllowed,
+}
+
+/// The text of a panic's payload, if it has one.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
 /// Moves records from the shard's buffer to the application, in order.
 async fn deliver(
     mut rx: mpsc::Receiver<ReadItem>,
     track: Arc<ShardTrack>,
     sink: Sink,
     auto_commit: bool,
-) {
+) -> DeliveryEnd {
     while let Some(item) = rx.recv().await {
         track.set_millis_behind(item.millis_behind);
         let record = Record::new(item, track.clone());
@@ -803,12 +879,12 @@ async fn deliver(
         match &sink {
             Sink::Stream(tx) => {
                 if tx.send(record).await.is_err() {
-                    return;
+                    return DeliveryEnd::StreamDropped;
                 }
             }
             Sink::Handler(handler) => {
                 if !track.may_hand_out() {
-                    return;
+                    return DeliveryEnd::NotAllowed;
                 }
                 track.handed_out(&pos, record.data.len());
                 handler.handle(record).await;
@@ -818,6 +894,7 @@ async fn deliver(
             }
         }
     }
+    DeliveryEnd::Drained
 }
 
 #[cfg(test)]
