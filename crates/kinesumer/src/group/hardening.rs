@@ -305,3 +305,69 @@ async fn d06_a_panicking_handler_is_reported_and_its_shard_does_not_stall() {
     }
     member.close().await;
 }
+
+/// Whether `name` holds exactly the shards its stored plan lists.
+async fn holds_its_stored_plan(sim: &Sim, name: &str) -> bool {
+    let (_, plan) = sim.store().read_lock_and_plan(name).await.unwrap();
+    let planned: Vec<String> = plan
+        .map(|p| {
+            p.streams
+                .into_values()
+                .flatten()
+                .map(|s| s.shard_id)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut planned = planned;
+    planned.sort();
+    planned == held_ids(sim, name)
+}
+
+// Defect 2: a plan write that timed out and landed after a newer one overwrote it, and
+// the leader, which rewrites only plans that differ from what it wrote, never noticed:
+// the member followed a stale plan for good (here: waiting for a shard another holds).
+#[tokio::test(start_paused = true)]
+async fn d02_a_late_plan_write_never_overwrites_a_newer_plan() {
+    let mut sim = group(4, &["a", "b", "c"]).await;
+    let leader = sim.leader().expect("a leader");
+    let others: Vec<String> = sim.names().into_iter().filter(|n| *n != leader).collect();
+    let (x, y) = (others[0].clone(), others[1].clone());
+    // The plan that gives x a share of y's shards lands late.
+    let late = Latch::new();
+    sim.member(&leader)
+        .store
+        .push(rule(Operation::WritePlan, Fault::Hold(late.clone())).member(&x));
+    sim.crash(&y);
+    sim.wait_for("x holds two shards", LONG, |s| {
+        s.member(&x).consumer.held_shards().len() == 2
+    })
+    .await;
+    // Two newcomers: x's next plan has one shard.
+    sim.start("d", &[S]).await;
+    sim.start("e", &[S]).await;
+    settled(&sim).await;
+    sim.wait_for("x holds one shard", LONG, |s| {
+        s.member(&x).consumer.held_shards().len() == 1
+    })
+    .await;
+    // Once the group is stable (no plan changes any more), the late write lands.
+    settles(&sim, &x).await;
+    sim.run_for(secs(2)).await;
+    late.release();
+    sim.run_for(secs(1)).await;
+    settles(&sim, &x).await;
+    nothing_lost(&mut sim).await;
+}
+
+/// Waits until every shard is read and `name` holds exactly what its stored plan lists.
+async fn settles(sim: &Sim, name: &str) {
+    let end = tokio::time::Instant::now() + secs(20);
+    while !(holds_its_stored_plan(sim, name).await && sim.unread().is_empty()) {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{name} follows a stale plan: {:?}",
+            sim.store().read_lock_and_plan(name).await.unwrap().1
+        );
+        sim.run_for(Duration::from_millis(50)).await;
+    }
+}
