@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::scenarios::{group, nothing_lost, rule, secs, settled, LONG, S};
+use super::scenarios::{failover, group, nothing_lost, rule, secs, settled, LONG, S};
 use crate::error::Event;
 use crate::sim::{Fault, KinesisOp, Latch, Rule, Sim};
 use crate::store::{Operation, StateStore};
@@ -370,4 +370,64 @@ async fn settles(sim: &Sim, name: &str) {
         );
         sim.run_for(Duration::from_millis(50)).await;
     }
+}
+
+/// Pushes heartbeat hangs on `name` until it fences once more.
+async fn fence_once(sim: &Sim, name: &str) {
+    let before = super::scenarios::fenced(sim, name);
+    // Seven hung heartbeats (each ends at the request timeout) outlast the fence deadline.
+    sim.member(name)
+        .store
+        .push(rule(Operation::Heartbeat, Fault::Hang).times(7));
+    sim.wait_for("fenced once more", LONG, |s| {
+        super::scenarios::fenced(s, name) > before
+    })
+    .await;
+}
+
+// Issue "progress survives a fence": a member that fences while it catches up on a
+// backlog commits what its application finished before it lets its shards go, so each
+// fence repeats only the records in flight.
+#[tokio::test(start_paused = true)]
+async fn f01_a_fence_keeps_the_work_the_application_finished() {
+    let mut sim = Sim::new(1, &[(S, 2)]);
+    // No periodic commit: what is kept across a fence is kept by the fence's commit.
+    sim.start_with("a", &[S], |c| c.commit_interval(secs(600)))
+        .await;
+    settled(&sim).await;
+    sim.member("a").set_processing(Duration::from_millis(2));
+    sim.put(S, 3000);
+    for _ in 0..3 {
+        sim.run_for(secs(1)).await;
+        fence_once(&sim, "a").await;
+    }
+    sim.wait_for("every record handed out", LONG, |s| s.lost().is_empty())
+        .await;
+    let fences = super::scenarios::fenced(&sim, "a");
+    assert_eq!(fences, 3);
+    let in_flight = fences * 2;
+    assert!(
+        sim.duplicates() <= in_flight,
+        "{} records delivered again after {fences} fences",
+        sim.duplicates()
+    );
+}
+
+// A member that fenced and rejoined gets back the shards nobody took meanwhile at once:
+// it knows its previous incarnation stopped, so it does not wait out the failover.
+#[tokio::test(start_paused = true)]
+async fn f02_a_rejoined_member_takes_back_its_own_shards_at_once() {
+    let mut sim = group(4, &["a", "b"]).await;
+    let name = follower(&sim);
+    let mine = held_ids(&sim, &name);
+    fence_once(&sim, &name).await;
+    let fenced_at = sim.now();
+    sim.wait_for("its shards back", LONG, |s| held_ids(s, &name) == mine)
+        .await;
+    let took = sim.now() - fenced_at;
+    assert!(
+        took < failover(),
+        "took its own shards back after {took:?}, not after the failover"
+    );
+    nothing_lost(&mut sim).await;
 }

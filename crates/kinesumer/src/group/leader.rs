@@ -458,6 +458,13 @@ impl Leader {
                 if let Some(id) = &holder {
                     holders.push((stream.as_str(), shard_id, id.clone()));
                 }
+                // A member that fenced and rejoined keeps the shards its previous
+                // incarnation held (it takes them back at once): sticky across a rejoin.
+                let preferred = holder.or_else(|| {
+                    owner
+                        .filter(|o| alive.get(&o.client_id).is_some_and(|s| s.contains(stream)))
+                        .map(|o| o.client_id.clone())
+                });
                 let has_parent = [&info.parent, &info.adjacent_parent]
                     .into_iter()
                     .flatten()
@@ -481,7 +488,7 @@ impl Leader {
                         start,
                     },
                 );
-                shards.insert(eligible, holder);
+                shards.insert(eligible, preferred);
             }
         }
         let assignment = assign::assign(&input);

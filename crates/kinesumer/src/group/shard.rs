@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use super::fence::Fence;
 use super::Ctx;
@@ -52,6 +52,9 @@ pub(crate) enum ShardCmd {
     Commit(oneshot::Sender<Result<(), Error>>),
     /// The leader's plan shows a newer lease than this one: stop at once, write nothing.
     Lost,
+    /// The member fenced itself: hand out nothing more, commit what the application has
+    /// processed (conditional as always: refused if the lease moved on), stop.
+    Fenced,
 }
 
 /// The job of a shard task.
@@ -62,6 +65,9 @@ pub(crate) enum ShardJob {
         planned: PlannedShard,
         /// Poll a live owner for up to twice `handoff_timeout`; otherwise read once.
         fast_poll: bool,
+        /// This process's previous incarnation, which fenced and stopped its readers: a
+        /// lease it names is taken at once, without waiting for the leader to judge it.
+        predecessor: Option<Owner>,
     },
     /// The plan lists the shard under "release" but this process does not know it holds
     /// it (a take that landed late): release it if the lease still names this member.
@@ -198,7 +204,12 @@ enum Decision {
     Wait,
 }
 
-fn decide(lease: Option<&LeaseItem>, planned: &PlannedShard, me: &Owner) -> Decision {
+fn decide(
+    lease: Option<&LeaseItem>,
+    planned: &PlannedShard,
+    me: &Owner,
+    predecessor: Option<&Owner>,
+) -> Decision {
     let Some(lease) = lease else {
         return Decision::Take(LeaseSeen {
             exists: false,
@@ -219,6 +230,7 @@ fn decide(lease: Option<&LeaseItem>, planned: &PlannedShard, me: &Owner) -> Deci
     };
     match &lease.owner {
         None => Decision::Take(seen),
+        Some(owner) if Some(owner) == predecessor => Decision::Take(seen),
         Some(owner)
             if planned.owner_gone
                 && planned.owner.as_ref() == Some(owner)
@@ -241,6 +253,7 @@ fn read_from(item: &LeaseItem, fallback: &crate::store::StoredStart) -> ReadFrom
 /// Why holding ended.
 enum HoldEnd {
     Release,
+    Fenced,
     Lost(&'static str),
     Finished,
     Failed,
@@ -251,8 +264,12 @@ impl ShardTask {
     async fn run(mut self, job: ShardJob) -> Outcome {
         match job {
             ShardJob::ReleaseOnly => self.release_if_named().await,
-            ShardJob::Take { planned, fast_poll } => {
-                let held = match self.acquire(planned, fast_poll).await {
+            ShardJob::Take {
+                planned,
+                fast_poll,
+                predecessor,
+            } => {
+                let held = match self.acquire(planned, fast_poll, predecessor).await {
                     Ok(held) => held,
                     Err(outcome) => return outcome,
                 };
@@ -289,6 +306,7 @@ impl ShardTask {
         &mut self,
         mut planned: PlannedShard,
         fast_poll: bool,
+        predecessor: Option<Owner>,
     ) -> Result<Held, Outcome> {
         let wait_until = self.fence.now()
             + if fast_poll {
@@ -310,7 +328,7 @@ impl ShardTask {
                     continue;
                 }
             };
-            match decide(lease.as_ref(), &planned, &self.me) {
+            match decide(lease.as_ref(), &planned, &self.me, predecessor.as_ref()) {
                 Decision::Held => {
                     let item = lease.expect("held implies an item");
                     return Ok(self.held_from(&item, &planned));
@@ -478,6 +496,17 @@ impl ShardTask {
                 deliver.0.abort();
                 self.lost(reason)
             }
+            HoldEnd::Fenced => {
+                deliver.0.abort();
+                // Finished work survives the fence: a write refused because the lease
+                // moved on is as it should be; an unreachable store is said.
+                if let Err(CommitEnd::Failed(e)) =
+                    self.commit(&mut held, &track, false, false).await
+                {
+                    warn!(error = %e, "fenced: the records processed since the last commit could not be committed");
+                }
+                Outcome::Stopped
+            }
             HoldEnd::Finished => {
                 deliver.0.abort();
                 self.event_lease(|stream, shard_id| Event::ShardFinished { stream, shard_id });
@@ -586,8 +615,9 @@ impl ShardTask {
                 cmd = self.cmds.recv() => match cmd {
                     Some(ShardCmd::Release) => return HoldEnd::Release,
                     Some(ShardCmd::Lost) => return HoldEnd::Lost(PLAN_SHOWS_NEWER),
+                    Some(ShardCmd::Fenced) => return HoldEnd::Fenced,
                     Some(ShardCmd::Commit(ack)) => {
-                        let result = self.commit(held, track, false).await;
+                        let result = self.commit(held, track, false, true).await;
                         let lost = matches!(result, Err(CommitEnd::Lost));
                         let _ = ack.send(result.map_err(|e| e.into_error(&self.key)));
                         if lost {
@@ -640,7 +670,7 @@ impl ShardTask {
                     return HoldEnd::Failed;
                 }
                 _ = end_processed, if ending.is_some() => {
-                    return match self.commit(held, track, true).await {
+                    return match self.commit(held, track, true, true).await {
                         Ok(()) => HoldEnd::Finished,
                         Err(CommitEnd::Lost) => HoldEnd::Lost(COMMIT_REFUSED),
                         // Retried at the next commit tick by waiting again.
@@ -651,7 +681,7 @@ impl ShardTask {
                     };
                 }
                 _ = commit_tick.tick() => {
-                    if let Err(CommitEnd::Lost) = self.commit(held, track, false).await {
+                    if let Err(CommitEnd::Lost) = self.commit(held, track, false, true).await {
                         return HoldEnd::Lost(COMMIT_REFUSED);
                     }
                 }
@@ -660,12 +690,17 @@ impl ShardTask {
     }
 
     /// Writes the mark as the checkpoint if it moved (or the shard ended), fenced
-    /// (DESIGN §3 "Checkpoints and fencing").
+    /// (DESIGN §3 "Checkpoints and fencing"). `check_fence` is false only for the commit a
+    /// fenced member makes of records its application processed before the fence: the
+    /// write is conditional on the owner and lease counter, so it is refused once the
+    /// lease has moved on, and a taker that read before it lands starts from the
+    /// checkpoint its take returns (scenario 1).
     async fn commit(
         &self,
         held: &mut Held,
         track: &ShardTrack,
         shard_end: bool,
+        check_fence: bool,
     ) -> Result<(), CommitEnd> {
         if held.reread {
             self.reread_after_timeout(held).await?;
@@ -675,7 +710,7 @@ impl ShardTask {
         if !moved && !shard_end {
             return Ok(());
         }
-        if !self.fence.check() {
+        if check_fence && !self.fence.check() {
             return Err(CommitEnd::Lost);
         }
         let write = CheckpointWrite {
@@ -731,7 +766,7 @@ impl ShardTask {
         let mut backoff =
             crate::backoff::Backoff::new(Duration::from_millis(50), self.ctx.cfg.sync_interval);
         loop {
-            match self.commit(held, track, false).await {
+            match self.commit(held, track, false, true).await {
                 Err(CommitEnd::Failed(e)) => {
                     let retry_at = tokio::time::Instant::now() + backoff.next_delay();
                     if retry_at >= deadline || self.cancel.is_cancelled() {
@@ -937,21 +972,26 @@ mod tests {
         let me = owner("a", "1");
         let other = owner("b", "2");
         let p = planned(None, None, false);
-        assert!(matches!(decide(None, &p, &me), Decision::Take(s) if !s.exists));
+        assert!(matches!(decide(None, &p, &me, None), Decision::Take(s) if !s.exists));
         assert_eq!(
-            decide(Some(&lease(Some(me.clone()), Some(3), false)), &p, &me),
+            decide(
+                Some(&lease(Some(me.clone()), Some(3), false)),
+                &p,
+                &me,
+                None
+            ),
             Decision::Held
         );
         assert_eq!(
-            decide(Some(&lease(None, Some(3), true)), &p, &me),
+            decide(Some(&lease(None, Some(3), true)), &p, &me, None),
             Decision::Finished
         );
         assert_eq!(
-            decide(Some(&lease(Some(me.clone()), Some(3), true)), &p, &me),
+            decide(Some(&lease(Some(me.clone()), Some(3), true)), &p, &me, None),
             Decision::Finished
         );
         assert!(matches!(
-            decide(Some(&lease(None, Some(3), false)), &p, &me),
+            decide(Some(&lease(None, Some(3), false)), &p, &me, None),
             Decision::Take(LeaseSeen {
                 exists: true,
                 owner: None,
@@ -960,7 +1000,12 @@ mod tests {
         ));
         // A live owner: wait.
         assert_eq!(
-            decide(Some(&lease(Some(other.clone()), Some(3), false)), &p, &me),
+            decide(
+                Some(&lease(Some(other.clone()), Some(3), false)),
+                &p,
+                &me,
+                None
+            ),
             Decision::Wait
         );
         // Gone, with the counter the plan names: take.
@@ -969,7 +1014,8 @@ mod tests {
             decide(
                 Some(&lease(Some(other.clone()), Some(3), false)),
                 &gone,
-                &me
+                &me,
+                None
             ),
             Decision::Take(_)
         ));
@@ -978,9 +1024,21 @@ mod tests {
             decide(
                 Some(&lease(Some(other.clone()), Some(4), false)),
                 &gone,
-                &me
+                &me,
+                None
             ),
             Decision::Wait
         );
+        // A lease of this process's previous incarnation: taken at once.
+        let before = owner("a", "0");
+        assert!(matches!(
+            decide(
+                Some(&lease(Some(before.clone()), Some(3), false)),
+                &p,
+                &me,
+                Some(&before)
+            ),
+            Decision::Take(_)
+        ));
     }
 }
