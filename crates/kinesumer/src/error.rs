@@ -46,6 +46,18 @@ pub enum Error {
         /// The state-store error.
         source: StoreError,
     },
+    /// The application stopped taking a shard's records (its handler panicked, or it
+    /// dropped the record stream): the shard is released and read again from its
+    /// checkpoint by whoever takes it next.
+    #[error("delivery of {stream}/{shard_id} stopped: {reason}; the shard is released and read again from its checkpoint")]
+    DeliveryStopped {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+        /// Why.
+        reason: String,
+    },
     /// Another process registered under this client id; this one stopped for good.
     #[error("another process now runs under client id {client_id:?}; this one stopped")]
     Superseded {

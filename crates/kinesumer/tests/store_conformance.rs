@@ -309,7 +309,7 @@ async fn lock_take_renew_release(f: Fixture) {
     assert_eq!((lock, plan), (Some(l5), None));
 }
 
-fn plan(client: &str, term: u64, shards: usize) -> PlanItem {
+fn plan(client: &str, term: u64, shards: usize, version: u64) -> PlanItem {
     let planned = (0..shards)
         .map(|i| PlannedShard {
             shard_id: format!("shardId-{i:012}"),
@@ -326,6 +326,7 @@ fn plan(client: &str, term: u64, shards: usize) -> PlanItem {
     PlanItem {
         client_id: client.into(),
         term,
+        version,
         token: "tok".into(),
         streams: BTreeMap::from([(S.to_string(), planned), ("empty".to_string(), Vec::new())]),
         release: vec![ShardRef {
@@ -337,27 +338,33 @@ fn plan(client: &str, term: u64, shards: usize) -> PlanItem {
 
 async fn plan_term_fence(f: Fixture) {
     let s = f.s;
-    let p2 = plan("a", 2, 3);
+    let p2 = plan("a", 2, 3, 1);
     s.write_plan(&p2).await.unwrap();
     assert_eq!(
         s.read_lock_and_plan("a").await.unwrap(),
         (None, Some(p2.clone()))
     );
     // A deposed leader's late write is refused.
-    refused(s.write_plan(&plan("a", 1, 1)).await);
+    refused(s.write_plan(&plan("a", 1, 1, 9)).await);
     assert_eq!(s.read_lock_and_plan("a").await.unwrap().1, Some(p2));
-    // The same term rewrites; a newer term too.
-    s.write_plan(&plan("a", 2, 1)).await.unwrap();
-    let p3 = plan("a", 3, 2);
+    // The same term rewrites with a higher version; a newer term at any version.
+    let p2b = plan("a", 2, 1, 2);
+    s.write_plan(&p2b).await.unwrap();
+    // A write of the same term that landed late (a lower version) is refused.
+    refused(s.write_plan(&plan("a", 2, 3, 1)).await);
+    assert_eq!(s.read_lock_and_plan("a").await.unwrap().1, Some(p2b));
+    let p3 = plan("a", 3, 2, 1);
     s.write_plan(&p3).await.unwrap();
     assert_eq!(s.read_lock_and_plan("a").await.unwrap().1, Some(p3));
     assert_eq!(s.read_lock_and_plan("b").await.unwrap().1, None);
 
-    refused(s.delete_plan("a", 2).await);
+    refused(s.delete_plan("a", 2, 5).await);
+    // A delete of this term sent before the plan stored (a lower version) is refused.
+    refused(s.delete_plan("a", 3, 1).await);
     assert!(s.read_lock_and_plan("a").await.unwrap().1.is_some());
-    s.delete_plan("a", 3).await.unwrap();
+    s.delete_plan("a", 3, 2).await.unwrap();
     assert_eq!(s.read_lock_and_plan("a").await.unwrap().1, None);
-    s.delete_plan("a", 3).await.unwrap();
+    s.delete_plan("a", 3, 3).await.unwrap();
 }
 
 async fn take_lease_conditions(f: Fixture) {
@@ -1122,7 +1129,7 @@ async fn dynamo_splits_a_large_plan_and_shard_cache() {
     let f = dynamo().await;
     let (s, app) = (&f.s, f.s.app().to_owned());
     let client = dynamodb().await;
-    let big = plan("a", 5, 6_000);
+    let big = plan("a", 5, 6_000, 1);
     within("write big plan", s.write_plan(&big)).await.unwrap();
     assert!(
         !get_raw(&client, format!("plan#{app}"), "a#1")
@@ -1134,18 +1141,18 @@ async fn dynamo_splits_a_large_plan_and_shard_cache() {
         within("read", s.read_lock_and_plan("a")).await.unwrap().1,
         Some(big)
     );
-    refused(within("stale", s.write_plan(&plan("a", 4, 6_000))).await);
+    refused(within("stale", s.write_plan(&plan("a", 4, 6_000, 1))).await);
     // Shrinking: the first item alone says the plan is whole again.
-    let small = plan("a", 6, 2);
+    let small = plan("a", 6, 2, 1);
     within("write small", s.write_plan(&small)).await.unwrap();
     assert_eq!(
         within("read", s.read_lock_and_plan("a")).await.unwrap().1,
         Some(small)
     );
-    within("write big", s.write_plan(&plan("a", 7, 6_000)))
+    within("write big", s.write_plan(&plan("a", 7, 6_000, 1)))
         .await
         .unwrap();
-    within("delete", s.delete_plan("a", 7)).await.unwrap();
+    within("delete", s.delete_plan("a", 7, 2)).await.unwrap();
     assert!(
         get_raw(&client, format!("plan#{app}"), "a#1")
             .await

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use super::scenarios::{group, nothing_lost, rule, secs, settled, LONG, S};
+use super::scenarios::{failover, group, nothing_lost, rule, secs, settled, LONG, S};
 use crate::error::Event;
-use crate::sim::{Fault, KinesisOp, Rule, Sim};
+use crate::sim::{Fault, KinesisOp, Latch, Rule, Sim};
 use crate::store::{Operation, StateStore};
 
 /// The member of a two-member group that does not lead.
@@ -183,5 +183,251 @@ async fn d09_a_late_first_take_of_an_expired_parents_child_keeps_trim_horizon() 
             "{child}"
         );
     }
+    nothing_lost(&mut sim).await;
+}
+
+// Defect 4: shard commands were dropped when their queue was full: a dropped release
+// left the shard held forever (the newcomer waited), and a dropped commit made
+// `commit()` answer Ok without committing.
+#[tokio::test(start_paused = true)]
+async fn d04_a_release_is_never_dropped_behind_queued_commits() {
+    let mut sim = group(2, &["a"]).await;
+    sim.put(S, 20);
+    sim.wait_for("read", LONG, |s| s.lost().is_empty()).await;
+    // Every checkpoint write of a hangs in the network: each commit takes its timeout.
+    let latch = Latch::new();
+    sim.member("a")
+        .store
+        .push(rule(Operation::Checkpoint, Fault::Hold(latch.clone())).times(usize::MAX));
+    sim.put(S, 20);
+    sim.wait_for("read", LONG, |s| s.lost().is_empty()).await;
+    let commits: Vec<_> = (0..12)
+        .map(|_| {
+            let a = sim.member("a").consumer.clone();
+            tokio::spawn(async move { a.commit().await })
+        })
+        .collect();
+    sim.run_for(Duration::from_millis(100)).await;
+    sim.start("b", &[S]).await;
+    sim.wait_for("b takes its share", LONG, |s| {
+        s.member("b").consumer.held_shards().len() == 1
+    })
+    .await;
+    for commit in commits {
+        let result = commit.await.expect("the commit task");
+        assert!(
+            result.is_err(),
+            "no checkpoint landed, yet commit() said {result:?}"
+        );
+    }
+    latch.release();
+    nothing_lost(&mut sim).await;
+}
+
+// Defect 5: the final commit of a planned handoff was not retried: one failed write
+// re-delivered everything since the last periodic commit.
+#[tokio::test(start_paused = true)]
+async fn d05_a_failed_final_commit_at_handoff_is_retried() {
+    let mut sim = Sim::new(1, &[(S, 2)]);
+    // No periodic commit during the test: the handoff's commit is the only one.
+    let rare = |c: crate::ConfigBuilder| c.commit_interval(secs(600));
+    sim.start_with("a", &[S], rare).await;
+    settled(&sim).await;
+    sim.put(S, 20);
+    sim.wait_for("read", LONG, |s| s.lost().is_empty()).await;
+    sim.member("a")
+        .store
+        .push(rule(Operation::Checkpoint, Fault::Fail));
+    sim.start_with("b", &[S], rare).await;
+    sim.wait_for("b takes its share", LONG, |s| {
+        s.member("b").consumer.held_shards().len() == 1
+    })
+    .await;
+    let failed = sim
+        .member("a")
+        .store
+        .sent()
+        .iter()
+        .any(|r| r.request.op == Operation::Checkpoint && matches!(r.fault, Some(Fault::Fail)));
+    assert!(failed, "the handoff's first commit failed");
+    nothing_lost(&mut sim).await;
+    assert_eq!(
+        sim.duplicates(),
+        0,
+        "a planned handoff delivers nothing twice"
+    );
+}
+
+// Defect 6: a dead delivery task (a panicking handler) went unnoticed: the member kept
+// the lease and heartbeats while the shard stalled, with no error.
+#[tokio::test(start_paused = true)]
+async fn d06_a_panicking_handler_is_reported_and_its_shard_does_not_stall() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let kinesis = Arc::new(crate::sim::SimKinesis::new());
+    kinesis.create_stream(S, 1);
+    let store = crate::store::MemoryStore::new("sim");
+    let member = crate::Kinesumer::with_parts(
+        Sim::config("a").build().unwrap(),
+        Arc::new(store),
+        kinesis.clone(),
+        Arc::new(crate::clock::TestClock::new(chrono::Utc::now())),
+    );
+    let mut errors = member.errors();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    member
+        .consume_with([S], move |_record| {
+            let calls = counted.clone();
+            async move {
+                assert!(calls.fetch_add(1, Ordering::SeqCst) > 0, "a handler bug");
+            }
+        })
+        .await
+        .unwrap();
+    kinesis.put(S, "k", b"x");
+    let error = tokio::time::timeout(LONG, errors.recv())
+        .await
+        .expect("an error within a minute")
+        .expect("the errors channel");
+    assert!(
+        error.to_string().contains("shardId-000000000000"),
+        "the error names the shard: {error}"
+    );
+    let end = tokio::time::Instant::now() + LONG;
+    while calls.load(Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the record was never delivered again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    member.close().await;
+}
+
+/// Whether `name` holds exactly the shards its stored plan lists.
+async fn holds_its_stored_plan(sim: &Sim, name: &str) -> bool {
+    let (_, plan) = sim.store().read_lock_and_plan(name).await.unwrap();
+    let planned: Vec<String> = plan
+        .map(|p| {
+            p.streams
+                .into_values()
+                .flatten()
+                .map(|s| s.shard_id)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut planned = planned;
+    planned.sort();
+    planned == held_ids(sim, name)
+}
+
+// Defect 2: a plan write that timed out and landed after a newer one overwrote it, and
+// the leader, which rewrites only plans that differ from what it wrote, never noticed:
+// the member followed a stale plan for good (here: waiting for a shard another holds).
+#[tokio::test(start_paused = true)]
+async fn d02_a_late_plan_write_never_overwrites_a_newer_plan() {
+    let mut sim = group(4, &["a", "b", "c"]).await;
+    let leader = sim.leader().expect("a leader");
+    let others: Vec<String> = sim.names().into_iter().filter(|n| *n != leader).collect();
+    let (x, y) = (others[0].clone(), others[1].clone());
+    // The plan that gives x a share of y's shards lands late.
+    let late = Latch::new();
+    sim.member(&leader)
+        .store
+        .push(rule(Operation::WritePlan, Fault::Hold(late.clone())).member(&x));
+    sim.crash(&y);
+    sim.wait_for("x holds two shards", LONG, |s| {
+        s.member(&x).consumer.held_shards().len() == 2
+    })
+    .await;
+    // Two newcomers: x's next plan has one shard.
+    sim.start("d", &[S]).await;
+    sim.start("e", &[S]).await;
+    settled(&sim).await;
+    sim.wait_for("x holds one shard", LONG, |s| {
+        s.member(&x).consumer.held_shards().len() == 1
+    })
+    .await;
+    // Once the group is stable (no plan changes any more), the late write lands.
+    settles(&sim, &x).await;
+    sim.run_for(secs(2)).await;
+    late.release();
+    sim.run_for(secs(1)).await;
+    settles(&sim, &x).await;
+    nothing_lost(&mut sim).await;
+}
+
+/// Waits until every shard is read and `name` holds exactly what its stored plan lists.
+async fn settles(sim: &Sim, name: &str) {
+    let end = tokio::time::Instant::now() + secs(20);
+    while !(holds_its_stored_plan(sim, name).await && sim.unread().is_empty()) {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{name} follows a stale plan: {:?}",
+            sim.store().read_lock_and_plan(name).await.unwrap().1
+        );
+        sim.run_for(Duration::from_millis(50)).await;
+    }
+}
+
+/// Pushes heartbeat hangs on `name` until it fences once more.
+async fn fence_once(sim: &Sim, name: &str) {
+    let before = super::scenarios::fenced(sim, name);
+    // Seven hung heartbeats (each ends at the request timeout) outlast the fence deadline.
+    sim.member(name)
+        .store
+        .push(rule(Operation::Heartbeat, Fault::Hang).times(7));
+    sim.wait_for("fenced once more", LONG, |s| {
+        super::scenarios::fenced(s, name) > before
+    })
+    .await;
+}
+
+// Issue "progress survives a fence": a member that fences while it catches up on a
+// backlog commits what its application finished before it lets its shards go, so each
+// fence repeats only the records in flight.
+#[tokio::test(start_paused = true)]
+async fn f01_a_fence_keeps_the_work_the_application_finished() {
+    let mut sim = Sim::new(1, &[(S, 2)]);
+    // No periodic commit: what is kept across a fence is kept by the fence's commit.
+    sim.start_with("a", &[S], |c| c.commit_interval(secs(600)))
+        .await;
+    settled(&sim).await;
+    sim.member("a").set_processing(Duration::from_millis(2));
+    sim.put(S, 3000);
+    for _ in 0..3 {
+        sim.run_for(secs(1)).await;
+        fence_once(&sim, "a").await;
+    }
+    sim.wait_for("every record handed out", LONG, |s| s.lost().is_empty())
+        .await;
+    let fences = super::scenarios::fenced(&sim, "a");
+    assert_eq!(fences, 3);
+    let in_flight = fences * 2;
+    assert!(
+        sim.duplicates() <= in_flight,
+        "{} records delivered again after {fences} fences",
+        sim.duplicates()
+    );
+}
+
+// A member that fenced and rejoined gets back the shards nobody took meanwhile at once:
+// it knows its previous incarnation stopped, so it does not wait out the failover.
+#[tokio::test(start_paused = true)]
+async fn f02_a_rejoined_member_takes_back_its_own_shards_at_once() {
+    let mut sim = group(4, &["a", "b"]).await;
+    let name = follower(&sim);
+    let mine = held_ids(&sim, &name);
+    fence_once(&sim, &name).await;
+    let fenced_at = sim.now();
+    sim.wait_for("its shards back", LONG, |s| held_ids(s, &name) == mine)
+        .await;
+    let took = sim.now() - fenced_at;
+    assert!(
+        took < failover(),
+        "took its own shards back after {took:?}, not after the failover"
+    );
     nothing_lost(&mut sim).await;
 }

@@ -94,6 +94,8 @@ pub(crate) struct Leader {
     retries: BTreeMap<String, Retry>,
     finished: BTreeMap<String, BTreeSet<String>>,
     written: BTreeMap<String, PlanItem>,
+    /// The version of this term's last plan write or delete.
+    version: u64,
 }
 
 impl Leader {
@@ -107,6 +109,7 @@ impl Leader {
             retries: BTreeMap::new(),
             finished: BTreeMap::new(),
             written: BTreeMap::new(),
+            version: 0,
         }
     }
 
@@ -455,6 +458,13 @@ impl Leader {
                 if let Some(id) = &holder {
                     holders.push((stream.as_str(), shard_id, id.clone()));
                 }
+                // A member that fenced and rejoined keeps the shards its previous
+                // incarnation held (it takes them back at once): sticky across a rejoin.
+                let preferred = holder.or_else(|| {
+                    owner
+                        .filter(|o| alive.get(&o.client_id).is_some_and(|s| s.contains(stream)))
+                        .map(|o| o.client_id.clone())
+                });
                 let has_parent = [&info.parent, &info.adjacent_parent]
                     .into_iter()
                     .flatten()
@@ -478,7 +488,7 @@ impl Leader {
                         start,
                     },
                 );
-                shards.insert(eligible, holder);
+                shards.insert(eligible, preferred);
             }
         }
         let assignment = assign::assign(&input);
@@ -536,6 +546,8 @@ impl Leader {
                 PlanItem {
                     client_id: client_id.clone(),
                     term: self.term,
+                    // Set when written.
+                    version: 0,
                     token: token.to_owned(),
                     streams: streams
                         .into_iter()
@@ -557,7 +569,8 @@ impl Leader {
         ctx: &Ctx,
         plans: BTreeMap<String, PlanItem>,
     ) -> Result<(), TickError> {
-        for (client_id, plan) in plans {
+        for (client_id, mut plan) in plans {
+            plan.version = self.next_version();
             match ctx
                 .timed(Operation::WritePlan, ctx.store.write_plan(&plan))
                 .await
@@ -577,12 +590,20 @@ impl Leader {
         Ok(())
     }
 
+    /// The version of the next plan write or delete: later requests of one term carry
+    /// higher versions, so one that lands late is refused.
+    fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
     async fn delete_plan(&mut self, ctx: &Ctx, client_id: &str) -> Result<(), TickError> {
         self.written.remove(client_id);
         match ctx
             .timed(
                 Operation::DeletePlan,
-                ctx.store.delete_plan(client_id, self.term),
+                ctx.store
+                    .delete_plan(client_id, self.term, self.next_version()),
             )
             .await
         {

@@ -95,6 +95,9 @@ struct Running {
 pub(crate) struct Coordinator {
     ctx: Arc<Ctx>,
     me: Owner,
+    /// This process's previous incarnation after a fence: its readers have stopped, so
+    /// the leases it names are this incarnation's to take back at once.
+    predecessor: Option<Owner>,
     fence: Arc<Fence>,
     beat: Arc<Beat>,
     heartbeat: JoinHandle<Stop>,
@@ -170,6 +173,7 @@ impl Coordinator {
         let mut coordinator = Coordinator {
             ctx,
             me,
+            predecessor: None,
             fence,
             beat,
             heartbeat,
@@ -408,12 +412,12 @@ impl Coordinator {
             match desired.get(key) {
                 Some(p) if p.lease_counter.is_some_and(|c| c > counter) => {
                     // The leader saw a newer lease than ours: someone took it; stop at once.
-                    let _ = running.handle.cmds.try_send(ShardCmd::Lost);
+                    let _ = running.handle.cmds.send(ShardCmd::Lost);
                 }
                 Some(_) if !releases.contains(key) => {}
                 _ => {
                     running.releasing = true;
-                    let _ = running.handle.cmds.try_send(ShardCmd::Release);
+                    let _ = running.handle.cmds.send(ShardCmd::Release);
                 }
             }
         }
@@ -432,6 +436,7 @@ impl Coordinator {
             let job = ShardJob::Take {
                 planned: planned.clone(),
                 fast_poll,
+                predecessor: self.predecessor.clone(),
             };
             self.spawn(key, job, Some(planned));
         }
@@ -503,7 +508,7 @@ impl Coordinator {
             if let Some(running) = self.shards.get_mut(key) {
                 if running.handle.held() {
                     running.releasing = true;
-                    let _ = running.handle.cmds.try_send(ShardCmd::Release);
+                    let _ = running.handle.cmds.send(ShardCmd::Release);
                 } else {
                     running.handle.cancel.cancel();
                 }
@@ -537,7 +542,7 @@ impl Coordinator {
         let mut answers = Vec::new();
         for running in self.shards.values().filter(|r| r.handle.held()) {
             let (tx, rx) = oneshot::channel();
-            if running.handle.cmds.try_send(ShardCmd::Commit(tx)).is_ok() {
+            if running.handle.cmds.send(ShardCmd::Commit(tx)).is_ok() {
                 answers.push(rx);
             }
         }
@@ -559,10 +564,13 @@ impl Coordinator {
         });
     }
 
-    /// Stops every shard task without a write (fenced or superseded).
+    /// Stops every shard task (fenced or superseded): those holding a lease commit what
+    /// the application processed, conditionally, and write nothing else.
     async fn stop_all(&mut self) {
         for running in self.shards.values() {
-            running.handle.cancel.cancel();
+            if !running.handle.held() || running.handle.cmds.send(ShardCmd::Fenced).is_err() {
+                running.handle.cancel.cancel();
+            }
         }
         let wait = async {
             while !self.shards.is_empty() {
@@ -588,7 +596,8 @@ impl Coordinator {
         self.fence.not_leader();
     }
 
-    /// Step 5: stop every reader, discard unsent marks, and rejoin as a new incarnation.
+    /// Step 5: stop every reader, commit what the application processed, and rejoin as a
+    /// new incarnation.
     async fn fence_and_rejoin(&mut self, reason: &str) {
         warn!(reason, "fenced: stopping every reader and rejoining");
         self.fence.trip();
@@ -636,7 +645,10 @@ impl Coordinator {
                 }
             }
         };
-        self.me.token = token;
+        self.predecessor = Some(Owner {
+            client_id: self.me.client_id.clone(),
+            token: std::mem::replace(&mut self.me.token, token),
+        });
         self.fence = Arc::new(Fence::new(
             self.ctx.clock.clone(),
             self.ctx.cfg.fence_deadline(),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use super::fence::Fence;
 use super::Ctx;
@@ -52,6 +52,9 @@ pub(crate) enum ShardCmd {
     Commit(oneshot::Sender<Result<(), Error>>),
     /// The leader's plan shows a newer lease than this one: stop at once, write nothing.
     Lost,
+    /// The member fenced itself: hand out nothing more, commit what the application has
+    /// processed (conditional as always: refused if the lease moved on), stop.
+    Fenced,
 }
 
 /// The job of a shard task.
@@ -62,6 +65,9 @@ pub(crate) enum ShardJob {
         planned: PlannedShard,
         /// Poll a live owner for up to twice `handoff_timeout`; otherwise read once.
         fast_poll: bool,
+        /// This process's previous incarnation, which fenced and stopped its readers: a
+        /// lease it names is taken at once, without waiting for the leader to judge it.
+        predecessor: Option<Owner>,
     },
     /// The plan lists the shard under "release" but this process does not know it holds
     /// it (a take that landed late): release it if the lease still names this member.
@@ -88,7 +94,9 @@ pub(crate) enum Outcome {
 /// What the coordinator keeps of a running shard task.
 #[derive(Debug)]
 pub(crate) struct ShardHandle {
-    pub(crate) cmds: mpsc::Sender<ShardCmd>,
+    /// Unbounded: a release or a commit is never dropped (the coordinator must not wait
+    /// on a shard task, and each shard gets at most a command per tick and per commit()).
+    pub(crate) cmds: mpsc::UnboundedSender<ShardCmd>,
     pub(crate) cancel: CancellationToken,
     /// The lease counter while held; 0 while taking or when not ours.
     pub(crate) counter: Arc<AtomicU64>,
@@ -134,7 +142,7 @@ pub(crate) fn spawn(
     job: ShardJob,
     done: mpsc::UnboundedSender<ShardDone>,
 ) -> ShardHandle {
-    let (cmd_tx, cmd_rx) = mpsc::channel(8);
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
     let counter = Arc::new(AtomicU64::new(0));
     let task = ShardTask {
@@ -170,7 +178,7 @@ struct ShardTask {
     key: ShardRef,
     cancel: CancellationToken,
     counter: Arc<AtomicU64>,
-    cmds: mpsc::Receiver<ShardCmd>,
+    cmds: mpsc::UnboundedReceiver<ShardCmd>,
 }
 
 /// A lease this task holds.
@@ -196,7 +204,12 @@ enum Decision {
     Wait,
 }
 
-fn decide(lease: Option<&LeaseItem>, planned: &PlannedShard, me: &Owner) -> Decision {
+fn decide(
+    lease: Option<&LeaseItem>,
+    planned: &PlannedShard,
+    me: &Owner,
+    predecessor: Option<&Owner>,
+) -> Decision {
     let Some(lease) = lease else {
         return Decision::Take(LeaseSeen {
             exists: false,
@@ -217,6 +230,7 @@ fn decide(lease: Option<&LeaseItem>, planned: &PlannedShard, me: &Owner) -> Deci
     };
     match &lease.owner {
         None => Decision::Take(seen),
+        Some(owner) if Some(owner) == predecessor => Decision::Take(seen),
         Some(owner)
             if planned.owner_gone
                 && planned.owner.as_ref() == Some(owner)
@@ -239,6 +253,7 @@ fn read_from(item: &LeaseItem, fallback: &crate::store::StoredStart) -> ReadFrom
 /// Why holding ended.
 enum HoldEnd {
     Release,
+    Fenced,
     Lost(&'static str),
     Finished,
     Failed,
@@ -249,8 +264,12 @@ impl ShardTask {
     async fn run(mut self, job: ShardJob) -> Outcome {
         match job {
             ShardJob::ReleaseOnly => self.release_if_named().await,
-            ShardJob::Take { planned, fast_poll } => {
-                let held = match self.acquire(planned, fast_poll).await {
+            ShardJob::Take {
+                planned,
+                fast_poll,
+                predecessor,
+            } => {
+                let held = match self.acquire(planned, fast_poll, predecessor).await {
                     Ok(held) => held,
                     Err(outcome) => return outcome,
                 };
@@ -287,6 +306,7 @@ impl ShardTask {
         &mut self,
         mut planned: PlannedShard,
         fast_poll: bool,
+        predecessor: Option<Owner>,
     ) -> Result<Held, Outcome> {
         let wait_until = self.fence.now()
             + if fast_poll {
@@ -308,7 +328,7 @@ impl ShardTask {
                     continue;
                 }
             };
-            match decide(lease.as_ref(), &planned, &self.me) {
+            match decide(lease.as_ref(), &planned, &self.me, predecessor.as_ref()) {
                 Decision::Held => {
                     let item = lease.expect("held implies an item");
                     return Ok(self.held_from(&item, &planned));
@@ -426,7 +446,7 @@ impl ShardTask {
             tx,
             reader_cancel.clone(),
         ));
-        let deliver = Owned(tokio::spawn(
+        let mut deliver = Owned(tokio::spawn(
             deliver(
                 rx,
                 track.clone(),
@@ -437,7 +457,13 @@ impl ShardTask {
         ));
         let mut reader_done = false;
         let end = self
-            .hold_loop(&mut held, &track, &mut reader.0, &mut reader_done)
+            .hold_loop(
+                &mut held,
+                &track,
+                &mut reader.0,
+                &mut reader_done,
+                &mut deliver.0,
+            )
             .await;
         reader_cancel.cancel();
         if !reader_done {
@@ -453,7 +479,7 @@ impl ShardTask {
                     // the records in its hands may be delivered again by the next owner.
                     self.event_lease(|stream, shard_id| Event::LeaseLost { stream, shard_id });
                 }
-                match self.commit(&mut held, &track, false).await {
+                match self.final_commit(&mut held, &track).await {
                     Err(CommitEnd::Lost) => self.lost(COMMIT_REFUSED),
                     _ if !self.release(held.counter).await => self.lost(LEASE_MOVED),
                     _ if matches!(end, HoldEnd::Failed) => Outcome::Failed,
@@ -469,6 +495,17 @@ impl ShardTask {
             HoldEnd::Lost(reason) => {
                 deliver.0.abort();
                 self.lost(reason)
+            }
+            HoldEnd::Fenced => {
+                deliver.0.abort();
+                // Finished work survives the fence: a write refused because the lease
+                // moved on is as it should be; an unreachable store is said.
+                if let Err(CommitEnd::Failed(e)) =
+                    self.commit(&mut held, &track, false, false).await
+                {
+                    warn!(error = %e, "fenced: the records processed since the last commit could not be committed");
+                }
+                Outcome::Stopped
             }
             HoldEnd::Finished => {
                 deliver.0.abort();
@@ -553,7 +590,9 @@ impl ShardTask {
         track: &Arc<ShardTrack>,
         reader: &mut JoinHandle<ReaderEnd>,
         reader_done: &mut bool,
+        deliver: &mut JoinHandle<DeliveryEnd>,
     ) -> HoldEnd {
+        let mut delivering = true;
         let mut commit_tick = tokio::time::interval(self.ctx.cfg.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         commit_tick.tick().await;
@@ -576,8 +615,9 @@ impl ShardTask {
                 cmd = self.cmds.recv() => match cmd {
                     Some(ShardCmd::Release) => return HoldEnd::Release,
                     Some(ShardCmd::Lost) => return HoldEnd::Lost(PLAN_SHOWS_NEWER),
+                    Some(ShardCmd::Fenced) => return HoldEnd::Fenced,
                     Some(ShardCmd::Commit(ack)) => {
-                        let result = self.commit(held, track, false).await;
+                        let result = self.commit(held, track, false, true).await;
                         let lost = matches!(result, Err(CommitEnd::Lost));
                         let _ = ack.send(result.map_err(|e| e.into_error(&self.key)));
                         if lost {
@@ -610,8 +650,27 @@ impl ShardTask {
                         }
                     }
                 }
+                end = &mut *deliver, if delivering => {
+                    delivering = false;
+                    let reason = match end {
+                        // The reader ended (the shard's end) and every record was passed on.
+                        Ok(DeliveryEnd::Drained) => continue,
+                        // The fence tripped: the coordinator stops this task.
+                        Ok(DeliveryEnd::NotAllowed) => continue,
+                        Ok(DeliveryEnd::StreamDropped) => "the application dropped its record stream".to_owned(),
+                        Err(join) if join.is_panic() => format!("the handler panicked: {}", panic_message(join.into_panic())),
+                        Err(join) => format!("the delivery task ended: {join}"),
+                    };
+                    tracing::warn!(%reason, "delivery stopped; releasing the shard");
+                    self.ctx.signals.error(Error::DeliveryStopped {
+                        stream: self.key.stream.clone(),
+                        shard_id: self.key.shard_id.clone(),
+                        reason,
+                    });
+                    return HoldEnd::Failed;
+                }
                 _ = end_processed, if ending.is_some() => {
-                    return match self.commit(held, track, true).await {
+                    return match self.commit(held, track, true, true).await {
                         Ok(()) => HoldEnd::Finished,
                         Err(CommitEnd::Lost) => HoldEnd::Lost(COMMIT_REFUSED),
                         // Retried at the next commit tick by waiting again.
@@ -622,7 +681,7 @@ impl ShardTask {
                     };
                 }
                 _ = commit_tick.tick() => {
-                    if let Err(CommitEnd::Lost) = self.commit(held, track, false).await {
+                    if let Err(CommitEnd::Lost) = self.commit(held, track, false, true).await {
                         return HoldEnd::Lost(COMMIT_REFUSED);
                     }
                 }
@@ -631,12 +690,17 @@ impl ShardTask {
     }
 
     /// Writes the mark as the checkpoint if it moved (or the shard ended), fenced
-    /// (DESIGN §3 "Checkpoints and fencing").
+    /// (DESIGN §3 "Checkpoints and fencing"). `check_fence` is false only for the commit a
+    /// fenced member makes of records its application processed before the fence: the
+    /// write is conditional on the owner and lease counter, so it is refused once the
+    /// lease has moved on, and a taker that read before it lands starts from the
+    /// checkpoint its take returns (scenario 1).
     async fn commit(
         &self,
         held: &mut Held,
         track: &ShardTrack,
         shard_end: bool,
+        check_fence: bool,
     ) -> Result<(), CommitEnd> {
         if held.reread {
             self.reread_after_timeout(held).await?;
@@ -646,7 +710,7 @@ impl ShardTask {
         if !moved && !shard_end {
             return Ok(());
         }
-        if !self.fence.check() {
+        if check_fence && !self.fence.check() {
             return Err(CommitEnd::Lost);
         }
         let write = CheckpointWrite {
@@ -689,6 +753,33 @@ impl ShardTask {
                     source: e.clone(),
                 });
                 Err(CommitEnd::Failed(e))
+            }
+        }
+    }
+
+    /// The last commit of a lease given up (a release, a failed reader or delivery): a
+    /// failed write is retried with backoff for up to `commit_timeout`, so one throttled
+    /// write does not make the next owner deliver again everything since the last
+    /// periodic commit.
+    async fn final_commit(&self, held: &mut Held, track: &ShardTrack) -> Result<(), CommitEnd> {
+        let deadline = tokio::time::Instant::now() + self.ctx.cfg.commit_timeout;
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(50), self.ctx.cfg.sync_interval);
+        loop {
+            match self.commit(held, track, false, true).await {
+                Err(CommitEnd::Failed(e)) => {
+                    let retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                    if retry_at >= deadline || self.cancel.is_cancelled() {
+                        return Err(CommitEnd::Failed(e));
+                    }
+                    debug!(error = %e, "final commit failed; retrying");
+                    tokio::select! {
+                        biased;
+                        _ = self.cancel.cancelled() => return Err(CommitEnd::Failed(e)),
+                        _ = tokio::time::sleep_until(retry_at) => {}
+                    }
+                }
+                done => return done,
             }
         }
     }
@@ -789,13 +880,33 @@ impl CommitEnd {
     }
 }
 
+/// Why a shard's delivery ended.
+#[derive(Debug)]
+enum DeliveryEnd {
+    /// The reader ended and every record read was passed on.
+    Drained,
+    /// The application dropped its record stream.
+    StreamDropped,
+    /// A record could not be handed out: the fence tripped.
+    NotAllowed,
+}
+
+/// The text of a panic's payload, if it has one.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
 /// Moves records from the shard's buffer to the application, in order.
 async fn deliver(
     mut rx: mpsc::Receiver<ReadItem>,
     track: Arc<ShardTrack>,
     sink: Sink,
     auto_commit: bool,
-) {
+) -> DeliveryEnd {
     while let Some(item) = rx.recv().await {
         track.set_millis_behind(item.millis_behind);
         let record = Record::new(item, track.clone());
@@ -803,12 +914,12 @@ async fn deliver(
         match &sink {
             Sink::Stream(tx) => {
                 if tx.send(record).await.is_err() {
-                    return;
+                    return DeliveryEnd::StreamDropped;
                 }
             }
             Sink::Handler(handler) => {
                 if !track.may_hand_out() {
-                    return;
+                    return DeliveryEnd::NotAllowed;
                 }
                 track.handed_out(&pos, record.data.len());
                 handler.handle(record).await;
@@ -818,6 +929,7 @@ async fn deliver(
             }
         }
     }
+    DeliveryEnd::Drained
 }
 
 #[cfg(test)]
@@ -860,21 +972,26 @@ mod tests {
         let me = owner("a", "1");
         let other = owner("b", "2");
         let p = planned(None, None, false);
-        assert!(matches!(decide(None, &p, &me), Decision::Take(s) if !s.exists));
+        assert!(matches!(decide(None, &p, &me, None), Decision::Take(s) if !s.exists));
         assert_eq!(
-            decide(Some(&lease(Some(me.clone()), Some(3), false)), &p, &me),
+            decide(
+                Some(&lease(Some(me.clone()), Some(3), false)),
+                &p,
+                &me,
+                None
+            ),
             Decision::Held
         );
         assert_eq!(
-            decide(Some(&lease(None, Some(3), true)), &p, &me),
+            decide(Some(&lease(None, Some(3), true)), &p, &me, None),
             Decision::Finished
         );
         assert_eq!(
-            decide(Some(&lease(Some(me.clone()), Some(3), true)), &p, &me),
+            decide(Some(&lease(Some(me.clone()), Some(3), true)), &p, &me, None),
             Decision::Finished
         );
         assert!(matches!(
-            decide(Some(&lease(None, Some(3), false)), &p, &me),
+            decide(Some(&lease(None, Some(3), false)), &p, &me, None),
             Decision::Take(LeaseSeen {
                 exists: true,
                 owner: None,
@@ -883,7 +1000,12 @@ mod tests {
         ));
         // A live owner: wait.
         assert_eq!(
-            decide(Some(&lease(Some(other.clone()), Some(3), false)), &p, &me),
+            decide(
+                Some(&lease(Some(other.clone()), Some(3), false)),
+                &p,
+                &me,
+                None
+            ),
             Decision::Wait
         );
         // Gone, with the counter the plan names: take.
@@ -892,7 +1014,8 @@ mod tests {
             decide(
                 Some(&lease(Some(other.clone()), Some(3), false)),
                 &gone,
-                &me
+                &me,
+                None
             ),
             Decision::Take(_)
         ));
@@ -901,9 +1024,21 @@ mod tests {
             decide(
                 Some(&lease(Some(other.clone()), Some(4), false)),
                 &gone,
-                &me
+                &me,
+                None
             ),
             Decision::Wait
         );
+        // A lease of this process's previous incarnation: taken at once.
+        let before = owner("a", "0");
+        assert!(matches!(
+            decide(
+                Some(&lease(Some(before.clone()), Some(3), false)),
+                &p,
+                &me,
+                Some(&before)
+            ),
+            Decision::Take(_)
+        ));
     }
 }

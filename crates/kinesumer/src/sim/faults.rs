@@ -715,11 +715,16 @@ impl StateStore for FaultyStore {
         .await
     }
 
-    async fn delete_plan(&self, client_id: &str, term: u64) -> Result<(), StoreError> {
+    async fn delete_plan(
+        &self,
+        client_id: &str,
+        term: u64,
+        version: u64,
+    ) -> Result<(), StoreError> {
         let c = client_id.to_owned();
         self.call(
             plan_req(Operation::DeletePlan, client_id),
-            apply!(|st| st.delete_plan(&c, term)),
+            apply!(|st| st.delete_plan(&c, term, version)),
         )
         .await
     }

@@ -400,6 +400,7 @@ impl DynamoStore {
         Ok(Some(PlanItem {
             client_id: client_id.to_owned(),
             term: a.required_n(attr::TERM)?,
+            version: a.n(attr::PLAN_VERSION)?.unwrap_or(0),
             token: a.required_s(attr::TOKEN)?.to_owned(),
             streams,
             release,
@@ -500,12 +501,16 @@ fn gone_or(e: &mut Expr, clause: String) {
 }
 
 /// The condition of plan writes and deletes: no plan, or one of a term not above ours.
-fn plan_fence(e: &mut Expr, term: u64) {
+/// `(term, version) < (:term, :version)` on a plan item, or no item: a deposed leader's
+/// write, and a write that landed after a newer one of the same term, are refused.
+fn plan_fence(e: &mut Expr, term: u64, version: u64) {
+    let (term_name, term) = (e.name(attr::TERM), e.value(n(term)));
     let c = format!(
-        "{} OR {} <= {}",
+        "{} OR {term_name} < {term} OR ({term_name} = {term} AND ({} OR {} < {}))",
         e.missing(attr::SK),
-        e.name(attr::TERM),
-        e.value(n(term))
+        e.missing(attr::PLAN_VERSION),
+        e.name(attr::PLAN_VERSION),
+        e.value(n(version))
     );
     e.cond(c);
 }
@@ -881,6 +886,7 @@ impl StateStore for DynamoStore {
         let json = serde_json::to_string(&body).map_err(|e| invalid(Operation::WritePlan, e))?;
         let common = Item::from([
             (attr::TERM.to_owned(), n(plan.term)),
+            (attr::PLAN_VERSION.to_owned(), n(plan.version)),
             (attr::TOKEN.to_owned(), s(plan.token.as_str())),
             (attr::LAST_UPDATE.to_owned(), now()),
         ]);
@@ -894,15 +900,20 @@ impl StateStore for DynamoStore {
             split::split_str(&json),
         );
         let mut e = Expr::default();
-        plan_fence(&mut e, plan.term);
+        plan_fence(&mut e, plan.term, plan.version);
         self.put_all(Operation::WritePlan, &name, items, &e).await
     }
 
-    async fn delete_plan(&self, client_id: &str, term: u64) -> Result<(), StoreError> {
+    async fn delete_plan(
+        &self,
+        client_id: &str,
+        term: u64,
+        version: u64,
+    ) -> Result<(), StoreError> {
         let op = Operation::DeletePlan;
         let name = plan_name(client_id);
         let mut e = Expr::default();
-        plan_fence(&mut e, term);
+        plan_fence(&mut e, term, version);
         let pk = self.keys.plan_pk();
         let old = self
             .delete(

@@ -369,17 +369,27 @@ impl StateStore for MemoryStore {
 
     async fn write_plan(&self, plan: &PlanItem) -> Result<(), StoreError> {
         self.with(Operation::WritePlan, |d| {
-            let newer = d.plans.get(&plan.client_id).map(|p| p.term > plan.term);
-            check(newer != Some(true), || format!("plan {}", plan.client_id))?;
+            let newer = d
+                .plans
+                .get(&plan.client_id)
+                .is_some_and(|p| (p.term, p.version) >= (plan.term, plan.version));
+            check(!newer, || format!("plan {}", plan.client_id))?;
             d.plans.insert(plan.client_id.clone(), plan.clone());
             Ok(())
         })
     }
 
-    async fn delete_plan(&self, client_id: &str, term: u64) -> Result<(), StoreError> {
+    async fn delete_plan(
+        &self,
+        client_id: &str,
+        term: u64,
+        version: u64,
+    ) -> Result<(), StoreError> {
         self.with(Operation::DeletePlan, |d| {
             if let Some(p) = d.plans.get(client_id) {
-                check(p.term <= term, || format!("plan {client_id}"))?;
+                check((p.term, p.version) < (term, version), || {
+                    format!("plan {client_id}")
+                })?;
                 d.plans.remove(client_id);
             }
             Ok(())

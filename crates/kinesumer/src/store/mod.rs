@@ -235,6 +235,10 @@ pub struct PlanItem {
     pub client_id: String,
     /// The term of the leader that wrote it.
     pub term: u64,
+    /// The leader's write sequence within its term: a plan is never replaced by one of
+    /// the same term with a lower version, so a write that timed out and lands late
+    /// cannot undo a newer plan.
+    pub version: u64,
     /// The incarnation it was written for: a member follows only a plan for its token.
     pub token: String,
     /// Per stream, the shards the member should hold.
@@ -620,13 +624,16 @@ pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static
         force: bool,
     ) -> Result<(), StoreError>;
 
-    /// Writes a plan, conditional on `attribute_not_exists(sk) OR term <= plan.term`;
-    /// refused means the writer has been deposed.
+    /// Writes a plan, conditional on `attribute_not_exists(sk) OR (term, version) <
+    /// (plan.term, plan.version)` (a stored plan without a version counts as version 0);
+    /// refused means the writer has been deposed (or, for a write that landed late, that
+    /// a newer plan of its own term is stored).
     async fn write_plan(&self, plan: &PlanItem) -> Result<(), StoreError>;
 
-    /// Deletes a member's plan, conditional on `term <= term`. An item already gone is
-    /// not an error.
-    async fn delete_plan(&self, client_id: &str, term: u64) -> Result<(), StoreError>;
+    /// Deletes a member's plan, conditional on `(term, version) < (term, version)` as
+    /// for [`StateStore::write_plan`]. An item already gone is not an error.
+    async fn delete_plan(&self, client_id: &str, term: u64, version: u64)
+        -> Result<(), StoreError>;
 
     /// Deletes a member item conditional on the `heartbeat` the leader saw (a Go-client
     /// item, with no counter, counts as 0). An item already gone is not an error.
