@@ -71,6 +71,10 @@ pub const LEASE_LOSSES: &str = "kinesumer_lease_losses_total";
 pub const SHARDS_FINISHED: &str = "kinesumer_shards_finished_total";
 /// Times this member fenced itself and rejoined.
 pub const FENCINGS: &str = "kinesumer_fencings_total";
+/// Times this member fenced itself again and again within a short window.
+pub const REPEATED_FENCING: &str = "kinesumer_repeated_fencing_total";
+/// How long one heartbeat to the state store took.
+pub const HEARTBEAT_DURATION: &str = "kinesumer_heartbeat_seconds";
 /// Times another process took over this member's client id.
 pub const SUPERSEDED: &str = "kinesumer_superseded_total";
 /// Plans the leader wrote.
@@ -175,6 +179,10 @@ pub const ALL: &[Metric] = &[
         "Closed shards read to their end with every record processed (the ShardFinished event)."),
     metric(FENCINGS, Kind::Counter, Unit::Count, APP,
         "Times this member fenced itself (stopped every reader) and rejoined (the Fenced event)."),
+    metric(REPEATED_FENCING, Kind::Counter, Unit::Count, APP,
+        "Times this member fenced itself for the third time within a minute (or ten failover timeouts): its state store is too slow for its timeouts (the RepeatedFencing error)."),
+    metric(HEARTBEAT_DURATION, Kind::Histogram, Unit::Seconds, APP,
+        "How long each heartbeat request to the state store took (a timed-out one counts as request_timeout)."),
     metric(SUPERSEDED, Kind::Counter, Unit::Count, APP,
         "Times another process registered under this member's client id, stopping it for good."),
     metric(PLAN_CHANGES, Kind::Counter, Unit::Count, APP,
@@ -290,6 +298,16 @@ pub(crate) fn event(app: &str, event: &Event) {
 pub(crate) fn member(app: &str, shards_held: usize, leader: bool) {
     gauge!(SHARDS_HELD, "app" => app.to_owned()).set(shards_held as f64);
     gauge!(LEADER, "app" => app.to_owned()).set(if leader { 1.0 } else { 0.0 });
+}
+
+/// Counts a third fence within the window of the member of `app`.
+pub(crate) fn repeated_fencing(app: &str) {
+    counter!(REPEATED_FENCING, "app" => app.to_owned()).increment(1);
+}
+
+/// Records how long a heartbeat of the member of `app` took.
+pub(crate) fn heartbeat(app: &str, took: Duration) {
+    histogram!(HEARTBEAT_DURATION, "app" => app.to_owned()).record(took.as_secs_f64());
 }
 
 /// Counts a plan the leader of `app` wrote.

@@ -431,3 +431,60 @@ async fn f02_a_rejoined_member_takes_back_its_own_shards_at_once() {
     );
     nothing_lost(&mut sim).await;
 }
+
+// A member that keeps fencing reports it once as its own error, with the heartbeats'
+// durations and what to change.
+#[tokio::test(start_paused = true)]
+async fn f03_repeated_fencing_is_reported_with_the_heartbeat_durations() {
+    let sim = group(2, &["a"]).await;
+    let mut errors = sim.member("a").consumer.errors();
+    for _ in 0..3 {
+        fence_once(&sim, "a").await;
+    }
+    let mut repeated = Vec::new();
+    while let Ok(e) = errors.try_recv() {
+        if let crate::Error::RepeatedFencing { fences, max, .. } = &e {
+            repeated.push((*fences, *max, e.to_string()));
+        }
+    }
+    assert_eq!(
+        repeated.len(),
+        1,
+        "reported once, at the third fence: {repeated:?}"
+    );
+    let (fences, max, text) = &repeated[0];
+    assert_eq!(*fences, 3);
+    let timeout = Sim::config("x").build().unwrap().request_timeout();
+    assert!(*max >= timeout, "the hung heartbeats show: {max:?}");
+    assert!(
+        text.contains("raise request_timeout and failover_timeout"),
+        "{text}"
+    );
+}
+
+// While a shard catches up on a backlog its mark is committed by records handed out, not
+// only every commit interval: a crash repeats about a second of work.
+#[tokio::test(start_paused = true)]
+async fn f04_a_backlog_is_committed_by_records_as_well_as_by_time() {
+    let mut sim = Sim::new(1, &[(S, 2)]);
+    let configure = |c: crate::ConfigBuilder| c.commit_interval(secs(600)).commit_records(100);
+    sim.start_with("a", &[S], configure).await;
+    settled(&sim).await;
+    sim.member("a").set_processing(Duration::from_millis(2));
+    sim.put(S, 3000);
+    sim.run_for(Duration::from_millis(2500)).await;
+    let handed = sim.monitor().handouts().len();
+    assert!(handed > 1000, "caught up partly: {handed}");
+    sim.crash("a");
+    sim.start_with("b", &[S], configure).await;
+    sim.wait_for("every record handed out", LONG, |s| s.lost().is_empty())
+        .await;
+    // Per shard: the records of one catch-up commit period (≤ 1 s at 500 records/s
+    // shared by two shards) plus one record in flight.
+    let bound = 2 * (300 + 1);
+    assert!(
+        sim.duplicates() <= bound,
+        "{} delivered again after a crash at {handed} handed out",
+        sim.duplicates()
+    );
+}

@@ -39,6 +39,11 @@ pub(crate) struct Status {
     pub(crate) running: bool,
 }
 
+/// Fences within [`REPEATED_FENCE_WINDOW`] (or ten failover timeouts, if longer) that make
+/// a [`Error::RepeatedFencing`].
+const REPEATED_FENCES: usize = 3;
+const REPEATED_FENCE_WINDOW: Duration = Duration::from_secs(60);
+
 fn new_token() -> String {
     format!("{:016x}", crate::random::u64())
 }
@@ -120,6 +125,8 @@ pub(crate) struct Coordinator {
     /// The shards of the plan last followed; `None` before the first, and after fencing.
     planned: Option<BTreeSet<ShardRef>>,
     rebalance: RebalanceTimer,
+    /// When (fencing clock) this member fenced itself recently.
+    fences: VecDeque<Duration>,
     /// Closed or superseded: the coordinator ends.
     stopped: bool,
 }
@@ -189,6 +196,7 @@ impl Coordinator {
             pending,
             planned: None,
             rebalance: RebalanceTimer::default(),
+            fences: VecDeque::new(),
             stopped: false,
         };
         coordinator.publish();
@@ -603,6 +611,7 @@ impl Coordinator {
         self.ctx.signals.event(Event::Fenced {
             reason: reason.to_owned(),
         });
+        self.count_fence();
         let old_token = self.me.token.clone();
         let token = new_token();
         let streams = self.beat.advertised();
@@ -661,6 +670,28 @@ impl Coordinator {
         info!(incarnation = %self.me.token, "rejoined as a new incarnation");
         self.ctx.signals.event(Event::Joined {
             client_id: self.me.client_id.clone(),
+        });
+    }
+
+    /// Notes a fence; the third within the window is reported as its own error, with the
+    /// heartbeats' durations and what to change, so a member that keeps fencing (a state
+    /// store too slow for its timeouts) does not just cycle quietly.
+    fn count_fence(&mut self) {
+        let now = self.ctx.clock.fencing_now();
+        let window = REPEATED_FENCE_WINDOW.max(self.ctx.cfg.failover_timeout * 10);
+        self.fences.retain(|at| now.saturating_sub(*at) < window);
+        self.fences.push_back(now);
+        if self.fences.len() < REPEATED_FENCES {
+            return;
+        }
+        let (median, max) = self.beat.latency();
+        crate::metrics::repeated_fencing(&self.ctx.cfg.app);
+        self.ctx.signals.error(Error::RepeatedFencing {
+            fences: self.fences.len(),
+            window,
+            median,
+            max,
+            request_timeout: self.ctx.cfg.request_timeout,
         });
     }
 

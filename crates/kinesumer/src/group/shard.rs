@@ -39,6 +39,10 @@ const PLAN_SHOWS_NEWER: &str = "the leader's plan shows a newer lease of this sh
 
 /// How often a taker re-reads a lease still held by a live owner (DESIGN §3: 100–200 ms).
 const HANDOFF_POLL: Duration = Duration::from_millis(150);
+/// The most often a shard commits by records handed out ([`Config::commit_records`]).
+///
+/// [`Config::commit_records`]: crate::Config::commit_records
+const CATCH_UP_COMMIT: Duration = Duration::from_secs(1);
 /// How long a shard whose reader failed for good is left before it is taken again.
 pub(crate) const FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
 
@@ -189,6 +193,8 @@ struct Held {
     from: ReadFrom,
     /// A write timed out: re-read the lease before the next one.
     reread: bool,
+    /// Records handed out when the last commit read the mark.
+    handed_at_commit: u64,
 }
 
 /// What to do with a lease, given what was read and what the plan says.
@@ -418,6 +424,7 @@ impl ShardTask {
             committed: item.checkpoint.clone(),
             from: read_from(item, &fallback),
             reread: false,
+            handed_at_commit: 0,
         }
     }
 
@@ -596,6 +603,10 @@ impl ShardTask {
         let mut commit_tick = tokio::time::interval(self.ctx.cfg.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         commit_tick.tick().await;
+        let mut catch_up_tick = tokio::time::interval(CATCH_UP_COMMIT);
+        catch_up_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        catch_up_tick.tick().await;
+        let commit_records = self.ctx.cfg.commit_records;
         // Set when the reader reached the end of a closed shard (or the shard vanished):
         // the position that must be processed before the shard is finished.
         let mut ending: Option<Option<Position>> = None;
@@ -685,6 +696,16 @@ impl ShardTask {
                         return HoldEnd::Lost(COMMIT_REFUSED);
                     }
                 }
+                // Catching up on a backlog: commit by records handed out too, so a crash
+                // or a fence repeats about a second of work.
+                _ = catch_up_tick.tick(), if commit_records > 0 => {
+                    let behind = track.handed_count().saturating_sub(held.handed_at_commit);
+                    if behind >= commit_records {
+                        if let Err(CommitEnd::Lost) = self.commit(held, track, false, true).await {
+                            return HoldEnd::Lost(COMMIT_REFUSED);
+                        }
+                    }
+                }
             }
         }
     }
@@ -705,6 +726,7 @@ impl ShardTask {
         if held.reread {
             self.reread_after_timeout(held).await?;
         }
+        let handed = track.handed_count();
         let mark = track.marked();
         let moved = mark.is_some() && mark > held.committed;
         if !moved && !shard_end {
@@ -731,6 +753,7 @@ impl ShardTask {
                 if moved {
                     held.committed = mark;
                 }
+                held.handed_at_commit = handed;
                 track.metrics.commits.increment(1);
                 Ok(())
             }
