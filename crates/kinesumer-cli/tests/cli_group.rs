@@ -233,3 +233,28 @@ async fn consume_with_efo_then_deregister_the_consumer() {
     let out = ok(&over_tls).await;
     assert!(out.contains(&format!("no consumer {app}")), "{out}");
 }
+
+/// A downstream that stops reading must not stop the member (issue 14, defect 7): with
+/// its stdout a full pipe nobody reads, the member still heartbeats and holds its shards,
+/// and SIGTERM still ends it gracefully with 0.
+#[tokio::test]
+async fn a_stalled_stdout_stops_neither_heartbeats_nor_sigterm() {
+    let (table, stream) = table_and_stream(2).await;
+    let app = random_name("app");
+    // About 200 KB of JSON lines: more than a pipe holds.
+    let records: Vec<Vec<u8>> = (0..200)
+        .map(|i| format!("{i:0>1000}").into_bytes())
+        .collect();
+    put(&stream, &records, &[]).await;
+    let (mut member, stdout) = Member::start_stalled(&app, &table, &stream, "stalled", &[]);
+    eventually("stdout's pipe full", Duration::from_secs(30), || async {
+        stdout.is_full().then_some(())
+    })
+    .await;
+    settled(&app, &table, &stream, 1, 2).await;
+    assert_eq!(
+        member.terminate().await,
+        Some(0),
+        "SIGTERM is a graceful exit while stdout is stalled"
+    );
+}
