@@ -155,7 +155,7 @@ async fn leave_run(b: &Bench, how: Leave) -> Result<Duration, Error> {
     let leaver = members.pop().expect("three");
     let started = Instant::now();
     match how {
-        Leave::Close => leaver.close().await,
+        Leave::Close => leaver.close().await?,
         Leave::Crash => drop(leaver),
     }
     let took = until(&store, &stream, started, |o| {
@@ -163,7 +163,7 @@ async fn leave_run(b: &Bench, how: Leave) -> Result<Duration, Error> {
     })
     .await?;
     for m in members {
-        m.close().await;
+        m.close().await?;
     }
     b.delete(&stream).await;
     Ok(took)
@@ -180,7 +180,7 @@ async fn join_run(b: &Bench) -> Result<Duration, Error> {
     members.push(b.member(&app, "m4", &stream).await?);
     let took = until(&store, &stream, started, |o| balanced(o, 4)).await?;
     for m in members {
-        m.close().await;
+        m.close().await?;
     }
     b.delete(&stream).await;
     Ok(took)
@@ -243,7 +243,7 @@ async fn cost(b: &Bench, secs: u64, load: bool) -> Result<(), Error> {
         );
     }
     for m in members {
-        m.close().await;
+        m.close().await?;
     }
     b.delete(&stream).await;
     Ok(())
@@ -326,7 +326,7 @@ async fn reshard_run(b: &Bench) -> Result<(Duration, u64, u64), Error> {
     // What two members spend in as many ticks when nothing happens: 2 (+3 for the leader).
     let steady = (ticks * (2.0 + 2.0 + 3.0)).round() as u64;
     for m in members {
-        m.close().await;
+        m.close().await?;
     }
     b.delete(&name).await;
     Ok((took, used, steady))

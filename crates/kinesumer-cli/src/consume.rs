@@ -67,6 +67,12 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     if let Some(arn) = &aws.role_arn {
         builder = builder.role_arn(arn);
     }
+    if let Some(url) = &aws.kinesis_endpoint {
+        builder = builder.kinesis_endpoint(url);
+    }
+    if let Some(url) = &aws.dynamodb_endpoint {
+        builder = builder.dynamodb_endpoint(url);
+    }
     if args.efo {
         builder = builder.read_mode(ReadMode::FanOut);
     }
@@ -79,14 +85,14 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let member = tokio::select! {
-        member = Kinesumer::new(config) => member.context("joining the group")?,
+        member = Kinesumer::from_sdk_config(config, aws.sdk()) => member.context("joining the group")?,
         _ = term.recv() => return Ok(()),
         _ = int.recv() => return Ok(()),
     };
     let mut errors = member.errors();
     let warnings = AbortOnDrop(tokio::spawn(async move {
         // Runtime errors carry no payload and no credential: safe to print.
-        while let Ok(e) = errors.recv().await {
+        while let Some(e) = errors.next().await {
             eprintln!("kinesumer: warning: {e}");
         }
     }));
@@ -157,9 +163,9 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     if live.is_some() {
         eprintln!();
     }
-    member.close().await;
+    let closed = member.close().await.context("leaving the group");
     drop(warnings);
-    outcome
+    outcome.and(closed)
 }
 
 /// A task aborted when this is dropped.

@@ -25,14 +25,11 @@
 //! bundle's certificates as well as the system's. Fan-out needs HTTP/2 on the real
 //! service; the SDK's client negotiates it over TLS.
 
-// The consumer, written in another worktree, builds its clients here; until it lands
-// only the tests do. The test build still checks this module for dead code.
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_config::sts::AssumeRoleProvider;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_types::timeout::TimeoutConfig;
@@ -44,21 +41,6 @@ const CA_BUNDLE_VAR: &str = "AWS_CA_BUNDLE";
 
 /// How long opening a connection may take, for both services.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The Kinesis and DynamoDB clients for `config`, from the standard AWS chain
-/// (`aws_config::defaults(BehaviorVersion::latest())`).
-///
-/// # Errors
-///
-/// A [`ConfigError`] naming `kinesis_region` or `dynamodb_region` when no region is
-/// known for a service (neither set in the [`Config`] nor found by the AWS chain), or
-/// `ca_bundle` when the CA bundle cannot be read or holds no certificate.
-pub(crate) async fn sdk_clients(
-    config: &Config,
-) -> Result<(aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client), ConfigError> {
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    sdk_clients_from(config, &sdk).await
-}
 
 /// The Kinesis and DynamoDB clients for `config`, on an [`SdkConfig`] the application
 /// loaded itself (credentials, HTTP client, endpoints). The [`Config`]'s regions,
@@ -72,7 +54,9 @@ pub(crate) async fn sdk_clients(
 ///
 /// # Errors
 ///
-/// As [`sdk_clients`].
+/// A [`ConfigError`] naming `kinesis_region` or `dynamodb_region` when no region is
+/// known for a service (neither set in the [`Config`] nor in `sdk`), or `ca_bundle`
+/// when the CA bundle cannot be read or holds no certificate.
 pub(crate) async fn sdk_clients_from(
     config: &Config,
     sdk: &SdkConfig,
@@ -205,6 +189,8 @@ fn session_name(app: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use aws_config::BehaviorVersion;
+
     use super::*;
 
     fn sdk(region: Option<&'static str>) -> SdkConfig {
@@ -250,7 +236,11 @@ mod tests {
             .dynamodb_region("eu-west-2")
             .build()
             .unwrap();
-        let (k, d) = tokio::time::timeout(Duration::from_secs(10), sdk_clients(&config))
+        let load = async {
+            let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+            sdk_clients_from(&config, &sdk).await
+        };
+        let (k, d) = tokio::time::timeout(Duration::from_secs(10), load)
             .await
             .expect("loading the AWS chain")
             .unwrap();

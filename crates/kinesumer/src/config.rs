@@ -44,6 +44,7 @@ use thiserror::Error;
 
 /// Where a shard with no checkpoint and no finished parent starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum InitialPosition {
     /// Records written after the shard is first taken (the Go client's only behaviour).
     /// It is pinned as a timestamp at the first take (`wall clock − latest_skew_margin`),
@@ -58,6 +59,7 @@ pub enum InitialPosition {
 
 /// How records are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ReadMode {
     /// GetRecords polling, one task per owned shard.
     #[default]
@@ -71,6 +73,7 @@ pub enum ReadMode {
 
 /// What is done with records aggregated by the Kinesis Producer Library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Aggregation {
     /// Split each aggregated record into its user records, each with its sub-sequence
     /// number, partition key and explicit hash key; checkpoints can then fall inside an
@@ -594,17 +597,13 @@ impl ConfigBuilder {
     }
 }
 
+/// `<host>-<random>`. The host name comes from `uname`, which every Unix answers
+/// (`HOSTNAME` is a shell variable, not exported to most services, and
+/// `/etc/hostname` is missing on macOS and in many containers).
 fn default_client_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "kinesumer".to_owned());
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy();
+    let host = if host.is_empty() { "kinesumer" } else { &host };
     format!("{host}-{:08x}", rand::random::<u32>())
 }
 

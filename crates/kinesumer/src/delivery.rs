@@ -336,7 +336,7 @@ mod tests {
             sub_sequence_number: None,
             partition_key: "k".into(),
             explicit_hash_key: None,
-            data: vec![],
+            data: bytes::Bytes::new(),
             approximate_arrival: None,
             position: pos(n),
             track: t.clone(),

@@ -112,6 +112,30 @@ pub enum Error {
     /// The member is closed.
     #[error("the consumer is closed")]
     Closed,
+    /// [`Kinesumer::close`](crate::Kinesumer::close) left the group, but not everything
+    /// finished: records marked but not committed are delivered again, and a lease not
+    /// released (or the leader lock) moves after the failover timeout.
+    #[error("close did not finish cleanly: {}", list(failures))]
+    CloseIncomplete {
+        /// What failed: failed final commits, leases lost or not released in time, a
+        /// failed lock release or leave.
+        failures: Vec<Error>,
+    },
+    /// The listener of [`Kinesumer::errors`](crate::Kinesumer::errors) fell behind and
+    /// missed this many errors (they were logged with `tracing`).
+    #[error("missed {count} errors: the listener fell behind")]
+    Missed {
+        /// How many.
+        count: u64,
+    },
+}
+
+fn list(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A change in the group, as seen by this member.
@@ -169,4 +193,10 @@ pub enum Event {
     },
     /// Another process took over this client id; this one stopped for good.
     Superseded,
+    /// The listener of [`Kinesumer::events`](crate::Kinesumer::events) fell behind and
+    /// missed this many events.
+    Missed {
+        /// How many.
+        count: u64,
+    },
 }

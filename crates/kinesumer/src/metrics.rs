@@ -290,7 +290,10 @@ pub(crate) fn event(app: &str, event: &Event) {
         Event::Fenced { .. } => counter!(FENCINGS, "app" => app).increment(1),
         Event::Superseded => counter!(SUPERSEDED, "app" => app).increment(1),
         // Leadership is the `kinesumer_leader` gauge; joining is not worth a series.
-        Event::Joined { .. } | Event::LeaderGained { .. } | Event::LeaderLost { .. } => {}
+        Event::Joined { .. }
+        | Event::LeaderGained { .. }
+        | Event::LeaderLost { .. }
+        | Event::Missed { .. } => {}
     }
 }
 

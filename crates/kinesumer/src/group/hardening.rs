@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use futures::{FutureExt, StreamExt};
+
 use super::scenarios::{failover, group, nothing_lost, rule, secs, settled, LONG, S};
 use crate::error::Event;
 use crate::sim::{Fault, KinesisOp, Latch, Rule, Sim};
@@ -277,7 +279,7 @@ async fn d06_a_panicking_handler_is_reported_and_its_shard_does_not_stall() {
     let mut errors = member.errors();
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
-    member
+    let _consuming = member
         .consume_with([S], move |_record| {
             let calls = counted.clone();
             async move {
@@ -287,10 +289,10 @@ async fn d06_a_panicking_handler_is_reported_and_its_shard_does_not_stall() {
         .await
         .unwrap();
     kinesis.put(S, "k", b"x");
-    let error = tokio::time::timeout(LONG, errors.recv())
+    let error = tokio::time::timeout(LONG, errors.next())
         .await
         .expect("an error within a minute")
-        .expect("the errors channel");
+        .expect("the errors stream");
     assert!(
         error.to_string().contains("shardId-000000000000"),
         "the error names the shard: {error}"
@@ -303,7 +305,7 @@ async fn d06_a_panicking_handler_is_reported_and_its_shard_does_not_stall() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    member.close().await;
+    member.close().await.expect("close");
 }
 
 /// Whether `name` holds exactly the shards its stored plan lists.
@@ -442,7 +444,7 @@ async fn f03_repeated_fencing_is_reported_with_the_heartbeat_durations() {
         fence_once(&sim, "a").await;
     }
     let mut repeated = Vec::new();
-    while let Ok(e) = errors.try_recv() {
+    while let Some(Some(e)) = errors.next().now_or_never() {
         if let crate::Error::RepeatedFencing { fences, max, .. } = &e {
             repeated.push((*fences, *max, e.to_string()));
         }

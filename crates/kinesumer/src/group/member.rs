@@ -129,6 +129,8 @@ pub(crate) struct Coordinator {
     fences: VecDeque<Duration>,
     /// Closed or superseded: the coordinator ends.
     stopped: bool,
+    /// What the coordinator ends with: the close's result, or why it stopped for good.
+    outcome: Result<()>,
 }
 
 impl Drop for Coordinator {
@@ -150,7 +152,7 @@ impl Coordinator {
         cmds: mpsc::Receiver<Command>,
         status: Arc<Mutex<Status>>,
         pending: PendingMark,
-    ) -> Result<JoinHandle<()>> {
+    ) -> Result<JoinHandle<Result<()>>> {
         // Everything this member logs carries its application and client id; shard tasks
         // add the stream and shard.
         let span = tracing::info_span!("member", app = %ctx.cfg.app, member = %client_id);
@@ -198,12 +200,13 @@ impl Coordinator {
             rebalance: RebalanceTimer::default(),
             fences: VecDeque::new(),
             stopped: false,
+            outcome: Ok(()),
         };
         coordinator.publish();
         Ok(tokio::spawn(coordinator.run().instrument(span)))
     }
 
-    async fn run(mut self) {
+    async fn run(mut self) -> Result<()> {
         let mut next_tick = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -235,7 +238,7 @@ impl Coordinator {
                 self.publish();
             }
             if self.stopped {
-                return;
+                return std::mem::replace(&mut self.outcome, Ok(()));
             }
         }
     }
@@ -500,14 +503,15 @@ impl Coordinator {
             .filter(|k| !keep.contains(&k.stream))
             .cloned()
             .collect();
-        self.release_and_wait(&dropped).await;
+        let _ = self.release_and_wait(&dropped).await;
         self.beat.set_advertised(streams);
         Ok(())
     }
 
     /// Asks the given shard tasks to release (or stop, when not held) and waits for them
-    /// to end, for at most the time a release can take.
-    async fn release_and_wait(&mut self, keys: &[ShardRef]) {
+    /// to end, for at most the time a release can take. Returns the shards stopped
+    /// because they did not release in time.
+    async fn release_and_wait(&mut self, keys: &[ShardRef]) -> Vec<ShardRef> {
         for key in keys {
             if let Some(running) = self.shards.get_mut(key) {
                 if running.handle.held() {
@@ -529,12 +533,16 @@ impl Coordinator {
                 }
             }
         };
+        let mut stuck = Vec::new();
         if tokio::time::timeout(limit, wait).await.is_err() {
             warn!("shards did not release in time; stopping them");
             for key in keys {
-                self.shards.remove(key);
+                if self.shards.remove(key).is_some() {
+                    stuck.push(key.clone());
+                }
             }
         }
+        stuck
     }
 
     /// Commits every held shard now; answers when all have answered.
@@ -703,31 +711,54 @@ impl Coordinator {
         self.stop_all().await;
         self.drop_leadership();
         self.ctx.signals.event(Event::Superseded);
-        self.ctx.signals.error(Error::Superseded {
+        let error = Error::Superseded {
             client_id: self.me.client_id.clone(),
-        });
+        };
+        self.ctx.signals.error(error.clone());
+        self.outcome = Err(error);
         self.stopped = true;
     }
 
     /// Graceful close: stop readers, commit, release every lease and the lock, leave.
+    /// Its outcome lists what did not finish: the final commits and releases that failed
+    /// (as the shard tasks reported them), the shards that did not release in time, and
+    /// a failed lock release or leave.
     async fn close(&mut self) {
+        // Subscribed before the shards are told to release, so no report of theirs is
+        // missed.
+        let mut reports = self.ctx.signals.errors.subscribe();
         flush_pending(&self.pending);
         let keys: Vec<ShardRef> = self.shards.keys().cloned().collect();
-        self.release_and_wait(&keys).await;
+        let stuck = self.release_and_wait(&keys).await;
+        let mut failures: Vec<Error> = std::iter::from_fn(|| reports.try_recv().ok())
+            .filter(|e| matches!(e, Error::CommitFailed { .. } | Error::LeaseLost { .. }))
+            .collect();
+        failures.extend(stuck.into_iter().map(|key| Error::LeaseLost {
+            stream: key.stream,
+            shard_id: key.shard_id,
+            reason: "not released in time; it moves after the failover timeout".into(),
+        }));
         self.heartbeat.abort();
         if let Some(leader) = &self.leader {
             let release = self.ctx.store.release_lock(&self.me, leader.term);
             if let Err(e) = self.ctx.timed(Operation::ReleaseLock, release).await {
                 debug!(error = %e, "lock release failed; it expires after the failover timeout");
+                failures.push(e.into());
             }
         }
         self.drop_leadership();
         let leave = self.ctx.store.leave(&self.me.client_id, &self.me.token);
         if let Err(e) = self.ctx.timed(Operation::Leave, leave).await {
             debug!(error = %e, "leave failed; the leader will judge this member gone");
+            failures.push(e.into());
         }
         self.fence.trip();
         self.stopped = true;
-        info!("left the group");
+        if failures.is_empty() {
+            info!("left the group");
+        } else {
+            self.outcome = Err(Error::CloseIncomplete { failures });
+            info!("left the group, not cleanly");
+        }
     }
 }

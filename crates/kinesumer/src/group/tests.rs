@@ -134,7 +134,7 @@ async fn three_members_share_five_shards_and_receive_each_record_once() {
     assert_eq!(got.len(), put.len(), "no record twice");
     assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), put);
     for m in [&a, &b, &c] {
-        m.close().await;
+        m.close().await.expect("close");
     }
 }
 
@@ -158,7 +158,7 @@ async fn a_joining_member_takes_only_its_share() {
     );
     assert_eq!(c.held_shards().len(), 2, "only c's share moved");
     for m in [&a, &b, &c] {
-        m.close().await;
+        m.close().await.expect("close");
     }
 }
 
@@ -173,7 +173,7 @@ async fn a_closing_member_hands_off_without_loss_or_duplicates() {
         g.received_sequences().len() >= 40
     })
     .await;
-    a.close().await;
+    a.close().await.expect("close");
     put.extend(g.put(40));
     wait_for("b holds all", Duration::from_secs(20), || {
         b.held_shards().len() == 4
@@ -191,7 +191,7 @@ async fn a_closing_member_hands_off_without_loss_or_duplicates() {
         "nothing delivered twice across a graceful handoff"
     );
     assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), put);
-    b.close().await;
+    b.close().await.expect("close");
 }
 
 #[tokio::test(start_paused = true)]
@@ -231,7 +231,7 @@ async fn a_crashed_member_s_shards_are_taken_after_the_failover_timeout() {
         40,
         "a committed before the crash: nothing again"
     );
-    b.close().await;
+    b.close().await.expect("close");
 }
 
 /// Scenario 12: a parent expires past retention before it is finished → its children are
@@ -282,7 +282,7 @@ async fn children_of_an_expired_parent_start_at_trim_horizon() {
     let got = g.received_sequences();
     assert_eq!(got.len(), put.len());
     assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), put);
-    a.close().await;
+    a.close().await.expect("close");
 }
 
 /// Puts 10 records on the one shard, waits until they are read, splits the shard, puts
@@ -311,8 +311,8 @@ async fn a_finished_parent_still_listed_is_never_read_again() {
     let b = g.member("b").await;
     let mut put = read_a_split(&g).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    a.close().await;
-    b.close().await;
+    a.close().await.expect("close");
+    b.close().await.expect("close");
     let store: &dyn StateStore = &g.store;
     let parent = store
         .lease(STREAM, "shardId-000000000000")
@@ -343,7 +343,7 @@ async fn a_finished_parent_still_listed_is_never_read_again() {
             .any(|s| s.shard_id == "shardId-000000000000"),
         "the parent is never taken again"
     );
-    c.close().await;
+    c.close().await.expect("close");
 }
 
 /// A member's metrics follow what happens to it: the takes of its join and one rebalance,
@@ -413,7 +413,7 @@ fn a_member_s_metrics_follow_its_leases() {
             })
             .await;
             wait_balanced(&[&a], 4).await;
-            a.close().await;
+            a.close().await.expect("close");
         })
     });
     let after = values(&snapshotter);
@@ -451,7 +451,7 @@ async fn checkpoints_carry_the_shard_s_lag() {
         assert!(lease.checkpoint.is_some(), "committed: {lease:?}");
         assert_eq!(lease.millis_behind, Some(0), "{lease:?}");
     }
-    a.close().await;
+    a.close().await.expect("close");
 }
 
 /// DESIGN §4: a stream deleted and re-created under the same name. The old stream's
@@ -476,7 +476,7 @@ async fn a_re_created_stream_retires_the_old_leases_and_reads_the_new_shards() {
     put.extend(g.put(5));
     let recreated = tokio::time::timeout(Duration::from_secs(120), async {
         loop {
-            if let Ok(e @ crate::Error::StreamRecreated { .. }) = errors.recv().await {
+            if let Some(e @ crate::Error::StreamRecreated { .. }) = errors.next().await {
                 return e;
             }
         }
@@ -503,5 +503,5 @@ async fn a_re_created_stream_retires_the_old_leases_and_reads_the_new_shards() {
     let got = g.received_sequences();
     assert_eq!(got.len(), put.len(), "nothing read twice");
     assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), put);
-    a.close().await;
+    a.close().await.expect("close");
 }

@@ -66,6 +66,8 @@ impl SdkKinesis {
     }
 }
 
+impl crate::sealed::Sealed for SdkKinesis {}
+
 #[async_trait]
 impl KinesisApi for SdkKinesis {
     async fn list_shards(&self, stream: &str) -> Result<StreamShards, KinesisError> {
@@ -360,6 +362,8 @@ impl fmt::Debug for SdkSubscription {
     }
 }
 
+impl crate::sealed::Sealed for SdkSubscription {}
+
 #[async_trait]
 impl Subscription for SdkSubscription {
     async fn next_event(&mut self) -> Result<Option<FanOutEvent>, KinesisError> {
@@ -411,7 +415,7 @@ fn raw_records(
                     stream: stream.to_owned(),
                     message: e.to_string(),
                 })?;
-        let data = r.data.into_inner();
+        let data = bytes::Bytes::from(r.data.into_inner());
         bytes += data.len();
         records.push(RawRecord {
             sequence_number,

@@ -229,6 +229,8 @@ mod tests {
         }
     }
 
+    impl crate::sealed::Sealed for Fake {}
+
     #[async_trait]
     impl KinesisApi for Fake {
         async fn list_shards(&self, _: &str) -> Result<StreamShards, KinesisError> {
@@ -287,7 +289,7 @@ mod tests {
             .map(|(n, data)| RawRecord {
                 sequence_number: seq(n),
                 partition_key: "pk".into(),
-                data,
+                data: data.into(),
                 approximate_arrival: None,
             })
             .collect();
@@ -616,7 +618,7 @@ mod tests {
             .map(|i| i.record.partition_key.as_str())
             .collect();
         assert_eq!(keys, "abcabbacca");
-        assert_eq!(items[1].record.data, b"shared-0");
+        assert_eq!(items[1].record.data, &b"shared-0"[..]);
         assert_eq!(end_last(&end), Some(3));
     }
 
@@ -639,7 +641,7 @@ mod tests {
                 Position::whole(seq(3))
             ]
         );
-        assert_eq!(items[0].record.data, b"shared-7");
+        assert_eq!(items[0].record.data, &b"shared-7"[..]);
         assert_eq!(fake.iterators(), [IteratorStart::At(seq(2))]);
         assert_eq!(end_last(&end), Some(3));
     }

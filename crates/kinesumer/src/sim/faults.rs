@@ -495,6 +495,8 @@ macro_rules! apply {
     };
 }
 
+impl crate::sealed::Sealed for FaultyStore {}
+
 #[async_trait]
 impl StateStore for FaultyStore {
     fn app(&self) -> &str {

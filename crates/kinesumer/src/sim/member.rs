@@ -183,6 +183,8 @@ impl FaultyKinesis {
     }
 }
 
+impl crate::sealed::Sealed for FaultyKinesis {}
+
 #[async_trait]
 impl KinesisApi for FaultyKinesis {
     async fn list_shards(&self, stream: &str) -> Result<StreamShards, KinesisError> {

@@ -515,6 +515,8 @@ fn plan_fence(e: &mut Expr, term: u64, version: u64) {
     e.cond(c);
 }
 
+impl crate::sealed::Sealed for DynamoStore {}
+
 #[async_trait]
 impl StateStore for DynamoStore {
     fn app(&self) -> &str {

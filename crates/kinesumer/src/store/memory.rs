@@ -107,6 +107,8 @@ fn lease_name(stream: &str, shard_id: &str) -> String {
 
 const LOCK_NAME: &str = "leader lock";
 
+impl crate::sealed::Sealed for MemoryStore {}
+
 #[async_trait]
 impl StateStore for MemoryStore {
     fn app(&self) -> &str {

@@ -7,7 +7,7 @@
 //!
 //! - [`DynamoStore`], on the Go client's table schema (keys `pk`/`sk`, the LSI
 //!   `index-client-key-last-update`), plus the attributes this client adds;
-//! - [`MemoryStore`], in memory, for unit tests and simulations.
+//! - `MemoryStore` (feature `test-util`), in memory, for unit tests and simulations.
 //!
 //! A store handle is bound to one application (`app`); one table serves many.
 //!
@@ -15,6 +15,7 @@
 //! and reports them through the `metrics` facade as [`crate::metrics::STORE_REQUESTS`].
 
 mod dynamo;
+#[cfg(any(test, feature = "test-util"))]
 mod memory;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,8 @@ use thiserror::Error;
 use crate::seq::Position;
 
 pub use dynamo::{create_table, DynamoStore, TableBilling, LSI_NAME};
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use memory::MemoryStore;
 
 /// A lease owner: one incarnation of one client id, written `<client id>#<token>`.
@@ -494,8 +497,14 @@ impl StoreError {
 /// Every conditional write that finds the item otherwise returns
 /// [`StoreError::ConditionFailed`]. Reads are strongly consistent. Implementations count
 /// each request in a [`RequestCounter`].
+///
+/// Sealed: call it on [`DynamoStore`] (or `MemoryStore`, feature `test-util`), but it
+/// cannot be implemented outside this crate. Its conditions are the group's fencing;
+/// an implementation that gets one wrong loses records without an error, and the
+/// trait changes with the protocol. To reach DynamoDB differently, pass your own
+/// client ([`Kinesumer::from_clients`](crate::Kinesumer::from_clients)).
 #[async_trait]
-pub trait StateStore: Send + Sync + fmt::Debug + 'static {
+pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// The application this handle serves.
     fn app(&self) -> &str;
 
