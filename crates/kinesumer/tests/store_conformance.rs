@@ -245,11 +245,23 @@ async fn prune_only_at_seen_heartbeat(f: Fixture) {
         .await
         .unwrap();
     s.heartbeat("a", "t1", &[]).await.unwrap();
-    refused(s.prune("a", 0).await);
+    refused(s.prune("a", 0, Some("t1")).await);
     assert_eq!(s.members().await.unwrap().len(), 1);
-    s.prune("a", 1).await.unwrap();
+    s.prune("a", 1, Some("t1")).await.unwrap();
     assert!(s.members().await.unwrap().is_empty());
-    s.prune("a", 1).await.unwrap();
+    s.prune("a", 1, Some("t1")).await.unwrap();
+    // A new process under the same client id starts at heartbeat 0 again: a prune of the
+    // old incarnation seen at 0 must not delete it.
+    s.register("a", "t1", &[], &Registration::Start)
+        .await
+        .unwrap();
+    s.register("a", "t2", &[], &Registration::Start)
+        .await
+        .unwrap();
+    refused(s.prune("a", 0, Some("t1")).await);
+    assert_eq!(s.members().await.unwrap().len(), 1);
+    s.prune("a", 0, Some("t2")).await.unwrap();
+    assert!(s.members().await.unwrap().is_empty());
 }
 
 async fn lock_take_renew_release(f: Fixture) {
@@ -916,7 +928,9 @@ async fn dynamo_reads_go_client_items() {
             .unwrap(),
         HeartbeatOutcome::Superseded(None)
     );
-    within("prune", s.prune("go-client", 0)).await.unwrap();
+    within("prune", s.prune("go-client", 0, None))
+        .await
+        .unwrap();
     assert!(within("members", s.members()).await.unwrap().is_empty());
 }
 

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::assign::{self, AssignInput};
+use super::fence::Fence;
 use super::Ctx;
 use crate::backoff::Backoff;
 use crate::config::InitialPosition;
@@ -74,6 +75,8 @@ pub(crate) enum TickError {
     Deposed,
     /// A read failed; nothing was planned this tick.
     Store(StoreError),
+    /// The member's fence tripped before a write: the heartbeat task reports it.
+    Fenced,
 }
 
 impl From<StoreError> for TickError {
@@ -117,6 +120,7 @@ impl Leader {
     pub(crate) async fn tick(
         &mut self,
         ctx: &Ctx,
+        fence: &Fence,
     ) -> Result<&BTreeMap<String, PlanItem>, TickError> {
         let started = std::time::Instant::now();
         // Liveness is judged at the instant the members were read, never later: the
@@ -153,14 +157,14 @@ impl Leader {
         // every shard of it: no plan is written until it is known.
         if self.refresh_listings(ctx, &streams, &mut leases, now).await {
             let plans = self.plan(now, failover, ctx.cfg.initial_position, &leases);
-            self.write_plans(ctx, plans).await?;
+            self.write_plans(ctx, fence, plans).await?;
         } else {
             debug!("a stream's shards are unknown; no plan is written this tick");
         }
         for client_id in left {
-            self.delete_plan(ctx, &client_id).await?;
+            self.delete_plan(ctx, fence, &client_id).await?;
         }
-        self.prune(ctx, now).await?;
+        self.prune(ctx, fence, now).await?;
         crate::metrics::leader_tick(&ctx.cfg.app, started.elapsed());
         Ok(&self.written)
     }
@@ -567,9 +571,11 @@ impl Leader {
     async fn write_plans(
         &mut self,
         ctx: &Ctx,
+        fence: &Fence,
         plans: BTreeMap<String, PlanItem>,
     ) -> Result<(), TickError> {
         for (client_id, mut plan) in plans {
+            may_write(fence)?;
             plan.version = self.next_version();
             match ctx
                 .timed(Operation::WritePlan, ctx.store.write_plan(&plan))
@@ -597,7 +603,13 @@ impl Leader {
         self.version
     }
 
-    async fn delete_plan(&mut self, ctx: &Ctx, client_id: &str) -> Result<(), TickError> {
+    async fn delete_plan(
+        &mut self,
+        ctx: &Ctx,
+        fence: &Fence,
+        client_id: &str,
+    ) -> Result<(), TickError> {
+        may_write(fence)?;
         self.written.remove(client_id);
         match ctx
             .timed(
@@ -618,27 +630,38 @@ impl Leader {
 
     /// Deletes members judged dead for `prune_age`, conditional on the heartbeat seen —
     /// never by comparing `last_update` with this machine's wall clock (scenario 10).
-    async fn prune(&mut self, ctx: &Ctx, now: Duration) -> Result<(), TickError> {
-        let dead: Vec<(String, u64)> = self
+    async fn prune(&mut self, ctx: &Ctx, fence: &Fence, now: Duration) -> Result<(), TickError> {
+        let dead: Vec<(String, u64, Option<String>)> = self
             .members
             .iter()
             .filter(|(_, m)| now.saturating_sub(m.changed_at) >= ctx.cfg.prune_age)
-            .map(|(id, m)| (id.clone(), m.heartbeat))
+            .map(|(id, m)| (id.clone(), m.heartbeat, m.incarnation.clone()))
             .collect();
-        for (client_id, heartbeat) in dead {
-            match ctx
-                .timed(Operation::Prune, ctx.store.prune(&client_id, heartbeat))
-                .await
-            {
+        for (client_id, heartbeat, incarnation) in dead {
+            may_write(fence)?;
+            let prune = ctx
+                .store
+                .prune(&client_id, heartbeat, incarnation.as_deref());
+            match ctx.timed(Operation::Prune, prune).await {
                 Ok(()) => {
                     info!(member = %client_id, "pruned a dead member");
                     self.members.remove(&client_id);
-                    self.delete_plan(ctx, &client_id).await?;
+                    self.delete_plan(ctx, fence, &client_id).await?;
                 }
                 Err(e) => debug!(member = %client_id, error = %e, "prune refused or failed"),
             }
         }
         Ok(())
+    }
+}
+
+/// A member paused (or suspended) past its fence deadline writes no plan and prunes no
+/// member when it wakes (scenario 5): the fence is checked right before each such write.
+fn may_write(fence: &Fence) -> Result<(), TickError> {
+    if fence.check() {
+        Ok(())
+    } else {
+        Err(TickError::Fenced)
     }
 }
 

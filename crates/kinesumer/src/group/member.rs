@@ -318,13 +318,15 @@ impl Coordinator {
         };
         let plan = match self.leader.as_mut() {
             None => plan,
-            Some(leader) => match leader.tick(&self.ctx).await {
+            Some(leader) => match leader.tick(&self.ctx, &self.fence).await {
                 Ok(plans) => plans.get(&self.me.client_id).cloned(),
                 Err(TickError::Deposed) => {
                     self.fence_and_rejoin("a newer leader term refused this leader's plan")
                         .await;
                     return;
                 }
+                // The heartbeat task reports the fence and the member rejoins.
+                Err(TickError::Fenced) => return,
                 Err(TickError::Store(e)) => {
                     debug!(error = %e, "leader read failed; following the stored plan");
                     plan
@@ -359,6 +361,9 @@ impl Coordinator {
         }
         let since = self.watch.as_ref().map_or(now, |(_, s)| *s);
         if seen.owner.is_some() && now.saturating_sub(since) < self.ctx.cfg.failover_timeout {
+            return true;
+        }
+        if !self.fence.check() {
             return true;
         }
         self.take_sent = Some((now, seen.owner.clone()));

@@ -304,6 +304,20 @@ async fn s05_a_member_paused_past_the_failover_hands_out_nothing_on_waking() {
     sim.run_for(secs(3)).await;
     assert!(fenced(&sim, "b") >= 1, "b fenced itself on waking");
     no_old_tenure_after(&sim, "b", woke);
+    // Writes nothing under its old incarnation: whatever it sends after waking and before
+    // its rejoin lands is refused (its fenced commit, conditional on the lease it lost).
+    let landings = sim.monitor().landings();
+    let rejoined = landings
+        .iter()
+        .find(|l| l.member == "b" && l.at >= woke && l.request.op == Operation::Register)
+        .map(|l| l.at)
+        .expect("b rejoined");
+    let written: Vec<_> = landings
+        .iter()
+        .filter(|l| l.member == "b" && l.ok && l.at >= woke && l.at < rejoined)
+        .filter(|l| l.request.op.is_write())
+        .collect();
+    assert!(written.is_empty(), "b wrote on waking: {written:?}");
     nothing_lost(&mut sim).await;
 }
 

@@ -341,6 +341,11 @@ impl ShardTask {
                 }
                 Decision::Finished => return Err(Outcome::Finished),
                 Decision::Take(seen) => {
+                    // The lease read may have waited out a pause: a fenced member takes
+                    // nothing (scenario 5).
+                    if !self.fence.check() {
+                        return Err(Outcome::Stopped);
+                    }
                     let start = planned
                         .start
                         .pin(self.ctx.clock.wall(), self.ctx.cfg.latest_skew_margin);

@@ -729,10 +729,18 @@ impl StateStore for FaultyStore {
         .await
     }
 
-    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError> {
-        let c = client_id.to_owned();
-        self.call(req(Operation::Prune), apply!(|st| st.prune(&c, heartbeat)))
-            .await
+    async fn prune(
+        &self,
+        client_id: &str,
+        heartbeat: u64,
+        incarnation: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (c, i) = (client_id.to_owned(), incarnation.map(str::to_owned));
+        self.call(
+            req(Operation::Prune),
+            apply!(|st| st.prune(&c, heartbeat, i.as_deref())),
+        )
+        .await
     }
 
     async fn shard_cache(&self, stream: &str) -> Result<Option<ShardCache>, StoreError> {

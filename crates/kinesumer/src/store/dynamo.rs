@@ -932,13 +932,24 @@ impl StateStore for DynamoStore {
         Ok(())
     }
 
-    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError> {
+    async fn prune(
+        &self,
+        client_id: &str,
+        heartbeat: u64,
+        incarnation: Option<&str>,
+    ) -> Result<(), StoreError> {
         let mut e = Expr::default();
-        let mut c = e.eq(attr::HEARTBEAT, n(heartbeat));
+        let mut beat = e.eq(attr::HEARTBEAT, n(heartbeat));
         if heartbeat == 0 {
             // A Go-client member item has no counter: it reads as 0.
-            c = format!("{c} OR {}", e.missing(attr::HEARTBEAT));
+            beat = format!("({beat} OR {})", e.missing(attr::HEARTBEAT));
         }
+        let token = match incarnation {
+            Some(t) => e.eq(attr::INCARNATION, s(t)),
+            // A Go-client member item has no incarnation.
+            None => e.missing(attr::INCARNATION),
+        };
+        let c = format!("{beat} AND {token}");
         self.delete_member(Operation::Prune, client_id, e, c).await
     }
 

@@ -396,10 +396,18 @@ impl StateStore for MemoryStore {
         })
     }
 
-    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError> {
+    async fn prune(
+        &self,
+        client_id: &str,
+        heartbeat: u64,
+        incarnation: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.with(Operation::Prune, |d| {
             if let Some(m) = d.members.get(client_id) {
-                check(m.heartbeat == heartbeat, || member_name(client_id))?;
+                check(
+                    m.heartbeat == heartbeat && m.incarnation.as_deref() == incarnation,
+                    || member_name(client_id),
+                )?;
                 d.members.remove(client_id);
             }
             Ok(())

@@ -341,6 +341,21 @@ impl Operation {
         Operation::CreateTable,
     ];
 
+    /// Whether the request writes the table (reads and table management do not).
+    pub fn is_write(self) -> bool {
+        !matches!(
+            self,
+            Operation::ReadLockAndPlan
+                | Operation::ReadLock
+                | Operation::Members
+                | Operation::Leases
+                | Operation::Lease
+                | Operation::ShardCache
+                | Operation::DescribeTable
+                | Operation::CreateTable
+        )
+    }
+
     /// A short snake-case name, used as the `op` metric label.
     pub fn name(self) -> &'static str {
         match self {
@@ -635,9 +650,16 @@ pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static
     async fn delete_plan(&self, client_id: &str, term: u64, version: u64)
         -> Result<(), StoreError>;
 
-    /// Deletes a member item conditional on the `heartbeat` the leader saw (a Go-client
-    /// item, with no counter, counts as 0). An item already gone is not an error.
-    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError>;
+    /// Deletes a member item conditional on the `heartbeat` and `incarnation` the leader
+    /// saw (a Go-client item, with no counter and no incarnation, counts as 0 and `None`),
+    /// so a process that registered meanwhile under the same client id — at heartbeat 0
+    /// again — is never pruned. An item already gone is not an error.
+    async fn prune(
+        &self,
+        client_id: &str,
+        heartbeat: u64,
+        incarnation: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// Reads the shard cache of a stream.
     async fn shard_cache(&self, stream: &str) -> Result<Option<ShardCache>, StoreError>;
