@@ -18,7 +18,7 @@ use super::Ctx;
 use crate::backoff::Backoff;
 use crate::config::InitialPosition;
 use crate::error::Error;
-use crate::reader::{KinesisError, StreamShards};
+use crate::reader::{within, KinesisError, StreamShards};
 use crate::store::{
     LeaseDeletion, LeaseItem, MemberItem, Operation, Owner, PlanItem, PlanStart, PlannedShard,
     ShardCache, ShardInfo, ShardRef, StoreError,
@@ -668,14 +668,22 @@ fn may_write(fence: &Fence) -> Result<(), TickError> {
 /// The stream's creation time and its shards, asked in that order: a re-creation between
 /// the two calls shows as a new time on the next listing, never as new shards under the
 /// old time.
+///
+/// Each call is bounded: a listing that hangs would stop the leader planning for good.
 async fn list(
     ctx: &Ctx,
     stream: &str,
 ) -> Result<(StreamShards, Option<DateTime<Utc>>), KinesisError> {
-    let created = ctx.kinesis.stream_created(stream).await?;
-    let listed = ctx.kinesis.list_shards(stream).await?;
+    let created = ctx.kinesis.stream_created(stream);
+    let created = within(LIST_TIMEOUT, "DescribeStreamSummary", stream, created).await?;
+    let listed = ctx.kinesis.list_shards(stream);
+    let listed = within(LIST_TIMEOUT, "ListShards", stream, listed).await?;
     Ok((listed, created))
 }
+
+/// The longest one listing call may take: ListShards pages through up to 10,000 shards
+/// 1,000 at a time, each page well under a second.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The stream's shard cache as stored: its shards for a leader whose listing failed, and
 /// its creation time for a leader that has not listed the stream in this term. `None`
