@@ -835,7 +835,6 @@ impl ShardTask {
     async fn release(&self, counter: u64) -> bool {
         let mut backoff =
             crate::backoff::Backoff::new(Duration::from_millis(50), self.ctx.cfg.sync_interval);
-        let mut attempted = false;
         loop {
             let request = self.ctx.store.release_lease(
                 &self.key.stream,
@@ -845,20 +844,14 @@ impl ShardTask {
             );
             match self.ctx.timed(Operation::ReleaseLease, request).await {
                 Ok(()) => return true,
-                Err(StoreError::ConditionFailed { .. }) if !attempted => return false,
+                // A refusal too is read before it is believed: the SDK retries a request
+                // whose answer was lost, and the retry of a release that landed is refused.
                 Err(e) => debug!(error = %e, "release failed; checking the lease"),
             }
-            attempted = true;
-            match self.read_lease().await {
-                Ok(Some(item))
-                    if item.owner.as_ref() == Some(&self.me)
-                        && item.lease_counter == Some(counter) => {}
-                // Our own release landed with its response lost: free, counter moved on.
-                Ok(Some(item)) => {
-                    return item.owner.is_none() && item.lease_counter == Some(counter + 1)
+            if let Ok(item) = self.read_lease().await {
+                if let Some(released) = after_failed_release(item.as_ref(), &self.me, counter) {
+                    return released;
                 }
-                Ok(None) => return false,
-                Err(_) => {}
             }
             if self.cancel.is_cancelled() {
                 return false;
@@ -880,6 +873,19 @@ impl ShardTask {
             _ => Outcome::Released,
         }
     }
+}
+
+/// What a lease read after a failed release says: `Some(true)` when the release landed
+/// (free, its counter moved on by one), `Some(false)` when the lease is not this owner's,
+/// `None` when it is still held as before (release again).
+fn after_failed_release(item: Option<&LeaseItem>, me: &Owner, counter: u64) -> Option<bool> {
+    let Some(item) = item else {
+        return Some(false);
+    };
+    if item.owner.as_ref() == Some(me) && item.lease_counter == Some(counter) {
+        return None;
+    }
+    Some(item.owner.is_none() && item.lease_counter == Some(counter + 1))
 }
 
 /// Why a commit did not write.
@@ -993,6 +999,22 @@ mod tests {
             owner_gone: gone,
             start: crate::store::PlanStart::TrimHorizon,
         }
+    }
+
+    #[test]
+    fn a_refused_release_is_judged_by_the_lease_read_after_it() {
+        let me = owner("a", "1");
+        // The SDK's retry of a release that landed is refused: the read shows it landed.
+        let landed = lease(None, Some(4), false);
+        assert_eq!(after_failed_release(Some(&landed), &me, 3), Some(true));
+        assert_eq!(
+            after_failed_release(Some(&lease(Some(me.clone()), Some(3), false)), &me, 3),
+            None,
+            "still held: release again"
+        );
+        let taken = lease(Some(owner("b", "2")), Some(4), false);
+        assert_eq!(after_failed_release(Some(&taken), &me, 3), Some(false));
+        assert_eq!(after_failed_release(None, &me, 3), Some(false));
     }
 
     #[test]
