@@ -79,6 +79,53 @@ pub(crate) enum Command {
     /// Deregister the app's enhanced fan-out stream consumer from streams, for cleanup
     /// once no member of the app reads them with --efo any more.
     DeregisterConsumer(DeregisterConsumerArgs),
+    /// Move a consumer over to this group without reprocessing.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+/// `kinesumer migrate …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum MigrateCommand {
+    /// Import the checkpoints of a KCL 2.x/3.x (or vmware-go-kcl) lease table as this
+    /// group's checkpoints of a stream. Prints, per shard, the KCL checkpoint and what is
+    /// written; writes only with --execute, and then refuses while KCL workers or
+    /// members of the group are alive (unless --force) and when the group already has
+    /// checkpoints of the shards (unless --overwrite). docs/migrating-from-kcl.md.
+    FromKcl(FromKclArgs),
+}
+
+/// `kinesumer migrate from-kcl`
+#[derive(Debug, Args)]
+pub(crate) struct FromKclArgs {
+    /// The KCL application's lease table (the KCL names it after the application).
+    #[arg(long, value_name = "TABLE")]
+    pub(crate) kcl_table: String,
+    #[command(flatten)]
+    pub(crate) group: Group,
+    /// The stream.
+    #[arg(long)]
+    pub(crate) stream: String,
+    /// Write the checkpoints (without it: a dry run).
+    #[arg(long)]
+    pub(crate) execute: bool,
+    /// Write even while KCL workers or members of the group seem alive.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Replace checkpoints the group already has of these shards.
+    #[arg(long)]
+    pub(crate) overwrite: bool,
+    /// The KCL workers' AT_TIMESTAMP initial position (RFC 3339), needed when a lease
+    /// still starts there: the KCL keeps that time in its configuration, not the table.
+    #[arg(long, value_name = "TIME")]
+    pub(crate) at_timestamp: Option<DateTime<Utc>>,
+    /// How long to watch the KCL leases before writing: a worker is alive when a lease
+    /// counter (vmware-go-kcl: a lease timeout) changes meanwhile. Keep it above the KCL's
+    /// lease renewal period (a third of its failover time: 3.3 s by default).
+    #[arg(long, default_value = "12000", value_name = "MS", value_parser = parse_millis)]
+    pub(crate) kcl_observe_ms: Duration,
+    #[command(flatten)]
+    pub(crate) observe: Observe,
 }
 
 /// `kinesumer table …`

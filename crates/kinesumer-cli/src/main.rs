@@ -8,6 +8,7 @@ mod aws;
 mod cli;
 mod consume;
 mod deregister;
+mod migrate;
 mod observe;
 mod prometheus;
 mod put;
@@ -60,6 +61,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reset(args) => reset::run(&aws, args).await,
         Command::Put(args) => put::run(&aws, args).await,
         Command::DeregisterConsumer(args) => deregister::run(&aws, args).await,
+        Command::Migrate(cmd) => migrate::run(&aws, cmd).await,
     }
 }
 

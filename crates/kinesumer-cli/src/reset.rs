@@ -73,6 +73,7 @@ pub(crate) async fn run(aws: &Aws, args: ResetArgs) -> anyhow::Result<()> {
                 shard,
                 position.as_ref(),
                 start.as_ref(),
+                false,
                 force,
             )
             .await

@@ -691,6 +691,7 @@ impl StateStore for FaultyStore {
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError> {
         let (s, id, p, sta) = (
@@ -701,7 +702,7 @@ impl StateStore for FaultyStore {
         );
         self.call(
             lease_req(Operation::SetCheckpoint, stream, shard_id),
-            apply!(|st| st.set_checkpoint(&s, &id, p.as_ref(), sta.as_ref(), force)),
+            apply!(|st| st.set_checkpoint(&s, &id, p.as_ref(), sta.as_ref(), finished, force)),
         )
         .await
     }

@@ -847,6 +847,7 @@ impl StateStore for DynamoStore {
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError> {
         let mut e = Expr::default();
@@ -859,7 +860,10 @@ impl StateStore for DynamoStore {
             position.and_then(|p| p.sub_sequence).map(n),
         )
         .set_or_remove(attr::START, start.map(start_value))
-        .remove(attr::SHARD_END)
+        .set_or_remove(
+            attr::SHARD_END,
+            finished.then_some(AttributeValue::Bool(true)),
+        )
         .remove(attr::MILLIS_BEHIND)
         .set(attr::LAST_UPDATE, now());
         if !force {

@@ -626,16 +626,18 @@ pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static
         which: LeaseDeletion,
     ) -> Result<(), StoreError>;
 
-    /// An operator's move of a checkpoint (`kinesumer reset`): sets or removes the
-    /// position and the stored start, clears `shard_end` and removes `millis_behind`
-    /// (the lag of the old position says nothing of the new one); conditional on the
-    /// lease having no owner unless `force`.
+    /// An operator's move of a checkpoint (`kinesumer reset`, `kinesumer migrate`): sets
+    /// or removes the position and the stored start, sets `shard_end` to `finished` (a
+    /// shard read to its end elsewhere, as a KCL `SHARD_END`) and removes
+    /// `millis_behind` (the lag of the old position says nothing of the new one);
+    /// conditional on the lease having no owner unless `force`.
     async fn set_checkpoint(
         &self,
         stream: &str,
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError>;
 
