@@ -82,6 +82,43 @@ pub(crate) enum Command {
     /// Move a consumer over to this group without reprocessing.
     #[command(subcommand)]
     Migrate(MigrateCommand),
+    /// Print the least-privilege IAM policy (JSON) of a member of this group: every
+    /// Kinesis, DynamoDB and STS action the code calls, on the exact streams and table.
+    /// The region comes from --region (or AWS_REGION); with --role-arn, sts:AssumeRole
+    /// on that role.
+    IamPolicy(IamPolicyArgs),
+}
+
+/// `kinesumer iam-policy`
+#[derive(Debug, Args)]
+pub(crate) struct IamPolicyArgs {
+    /// The state-store table.
+    #[arg(long)]
+    pub(crate) table: String,
+    /// A stream the member reads: a name, or a stream ARN (another account's stream).
+    #[arg(long = "stream", value_name = "STREAM", required = true)]
+    pub(crate) streams: Vec<String>,
+    /// The account of the table and of streams given by name (12 digits).
+    #[arg(long, value_parser = parse_account)]
+    pub(crate) account: String,
+    /// Members read with enhanced fan-out (`consume --efo`).
+    #[arg(long)]
+    pub(crate) efo: bool,
+    /// Also what the tool's other commands need: table create, stream create, put, and
+    /// (with --efo) deregister-consumer.
+    #[arg(long)]
+    pub(crate) tools: bool,
+    /// Also reading this KCL lease table (`migrate from-kcl`).
+    #[arg(long, value_name = "TABLE")]
+    pub(crate) kcl_table: Option<String>,
+}
+
+fn parse_account(s: &str) -> Result<String, String> {
+    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s.to_owned())
+    } else {
+        Err("an AWS account id is 12 digits".to_owned())
+    }
 }
 
 /// `kinesumer migrate …`

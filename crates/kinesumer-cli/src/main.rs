@@ -8,6 +8,7 @@ mod aws;
 mod cli;
 mod consume;
 mod deregister;
+mod iam;
 mod migrate;
 mod observe;
 mod prometheus;
@@ -52,8 +53,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let aws = aws::Aws::load(&cli.aws).await?;
-    match cli.command {
+    let Cli {
+        aws: options,
+        command,
+    } = cli;
+    if let Command::IamPolicy(args) = &command {
+        // Offline: no AWS call, so no credentials needed.
+        return iam::run(args, &options);
+    }
+    let aws = aws::Aws::load(&options).await?;
+    match command {
         Command::Table(cmd) => table::run(&aws, cmd).await,
         Command::Stream(cmd) => stream::run(&aws, cmd).await,
         Command::Status(args) => status::run(&aws, args).await,
@@ -62,6 +71,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Put(args) => put::run(&aws, args).await,
         Command::DeregisterConsumer(args) => deregister::run(&aws, args).await,
         Command::Migrate(cmd) => migrate::run(&aws, cmd).await,
+        // Answered above, without AWS.
+        Command::IamPolicy(_) => Ok(()),
     }
 }
 
