@@ -70,9 +70,13 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Join a group as a member and write every record it is given to stdout.
     Consume(ConsumeArgs),
-    /// Move the checkpoints of a stream's shards. Refuses while members of the group are
-    /// alive, unless --force.
+    /// Move the checkpoints of a stream's shards: prints, per shard, the checkpoint now
+    /// and after; --execute writes. Refuses while members of the group are alive, unless
+    /// --force.
     Reset(ResetArgs),
+    /// Write a group's checkpoints of a stream as JSON, which `reset --from-file` takes
+    /// back.
+    Export(ExportArgs),
     /// Write the lines of stdin as records (PutRecords, 500 per batch, failed entries
     /// retried).
     Put(PutArgs),
@@ -339,10 +343,8 @@ pub(crate) struct ResetArgs {
     /// The stream.
     #[arg(long)]
     pub(crate) stream: String,
-    /// Where to move: trim-horizon, latest (records written from now on), an RFC 3339
-    /// time, or a sequence number (reading resumes after it).
-    #[arg(long, value_parser = parse_to, value_name = "WHERE")]
-    pub(crate) to: ResetTo,
+    #[command(flatten)]
+    pub(crate) to: ResetTarget,
     /// Only these shards (repeatable). Default: every shard the group knows of the stream.
     #[arg(long = "shard", value_name = "SHARD_ID")]
     pub(crate) shards: Vec<String>,
@@ -350,21 +352,46 @@ pub(crate) struct ResetArgs {
     /// is refused and they lose the lease).
     #[arg(long)]
     pub(crate) force: bool,
+    /// Write (without it: print the plan and write nothing).
+    #[arg(long)]
+    pub(crate) execute: bool,
     #[command(flatten)]
     pub(crate) observe: Observe,
 }
 
-/// Where `reset` moves a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ResetTo {
-    /// The oldest record kept.
-    TrimHorizon,
-    /// Records written from the time of the reset on.
-    Latest,
-    /// Records written at or after this time.
-    At(DateTime<Utc>),
-    /// After this sequence number.
-    After(SequenceNumber),
+/// Where `reset` moves the checkpoints: exactly one.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct ResetTarget {
+    /// The oldest record each shard keeps (TRIM_HORIZON).
+    #[arg(long)]
+    pub(crate) to_earliest: bool,
+    /// Records written from now on.
+    #[arg(long)]
+    pub(crate) to_latest: bool,
+    /// Records written at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
+    pub(crate) to_datetime: Option<DateTime<Utc>>,
+    /// Records written in the last DURATION (e.g. 90s, 15m, 2h, 1d): back from now.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) by_duration: Option<Duration>,
+    /// After this sequence number; only with --shard (a sequence number names a
+    /// position in one shard).
+    #[arg(long, value_name = "SEQUENCE", requires = "shards")]
+    pub(crate) to_sequence: Option<SequenceNumber>,
+    /// The checkpoints of a file `kinesumer export` wrote.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from_file: Option<std::path::PathBuf>,
+}
+
+/// `kinesumer export`
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    pub(crate) group: Group,
+    /// The stream.
+    #[arg(long)]
+    pub(crate) stream: String,
 }
 
 /// `kinesumer put`
@@ -415,19 +442,24 @@ fn parse_from(s: &str) -> Result<kinesumer::InitialPosition, String> {
     }
 }
 
-fn parse_to(s: &str) -> Result<ResetTo, String> {
-    match s {
-        "latest" => Ok(ResetTo::Latest),
-        "trim-horizon" => Ok(ResetTo::TrimHorizon),
-        _ => parse_time(s)
-            .map(ResetTo::At)
-            .or_else(|| s.parse().ok().map(ResetTo::After))
-            .ok_or_else(|| {
-                "expected trim-horizon, latest, an RFC 3339 time such as 2024-05-01T12:00:00Z, \
-                 or a sequence number (decimal digits)"
-                    .to_owned()
-            }),
-    }
+fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_time(s).ok_or_else(|| "expected an RFC 3339 time such as 2024-05-01T12:00:00Z".to_owned())
+}
+
+/// A duration as a whole number and a unit: `s`, `m`, `h` or `d`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let unit = s.trim_start_matches(|c: char| c.is_ascii_digit());
+    let n: u64 = s[..s.len() - unit.len()]
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 15m"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit is one of s, m, h, d (e.g. 15m)")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
 
 #[cfg(test)]
@@ -441,21 +473,15 @@ mod tests {
     }
 
     #[test]
-    fn positions_parse() {
-        assert_eq!(parse_to("latest"), Ok(ResetTo::Latest));
-        assert_eq!(
-            parse_to("49590338271490256608559692538361571095921575989136588898"),
-            Ok(ResetTo::After(
-                "49590338271490256608559692538361571095921575989136588898"
-                    .parse()
-                    .unwrap()
-            ))
-        );
-        assert!(matches!(
-            parse_to("2024-05-01T12:00:00+02:00"),
-            Ok(ResetTo::At(_))
-        ));
-        assert!(parse_to("yesterday").is_err());
+    fn positions_and_durations_parse() {
+        assert!(parse_rfc3339("2024-05-01T12:00:00+02:00").is_ok());
+        assert!(parse_rfc3339("yesterday").is_err());
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("15 minutes").is_err());
         assert!(parse_from("soon").is_err());
         assert_eq!(
             parse_from("trim-horizon"),

@@ -68,6 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(&aws, args).await,
         Command::Consume(args) => consume::run(&aws, args).await,
         Command::Reset(args) => reset::run(&aws, args).await,
+        Command::Export(args) => reset::export(&aws, args).await,
         Command::Put(args) => put::run(&aws, args).await,
         Command::DeregisterConsumer(args) => deregister::run(&aws, args).await,
         Command::Migrate(cmd) => migrate::run(&aws, cmd).await,

@@ -127,7 +127,13 @@ async fn reset_refuses_while_members_are_alive_then_moves_checkpoints() {
     let reset = [
         "reset", "--app", &app, "--table", &table, "--stream", &stream,
     ];
-    let out = run(&[&reset[..], &["--to", "trim-horizon"]].concat(), b"").await;
+    // The plan first: per shard, now and after; nothing written.
+    let plan = ok(&[&reset[..], &["--to-earliest"]].concat()).await;
+    assert!(
+        plan.contains("dry run") && plan.contains("from TRIM_HORIZON"),
+        "{plan}"
+    );
+    let out = run(&[&reset[..], &["--to-earliest", "--execute"]].concat(), b"").await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -156,12 +162,47 @@ async fn reset_refuses_while_members_are_alive_then_moves_checkpoints() {
         "SIGTERM is a graceful exit"
     );
     let before: Vec<_> = member.received();
-    ok(&[&reset[..], &["--to", "trim-horizon"]].concat()).await;
+    // Exported before the reset, put back after it.
+    let exported = ok(&[
+        "export", "--app", &app, "--table", &table, "--stream", &stream,
+    ])
+    .await;
+    ok(&[&reset[..], &["--to-earliest", "--execute"]].concat()).await;
     let s = status(&app, &table, &stream).await;
     for shard in s["streams"][0]["shards"].as_array().unwrap() {
         assert!(shard["checkpoint"].is_null(), "{s:#}");
         assert_eq!(shard["start"], "TRIM_HORIZON");
     }
+    let file = std::env::temp_dir().join(random_name("checkpoints"));
+    std::fs::write(&file, &exported).unwrap();
+    let from_file = ["--from-file", file.to_str().unwrap(), "--execute"];
+    ok(&[&reset[..], &from_file].concat()).await;
+    let exported: serde_json::Value = serde_json::from_str(&exported).unwrap();
+    let exported: Vec<serde_json::Value> = exported["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["sequence_number"].clone())
+        .collect();
+    assert!(
+        exported.iter().all(serde_json::Value::is_string),
+        "{exported:?}"
+    );
+    assert_eq!(
+        checkpoints(&status(&app, &table, &stream).await),
+        exported,
+        "the exported checkpoints are back"
+    );
+    std::fs::write(&file, b"{\"app\": 1}").unwrap();
+    let bad = run(&[&reset[..], &from_file].concat(), b"").await;
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a malformed file is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a file `kinesumer export` wrote"));
+    std::fs::remove_file(&file).unwrap();
+    ok(&[&reset[..], &["--to-earliest", "--execute"]].concat()).await;
 
     // Move one shard to just after its third record: a new member reads all of the
     // other shard again, and only what follows that record in this one.
@@ -177,7 +218,12 @@ async fn reset_refuses_while_members_are_alive_then_moves_checkpoints() {
         .find(|(_, l)| l.len() > 3)
         .expect("a shard with 4+ records");
     let after_seq = lines[2].sequence_number.clone();
-    ok(&[&reset[..], &["--to", &after_seq, "--shard", shard]].concat()).await;
+    ok(&[
+        &reset[..],
+        &["--to-sequence", &after_seq, "--shard", shard, "--execute"],
+    ]
+    .concat())
+    .await;
     let s = status(&app, &table, &stream).await;
     let moved = s["streams"][0]["shards"]
         .as_array()
