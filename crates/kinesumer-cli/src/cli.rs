@@ -77,6 +77,12 @@ pub(crate) enum Command {
     /// Write a group's checkpoints of a stream as JSON, which `reset --from-file` takes
     /// back.
     Export(ExportArgs),
+    /// List the apps (groups) that keep items in a state-store table: members alive and
+    /// known, and the streams they keep checkpoints of. Scans the table's keys.
+    Groups(GroupsArgs),
+    /// Manage one group.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Write the lines of stdin as records (PutRecords, 500 per batch, failed entries
     /// retried).
     Put(PutArgs),
@@ -382,6 +388,29 @@ pub(crate) struct ResetTarget {
     /// The checkpoints of a file `kinesumer export` wrote.
     #[arg(long, value_name = "FILE")]
     pub(crate) from_file: Option<std::path::PathBuf>,
+}
+
+/// `kinesumer groups`
+#[derive(Debug, Args)]
+pub(crate) struct GroupsArgs {
+    /// The state-store table.
+    #[arg(long)]
+    pub(crate) table: String,
+    #[command(flatten)]
+    pub(crate) observe: Observe,
+}
+
+/// `kinesumer group …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupCommand {
+    /// Delete every item of a retired app: members, lock, plans, shard caches, leases
+    /// and checkpoints. Refused while any member of it is alive.
+    Delete {
+        #[command(flatten)]
+        group: Group,
+        #[command(flatten)]
+        observe: Observe,
+    },
 }
 
 /// `kinesumer export`

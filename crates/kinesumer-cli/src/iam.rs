@@ -20,7 +20,8 @@ enum Need {
     Deregister,
     /// `migrate from-kcl` (reads the KCL's lease table).
     Migrate,
-    /// `table create`, `stream create` and `put`: setting up, not consuming.
+    /// `table create`, `stream create`, `put`, `groups`, `group delete`: setting up and
+    /// administering, not consuming.
     Setup,
 }
 
@@ -170,6 +171,7 @@ const ACTIONS: &[Action] = &[
         On::Table,
     ),
     a("dynamodb:Scan", "scan", Need::Migrate, On::KclTable),
+    a("dynamodb:Scan", "scan", Need::Setup, On::Table),
 ];
 
 /// Runs `kinesumer iam-policy`: prints the policy as JSON. The region is the global

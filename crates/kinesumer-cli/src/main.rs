@@ -8,6 +8,7 @@ mod aws;
 mod cli;
 mod consume;
 mod deregister;
+mod groups;
 mod iam;
 mod migrate;
 mod observe;
@@ -69,6 +70,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consume(args) => consume::run(&aws, args).await,
         Command::Reset(args) => reset::run(&aws, args).await,
         Command::Export(args) => reset::export(&aws, args).await,
+        Command::Groups(args) => groups::list(&aws, args).await,
+        Command::Group(cmd) => groups::run(&aws, cmd).await,
         Command::Put(args) => put::run(&aws, args).await,
         Command::DeregisterConsumer(args) => deregister::run(&aws, args).await,
         Command::Migrate(cmd) => migrate::run(&aws, cmd).await,

@@ -304,3 +304,37 @@ async fn a_stalled_stdout_stops_neither_heartbeats_nor_sigterm() {
         "SIGTERM is a graceful exit while stdout is stalled"
     );
 }
+
+/// `groups` lists the apps of a table; `group delete` refuses while a member is alive,
+/// then deletes every item of the app (and names an unknown app as a usage error).
+#[tokio::test]
+async fn groups_lists_apps_and_group_delete_removes_a_retired_one() {
+    let (table, stream) = table_and_stream(1).await;
+    let app = random_name("retired");
+    let records = payloads("g", 5);
+    put(&stream, &records, &[]).await;
+    let mut member = Member::start(&app, &table, &stream, "last");
+    received_all(&[&member], &records).await;
+    let listed = ok(&["groups", "--table", &table]).await;
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&app))
+        .unwrap_or_else(|| panic!("{app} in {listed}"));
+    assert_eq!(line, format!("{app} | 1 | 1 | {stream}"), "{listed}");
+
+    let delete = ["group", "delete", "--app", &app, "--table", &table];
+    let out = run(&delete, b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("alive (last)"));
+    assert_eq!(member.terminate().await, Some(0));
+    let done = ok(&delete).await;
+    assert!(done.starts_with("deleted "), "{done}");
+    let listed = ok(&["groups", "--table", &table]).await;
+    assert!(!listed.contains(&app), "{listed}");
+    let unknown = run(&delete, b"").await;
+    assert_eq!(
+        unknown.status.code(),
+        Some(2),
+        "an unknown app is a usage error"
+    );
+}

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod codec;
 mod error;
 mod expr;
@@ -47,6 +48,7 @@ use super::{
 };
 use crate::seq::Position;
 
+pub use self::admin::AppItems;
 pub use self::table::{create_table, TableBilling, LSI_NAME};
 
 /// How often a batch read retries keys DynamoDB returned unprocessed before giving up.

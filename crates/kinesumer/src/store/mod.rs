@@ -29,7 +29,7 @@ use thiserror::Error;
 
 use crate::seq::Position;
 
-pub use dynamo::{create_table, DynamoStore, TableBilling, LSI_NAME};
+pub use dynamo::{create_table, AppItems, DynamoStore, TableBilling, LSI_NAME};
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use memory::MemoryStore;
@@ -311,11 +311,15 @@ pub enum Operation {
     PutShardCache,
     DescribeTable,
     CreateTable,
+    /// The operator's listing of a table's apps (`kinesumer groups`).
+    ScanApps,
+    /// The operator's removal of a retired app's items (`kinesumer group delete`).
+    DeleteApp,
 }
 
 impl Operation {
     /// Every operation, in a fixed order.
-    pub const ALL: [Operation; 23] = [
+    pub const ALL: [Operation; 25] = [
         Operation::Register,
         Operation::Heartbeat,
         Operation::Leave,
@@ -339,6 +343,8 @@ impl Operation {
         Operation::PutShardCache,
         Operation::DescribeTable,
         Operation::CreateTable,
+        Operation::ScanApps,
+        Operation::DeleteApp,
     ];
 
     /// Whether the request writes the table (reads and table management do not).
@@ -353,6 +359,7 @@ impl Operation {
                 | Operation::ShardCache
                 | Operation::DescribeTable
                 | Operation::CreateTable
+                | Operation::ScanApps
         )
     }
 
@@ -382,6 +389,8 @@ impl Operation {
             Operation::PutShardCache => "put_shard_cache",
             Operation::DescribeTable => "describe_table",
             Operation::CreateTable => "create_table",
+            Operation::ScanApps => "scan_apps",
+            Operation::DeleteApp => "delete_app",
         }
     }
 }
