@@ -194,6 +194,8 @@ pub(crate) enum TableCommand {
         /// Write capacity units, with --billing provisioned.
         #[arg(long, default_value_t = 5, value_name = "UNITS")]
         write_capacity: i64,
+        #[command(flatten)]
+        protection: TableProtection,
     },
     /// Show the table's status, key schema, index and billing, and whether a kinesumer
     /// group can use it.
@@ -202,6 +204,30 @@ pub(crate) enum TableCommand {
         #[arg(long)]
         table: String,
     },
+}
+
+/// What `table create` turns on for a production table, new or existing.
+#[derive(Debug, Args)]
+pub(crate) struct TableProtection {
+    /// Refuse DeleteTable until it is turned off again.
+    #[arg(long)]
+    pub(crate) deletion_protection: bool,
+    /// Point-in-time recovery: restore the table to any second of the last 35 days.
+    #[arg(long)]
+    pub(crate) pitr: bool,
+    /// Encrypt with this KMS key (ARN, id or alias) instead of the AWS-owned key.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) kms_key: Option<String>,
+    /// A tag (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub(crate) tags: Vec<(String, String)>,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
 }
 
 /// `kinesumer stream …`

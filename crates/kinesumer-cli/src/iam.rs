@@ -170,6 +170,36 @@ const ACTIONS: &[Action] = &[
         Need::Setup,
         On::Table,
     ),
+    a(
+        "dynamodb:UpdateTable",
+        "update_table",
+        Need::Setup,
+        On::Table,
+    ),
+    a(
+        "dynamodb:UpdateContinuousBackups",
+        "update_continuous_backups",
+        Need::Setup,
+        On::Table,
+    ),
+    a(
+        "dynamodb:DescribeContinuousBackups",
+        "describe_continuous_backups",
+        Need::Setup,
+        On::Table,
+    ),
+    a(
+        "dynamodb:TagResource",
+        "tag_resource",
+        Need::Setup,
+        On::Table,
+    ),
+    a(
+        "dynamodb:ListTagsOfResource",
+        "list_tags_of_resource",
+        Need::Setup,
+        On::Table,
+    ),
     a("dynamodb:Scan", "scan", Need::Migrate, On::KclTable),
     a("dynamodb:Scan", "scan", Need::Setup, On::Table),
 ];
