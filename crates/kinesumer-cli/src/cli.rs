@@ -285,6 +285,14 @@ pub(crate) struct StatusArgs {
     /// Print JSON (the shape is documented in docs/cli.md).
     #[arg(long)]
     pub(crate) json: bool,
+    /// Ask Kinesis how far each checkpoint is behind the stream's tip now (two calls per
+    /// shard: GetShardIterator after the checkpoint, GetRecords of one record), for at
+    /// most N shards; otherwise the lag shown is the one stored with the last checkpoint.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "100")]
+    pub(crate) live_lag: Option<usize>,
+    /// Redraw every SECONDS until interrupted (in place on a terminal).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) watch: Option<u64>,
     #[command(flatten)]
     pub(crate) observe: Observe,
 }

@@ -321,6 +321,32 @@ async fn groups_lists_apps_and_group_delete_removes_a_retired_one() {
         .find(|l| l.starts_with(&app))
         .unwrap_or_else(|| panic!("{app} in {listed}"));
     assert_eq!(line, format!("{app} | 1 | 1 | {stream}"), "{listed}");
+    // The lag asked of Kinesis now, per shard, once the checkpoint is written.
+    let live = eventually("a live lag", Duration::from_secs(20), || async {
+        let out = ok(&[
+            "status",
+            "--app",
+            &app,
+            "--table",
+            &table,
+            "--stream",
+            &stream,
+            "--json",
+            "--live-lag",
+            "--observe-ms",
+            "300",
+        ])
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["streams"][0]["shards"][0]["live_behind_ms"]
+            .as_i64()
+            .map(|_| v)
+    })
+    .await;
+    assert!(
+        live["streams"][0]["shards"][0]["checkpoint"].is_string(),
+        "{live}"
+    );
 
     let delete = ["group", "delete", "--app", &app, "--table", &table];
     let out = run(&delete, b"").await;
