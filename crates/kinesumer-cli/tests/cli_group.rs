@@ -364,3 +364,38 @@ async fn groups_lists_apps_and_group_delete_removes_a_retired_one() {
         "an unknown app is a usage error"
     );
 }
+
+/// A stream named by its ARN is consumed like one named by its name, and its checkpoints
+/// are kept under the ARN: a stream of the same name in another account never shares them.
+#[tokio::test]
+async fn a_stream_named_by_its_arn_is_consumed_with_checkpoints_of_its_own() {
+    let (table, stream) = table_and_stream(1).await;
+    let arn = format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}");
+    let app = random_name("by-arn");
+    let records = payloads("arn", 5);
+    put(&stream, &records, &[]).await;
+    let mut member = Member::start(&app, &table, &arn, "arn-reader");
+    received_all(&[&member], &records).await;
+    let checkpointed = eventually(
+        "a checkpoint under the ARN",
+        Duration::from_secs(20),
+        || async {
+            let s = status(&app, &table, &arn).await;
+            s["streams"][0]["shards"][0]["checkpoint"]
+                .as_str()
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    assert!(!checkpointed.is_empty());
+    assert_eq!(member.terminate().await, Some(0));
+    let by_name = status(&app, &table, &stream).await;
+    let shards = by_name["streams"][0]["shards"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        shards.iter().all(|s| s["checkpoint"].is_null()),
+        "the name's checkpoints are apart from the ARN's: {by_name}"
+    );
+}
