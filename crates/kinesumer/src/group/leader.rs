@@ -135,8 +135,9 @@ impl Leader {
 
         let streams: BTreeSet<String> = self
             .members
-            .values()
-            .filter(|m| self.alive(m, now, failover))
+            .iter()
+            .filter(|(id, m)| self.alive(id, m, now, failover))
+            .map(|(_, m)| m)
             .flat_map(|m| m.streams.iter().cloned())
             .collect();
         let mut leases = BTreeMap::new();
@@ -212,8 +213,16 @@ impl Leader {
         left
     }
 
-    fn alive(&self, m: &Seen, now: Duration, failover: Duration) -> bool {
-        m.incarnation.is_some() && now.saturating_sub(m.changed_at) < failover
+    /// Whether member `client_id` is alive: its counter moved within the failover. The
+    /// incarnation that held the lock before this term is not, whatever was seen of it:
+    /// its lock went unrenewed for the failover, so it has fenced itself (DESIGN "a
+    /// successor knows the old leader") — judging it afresh would leave the shards
+    /// planned to it unread for another failover.
+    fn alive(&self, client_id: &str, m: &Seen, now: Duration, failover: Duration) -> bool {
+        let deposed = self.deposed.as_ref().is_some_and(|d| {
+            d.client_id == client_id && m.incarnation.as_deref() == Some(d.token.as_str())
+        });
+        !deposed && m.incarnation.is_some() && now.saturating_sub(m.changed_at) < failover
     }
 
     /// DESIGN §3 step 8, "gone".
@@ -236,7 +245,7 @@ impl Leader {
                 Judged::Pending
             };
         }
-        if !self.alive(m, now, failover) {
+        if !self.alive(&owner.client_id, m, now, failover) {
             return Judged::Gone;
         }
         if !m.streams.contains(stream) {
@@ -414,7 +423,7 @@ impl Leader {
         let alive: BTreeMap<String, BTreeSet<String>> = self
             .members
             .iter()
-            .filter(|(_, m)| self.alive(m, now, failover))
+            .filter(|(id, m)| self.alive(id, m, now, failover))
             .map(|(id, m)| (id.clone(), m.streams.clone()))
             .collect();
         let mut input = AssignInput {
