@@ -13,14 +13,16 @@
 //! Each `--cli` is a `kinesumer` binary; with several (e.g. one built before a change),
 //! runs alternate between them on the same stream, each run as a new app. Two busy
 //! processes at nice 0 run beside the whole benchmark (`--no-load` leaves them out), as a
-//! CI machine shared with other work is busy.
+//! CI machine shared with other work is busy. `--request-timeout-ms N` passes a shorter
+//! state-store request timeout to the members: a store too slow for its timeouts, so
+//! that members fence while they catch up.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use kinesumer::store::{create_table, TableBilling};
 use kinesumer_bench::member::Member;
-use kinesumer_bench::{arg, create_stream, put_numbered, summary, Error};
+use kinesumer_bench::{arg, arg_str, create_stream, put_numbered, summary, Error};
 
 const SHARDS: i32 = 4;
 
@@ -63,6 +65,7 @@ async fn main() -> Result<(), Error> {
         return Err("give a kinesumer binary: --cli target/debug/kinesumer".into());
     }
     let records = arg("--records", 50_000);
+    let timeout = arg_str("--request-timeout-ms");
     let runs = arg("--runs", 5);
     let moto = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
         .map_err(|_| "AWS_ENDPOINT_URL_DYNAMODB is not set: eval \"$(scripts/local-stack env)\"")?;
@@ -92,7 +95,7 @@ async fn main() -> Result<(), Error> {
     for i in 0..runs {
         for (c, cli) in clis.iter().enumerate() {
             let app = format!("backlog-{i}-{c}-{:08x}", rand::random::<u32>());
-            let run = drain(cli, &app, &table, &stream, records).await?;
+            let run = drain(cli, &app, &table, &stream, records, timeout.as_deref()).await?;
             println!(
                 "{cli} run {i}: drained in {:.1} s, {} delivered again, {} fences, {} fencing-loop reports",
                 run.drained.as_secs_f64(),
@@ -121,6 +124,7 @@ async fn drain(
     table: &str,
     stream: &str,
     records: u64,
+    request_timeout_ms: Option<&str>,
 ) -> Result<Run, Error> {
     let mut command = tokio::process::Command::new(cli);
     command
@@ -128,6 +132,9 @@ async fn drain(
             "consume", "--app", app, "--table", table, "--stream", stream,
         ])
         .args(["--from", "trim-horizon", "--format", "jsonl"]);
+    if let Some(ms) = request_timeout_ms {
+        command.args(["--request-timeout-ms", ms]);
+    }
     let mut member = Member::spawn(command)?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(300);
