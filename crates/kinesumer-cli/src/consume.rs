@@ -5,8 +5,20 @@
 //! that did not reach stdout. SIGINT and SIGTERM close the member gracefully (commit,
 //! release, leave) and exit 0; so does a closed stdout (`kinesumer consume … | head`).
 //! With `--metrics-addr`, the member's metrics are served for Prometheus meanwhile.
+//!
+//! Stdout is written on a thread of its own, one batch at a time:
+//!
+//! ```text
+//!  records ──▶ run loop ──batch──▶ stdout thread: write, flush
+//!                 ▲                     │
+//!                 └──── written ◀───────┘   then mark the batch
+//! ```
+//!
+//! A downstream that stops reading blocks that thread only, never the runtime, so the
+//! member keeps heartbeating and a signal still closes it (issue 14, defect 7).
 
 use std::io::{IsTerminal, Write};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,6 +27,7 @@ use chrono::{SecondsFormat, Utc};
 use futures::{FutureExt, StreamExt};
 use kinesumer::{Config, Kinesumer, ReadMode, Record};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
 
 use crate::aws::Aws;
 use crate::cli::{ConsumeArgs, Format};
@@ -22,6 +35,11 @@ use crate::prometheus;
 
 /// Records written per flush at most: what is buffered already goes out in one write.
 const BATCH: usize = 500;
+
+/// How long a close waits for a write in flight: one that lands meanwhile counts as
+/// processed; one still blocked (a stalled pipe) is abandoned, its records unmarked and so
+/// delivered again after the handoff.
+const WRITE_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs `kinesumer consume`.
 pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
@@ -84,6 +102,10 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
         .context("starting to consume")?;
     let mut live = std::io::stderr().is_terminal().then(LiveStatus::default);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stdout = StdoutThread::spawn(args.format).context("starting the stdout thread")?;
+    // The batch being written; no record is taken from the member meanwhile, so the
+    // member's own bounded queue is what holds back reading.
+    let mut writing: Option<oneshot::Receiver<Written>> = None;
 
     let outcome = loop {
         tokio::select! {
@@ -94,7 +116,7 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
                     live.show(member.held_shards().len());
                 }
             }
-            first = records.next() => {
+            first = records.next(), if writing.is_none() => {
                 let Some(first) = first else {
                     break Err(anyhow::anyhow!(
                         "the member stopped consuming (another process took over its client id?)"
@@ -107,7 +129,16 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
                         _ => break,
                     }
                 }
-                match write(&batch, args.format) {
+                writing = Some(stdout.write(batch));
+            }
+            // Lazy: the branch is disabled, and this never evaluated, while nothing is in
+            // flight.
+            written = async { writing.as_mut().expect("a write in flight").await },
+                if writing.is_some() =>
+            {
+                writing = None;
+                let Written { batch, result } = Written::from(written);
+                match result {
                     Ok(()) => batch.iter().for_each(|r| member.mark(r)),
                     Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break Ok(()),
                     Err(e) => break Err(anyhow::Error::new(e).context("writing to stdout")),
@@ -118,6 +149,17 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
             }
         }
     };
+    if let Some(writing) = writing {
+        if let Ok(Written {
+            batch,
+            result: Ok(()),
+        }) = tokio::time::timeout(WRITE_GRACE, writing)
+            .await
+            .map(Written::from)
+        {
+            batch.iter().for_each(|r| member.mark(r));
+        }
+    }
     if live.is_some() {
         eprintln!();
     }
@@ -132,6 +174,60 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// A batch handed to the stdout thread, and how writing it ended.
+struct Written {
+    batch: Vec<Record>,
+    result: std::io::Result<()>,
+}
+
+impl From<Result<Written, oneshot::error::RecvError>> for Written {
+    /// The thread dropped the batch's answer only by ending: a panic in the writer.
+    fn from(answer: Result<Written, oneshot::error::RecvError>) -> Self {
+        answer.unwrap_or_else(|_| Written {
+            batch: Vec::new(),
+            result: Err(std::io::Error::other("the stdout thread stopped")),
+        })
+    }
+}
+
+/// The thread that owns stdout: it writes and flushes one batch at a time, and answers
+/// each with the outcome. Blocking writes happen there, never on the runtime's workers.
+///
+/// The thread is not joined: one blocked on a stalled pipe cannot be interrupted, and
+/// the process's exit ends it. (A `spawn_blocking` task would not do: dropping the
+/// runtime waits for blocking tasks, so a stalled pipe would hang the exit.)
+struct StdoutThread {
+    batches: SyncSender<(Vec<Record>, oneshot::Sender<Written>)>,
+}
+
+impl StdoutThread {
+    fn spawn(format: Format) -> std::io::Result<Self> {
+        // One slot: the run loop hands over a batch only after the last one's answer.
+        let (batches, queue) = sync_channel::<(Vec<Record>, oneshot::Sender<Written>)>(1);
+        std::thread::Builder::new()
+            .name("stdout".into())
+            .spawn(move || {
+                for (batch, answer) in queue {
+                    let result = write(&batch, format);
+                    // The run loop may have stopped waiting (a close): nothing to tell.
+                    let _ = answer.send(Written { batch, result });
+                }
+            })?;
+        Ok(Self { batches })
+    }
+
+    /// Hands `batch` to the thread; the answer comes once it is written and flushed, or
+    /// failed. Never blocks: the caller has at most one batch in flight, and the thread
+    /// takes a batch off the queue before it answers, so the one slot is free.
+    fn write(&self, batch: Vec<Record>) -> oneshot::Receiver<Written> {
+        let (answer, written) = oneshot::channel();
+        // Fails only when the thread has ended; the answer's sender, dropped with the
+        // batch, then reads as that end.
+        let _ = self.batches.try_send((batch, answer));
+        written
     }
 }
 

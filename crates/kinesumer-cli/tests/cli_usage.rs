@@ -61,13 +61,19 @@ async fn usage_errors_exit_2_and_say_why() {
         "expected latest, trim-horizon or an RFC 3339 time",
     )
     .await;
-    usage_error(
-        &[
-            "reset", "--app", "a", "--table", "t", "--stream", "s", "--to", "12ab",
-        ],
-        "a sequence number",
-    )
-    .await;
+    let reset = ["reset", "--app", "a", "--table", "t", "--stream", "s"];
+    for (extra, says) in [
+        (
+            &["--to-sequence", "12ab", "--shard", "x"][..],
+            "expected decimal digits",
+        ),
+        (&["--to-sequence", "123"][..], "--shard"),
+        (&["--to-earliest", "--to-latest"][..], "cannot be used with"),
+        (&["--by-duration", "15"][..], "e.g. 15m"),
+        (&[][..], "required"),
+    ] {
+        usage_error(&[&reset[..], extra].concat(), says).await;
+    }
     usage_error(
         &[
             "put",
@@ -120,6 +126,9 @@ async fn help_lists_every_subcommand_and_the_aws_options() {
         "reset",
         "put",
         "deregister-consumer",
+        "export",
+        "migrate",
+        "iam-policy",
         "--region",
         "--endpoint-url",
         "--kinesis-endpoint",

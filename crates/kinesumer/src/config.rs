@@ -126,6 +126,7 @@ pub struct Config {
     pub(crate) scan_interval: Duration,
     pub(crate) auto_commit: bool,
     pub(crate) commit_interval: Duration,
+    pub(crate) commit_records: u64,
     pub(crate) commit_timeout: Duration,
     pub(crate) initial_position: InitialPosition,
     pub(crate) sync_interval: Duration,
@@ -185,6 +186,9 @@ getters! {
     auto_commit: bool,
     /// How often moved marks are committed.
     commit_interval: Duration,
+    /// Records handed out after which a shard's mark is committed sooner (at most once a
+    /// second), while it catches up.
+    commit_records: u64,
     /// How long one commit round may take.
     commit_timeout: Duration,
     /// Where new shards start.
@@ -337,6 +341,7 @@ impl ConfigBuilder {
                 scan_interval: Duration::from_millis(500),
                 auto_commit: true,
                 commit_interval: Duration::from_secs(5),
+                commit_records: 1000,
                 commit_timeout: Duration::from_secs(2),
                 initial_position: InitialPosition::Latest,
                 sync_interval: Duration::from_millis(400),
@@ -469,6 +474,17 @@ impl ConfigBuilder {
     /// How often moved marks are written as checkpoints. Default: 5 s (the Go client's).
     pub fn commit_interval(mut self, d: Duration) -> Self {
         self.config.commit_interval = d;
+        self
+    }
+
+    /// How many records handed out of one shard make its mark committed before
+    /// `commit_interval` is up: while a shard catches up on a backlog, a crash or a fence
+    /// then repeats about a second of work, not a commit interval's worth. A shard
+    /// commits at most once a second this way, so the write budget is at most one
+    /// checkpoint write per second per shard while it catches up (and one per
+    /// `commit_interval` once caught up). Default: 1,000; 0 commits by time only.
+    pub fn commit_records(mut self, n: u64) -> Self {
+        self.config.commit_records = n;
         self
     }
 

@@ -58,6 +58,27 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// This member fenced itself again and again: its state-store requests are too slow
+    /// for its timeouts. It keeps rejoining (and keeps the work its application
+    /// finished), but it cannot hold shards for long until the timeouts fit the store.
+    #[error(
+        "fenced {fences} times within {window:?}: heartbeats to the state store took {median:?} \
+         (median) and up to {max:?}, against a request_timeout of {request_timeout:?}; raise \
+         request_timeout and failover_timeout together (see \"A slow or shared state store\" \
+         in docs/configuration.md)"
+    )]
+    RepeatedFencing {
+        /// Fences within the window.
+        fences: usize,
+        /// The window.
+        window: std::time::Duration,
+        /// The median duration of the recent heartbeats.
+        median: std::time::Duration,
+        /// The longest of the recent heartbeats.
+        max: std::time::Duration,
+        /// The configured request timeout.
+        request_timeout: std::time::Duration,
+    },
     /// Another process registered under this client id; this one stopped for good.
     #[error("another process now runs under client id {client_id:?}; this one stopped")]
     Superseded {

@@ -38,6 +38,7 @@ mod delivery;
 mod error;
 pub mod group;
 pub mod metrics;
+pub mod migrate;
 mod random;
 pub mod reader;
 mod record;

@@ -245,11 +245,23 @@ async fn prune_only_at_seen_heartbeat(f: Fixture) {
         .await
         .unwrap();
     s.heartbeat("a", "t1", &[]).await.unwrap();
-    refused(s.prune("a", 0).await);
+    refused(s.prune("a", 0, Some("t1")).await);
     assert_eq!(s.members().await.unwrap().len(), 1);
-    s.prune("a", 1).await.unwrap();
+    s.prune("a", 1, Some("t1")).await.unwrap();
     assert!(s.members().await.unwrap().is_empty());
-    s.prune("a", 1).await.unwrap();
+    s.prune("a", 1, Some("t1")).await.unwrap();
+    // A new process under the same client id starts at heartbeat 0 again: a prune of the
+    // old incarnation seen at 0 must not delete it.
+    s.register("a", "t1", &[], &Registration::Start)
+        .await
+        .unwrap();
+    s.register("a", "t2", &[], &Registration::Start)
+        .await
+        .unwrap();
+    refused(s.prune("a", 0, Some("t1")).await);
+    assert_eq!(s.members().await.unwrap().len(), 1);
+    s.prune("a", 0, Some("t2")).await.unwrap();
+    assert!(s.members().await.unwrap().is_empty());
 }
 
 async fn lock_take_renew_release(f: Fixture) {
@@ -438,7 +450,7 @@ async fn take_lease_conditions(f: Fixture) {
         "49590338271490256608559692538361571095921575989136588898",
         None,
     );
-    s.set_checkpoint(S, "shardId-go", Some(&cp), None, false)
+    s.set_checkpoint(S, "shardId-go", Some(&cp), None, false, false)
         .await
         .unwrap();
     let l = s
@@ -600,7 +612,7 @@ async fn set_checkpoint_by_operator(f: Fixture) {
     let a = owner("a", "1");
     let at = StoredStart::AtTimestamp(Utc.timestamp_opt(1_600_000_000, 0).unwrap());
     // A missing item is created, with no owner.
-    s.set_checkpoint(S, SHARD, Some(&pos("7", Some(1))), Some(&at), false)
+    s.set_checkpoint(S, SHARD, Some(&pos("7", Some(1))), Some(&at), false, false)
         .await
         .unwrap();
     let l = s.lease(S, SHARD).await.unwrap().unwrap();
@@ -624,7 +636,7 @@ async fn set_checkpoint_by_operator(f: Fixture) {
     s.checkpoint(S, SHARD, &a, 1, Some(&pos("7", Some(1))), &end_behind)
         .await
         .unwrap();
-    refused(s.set_checkpoint(S, SHARD, None, None, false).await);
+    refused(s.set_checkpoint(S, SHARD, None, None, false, false).await);
     let l = s.lease(S, SHARD).await.unwrap().unwrap();
     assert_eq!(
         (l.shard_end, l.millis_behind),
@@ -634,13 +646,22 @@ async fn set_checkpoint_by_operator(f: Fixture) {
 
     // Forced: the position and start are removed, shard_end cleared, and the lag of the
     // old position forgotten; the lease stays.
-    s.set_checkpoint(S, SHARD, None, None, true).await.unwrap();
+    s.set_checkpoint(S, SHARD, None, None, false, true)
+        .await
+        .unwrap();
     let l = s.lease(S, SHARD).await.unwrap().unwrap();
     assert_eq!(
         (l.checkpoint, l.start, l.shard_end, l.millis_behind),
         (None, None, false, None)
     );
     assert_eq!((l.owner, l.lease_counter), (Some(a), Some(1)));
+
+    // A shard finished elsewhere (imported from the KCL): written finished.
+    s.set_checkpoint(S, "shardId-done", None, None, true, false)
+        .await
+        .unwrap();
+    let l = s.lease(S, "shardId-done").await.unwrap().unwrap();
+    assert_eq!((l.shard_end, l.owner), (true, None));
 }
 
 async fn queries_stay_in_their_app_and_stream(f: Fixture) {
@@ -916,7 +937,9 @@ async fn dynamo_reads_go_client_items() {
             .unwrap(),
         HeartbeatOutcome::Superseded(None)
     );
-    within("prune", s.prune("go-client", 0)).await.unwrap();
+    within("prune", s.prune("go-client", 0, None))
+        .await
+        .unwrap();
     assert!(within("members", s.members()).await.unwrap().is_empty());
 }
 

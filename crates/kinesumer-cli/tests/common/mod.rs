@@ -1,9 +1,11 @@
 //! Shared helpers of the CLI's end-to-end tests: the real `kinesumer` binary pointed at
 //! the local stack (`scripts/local-stack start`), random names, deadlines on every wait,
-//! and member processes owned by a guard that kills them on drop.
+//! and member processes owned by a guard that kills them on drop and prints their logs
+//! when the test fails.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,11 +14,15 @@ use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+#[path = "../../../kinesumer/tests/common/logs.rs"]
+mod logs;
 #[path = "../../../kinesumer/tests/common/tls.rs"]
 pub mod tls;
 #[path = "../../../kinesumer/tests/common/wait.rs"]
 mod wait;
 pub use wait::*;
+
+use logs::{member_log_filter, ProcessLog};
 
 /// A name no other test uses.
 pub fn random_name(prefix: &str) -> String {
@@ -174,12 +180,14 @@ impl Line {
     }
 }
 
-/// A `kinesumer consume` process; killed (SIGKILL) when dropped.
+/// A `kinesumer consume` process; killed (SIGKILL) when dropped, its stderr printed
+/// if the test fails.
 pub struct Member {
     pub client_id: String,
     child: Child,
     lines: Arc<Mutex<Vec<Line>>>,
     reader: Option<tokio::task::JoinHandle<()>>,
+    log: ProcessLog,
 }
 
 impl Member {
@@ -197,31 +205,67 @@ impl Member {
         client_id: &str,
         options: &[&str],
     ) -> Self {
-        let mut child = kinesumer()
+        let mut member = Self::spawn(app, table, stream, client_id, options, Stdio::piped());
+        let stdout = member.child.stdout.take().expect("stdout");
+        let sink = member.lines.clone();
+        member.reader = Some(tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.lock().unwrap().push(Line::parse(&line));
+            }
+        }));
+        member
+    }
+
+    /// As [`Member::start_with`], but the process's stdout is a pipe nobody reads.
+    pub fn start_stalled(
+        app: &str,
+        table: &str,
+        stream: &str,
+        client_id: &str,
+        options: &[&str],
+    ) -> (Self, StalledPipe) {
+        let (read, write) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("a pipe");
+        let ours = write.try_clone().expect("dup the pipe's write end");
+        let member = Self::spawn(app, table, stream, client_id, options, write.into());
+        (
+            member,
+            StalledPipe {
+                _read: read,
+                write: ours,
+            },
+        )
+    }
+
+    fn spawn(
+        app: &str,
+        table: &str,
+        stream: &str,
+        client_id: &str,
+        options: &[&str],
+        stdout: Stdio,
+    ) -> Self {
+        let log = ProcessLog::create(client_id);
+        let child = kinesumer()
             .args([
                 "consume", "--app", app, "--table", table, "--stream", stream,
             ])
             .args(["--client-id", client_id, "--from", "trim-horizon"])
             .args(["--commit-interval-ms", "500"])
             .args(options)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .env("RUST_LOG", member_log_filter())
+            .env("NO_COLOR", "1")
+            .stdout(stdout)
+            .stderr(log.stdio())
             .spawn()
             .expect("start kinesumer consume");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let reader = tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                sink.lock().unwrap().push(Line::parse(&line));
-            }
-        });
         Self {
             client_id: client_id.to_owned(),
             child,
-            lines,
-            reader: Some(reader),
+            lines: Arc::new(Mutex::new(Vec::new())),
+            reader: None,
+            log,
         }
     }
 
@@ -239,6 +283,27 @@ impl Member {
     /// code.
     pub async fn terminate(&mut self) -> Option<i32> {
         terminate(&mut self.child, self.reader.take()).await
+    }
+}
+
+/// A member's stdout that nobody reads: once full, the member's next write blocks.
+pub struct StalledPipe {
+    /// Held open, so writes block rather than fail with a broken pipe.
+    _read: OwnedFd,
+    /// A copy of the member's end, to ask whether a write would block.
+    write: OwnedFd,
+}
+
+impl StalledPipe {
+    /// Whether the pipe is full: a write to it blocks until someone reads.
+    pub fn is_full(&self) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(&self.write, PollFlags::OUT)];
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        poll(&mut fds, Some(&zero)).expect("poll the pipe") == 0
     }
 }
 

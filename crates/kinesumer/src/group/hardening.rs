@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::scenarios::{failover, group, nothing_lost, rule, secs, settled, LONG, S};
 use crate::error::Event;
@@ -292,7 +292,7 @@ async fn d06_a_panicking_handler_is_reported_and_its_shard_does_not_stall() {
     let error = tokio::time::timeout(LONG, errors.next())
         .await
         .expect("an error within a minute")
-        .expect("the errors channel");
+        .expect("the errors stream");
     assert!(
         error.to_string().contains("shardId-000000000000"),
         "the error names the shard: {error}"
@@ -430,6 +430,89 @@ async fn f02_a_rejoined_member_takes_back_its_own_shards_at_once() {
     assert!(
         took < failover(),
         "took its own shards back after {took:?}, not after the failover"
+    );
+    nothing_lost(&mut sim).await;
+}
+
+// A member that keeps fencing reports it once as its own error, with the heartbeats'
+// durations and what to change.
+#[tokio::test(start_paused = true)]
+async fn f03_repeated_fencing_is_reported_with_the_heartbeat_durations() {
+    let sim = group(2, &["a"]).await;
+    let mut errors = sim.member("a").consumer.errors();
+    for _ in 0..3 {
+        fence_once(&sim, "a").await;
+    }
+    let mut repeated = Vec::new();
+    while let Some(Some(e)) = errors.next().now_or_never() {
+        if let crate::Error::RepeatedFencing { fences, max, .. } = &e {
+            repeated.push((*fences, *max, e.to_string()));
+        }
+    }
+    assert_eq!(
+        repeated.len(),
+        1,
+        "reported once, at the third fence: {repeated:?}"
+    );
+    let (fences, max, text) = &repeated[0];
+    assert_eq!(*fences, 3);
+    let timeout = Sim::config("x").build().unwrap().request_timeout();
+    assert!(*max >= timeout, "the hung heartbeats show: {max:?}");
+    assert!(
+        text.contains("raise request_timeout and failover_timeout"),
+        "{text}"
+    );
+}
+
+// While a shard catches up on a backlog its mark is committed by records handed out, not
+// only every commit interval: a crash repeats about a second of work.
+#[tokio::test(start_paused = true)]
+async fn f04_a_backlog_is_committed_by_records_as_well_as_by_time() {
+    let mut sim = Sim::new(1, &[(S, 2)]);
+    let configure = |c: crate::ConfigBuilder| c.commit_interval(secs(600)).commit_records(100);
+    sim.start_with("a", &[S], configure).await;
+    settled(&sim).await;
+    sim.member("a").set_processing(Duration::from_millis(2));
+    sim.put(S, 3000);
+    sim.run_for(Duration::from_millis(2500)).await;
+    let handed = sim.monitor().handouts().len();
+    assert!(handed > 1000, "caught up partly: {handed}");
+    sim.crash("a");
+    sim.start_with("b", &[S], configure).await;
+    sim.wait_for("every record handed out", LONG, |s| s.lost().is_empty())
+        .await;
+    // Per shard: the records of one catch-up commit period (≤ 1 s at 500 records/s
+    // shared by two shards) plus one record in flight.
+    let bound = 2 * (300 + 1);
+    assert!(
+        sim.duplicates() <= bound,
+        "{} delivered again after a crash at {handed} handed out",
+        sim.duplicates()
+    );
+}
+
+// DESIGN "A successor knows the old leader": a crashed leader's shards are read again
+// as soon as any crashed member's would be — the successor does not judge the old
+// leader alive for another failover after it took the lock.
+#[tokio::test(start_paused = true)]
+async fn l01_a_crashed_leaders_shards_move_as_fast_as_any_members() {
+    let mut sim = group(6, &["a", "b", "c"]).await;
+    let leader = sim.leader().expect("a leader");
+    let held = sim.member(&leader).consumer.held_shards();
+    assert!(!held.is_empty());
+    sim.crash(&leader);
+    let crashed = sim.now();
+    sim.wait_for("the old leader's shards read again", LONG, |s| {
+        s.unread().is_empty()
+    })
+    .await;
+    let took = sim.now() - crashed;
+    // A member's crash: the failover, plus a leader tick to see it and a member tick to
+    // take the plan.
+    let bound = failover() + Duration::from_millis(1300);
+    assert!(
+        took <= bound,
+        "took {took:?} (a member's crash takes at most {bound:?})"
     );
     nothing_lost(&mut sim).await;
 }

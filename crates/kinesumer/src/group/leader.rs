@@ -13,11 +13,12 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::assign::{self, AssignInput};
+use super::fence::Fence;
 use super::Ctx;
 use crate::backoff::Backoff;
 use crate::config::InitialPosition;
 use crate::error::Error;
-use crate::reader::{KinesisError, StreamShards};
+use crate::reader::{within, KinesisError, StreamShards};
 use crate::store::{
     LeaseDeletion, LeaseItem, MemberItem, Operation, Owner, PlanItem, PlanStart, PlannedShard,
     ShardCache, ShardInfo, ShardRef, StoreError,
@@ -74,6 +75,8 @@ pub(crate) enum TickError {
     Deposed,
     /// A read failed; nothing was planned this tick.
     Store(StoreError),
+    /// The member's fence tripped before a write: the heartbeat task reports it.
+    Fenced,
 }
 
 impl From<StoreError> for TickError {
@@ -117,6 +120,7 @@ impl Leader {
     pub(crate) async fn tick(
         &mut self,
         ctx: &Ctx,
+        fence: &Fence,
     ) -> Result<&BTreeMap<String, PlanItem>, TickError> {
         let started = std::time::Instant::now();
         // Liveness is judged at the instant the members were read, never later: the
@@ -131,8 +135,9 @@ impl Leader {
 
         let streams: BTreeSet<String> = self
             .members
-            .values()
-            .filter(|m| self.alive(m, now, failover))
+            .iter()
+            .filter(|(id, m)| self.alive(id, m, now, failover))
+            .map(|(_, m)| m)
             .flat_map(|m| m.streams.iter().cloned())
             .collect();
         let mut leases = BTreeMap::new();
@@ -153,14 +158,14 @@ impl Leader {
         // every shard of it: no plan is written until it is known.
         if self.refresh_listings(ctx, &streams, &mut leases, now).await {
             let plans = self.plan(now, failover, ctx.cfg.initial_position, &leases);
-            self.write_plans(ctx, plans).await?;
+            self.write_plans(ctx, fence, plans).await?;
         } else {
             debug!("a stream's shards are unknown; no plan is written this tick");
         }
         for client_id in left {
-            self.delete_plan(ctx, &client_id).await?;
+            self.delete_plan(ctx, fence, &client_id).await?;
         }
-        self.prune(ctx, now).await?;
+        self.prune(ctx, fence, now).await?;
         crate::metrics::leader_tick(&ctx.cfg.app, started.elapsed());
         Ok(&self.written)
     }
@@ -208,8 +213,16 @@ impl Leader {
         left
     }
 
-    fn alive(&self, m: &Seen, now: Duration, failover: Duration) -> bool {
-        m.incarnation.is_some() && now.saturating_sub(m.changed_at) < failover
+    /// Whether member `client_id` is alive: its counter moved within the failover. The
+    /// incarnation that held the lock before this term is not, whatever was seen of it:
+    /// its lock went unrenewed for the failover, so it has fenced itself (DESIGN "a
+    /// successor knows the old leader") — judging it afresh would leave the shards
+    /// planned to it unread for another failover.
+    fn alive(&self, client_id: &str, m: &Seen, now: Duration, failover: Duration) -> bool {
+        let deposed = self.deposed.as_ref().is_some_and(|d| {
+            d.client_id == client_id && m.incarnation.as_deref() == Some(d.token.as_str())
+        });
+        !deposed && m.incarnation.is_some() && now.saturating_sub(m.changed_at) < failover
     }
 
     /// DESIGN §3 step 8, "gone".
@@ -232,7 +245,7 @@ impl Leader {
                 Judged::Pending
             };
         }
-        if !self.alive(m, now, failover) {
+        if !self.alive(&owner.client_id, m, now, failover) {
             return Judged::Gone;
         }
         if !m.streams.contains(stream) {
@@ -410,7 +423,7 @@ impl Leader {
         let alive: BTreeMap<String, BTreeSet<String>> = self
             .members
             .iter()
-            .filter(|(_, m)| self.alive(m, now, failover))
+            .filter(|(id, m)| self.alive(id, m, now, failover))
             .map(|(id, m)| (id.clone(), m.streams.clone()))
             .collect();
         let mut input = AssignInput {
@@ -567,9 +580,11 @@ impl Leader {
     async fn write_plans(
         &mut self,
         ctx: &Ctx,
+        fence: &Fence,
         plans: BTreeMap<String, PlanItem>,
     ) -> Result<(), TickError> {
         for (client_id, mut plan) in plans {
+            may_write(fence)?;
             plan.version = self.next_version();
             match ctx
                 .timed(Operation::WritePlan, ctx.store.write_plan(&plan))
@@ -597,7 +612,13 @@ impl Leader {
         self.version
     }
 
-    async fn delete_plan(&mut self, ctx: &Ctx, client_id: &str) -> Result<(), TickError> {
+    async fn delete_plan(
+        &mut self,
+        ctx: &Ctx,
+        fence: &Fence,
+        client_id: &str,
+    ) -> Result<(), TickError> {
+        may_write(fence)?;
         self.written.remove(client_id);
         match ctx
             .timed(
@@ -618,22 +639,23 @@ impl Leader {
 
     /// Deletes members judged dead for `prune_age`, conditional on the heartbeat seen —
     /// never by comparing `last_update` with this machine's wall clock (scenario 10).
-    async fn prune(&mut self, ctx: &Ctx, now: Duration) -> Result<(), TickError> {
-        let dead: Vec<(String, u64)> = self
+    async fn prune(&mut self, ctx: &Ctx, fence: &Fence, now: Duration) -> Result<(), TickError> {
+        let dead: Vec<(String, u64, Option<String>)> = self
             .members
             .iter()
             .filter(|(_, m)| now.saturating_sub(m.changed_at) >= ctx.cfg.prune_age)
-            .map(|(id, m)| (id.clone(), m.heartbeat))
+            .map(|(id, m)| (id.clone(), m.heartbeat, m.incarnation.clone()))
             .collect();
-        for (client_id, heartbeat) in dead {
-            match ctx
-                .timed(Operation::Prune, ctx.store.prune(&client_id, heartbeat))
-                .await
-            {
+        for (client_id, heartbeat, incarnation) in dead {
+            may_write(fence)?;
+            let prune = ctx
+                .store
+                .prune(&client_id, heartbeat, incarnation.as_deref());
+            match ctx.timed(Operation::Prune, prune).await {
                 Ok(()) => {
                     info!(member = %client_id, "pruned a dead member");
                     self.members.remove(&client_id);
-                    self.delete_plan(ctx, &client_id).await?;
+                    self.delete_plan(ctx, fence, &client_id).await?;
                 }
                 Err(e) => debug!(member = %client_id, error = %e, "prune refused or failed"),
             }
@@ -642,17 +664,35 @@ impl Leader {
     }
 }
 
+/// A member paused (or suspended) past its fence deadline writes no plan and prunes no
+/// member when it wakes (scenario 5): the fence is checked right before each such write.
+fn may_write(fence: &Fence) -> Result<(), TickError> {
+    if fence.check() {
+        Ok(())
+    } else {
+        Err(TickError::Fenced)
+    }
+}
+
 /// The stream's creation time and its shards, asked in that order: a re-creation between
 /// the two calls shows as a new time on the next listing, never as new shards under the
 /// old time.
+///
+/// Each call is bounded: a listing that hangs would stop the leader planning for good.
 async fn list(
     ctx: &Ctx,
     stream: &str,
 ) -> Result<(StreamShards, Option<DateTime<Utc>>), KinesisError> {
-    let created = ctx.kinesis.stream_created(stream).await?;
-    let listed = ctx.kinesis.list_shards(stream).await?;
+    let created = ctx.kinesis.stream_created(stream);
+    let created = within(LIST_TIMEOUT, "DescribeStreamSummary", stream, created).await?;
+    let listed = ctx.kinesis.list_shards(stream);
+    let listed = within(LIST_TIMEOUT, "ListShards", stream, listed).await?;
     Ok((listed, created))
 }
+
+/// The longest one listing call may take: ListShards pages through up to 10,000 shards
+/// 1,000 at a time, each page well under a second.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The stream's shard cache as stored: its shards for a leader whose listing failed, and
 /// its creation time for a leader that has not listed the stream in this term. `None`

@@ -39,6 +39,11 @@ pub(crate) struct Status {
     pub(crate) running: bool,
 }
 
+/// Fences within [`REPEATED_FENCE_WINDOW`] (or ten failover timeouts, if longer) that make
+/// a [`Error::RepeatedFencing`].
+const REPEATED_FENCES: usize = 3;
+const REPEATED_FENCE_WINDOW: Duration = Duration::from_secs(60);
+
 fn new_token() -> String {
     format!("{:016x}", crate::random::u64())
 }
@@ -120,6 +125,8 @@ pub(crate) struct Coordinator {
     /// The shards of the plan last followed; `None` before the first, and after fencing.
     planned: Option<BTreeSet<ShardRef>>,
     rebalance: RebalanceTimer,
+    /// When (fencing clock) this member fenced itself recently.
+    fences: VecDeque<Duration>,
     /// Closed or superseded: the coordinator ends.
     stopped: bool,
     /// What the coordinator ends with: the close's result, or why it stopped for good.
@@ -191,6 +198,7 @@ impl Coordinator {
             pending,
             planned: None,
             rebalance: RebalanceTimer::default(),
+            fences: VecDeque::new(),
             stopped: false,
             outcome: Ok(()),
         };
@@ -310,13 +318,15 @@ impl Coordinator {
         };
         let plan = match self.leader.as_mut() {
             None => plan,
-            Some(leader) => match leader.tick(&self.ctx).await {
+            Some(leader) => match leader.tick(&self.ctx, &self.fence).await {
                 Ok(plans) => plans.get(&self.me.client_id).cloned(),
                 Err(TickError::Deposed) => {
                     self.fence_and_rejoin("a newer leader term refused this leader's plan")
                         .await;
                     return;
                 }
+                // The heartbeat task reports the fence and the member rejoins.
+                Err(TickError::Fenced) => return,
                 Err(TickError::Store(e)) => {
                     debug!(error = %e, "leader read failed; following the stored plan");
                     plan
@@ -351,6 +361,9 @@ impl Coordinator {
         }
         let since = self.watch.as_ref().map_or(now, |(_, s)| *s);
         if seen.owner.is_some() && now.saturating_sub(since) < self.ctx.cfg.failover_timeout {
+            return true;
+        }
+        if !self.fence.check() {
             return true;
         }
         self.take_sent = Some((now, seen.owner.clone()));
@@ -611,6 +624,7 @@ impl Coordinator {
         self.ctx.signals.event(Event::Fenced {
             reason: reason.to_owned(),
         });
+        self.count_fence();
         let old_token = self.me.token.clone();
         let token = new_token();
         let streams = self.beat.advertised();
@@ -669,6 +683,28 @@ impl Coordinator {
         info!(incarnation = %self.me.token, "rejoined as a new incarnation");
         self.ctx.signals.event(Event::Joined {
             client_id: self.me.client_id.clone(),
+        });
+    }
+
+    /// Notes a fence; the third within the window is reported as its own error, with the
+    /// heartbeats' durations and what to change, so a member that keeps fencing (a state
+    /// store too slow for its timeouts) does not just cycle quietly.
+    fn count_fence(&mut self) {
+        let now = self.ctx.clock.fencing_now();
+        let window = REPEATED_FENCE_WINDOW.max(self.ctx.cfg.failover_timeout * 10);
+        self.fences.retain(|at| now.saturating_sub(*at) < window);
+        self.fences.push_back(now);
+        if self.fences.len() < REPEATED_FENCES {
+            return;
+        }
+        let (median, max) = self.beat.latency();
+        crate::metrics::repeated_fencing(&self.ctx.cfg.app);
+        self.ctx.signals.error(Error::RepeatedFencing {
+            fences: self.fences.len(),
+            window,
+            median,
+            max,
+            request_timeout: self.ctx.cfg.request_timeout,
         });
     }
 

@@ -39,6 +39,10 @@ const PLAN_SHOWS_NEWER: &str = "the leader's plan shows a newer lease of this sh
 
 /// How often a taker re-reads a lease still held by a live owner (DESIGN §3: 100–200 ms).
 const HANDOFF_POLL: Duration = Duration::from_millis(150);
+/// The most often a shard commits by records handed out ([`Config::commit_records`]).
+///
+/// [`Config::commit_records`]: crate::Config::commit_records
+const CATCH_UP_COMMIT: Duration = Duration::from_secs(1);
 /// How long a shard whose reader failed for good is left before it is taken again.
 pub(crate) const FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
 
@@ -189,6 +193,8 @@ struct Held {
     from: ReadFrom,
     /// A write timed out: re-read the lease before the next one.
     reread: bool,
+    /// Records handed out when the last commit read the mark.
+    handed_at_commit: u64,
 }
 
 /// What to do with a lease, given what was read and what the plan says.
@@ -335,6 +341,11 @@ impl ShardTask {
                 }
                 Decision::Finished => return Err(Outcome::Finished),
                 Decision::Take(seen) => {
+                    // The lease read may have waited out a pause: a fenced member takes
+                    // nothing (scenario 5).
+                    if !self.fence.check() {
+                        return Err(Outcome::Stopped);
+                    }
                     let start = planned
                         .start
                         .pin(self.ctx.clock.wall(), self.ctx.cfg.latest_skew_margin);
@@ -418,6 +429,7 @@ impl ShardTask {
             committed: item.checkpoint.clone(),
             from: read_from(item, &fallback),
             reread: false,
+            handed_at_commit: 0,
         }
     }
 
@@ -596,6 +608,10 @@ impl ShardTask {
         let mut commit_tick = tokio::time::interval(self.ctx.cfg.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         commit_tick.tick().await;
+        let mut catch_up_tick = tokio::time::interval(CATCH_UP_COMMIT);
+        catch_up_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        catch_up_tick.tick().await;
+        let commit_records = self.ctx.cfg.commit_records;
         // Set when the reader reached the end of a closed shard (or the shard vanished):
         // the position that must be processed before the shard is finished.
         let mut ending: Option<Option<Position>> = None;
@@ -685,6 +701,16 @@ impl ShardTask {
                         return HoldEnd::Lost(COMMIT_REFUSED);
                     }
                 }
+                // Catching up on a backlog: commit by records handed out too, so a crash
+                // or a fence repeats about a second of work.
+                _ = catch_up_tick.tick(), if commit_records > 0 => {
+                    let behind = track.handed_count().saturating_sub(held.handed_at_commit);
+                    if behind >= commit_records {
+                        if let Err(CommitEnd::Lost) = self.commit(held, track, false, true).await {
+                            return HoldEnd::Lost(COMMIT_REFUSED);
+                        }
+                    }
+                }
             }
         }
     }
@@ -705,6 +731,7 @@ impl ShardTask {
         if held.reread {
             self.reread_after_timeout(held).await?;
         }
+        let handed = track.handed_count();
         let mark = track.marked();
         let moved = mark.is_some() && mark > held.committed;
         if !moved && !shard_end {
@@ -731,6 +758,7 @@ impl ShardTask {
                 if moved {
                     held.committed = mark;
                 }
+                held.handed_at_commit = handed;
                 track.metrics.commits.increment(1);
                 Ok(())
             }
@@ -807,7 +835,6 @@ impl ShardTask {
     async fn release(&self, counter: u64) -> bool {
         let mut backoff =
             crate::backoff::Backoff::new(Duration::from_millis(50), self.ctx.cfg.sync_interval);
-        let mut attempted = false;
         loop {
             let request = self.ctx.store.release_lease(
                 &self.key.stream,
@@ -817,20 +844,14 @@ impl ShardTask {
             );
             match self.ctx.timed(Operation::ReleaseLease, request).await {
                 Ok(()) => return true,
-                Err(StoreError::ConditionFailed { .. }) if !attempted => return false,
+                // A refusal too is read before it is believed: the SDK retries a request
+                // whose answer was lost, and the retry of a release that landed is refused.
                 Err(e) => debug!(error = %e, "release failed; checking the lease"),
             }
-            attempted = true;
-            match self.read_lease().await {
-                Ok(Some(item))
-                    if item.owner.as_ref() == Some(&self.me)
-                        && item.lease_counter == Some(counter) => {}
-                // Our own release landed with its response lost: free, counter moved on.
-                Ok(Some(item)) => {
-                    return item.owner.is_none() && item.lease_counter == Some(counter + 1)
+            if let Ok(item) = self.read_lease().await {
+                if let Some(released) = after_failed_release(item.as_ref(), &self.me, counter) {
+                    return released;
                 }
-                Ok(None) => return false,
-                Err(_) => {}
             }
             if self.cancel.is_cancelled() {
                 return false;
@@ -852,6 +873,19 @@ impl ShardTask {
             _ => Outcome::Released,
         }
     }
+}
+
+/// What a lease read after a failed release says: `Some(true)` when the release landed
+/// (free, its counter moved on by one), `Some(false)` when the lease is not this owner's,
+/// `None` when it is still held as before (release again).
+fn after_failed_release(item: Option<&LeaseItem>, me: &Owner, counter: u64) -> Option<bool> {
+    let Some(item) = item else {
+        return Some(false);
+    };
+    if item.owner.as_ref() == Some(me) && item.lease_counter == Some(counter) {
+        return None;
+    }
+    Some(item.owner.is_none() && item.lease_counter == Some(counter + 1))
 }
 
 /// Why a commit did not write.
@@ -965,6 +999,22 @@ mod tests {
             owner_gone: gone,
             start: crate::store::PlanStart::TrimHorizon,
         }
+    }
+
+    #[test]
+    fn a_refused_release_is_judged_by_the_lease_read_after_it() {
+        let me = owner("a", "1");
+        // The SDK's retry of a release that landed is refused: the read shows it landed.
+        let landed = lease(None, Some(4), false);
+        assert_eq!(after_failed_release(Some(&landed), &me, 3), Some(true));
+        assert_eq!(
+            after_failed_release(Some(&lease(Some(me.clone()), Some(3), false)), &me, 3),
+            None,
+            "still held: release again"
+        );
+        let taken = lease(Some(owner("b", "2")), Some(4), false);
+        assert_eq!(after_failed_release(Some(&taken), &me, 3), Some(false));
+        assert_eq!(after_failed_release(None, &me, 3), Some(false));
     }
 
     #[test]

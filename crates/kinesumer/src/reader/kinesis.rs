@@ -78,7 +78,13 @@ impl KinesisApi for SdkKinesis {
             // alone: ListShards refuses a request with both. No ShardFilter: the group
             // needs closed parents too, to order children after them.
             let request = match next_token.take() {
-                None => self.client.list_shards().stream_name(stream),
+                None => {
+                    let (name, arn) = name_or_arn(stream);
+                    self.client
+                        .list_shards()
+                        .set_stream_name(name)
+                        .set_stream_arn(arn)
+                }
                 Some(token) => self.client.list_shards().next_token(token),
             };
             let page = request
@@ -104,10 +110,12 @@ impl KinesisApi for SdkKinesis {
         shard_id: &str,
         start: &IteratorStart,
     ) -> Result<String, KinesisError> {
+        let (name, arn) = name_or_arn(stream);
         let request = self
             .client
             .get_shard_iterator()
-            .stream_name(stream)
+            .set_stream_name(name)
+            .set_stream_arn(arn)
             .shard_id(shard_id);
         let request = match start {
             IteratorStart::After(seq) => request
@@ -147,6 +155,7 @@ impl KinesisApi for SdkKinesis {
         let out = self
             .client
             .get_records()
+            .set_stream_arn(name_or_arn(stream).1)
             .shard_iterator(iterator)
             .limit(limit)
             .customize()
@@ -302,10 +311,12 @@ impl KinesisApi for SdkKinesis {
 impl SdkKinesis {
     /// DescribeStreamSummary.
     async fn stream_summary(&self, stream: &str) -> Result<StreamDescriptionSummary, KinesisError> {
+        let (name, arn) = name_or_arn(stream);
         let out = self
             .client
             .describe_stream_summary()
-            .stream_name(stream)
+            .set_stream_name(name)
+            .set_stream_arn(arn)
             .send()
             .await
             .map_err(|e| classify(e, "DescribeStreamSummary", stream, None))?;
@@ -319,7 +330,10 @@ impl SdkKinesis {
 
     /// The stream's ARN (RegisterStreamConsumer and DescribeStreamConsumer take it).
     async fn stream_arn(&self, stream: &str) -> Result<String, KinesisError> {
-        Ok(self.stream_summary(stream).await?.stream_arn)
+        match name_or_arn(stream) {
+            (_, Some(arn)) => Ok(arn),
+            (_, None) => Ok(self.stream_summary(stream).await?.stream_arn),
+        }
     }
 
     /// The consumer's ARN and status; `None` when it is not registered (any more).
@@ -428,6 +442,18 @@ fn raw_records(
         });
     }
     Ok((records, bytes))
+}
+
+/// A stream named by its name or by its ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`),
+/// as the API takes either: `(StreamName, StreamARN)`. An ARN reaches a stream of another
+/// account through the stream's resource policy, and keeps two streams of one name in two
+/// accounts apart (their checkpoints are kept under the ARN).
+fn name_or_arn(stream: &str) -> (Option<String>, Option<String>) {
+    if stream.starts_with("arn:") {
+        (None, Some(stream.to_owned()))
+    } else {
+        (Some(stream.to_owned()), None)
+    }
 }
 
 fn shard_info(s: &Shard) -> ShardInfo {

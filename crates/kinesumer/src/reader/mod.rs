@@ -261,6 +261,24 @@ pub trait KinesisApi: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static
     }
 }
 
+/// Runs one Kinesis call within `limit`: one that does not answer in time (a connection
+/// that hangs; the SDK sets no read timeout of its own) fails as a transient error
+/// naming the call, and is retried like any other.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    operation: &'static str,
+    stream: &str,
+    call: impl std::future::Future<Output = Result<T, KinesisError>>,
+) -> Result<T, KinesisError> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(KinesisError::Other {
+            operation,
+            stream: stream.to_owned(),
+            message: format!("timed out after {limit:?}"),
+        })
+    })
+}
+
 fn no_fan_out(operation: &'static str, stream: &str) -> KinesisError {
     KinesisError::Other {
         operation,

@@ -691,6 +691,7 @@ impl StateStore for FaultyStore {
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError> {
         let (s, id, p, sta) = (
@@ -701,7 +702,7 @@ impl StateStore for FaultyStore {
         );
         self.call(
             lease_req(Operation::SetCheckpoint, stream, shard_id),
-            apply!(|st| st.set_checkpoint(&s, &id, p.as_ref(), sta.as_ref(), force)),
+            apply!(|st| st.set_checkpoint(&s, &id, p.as_ref(), sta.as_ref(), finished, force)),
         )
         .await
     }
@@ -729,10 +730,18 @@ impl StateStore for FaultyStore {
         .await
     }
 
-    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError> {
-        let c = client_id.to_owned();
-        self.call(req(Operation::Prune), apply!(|st| st.prune(&c, heartbeat)))
-            .await
+    async fn prune(
+        &self,
+        client_id: &str,
+        heartbeat: u64,
+        incarnation: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (c, i) = (client_id.to_owned(), incarnation.map(str::to_owned));
+        self.call(
+            req(Operation::Prune),
+            apply!(|st| st.prune(&c, heartbeat, i.as_deref())),
+        )
+        .await
     }
 
     async fn shard_cache(&self, stream: &str) -> Result<Option<ShardCache>, StoreError> {

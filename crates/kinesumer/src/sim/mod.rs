@@ -349,8 +349,18 @@ impl Sim {
             .map(|(n, _)| n.clone())
     }
 
-    /// Shards of the simulation's streams that no running, unpaused member holds.
+    /// Shards of the simulation's streams that no running, unpaused member holds, leaving
+    /// out closed shards already finished (their lease written `shard_end`).
     pub fn unread(&self) -> Vec<ShardRef> {
+        let store = self.store();
+        let finished = |stream: &str, shard_id: &str| {
+            store
+                .lease(stream, shard_id)
+                .now_or_never()
+                .and_then(Result::ok)
+                .flatten()
+                .is_some_and(|l| l.shard_end)
+        };
         let held: BTreeSet<ShardRef> = self
             .members
             .values()
@@ -367,8 +377,36 @@ impl Sim {
                     shard_id: s.shard_id,
                 })
             })
-            .filter(|s| !held.contains(s))
+            .filter(|s| !held.contains(s) && !finished(&s.stream, &s.shard_id))
             .collect()
+    }
+
+    /// What the group looks like now: each member's state and shards, the shards no one
+    /// reads, the records not handed out — for a failure message.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (name, m) in &self.members {
+            let held: Vec<String> = m
+                .consumer
+                .held_shards()
+                .into_iter()
+                .map(|s| format!("{}/{}", s.stream, s.shard_id))
+                .collect();
+            out.push_str(&format!(
+                "member {name}: running {}, paused {}, leader {}, holds {held:?}\n",
+                m.consumer.is_running(),
+                m.is_paused(),
+                m.consumer.is_leader()
+            ));
+        }
+        out.push_str(&format!("unread: {:?}\n", self.unread()));
+        out.push_str(&format!("records not handed out: {}", self.lost().len()));
+        out
+    }
+
+    /// The streams of the simulation.
+    pub fn streams(&self) -> &[String] {
+        &self.streams
     }
 
     /// Lets time pass for `d`, checking the invariants every 50 ms.
@@ -393,7 +431,8 @@ impl Sim {
         while !done(self) {
             assert!(
                 tokio::time::Instant::now() < end,
-                "not reached within {limit:?}: {what}"
+                "not reached within {limit:?}: {what}\n{}",
+                self.describe()
             );
             self.step().await;
         }

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod codec;
 mod error;
 mod expr;
@@ -47,6 +48,7 @@ use super::{
 };
 use crate::seq::Position;
 
+pub use self::admin::AppItems;
 pub use self::table::{create_table, TableBilling, LSI_NAME};
 
 /// How often a batch read retries keys DynamoDB returned unprocessed before giving up.
@@ -847,6 +849,7 @@ impl StateStore for DynamoStore {
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError> {
         let mut e = Expr::default();
@@ -859,7 +862,10 @@ impl StateStore for DynamoStore {
             position.and_then(|p| p.sub_sequence).map(n),
         )
         .set_or_remove(attr::START, start.map(start_value))
-        .remove(attr::SHARD_END)
+        .set_or_remove(
+            attr::SHARD_END,
+            finished.then_some(AttributeValue::Bool(true)),
+        )
         .remove(attr::MILLIS_BEHIND)
         .set(attr::LAST_UPDATE, now());
         if !force {
@@ -932,13 +938,24 @@ impl StateStore for DynamoStore {
         Ok(())
     }
 
-    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError> {
+    async fn prune(
+        &self,
+        client_id: &str,
+        heartbeat: u64,
+        incarnation: Option<&str>,
+    ) -> Result<(), StoreError> {
         let mut e = Expr::default();
-        let mut c = e.eq(attr::HEARTBEAT, n(heartbeat));
+        let mut beat = e.eq(attr::HEARTBEAT, n(heartbeat));
         if heartbeat == 0 {
             // A Go-client member item has no counter: it reads as 0.
-            c = format!("{c} OR {}", e.missing(attr::HEARTBEAT));
+            beat = format!("({beat} OR {})", e.missing(attr::HEARTBEAT));
         }
+        let token = match incarnation {
+            Some(t) => e.eq(attr::INCARNATION, s(t)),
+            // A Go-client member item has no incarnation.
+            None => e.missing(attr::INCARNATION),
+        };
+        let c = format!("{beat} AND {token}");
         self.delete_member(Operation::Prune, client_id, e, c).await
     }
 

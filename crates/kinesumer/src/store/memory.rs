@@ -349,6 +349,7 @@ impl StateStore for MemoryStore {
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError> {
         self.with(Operation::SetCheckpoint, |d| {
@@ -360,7 +361,7 @@ impl StateStore for MemoryStore {
                 .or_insert_with(|| empty_lease(stream, shard_id));
             l.checkpoint = position.cloned();
             l.start = start.cloned();
-            l.shard_end = false;
+            l.shard_end = finished;
             l.millis_behind = None;
             l.last_update = Some(Utc::now());
             Ok(())
@@ -396,10 +397,18 @@ impl StateStore for MemoryStore {
         })
     }
 
-    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError> {
+    async fn prune(
+        &self,
+        client_id: &str,
+        heartbeat: u64,
+        incarnation: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.with(Operation::Prune, |d| {
             if let Some(m) = d.members.get(client_id) {
-                check(m.heartbeat == heartbeat, || member_name(client_id))?;
+                check(
+                    m.heartbeat == heartbeat && m.incarnation.as_deref() == incarnation,
+                    || member_name(client_id),
+                )?;
                 d.members.remove(client_id);
             }
             Ok(())

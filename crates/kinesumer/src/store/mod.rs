@@ -29,7 +29,7 @@ use thiserror::Error;
 
 use crate::seq::Position;
 
-pub use dynamo::{create_table, DynamoStore, TableBilling, LSI_NAME};
+pub use dynamo::{create_table, AppItems, DynamoStore, TableBilling, LSI_NAME};
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use memory::MemoryStore;
@@ -311,11 +311,15 @@ pub enum Operation {
     PutShardCache,
     DescribeTable,
     CreateTable,
+    /// The operator's listing of a table's apps (`kinesumer groups`).
+    ScanApps,
+    /// The operator's removal of a retired app's items (`kinesumer group delete`).
+    DeleteApp,
 }
 
 impl Operation {
     /// Every operation, in a fixed order.
-    pub const ALL: [Operation; 23] = [
+    pub const ALL: [Operation; 25] = [
         Operation::Register,
         Operation::Heartbeat,
         Operation::Leave,
@@ -339,7 +343,25 @@ impl Operation {
         Operation::PutShardCache,
         Operation::DescribeTable,
         Operation::CreateTable,
+        Operation::ScanApps,
+        Operation::DeleteApp,
     ];
+
+    /// Whether the request writes the table (reads and table management do not).
+    pub fn is_write(self) -> bool {
+        !matches!(
+            self,
+            Operation::ReadLockAndPlan
+                | Operation::ReadLock
+                | Operation::Members
+                | Operation::Leases
+                | Operation::Lease
+                | Operation::ShardCache
+                | Operation::DescribeTable
+                | Operation::CreateTable
+                | Operation::ScanApps
+        )
+    }
 
     /// A short snake-case name, used as the `op` metric label.
     pub fn name(self) -> &'static str {
@@ -367,6 +389,8 @@ impl Operation {
             Operation::PutShardCache => "put_shard_cache",
             Operation::DescribeTable => "describe_table",
             Operation::CreateTable => "create_table",
+            Operation::ScanApps => "scan_apps",
+            Operation::DeleteApp => "delete_app",
         }
     }
 }
@@ -611,16 +635,18 @@ pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static
         which: LeaseDeletion,
     ) -> Result<(), StoreError>;
 
-    /// An operator's move of a checkpoint (`kinesumer reset`): sets or removes the
-    /// position and the stored start, clears `shard_end` and removes `millis_behind`
-    /// (the lag of the old position says nothing of the new one); conditional on the
-    /// lease having no owner unless `force`.
+    /// An operator's move of a checkpoint (`kinesumer reset`, `kinesumer migrate`): sets
+    /// or removes the position and the stored start, sets `shard_end` to `finished` (a
+    /// shard read to its end elsewhere, as a KCL `SHARD_END`) and removes
+    /// `millis_behind` (the lag of the old position says nothing of the new one);
+    /// conditional on the lease having no owner unless `force`.
     async fn set_checkpoint(
         &self,
         stream: &str,
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError>;
 
@@ -635,9 +661,16 @@ pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static
     async fn delete_plan(&self, client_id: &str, term: u64, version: u64)
         -> Result<(), StoreError>;
 
-    /// Deletes a member item conditional on the `heartbeat` the leader saw (a Go-client
-    /// item, with no counter, counts as 0). An item already gone is not an error.
-    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError>;
+    /// Deletes a member item conditional on the `heartbeat` and `incarnation` the leader
+    /// saw (a Go-client item, with no counter and no incarnation, counts as 0 and `None`),
+    /// so a process that registered meanwhile under the same client id — at heartbeat 0
+    /// again — is never pruned. An item already gone is not an error.
+    async fn prune(
+        &self,
+        client_id: &str,
+        heartbeat: u64,
+        incarnation: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// Reads the shard cache of a stream.
     async fn shard_cache(&self, stream: &str) -> Result<Option<ShardCache>, StoreError>;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub mod logs;
 pub mod tls;
 mod wait;
 pub use wait::*;

@@ -1,10 +1,12 @@
-//! Member processes (`kinesumer-member`) owned by a guard that kills them on drop.
+//! Member processes (`kinesumer-member`) owned by a guard that kills them on drop; their
+//! stderr (group events and logs) is kept and printed if the test fails.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::logs::{member_log_filter, ProcessLog};
 use super::{dynamodb_endpoint, kinesis_endpoint};
 
 /// One record line a member wrote.
@@ -22,11 +24,13 @@ pub struct MemberProcess {
     child: Child,
     pub lines: Arc<Mutex<Vec<Line>>>,
     reader: Option<tokio::task::JoinHandle<()>>,
+    log: ProcessLog,
 }
 
 impl MemberProcess {
     /// Starts a member of `app` on `table` consuming `stream` from TRIM_HORIZON.
     pub fn start(app: &str, table: &str, stream: &str, client_id: &str, extra: &[&str]) -> Self {
+        let log = ProcessLog::create(client_id);
         let mut child = Command::new(env!("CARGO_BIN_EXE_kinesumer-member"))
             .args(["--app", app, "--table", table, "--stream", stream])
             .args(["--client-id", client_id, "--from", "trim-horizon"])
@@ -36,8 +40,10 @@ impl MemberProcess {
             .env("AWS_ACCESS_KEY_ID", "local")
             .env("AWS_SECRET_ACCESS_KEY", "local")
             .env("AWS_REGION", "us-east-1")
+            .env("RUST_LOG", member_log_filter())
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log.stdio())
             .kill_on_drop(true)
             .spawn()
             .expect("start kinesumer-member");
@@ -62,6 +68,7 @@ impl MemberProcess {
             child,
             lines,
             reader: Some(reader),
+            log,
         }
     }
 
@@ -73,6 +80,11 @@ impl MemberProcess {
     /// Sends SIGTERM and waits for a graceful exit; returns its exit code.
     pub async fn terminate(&mut self) -> Option<i32> {
         super::terminate(&mut self.child, self.reader.take()).await
+    }
+
+    /// What this process logged so far: its group events (`event …` lines) and logs.
+    pub fn log(&self) -> String {
+        self.log.text()
     }
 
     /// What this process received so far.
