@@ -1,13 +1,14 @@
-//! Member processes (`kinesumer-member`) owned by a guard that kills them on drop; their
-//! stderr (group events and logs) is kept and printed if the test fails.
+//! Member processes (`kinesumer-member`, this package's binary) owned by a guard that
+//! kills them on drop; their stderr (group events and logs) is kept and printed if the
+//! test fails.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::logs::{member_log_filter, ProcessLog};
-use super::{dynamodb_endpoint, kinesis_endpoint};
+use crate::common::logs::{member_log_filter, ProcessLog};
+use crate::common::{dynamodb_endpoint, kinesis_endpoint};
 
 /// One record line a member wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,7 @@ impl MemberProcess {
 
     /// Sends SIGTERM and waits for a graceful exit; returns its exit code.
     pub async fn terminate(&mut self) -> Option<i32> {
-        super::terminate(&mut self.child, self.reader.take()).await
+        crate::common::terminate(&mut self.child, self.reader.take()).await
     }
 
     /// What this process logged so far: its group events (`event …` lines) and logs.
