@@ -32,6 +32,8 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_config::{Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::timeout::TimeoutConfig;
 
 use crate::config::{Config, ConfigError};
@@ -155,6 +157,47 @@ pub fn ca_bundle_http_client(path: &Path) -> Result<SharedHttpClient, ConfigErro
 /// The region of one service: the [`Config`]'s, else the AWS chain's. Refused when
 /// neither has one, because the SDK would otherwise fail every call with a message that
 /// does not say which setting is missing.
+/// How an SDK failure of a request to `service` reads in an error message. A request
+/// that got no answer says so and why, in the words of the root cause ("cannot reach
+/// DynamoDB: connection refused"): the SDK's own chain buries that under "dispatch
+/// failure: io error: client error (Connect): tcp connect error". Anything else is the
+/// SDK's chain (service code and message), which carries neither credentials nor
+/// payloads.
+pub(crate) fn sdk_failure<E, R>(service: &str, err: &SdkError<E, R>) -> String
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let timed_out = match err {
+        SdkError::TimeoutError(_) => true,
+        SdkError::DispatchFailure(failure) => failure.is_timeout(),
+        _ => return DisplayErrorContext(err).to_string(),
+    };
+    let why = if timed_out {
+        "timed out".to_owned()
+    } else {
+        root_cause(err)
+    };
+    format!("cannot reach {service}: {why}")
+}
+
+/// The innermost cause of `err`; an I/O error by its kind ("connection refused"), as
+/// the OS text adds only "(os error 111)".
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    match cause
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind)
+    {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_owned(),
+        Some(std::io::ErrorKind::TimedOut) => "timed out".to_owned(),
+        _ => cause.to_string(),
+    }
+}
+
 fn region(
     sdk: &SdkConfig,
     configured: Option<&str>,
@@ -269,5 +312,30 @@ mod tests {
             .unwrap();
         let err = sdk_clients_from(&config, &sdk(None)).await.unwrap_err();
         assert_eq!(err.field, "dynamodb_region");
+    }
+
+    #[test]
+    fn a_request_without_an_answer_reads_as_its_root_cause() {
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        use std::io::{Error, ErrorKind};
+
+        let refused = ConnectorError::io(Error::from(ErrorKind::ConnectionRefused).into());
+        let err = SdkError::<Error, ()>::dispatch_failure(refused);
+        assert_eq!(
+            sdk_failure("DynamoDB", &err),
+            "cannot reach DynamoDB: connection refused"
+        );
+        let dns = ConnectorError::io(Error::other("failed to lookup address information").into());
+        let err = SdkError::<Error, ()>::dispatch_failure(dns);
+        assert_eq!(
+            sdk_failure("Kinesis", &err),
+            "cannot reach Kinesis: failed to lookup address information"
+        );
+        let slow = ConnectorError::timeout(Error::from(ErrorKind::TimedOut).into());
+        let err = SdkError::<Error, ()>::dispatch_failure(slow);
+        assert_eq!(
+            sdk_failure("Kinesis", &err),
+            "cannot reach Kinesis: timed out"
+        );
     }
 }

@@ -14,7 +14,6 @@ use aws_sdk_kinesis::types::{
     ConsumerStatus, Record, Shard, ShardIteratorType, StartingPosition, StreamDescriptionSummary,
     SubscribeToShardEventStream,
 };
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::event_stream::RawMessage;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
@@ -23,6 +22,7 @@ use super::{
     FanOutEvent, IteratorStart, KinesisApi, KinesisError, RawRecord, RecordsPage, StreamShards,
     Subscription,
 };
+use crate::aws::sdk_failure;
 use crate::backoff::Backoff;
 use crate::seq::SequenceNumber;
 use crate::store::ShardInfo;
@@ -488,9 +488,9 @@ fn chrono_time(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
 /// for every operation), so that every call site agrees on what is retried.
 ///
 /// ResourceNotFound means the stream for ListShards, and the shard for the per-shard
-/// calls (a shard past retention). Messages are the SDK's error chain
-/// ([`DisplayErrorContext`]): they hold the service's message and the request's failure,
-/// never the credentials or the records.
+/// calls (a shard past retention). Messages are [`sdk_failure`]'s: why the request got
+/// no answer, or the SDK's error chain with the service's message; never the
+/// credentials or the records.
 fn classify<E, R>(
     err: SdkError<E, R>,
     operation: &'static str,
@@ -552,7 +552,7 @@ where
         "ResourceInUseException" => KinesisError::ResourceInUse {
             operation,
             stream,
-            message: DisplayErrorContext(&err).to_string(),
+            message: sdk_failure("Kinesis", &err),
         },
         "AccessDeniedException"
         | "UnrecognizedClientException"
@@ -560,12 +560,12 @@ where
         | "InvalidSignatureException" => KinesisError::AccessDenied {
             operation,
             stream,
-            message: DisplayErrorContext(&err).to_string(),
+            message: sdk_failure("Kinesis", &err),
         },
         _ => KinesisError::Other {
             operation,
             stream,
-            message: DisplayErrorContext(&err).to_string(),
+            message: sdk_failure("Kinesis", &err),
         },
     }
 }

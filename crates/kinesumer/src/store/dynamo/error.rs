@@ -2,14 +2,14 @@
 //! error means for the protocol.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_smithy_types::error::display::DisplayErrorContext;
 
+use crate::aws::sdk_failure;
 use crate::store::{Operation, StoreError};
 
 /// Maps an SDK error. `item` names the item for [`StoreError::ConditionFailed`].
 ///
-/// The message is the SDK's error chain (service code and message, or the dispatch or
-/// timeout failure): it carries neither credentials nor request payloads.
+/// The message is [`sdk_failure`]'s: why the request got no answer, or the SDK's error
+/// chain; it carries neither credentials nor request payloads.
 pub(super) fn classify<E, R>(
     err: &SdkError<E, R>,
     op: Operation,
@@ -18,7 +18,7 @@ pub(super) fn classify<E, R>(
 ) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     match err.code() {
         Some("ConditionalCheckFailedException") => StoreError::ConditionFailed {
@@ -34,7 +34,7 @@ where
         ) => StoreError::Throttled { op },
         _ => StoreError::Unavailable {
             op,
-            message: DisplayErrorContext(err).to_string(),
+            message: sdk_failure("DynamoDB", err),
         },
     }
 }
