@@ -527,6 +527,14 @@ impl StoreError {
 /// an implementation that gets one wrong loses records without an error, and the
 /// trait changes with the protocol. To reach DynamoDB differently, pass your own
 /// client ([`Kinesumer::from_clients`](crate::Kinesumer::from_clients)).
+///
+/// # Cancel safety
+///
+/// Every method is one request (a body split over several items is written in one
+/// TransactWriteItems) or, for reads, a sequence of reads. Dropping a future part-way
+/// leaves a write landed or not, as a [`StoreError::Unavailable`] does: the protocol
+/// never assumes either, because each write's condition makes a retry or a later
+/// write safe. Dropping a read loses nothing.
 #[async_trait]
 pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// The application this handle serves.

@@ -68,6 +68,12 @@ fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
 ///
 /// [`StoreError::Unavailable`] when a request fails or the table is not ACTIVE within
 /// five minutes; [`StoreError::TableSchema`] when an existing table has another key.
+///
+/// # Cancel safety
+///
+/// Cancel safe in effect: dropped after CreateTable was sent, the table is still
+/// created (DynamoDB finishes it on its own), only the wait for ACTIVE and the schema
+/// check are lost. Calling it again waits for the same table and checks it.
 pub async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
