@@ -12,25 +12,25 @@ use crate::common::{dynamodb_endpoint, kinesis_endpoint};
 
 /// One record line a member wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
-    pub member: String,
-    pub shard_id: String,
-    pub sequence_number: String,
-    pub data: String,
+pub(crate) struct Line {
+    pub(crate) member: String,
+    pub(crate) shard_id: String,
+    pub(crate) sequence_number: String,
+    pub(crate) data: String,
 }
 
 /// A running `kinesumer-member` process; killed (SIGKILL) when dropped.
-pub struct MemberProcess {
-    pub client_id: String,
+pub(crate) struct MemberProcess {
+    pub(crate) client_id: String,
     child: Child,
-    pub lines: Arc<Mutex<Vec<Line>>>,
+    pub(crate) lines: Arc<Mutex<Vec<Line>>>,
     reader: Option<tokio::task::JoinHandle<()>>,
     log: ProcessLog,
 }
 
 impl MemberProcess {
     /// Starts a member of `app` on `table` consuming `stream` from TRIM_HORIZON.
-    pub fn start(app: &str, table: &str, stream: &str, client_id: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start(app: &str, table: &str, stream: &str, client_id: &str, extra: &[&str]) -> Self {
         let log = ProcessLog::create(client_id);
         let mut child = Command::new(env!("CARGO_BIN_EXE_kinesumer-member"))
             .args(["--app", app, "--table", table, "--stream", stream])
@@ -74,22 +74,22 @@ impl MemberProcess {
     }
 
     /// Sends SIGKILL and reaps the process.
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         self.child.kill().await.expect("kill");
     }
 
     /// Sends SIGTERM and waits for a graceful exit; returns its exit code.
-    pub async fn terminate(&mut self) -> Option<i32> {
+    pub(crate) async fn terminate(&mut self) -> Option<i32> {
         crate::common::terminate(&mut self.child, self.reader.take()).await
     }
 
     /// What this process logged so far: its group events (`event …` lines) and logs.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.text()
     }
 
     /// What this process received so far.
-    pub fn received(&self) -> Vec<Line> {
+    pub(crate) fn received(&self) -> Vec<Line> {
         self.lines.lock().unwrap().clone()
     }
 }
