@@ -168,15 +168,13 @@ where
     E: std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
-    let timed_out = match err {
-        SdkError::TimeoutError(_) => true,
-        SdkError::DispatchFailure(failure) => failure.is_timeout(),
+    // A dispatch failure is also what a request without credentials ends in (the
+    // connector error's kind is then "other"): only I/O and timeouts mean no answer.
+    let why = match err {
+        SdkError::TimeoutError(_) => "timed out".to_owned(),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => "timed out".to_owned(),
+        SdkError::DispatchFailure(failure) if failure.is_io() => root_cause(err),
         _ => return DisplayErrorContext(err).to_string(),
-    };
-    let why = if timed_out {
-        "timed out".to_owned()
-    } else {
-        root_cause(err)
     };
     format!("cannot reach {service}: {why}")
 }
