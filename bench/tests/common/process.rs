@@ -30,7 +30,13 @@ pub(crate) struct MemberProcess {
 
 impl MemberProcess {
     /// Starts a member of `app` on `table` consuming `stream` from TRIM_HORIZON.
-    pub(crate) fn start(app: &str, table: &str, stream: &str, client_id: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start(
+        app: &str,
+        table: &str,
+        stream: &str,
+        client_id: &str,
+        extra: &[&str],
+    ) -> Self {
         let log = ProcessLog::create(client_id);
         let mut child = Command::new(env!("CARGO_BIN_EXE_kinesumer-member"))
             .args(["--app", app, "--table", table, "--stream", stream])
