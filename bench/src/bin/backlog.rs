@@ -1,8 +1,10 @@
 //! Catching up under a slow state store (issue 24): one `kinesumer consume` process reads a
-//! backlog from TRIM_HORIZON at the library's default timings while the machine is busy,
-//! with the state store served by the same emulator as Kinesis (moto serves both, as in
-//! the drain benchmark). Per run: the time until every record was delivered, the records
-//! delivered again, and the fences the member logged.
+//! backlog of `--records` records of 200 bytes on a 4-shard stream from TRIM_HORIZON at
+//! the library's default timings while the machine is busy, with the state store served
+//! by the same emulator as Kinesis ([`Backlog::on_moto`], as in the drain benchmark).
+//! Per run: the time until every record was delivered, the deliveries, the records
+//! delivered again, the fences the member logged, the fences whose commit of the
+//! processed marks failed, and its `RepeatedFencing` reports.
 //!
 //! ```text
 //! scripts/local-stack start && eval "$(scripts/local-stack env)"
@@ -15,23 +17,33 @@
 //! processes at nice 0 run beside the whole benchmark (`--no-load` leaves them out), as a
 //! CI machine shared with other work is busy. `--request-timeout-ms N` passes a shorter
 //! state-store request timeout to the members: a store too slow for its timeouts, so
-//! that members fence while they catch up.
+//! that members fence while they catch up. A run that has not delivered every record
+//! within 5 minutes, or whose member exits, ends the benchmark with an error.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use kinesumer::store::{create_table, TableBilling};
 use kinesumer_bench::member::Member;
-use kinesumer_bench::{arg, arg_str, create_stream, put_numbered, summary, Error};
+use kinesumer_bench::{arg, arg_str, check, summary, Backlog, Error};
 
 const SHARDS: i32 = 4;
+const PAYLOAD: usize = 200;
+
+/// The library's log line of a fence (`group/member.rs`).
+const FENCED: &str = "fenced: stopping every reader";
+/// Its log line when a fenced shard could not commit what the application processed.
+const FENCE_COMMIT_FAILED: &str = "since the last commit could not be committed";
+/// The CLI's warning of `Error::RepeatedFencing`.
+const REPEATED_FENCING: &str = "times within";
 
 /// What one run measured.
 struct Run {
     drained: Duration,
-    delivered: usize,
+    delivered: u64,
+    duplicates: u64,
     fences: usize,
-    loops: usize,
+    fence_commits_failed: usize,
+    repeated_fencing: usize,
 }
 
 /// Busy processes, killed when dropped.
@@ -67,25 +79,7 @@ async fn main() -> Result<(), Error> {
     let records = arg("--records", 50_000);
     let timeout = arg_str("--request-timeout-ms");
     let runs = arg("--runs", 5);
-    let moto = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
-        .map_err(|_| "AWS_ENDPOINT_URL_DYNAMODB is not set: eval \"$(scripts/local-stack env)\"")?;
-    // Before any client is built; the member processes inherit it.
-    std::env::set_var("AWS_ENDPOINT_URL_KINESIS", &moto);
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-    let stream = format!("backlog-{:08x}", rand::random::<u32>());
-    let table = format!("kinesumer-backlog-{:08x}", rand::random::<u32>());
-    create_stream(&kinesis, &stream, SHARDS).await?;
-    create_table(
-        &aws_sdk_dynamodb::Client::new(&sdk),
-        &table,
-        TableBilling::OnDemand,
-    )
-    .await?;
-    for start in (0..records).step_by(500) {
-        put_numbered(&kinesis, &stream, start..(start + 500).min(records), 1000).await?;
-    }
-    eprintln!("loaded {records} records into {SHARDS} shards of {stream} (table {table})");
+    let Backlog { stream, table } = Backlog::on_moto("backlog", SHARDS, records, PAYLOAD).await?;
     let _load = if args.iter().any(|a| a == "--no-load") {
         None
     } else {
@@ -97,11 +91,13 @@ async fn main() -> Result<(), Error> {
             let app = format!("backlog-{i}-{c}-{:08x}", rand::random::<u32>());
             let run = drain(cli, &app, &table, &stream, records, timeout.as_deref()).await?;
             println!(
-                "{cli} run {i}: drained in {:.1} s, {} delivered again, {} fences, {} fencing-loop reports",
+                "{cli} run {i}: drained in {:.1} s, {} delivered, {} again, {} fences ({} of them failed to commit), {} RepeatedFencing",
                 run.drained.as_secs_f64(),
-                run.delivered - records as usize,
+                run.delivered,
+                run.duplicates,
                 run.fences,
-                run.loops
+                run.fence_commits_failed,
+                run.repeated_fencing
             );
             results[c].push(run);
         }
@@ -110,14 +106,21 @@ async fn main() -> Result<(), Error> {
         println!("{cli}:");
         let per = |f: fn(&Run) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
         summary("  time to drain", "s", per(|r| r.drained.as_secs_f64()));
-        let extra = |r: &Run| (r.delivered as u64 - records) as f64;
-        summary("  delivered again", "", runs.iter().map(extra).collect());
+        summary("  delivered", "", per(|r| r.delivered as f64));
+        summary("  delivered again", "", per(|r| r.duplicates as f64));
         summary("  fences", "", per(|r| r.fences as f64));
+        summary(
+            "  fence commits failed",
+            "",
+            per(|r| r.fence_commits_failed as f64),
+        );
+        summary("  RepeatedFencing", "", per(|r| r.repeated_fencing as f64));
     }
     Ok(())
 }
 
-/// One member process reads until every record was delivered (5 minutes at most).
+/// One member process reads until every record was delivered (5 minutes at most), then
+/// is stopped.
 async fn drain(
     cli: &str,
     app: &str,
@@ -138,26 +141,38 @@ async fn drain(
     let mut member = Member::spawn(command)?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(300);
-    loop {
-        let distinct = {
+    // The records seen so far, kept up as deliveries arrive (a fencing member delivers
+    // hundreds of thousands).
+    let mut seen = HashSet::new();
+    let mut checked = 0;
+    while (seen.len() as u64) < records {
+        {
             let d = member.deliveries.lock().expect("lock");
-            d.iter().map(|d| d.n).collect::<BTreeSet<u64>>().len()
-        };
-        if distinct as u64 >= records {
-            break;
+            seen.extend(d[checked..].iter().map(|d| d.n));
+            checked = d.len();
+        }
+        if let Some(status) = member.exited()? {
+            let stderr = member.stderr.lock().expect("lock").join("\n");
+            return Err(format!(
+                "{cli} exited ({status:?}) after {} records:\n{stderr}",
+                seen.len()
+            )
+            .into());
         }
         if Instant::now() > deadline {
-            return Err(format!("{cli}: {distinct} of {records} records in 5 minutes").into());
+            return Err(format!("{cli}: {} of {records} records in 5 minutes", seen.len()).into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drained = started.elapsed();
     member.terminate(Duration::from_secs(30)).await?;
-    let delivered = member.deliveries.lock().expect("lock").len();
+    let deliveries = member.deliveries.lock().expect("lock");
     Ok(Run {
         drained,
-        delivered,
-        fences: member.stderr_count("fenced: stopping every reader"),
-        loops: member.stderr_count("times within"),
+        delivered: deliveries.len() as u64,
+        duplicates: check::duplicates([deliveries.as_slice()]),
+        fences: member.stderr_count(FENCED),
+        fence_commits_failed: member.stderr_count(FENCE_COMMIT_FAILED),
+        repeated_fencing: member.stderr_count(REPEATED_FENCING),
     })
 }
