@@ -26,6 +26,17 @@ pub fn arg_str(name: &str) -> Option<String> {
     args.nth(1)
 }
 
+/// The `host:port` of the endpoint URL in the environment variable `var`, as a proxy's
+/// upstream.
+pub fn endpoint(var: &str) -> Result<String, Error> {
+    let url = std::env::var(var)
+        .map_err(|_| format!("{var} is not set: eval \"$(scripts/local-stack env)\""))?;
+    Ok(url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned())
+}
+
 /// Creates a stream with `shards` shards and waits until it is ACTIVE.
 pub async fn create_stream(
     kinesis: &aws_sdk_kinesis::Client,
