@@ -138,7 +138,7 @@ impl DynamoStore {
     ) -> impl FnOnce(SdkError<E, R>) -> StoreError + '_
     where
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         let item = item.to_owned();
         move |e| error::classify(&e, op, &self.table, &item)

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::client::Waiters;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
     ProjectionType, ProvisionedThroughput, ScalarAttributeType, TableDescription,
@@ -123,7 +123,7 @@ pub async fn create_table(
             op: Operation::CreateTable,
             message: format!(
                 "table {table:?} not ACTIVE within {ACTIVE_DEADLINE:?}: {}",
-                DisplayErrorContext(&e)
+                crate::aws::sdk_message(&e)
             ),
         })?;
     check_schema(table, &describe(client, table).await?)
