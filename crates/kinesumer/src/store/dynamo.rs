@@ -118,6 +118,10 @@ impl DynamoStore {
     ///
     /// [`StoreError::TableNotFound`] (its message says how to create the table),
     /// [`StoreError::TableSchema`] naming what is wrong, or a request failure.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn check_table(&self) -> Result<(), StoreError> {
         self.counter.count(Operation::DescribeTable);
         let desc = table::describe(&self.client, &self.table).await?;

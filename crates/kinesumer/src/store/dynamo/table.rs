@@ -68,6 +68,11 @@ fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
 ///
 /// [`StoreError::Unavailable`] when a request fails or the table is not ACTIVE within
 /// five minutes; [`StoreError::TableSchema`] when an existing table has another key.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropped part-way, the table may exist or be being created; calling it
+/// again finds it and waits until it is ACTIVE.
 pub async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
