@@ -516,3 +516,30 @@ async fn l01_a_crashed_leaders_shards_move_as_fast_as_any_members() {
     );
     nothing_lost(&mut sim).await;
 }
+
+// Lower: a take refused by its condition (the lease moved between the read and the take)
+// was followed at once by another read and take, with no pause: a member racing a
+// lease that keeps changing spun on the store.
+#[tokio::test(start_paused = true)]
+async fn t01_a_refused_take_pauses_before_it_reads_again() {
+    let mut sim = Sim::new(1, &[(S, 1)]);
+    sim.start("a", &[S]).await;
+    sim.member("a")
+        .store
+        .push(rule(Operation::TakeLease, Fault::Refuse).times(30));
+    sim.run_for(secs(1)).await;
+    let reads = sim
+        .member("a")
+        .store
+        .sent()
+        .iter()
+        .filter(|r| r.request.op == Operation::Lease)
+        .count();
+    // One handoff poll (150 ms) between attempts: at most 7 in the first second.
+    assert!(
+        reads <= 8,
+        "{reads} lease reads in a second of refused takes"
+    );
+    sim.member("a").store.clear();
+    nothing_lost(&mut sim).await;
+}

@@ -14,7 +14,6 @@ use aws_sdk_kinesis::types::{
     ConsumerStatus, Record, Shard, ShardIteratorType, StartingPosition, StreamDescriptionSummary,
     SubscribeToShardEventStream,
 };
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::event_stream::RawMessage;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
@@ -489,7 +488,7 @@ fn chrono_time(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
 ///
 /// ResourceNotFound means the stream for ListShards, and the shard for the per-shard
 /// calls (a shard past retention). Messages are the SDK's error chain
-/// ([`DisplayErrorContext`]): they hold the service's message and the request's failure,
+/// ([`sdk_message`](crate::aws::sdk_message)): they hold the service's message and the request's failure,
 /// never the credentials or the records.
 fn classify<E, R>(
     err: SdkError<E, R>,
@@ -552,7 +551,7 @@ where
         "ResourceInUseException" => KinesisError::ResourceInUse {
             operation,
             stream,
-            message: DisplayErrorContext(&err).to_string(),
+            message: crate::aws::sdk_message(&err),
         },
         "AccessDeniedException"
         | "UnrecognizedClientException"
@@ -560,12 +559,12 @@ where
         | "InvalidSignatureException" => KinesisError::AccessDenied {
             operation,
             stream,
-            message: DisplayErrorContext(&err).to_string(),
+            message: crate::aws::sdk_message(&err),
         },
         _ => KinesisError::Other {
             operation,
             stream,
-            message: DisplayErrorContext(&err).to_string(),
+            message: crate::aws::sdk_message(&err),
         },
     }
 }

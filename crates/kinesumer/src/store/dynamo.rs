@@ -118,6 +118,10 @@ impl DynamoStore {
     ///
     /// [`StoreError::TableNotFound`] (its message says how to create the table),
     /// [`StoreError::TableSchema`] naming what is wrong, or a request failure.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn check_table(&self) -> Result<(), StoreError> {
         self.counter.count(Operation::DescribeTable);
         let desc = table::describe(&self.client, &self.table).await?;
@@ -138,7 +142,7 @@ impl DynamoStore {
     ) -> impl FnOnce(SdkError<E, R>) -> StoreError + '_
     where
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         let item = item.to_owned();
         move |e| error::classify(&e, op, &self.table, &item)

@@ -527,6 +527,14 @@ impl StoreError {
 /// an implementation that gets one wrong loses records without an error, and the
 /// trait changes with the protocol. To reach DynamoDB differently, pass your own
 /// client ([`Kinesumer::from_clients`](crate::Kinesumer::from_clients)).
+///
+/// # Cancel safety
+///
+/// Every method is one request (a split plan or shard cache: one transaction). Dropping
+/// its future is safe but leaves the outcome of a write unknown — it may land later, as
+/// a request that timed out may — which is what every condition above is for: the group
+/// treats a dropped or timed-out write like a lost response and reads before it relies
+/// on the outcome. Reads have no effect to leave unknown.
 #[async_trait]
 pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// The application this handle serves.
