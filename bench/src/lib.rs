@@ -148,6 +148,7 @@ fn numbered(n: u64, keys: u64, width: usize) -> (String, Blob) {
 }
 
 /// A stream and a state-store table, both served by moto, with a backlog loaded.
+#[derive(Debug)]
 pub struct Backlog {
     /// The stream's name.
     pub stream: String,
