@@ -53,22 +53,23 @@ async fn clients() -> (aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client) {
     )
 }
 
-/// A KCL lease table (key `leaseKey`), as the KCL's `DynamoDBLeaseRefresher` creates it.
-async fn kcl_table(dynamodb: &aws_sdk_dynamodb::Client) -> String {
+/// A KCL lease table (key `leaseKey`), as the KCL's `DynamoDBLeaseRefresher` creates it,
+/// or a vmware-go-kcl one (key `ShardID`, its `checkpoint.go`'s `LeaseKeyKey`).
+async fn lease_table(dynamodb: &aws_sdk_dynamodb::Client, key: &str) -> String {
     let name = random_name("kcl-leases");
     dynamodb
         .create_table()
         .table_name(&name)
         .key_schema(
             KeySchemaElement::builder()
-                .attribute_name("leaseKey")
+                .attribute_name(key)
                 .key_type(KeyType::Hash)
                 .build()
                 .unwrap(),
         )
         .attribute_definitions(
             AttributeDefinition::builder()
-                .attribute_name("leaseKey")
+                .attribute_name(key)
                 .attribute_type(ScalarAttributeType::S)
                 .build()
                 .unwrap(),
@@ -76,8 +77,12 @@ async fn kcl_table(dynamodb: &aws_sdk_dynamodb::Client) -> String {
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
-        .expect("create the KCL lease table");
+        .expect("create the lease table");
     name
+}
+
+async fn kcl_table(dynamodb: &aws_sdk_dynamodb::Client) -> String {
+    lease_table(dynamodb, "leaseKey").await
 }
 
 /// A lease item with the KCL's attributes.
@@ -359,4 +364,121 @@ async fn a_live_kcl_worker_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("KCL workers still hold leases"), "{stderr}");
+}
+
+/// The shard rows `status --json` shows of `stream`, by shard id.
+async fn shard_rows(app: &str, table: &str, stream: &str) -> BTreeMap<String, serde_json::Value> {
+    let s = status(app, table, stream).await;
+    s["streams"][0]["shards"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r["shard_id"].as_str().unwrap().to_owned(), r))
+        .collect()
+}
+
+/// A multi-stream KCL table (keys `account:stream:creationEpoch:shardId`, with
+/// `streamName` and `shardId`, as `DynamoDBMultiStreamLeaseSerializer` writes them)
+/// imports only the stream asked for, with LATEST pinned at the import and AT_TIMESTAMP
+/// at the time given; a vmware-go-kcl table imports its checkpoints and SHARD_END.
+#[tokio::test]
+async fn multi_stream_and_vmware_go_kcl_tables_with_every_sentinel() {
+    let (_, dynamodb) = clients().await;
+    let (table, stream) = table_and_stream(2).await;
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let multi = kcl_table(&dynamodb).await;
+    let id = |name: &str| format!("123456789012:{name}:1700000000");
+    for (shard, checkpoint, on) in [
+        ("shardId-000000000000", "LATEST", stream.as_str()),
+        ("shardId-000000000001", "AT_TIMESTAMP", stream.as_str()),
+        ("shardId-000000000000", "TRIM_HORIZON", "another-stream"),
+    ] {
+        let mut item = lease(&format!("{}:{shard}", id(on)), 1, checkpoint, 0);
+        item.insert("streamName".into(), s(&id(on)));
+        item.insert("shardId".into(), s(shard));
+        put_item(&dynamodb, &multi, item).await;
+    }
+    let app = random_name("multi");
+    let args = migrate_args(&multi, &app, &table, &stream);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = run(
+        &[&args[..], &["--execute", "--kcl-observe-ms", "300"]].concat(),
+        b"",
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--at-timestamp"));
+    let at = "2024-05-01T00:00:00+00:00";
+    let before = chrono::Utc::now();
+    ok(&[
+        &args[..],
+        &[
+            "--execute",
+            "--kcl-observe-ms",
+            "300",
+            "--observe-ms",
+            "300",
+            "--at-timestamp",
+            at,
+        ],
+    ]
+    .concat())
+    .await;
+    let rows = shard_rows(&app, &table, &stream).await;
+    let latest: chrono::DateTime<chrono::Utc> = rows["shardId-000000000000"]["start"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        latest >= before - chrono::Duration::seconds(1),
+        "LATEST pinned at the import: {latest}"
+    );
+    let timestamp: chrono::DateTime<chrono::Utc> = rows["shardId-000000000001"]["start"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        timestamp,
+        at.parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    );
+    assert_eq!(rows.len(), 2, "only this stream's leases: {rows:?}");
+
+    // vmware-go-kcl: ShardID, Checkpoint, AssignedTo, LeaseTimeout (checkpoint.go).
+    let (kinesis, _) = clients().await;
+    let hash = shards(&kinesis, &stream).await[0].1.clone();
+    let seq = put_on(&kinesis, &stream, &hash, b"vmware".to_vec()).await;
+    let vmware = lease_table(&dynamodb, "ShardID").await;
+    for (shard, checkpoint) in [
+        ("shardId-000000000000", seq.as_str()),
+        ("shardId-000000000001", "SHARD_END"),
+    ] {
+        let item = BTreeMap::from([
+            ("ShardID".to_owned(), s(shard)),
+            ("Checkpoint".to_owned(), s(checkpoint)),
+            ("AssignedTo".to_owned(), s("go-worker-1")),
+            ("LeaseTimeout".to_owned(), s("2024-05-01T00:00:00Z")),
+        ]);
+        put_item(&dynamodb, &vmware, item).await;
+    }
+    let app = random_name("vmware");
+    let args = migrate_args(&vmware, &app, &table, &stream);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&[
+        &args[..],
+        &[
+            "--execute",
+            "--kcl-observe-ms",
+            "300",
+            "--observe-ms",
+            "300",
+        ],
+    ]
+    .concat())
+    .await;
+    let rows = shard_rows(&app, &table, &stream).await;
+    assert_eq!(rows["shardId-000000000000"]["checkpoint"], seq.as_str());
+    assert_eq!(rows["shardId-000000000001"]["finished"], true);
 }
