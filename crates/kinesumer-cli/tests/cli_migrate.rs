@@ -366,6 +366,15 @@ async fn a_live_kcl_worker_is_refused() {
     assert!(stderr.contains("KCL workers still hold leases"), "{stderr}");
 }
 
+/// `--execute`, watching the KCL leases and the group's members briefly.
+const QUICK: [&str; 5] = [
+    "--execute",
+    "--kcl-observe-ms",
+    "300",
+    "--observe-ms",
+    "300",
+];
+
 /// The shard rows `status --json` shows of `stream`, by shard id.
 async fn shard_rows(app: &str, table: &str, stream: &str) -> BTreeMap<String, serde_json::Value> {
     let s = status(app, table, stream).await;
@@ -411,20 +420,7 @@ async fn multi_stream_and_vmware_go_kcl_tables_with_every_sentinel() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--at-timestamp"));
     let at = "2024-05-01T00:00:00+00:00";
     let before = chrono::Utc::now();
-    ok(&[
-        &args[..],
-        &[
-            "--execute",
-            "--kcl-observe-ms",
-            "300",
-            "--observe-ms",
-            "300",
-            "--at-timestamp",
-            at,
-        ],
-    ]
-    .concat())
-    .await;
+    ok(&[&args[..], &QUICK, &["--at-timestamp", at]].concat()).await;
     let rows = shard_rows(&app, &table, &stream).await;
     let latest: chrono::DateTime<chrono::Utc> = rows["shardId-000000000000"]["start"]
         .as_str()
@@ -466,18 +462,7 @@ async fn multi_stream_and_vmware_go_kcl_tables_with_every_sentinel() {
     let app = random_name("vmware");
     let args = migrate_args(&vmware, &app, &table, &stream);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&[
-        &args[..],
-        &[
-            "--execute",
-            "--kcl-observe-ms",
-            "300",
-            "--observe-ms",
-            "300",
-        ],
-    ]
-    .concat())
-    .await;
+    ok(&[&args[..], &QUICK].concat()).await;
     let rows = shard_rows(&app, &table, &stream).await;
     assert_eq!(rows["shardId-000000000000"]["checkpoint"], seq.as_str());
     assert_eq!(rows["shardId-000000000001"]["finished"], true);
