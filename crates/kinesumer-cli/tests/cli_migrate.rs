@@ -467,3 +467,85 @@ async fn multi_stream_and_vmware_go_kcl_tables_with_every_sentinel() {
     assert_eq!(rows["shardId-000000000000"]["checkpoint"], seq.as_str());
     assert_eq!(rows["shardId-000000000001"]["finished"], true);
 }
+
+/// A parent the KCL finished (`SHARD_END`, with its two children in `childShardId`) is
+/// imported finished: a member reads neither it nor anything before each child's KCL
+/// checkpoint, and the children from there.
+#[tokio::test]
+async fn a_finished_parent_and_its_two_children() {
+    let (kinesis, dynamodb) = clients().await;
+    let (table, stream) = table_and_stream(1).await;
+    let parent = "shardId-000000000000";
+    let line = |s: &str| s.as_bytes().to_vec();
+    for i in 0..3 {
+        let hash = shards(&kinesis, &stream).await[0].1.clone();
+        put_on(&kinesis, &stream, &hash, line(&format!("parent-{i}"))).await;
+    }
+    kinesis
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(parent)
+        .new_starting_hash_key("170141183460469231731687303715884105728")
+        .send()
+        .await
+        .expect("split");
+    let children: Vec<(String, String)> =
+        eventually("the children", Duration::from_secs(20), || async {
+            let open: Vec<(String, String)> = shards(&kinesis, &stream)
+                .await
+                .into_iter()
+                .filter(|(id, _)| id != parent)
+                .collect();
+            (open.len() == 2).then_some(open)
+        })
+        .await;
+    let mut want = Vec::new();
+    let mut never: Vec<Vec<u8>> = (0..3).map(|i| line(&format!("parent-{i}"))).collect();
+    let mut first_of_left = String::new();
+    for (n, (_, hash)) in children.iter().enumerate() {
+        for i in 0..3 {
+            let data = line(&format!("child{n}-{i}"));
+            let seq = put_on(&kinesis, &stream, hash, data.clone()).await;
+            match (n, i) {
+                (0, 0) => {
+                    first_of_left = seq;
+                    never.push(data);
+                }
+                _ => want.push(data),
+            }
+        }
+    }
+    let kcl = kcl_table(&dynamodb).await;
+    let mut finished = lease(parent, 9, "SHARD_END", 0);
+    finished.insert(
+        "childShardId".into(),
+        AttributeValue::Ss(children.iter().map(|(id, _)| id.clone()).collect()),
+    );
+    put_item(&dynamodb, &kcl, finished).await;
+    for (n, (id, _)) in children.iter().enumerate() {
+        let mut child = if n == 0 {
+            lease(id, 2, &first_of_left, 0)
+        } else {
+            lease(id, 1, "TRIM_HORIZON", 0)
+        };
+        child.insert(
+            "parentShardId".into(),
+            AttributeValue::Ss(vec![parent.into()]),
+        );
+        put_item(&dynamodb, &kcl, child).await;
+    }
+    let app = random_name("split");
+    let args = migrate_args(&kcl, &app, &table, &stream);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&[&args[..], &QUICK].concat()).await;
+    let member = Member::start(&app, &table, &stream, "after-split");
+    let lines = received_all(&[&member], &want).await;
+    let got: BTreeSet<Vec<u8>> = lines.iter().map(|l| l.data.clone()).collect();
+    let early: Vec<String> = never
+        .iter()
+        .filter(|n| got.contains(*n))
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    assert!(early.is_empty(), "read before a KCL checkpoint: {early:?}");
+    assert_eq!(lines.len(), want.len(), "nothing delivered twice");
+}
