@@ -174,6 +174,28 @@ fn aggregate() -> (Vec<u8>, Vec<Vec<u8>>) {
     (b64(&v["aggregate"]), users)
 }
 
+/// Starts a member of `app` and checks that it reads every record of `want` once and none
+/// of `never` (records at or before a KCL checkpoint); returns it, still running.
+async fn reads_exactly(
+    app: &str,
+    table: &str,
+    stream: &str,
+    want: &[Vec<u8>],
+    never: &[Vec<u8>],
+) -> Member {
+    let member = Member::start(app, table, stream, "after-kcl");
+    let lines = received_all(&[&member], want).await;
+    let got: BTreeSet<Vec<u8>> = lines.iter().map(|l| l.data.clone()).collect();
+    let early: Vec<String> = never
+        .iter()
+        .filter(|n| got.contains(*n))
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    assert!(early.is_empty(), "read before a KCL checkpoint: {early:?}");
+    assert_eq!(lines.len(), want.len(), "nothing delivered twice");
+    member
+}
+
 /// `kinesumer migrate from-kcl` from `kcl` into `app`'s checkpoints of `stream`.
 fn migrate_args(kcl: &str, app: &str, table: &str, stream: &str) -> Vec<String> {
     [
@@ -311,16 +333,7 @@ async fn a_kcl_lease_table_is_imported_and_members_resume_after_each_kcl_checkpo
     );
     assert_eq!(row(s3)["finished"], true);
 
-    let member = Member::start(&app, &table, &stream, "after-kcl");
-    let lines = received_all(&[&member], &want).await;
-    let got: BTreeSet<Vec<u8>> = lines.iter().map(|l| l.data.clone()).collect();
-    let early: Vec<String> = never
-        .iter()
-        .filter(|n| got.contains(*n))
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .collect();
-    assert!(early.is_empty(), "read before a KCL checkpoint: {early:?}");
-    assert_eq!(lines.len(), want.len(), "nothing delivered twice");
+    let member = reads_exactly(&app, &table, &stream, &want, &never).await;
     let owners = owners(&status(&app, &table, &stream).await);
     assert_eq!(
         owners.get(s3.as_str()),
@@ -538,14 +551,5 @@ async fn a_finished_parent_and_its_two_children() {
     let args = migrate_args(&kcl, &app, &table, &stream);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(&[&args[..], &QUICK].concat()).await;
-    let member = Member::start(&app, &table, &stream, "after-split");
-    let lines = received_all(&[&member], &want).await;
-    let got: BTreeSet<Vec<u8>> = lines.iter().map(|l| l.data.clone()).collect();
-    let early: Vec<String> = never
-        .iter()
-        .filter(|n| got.contains(*n))
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .collect();
-    assert!(early.is_empty(), "read before a KCL checkpoint: {early:?}");
-    assert_eq!(lines.len(), want.len(), "nothing delivered twice");
+    reads_exactly(&app, &table, &stream, &want, &never).await;
 }
