@@ -1,22 +1,26 @@
 //! Fault-injecting proxies on loopback, between member processes and the local stack.
 //!
 //! - [`TcpProxy`] forwards bytes to one upstream (moto, the state store) and can refuse
-//!   or stall every connection: the state store unreachable.
+//!   or stall every connection (the state store unreachable), or delay each request by a
+//!   random time (a slow network: a request delayed past the client's timeout still
+//!   lands).
 //! - [`HttpFaultProxy`] forwards HTTP/1.1 requests to kinesis-local and can answer a
 //!   fraction of them itself with throttling (HTTP 400,
-//!   `ProvisionedThroughputExceededException`) or an HTTP 500: the emulators never
-//!   throttle.
+//!   `ProvisionedThroughputExceededException`) or an HTTP 500 — the emulators never
+//!   throttle — or forward them late.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -32,9 +36,13 @@ pub enum TcpMode {
     /// Keep every connection open and forward nothing; when the mode goes back to
     /// [`TcpMode::Pass`], close them (their requests are lost).
     Stall,
+    /// Forward, holding each chunk sent upstream for a random time up to this long; the
+    /// chunk is sent even if the client has given up meanwhile.
+    Delay(Duration),
 }
 
 /// A TCP proxy on `127.0.0.1`, whose mode can be switched while it runs.
+#[derive(Debug)]
 pub struct TcpProxy {
     addr: SocketAddr,
     mode: watch::Sender<TcpMode>,
@@ -84,36 +92,94 @@ async fn tcp_connection(
             let _ = mode.wait_for(|m| *m != TcpMode::Stall).await;
             return;
         }
-        TcpMode::Pass => {}
+        TcpMode::Pass | TcpMode::Delay(_) => {}
     }
     let Ok(mut server) = TcpStream::connect(&upstream).await else {
         return;
     };
+    let (client_read, mut client_write) = client.split();
+    let (mut server_read, server_write) = server.split();
+    let forward = futures::future::join(
+        delayed_copy(client_read, server_write, mode.clone()),
+        tokio::io::copy(&mut server_read, &mut client_write),
+    );
+    let cut = |m: &TcpMode| matches!(m, TcpMode::Refuse | TcpMode::Stall);
     let changed = tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
-        changed = mode.wait_for(|m| *m != TcpMode::Pass) => changed.map(|m| *m).ok(),
+        _ = forward => return,
+        changed = mode.wait_for(cut) => changed.map(|m| *m).ok(),
     };
     if changed == Some(TcpMode::Stall) {
         let _ = mode.wait_for(|m| *m == TcpMode::Pass).await;
     }
 }
 
-/// The answer [`HttpFaultProxy`] gives instead of forwarding.
+/// Copies `from` to `to`, holding each chunk for a random time up to the delay of the
+/// current mode (none unless it is [`TcpMode::Delay`]).
+async fn delayed_copy(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    mode: watch::Receiver<TcpMode>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let current = *mode.borrow();
+        if let TcpMode::Delay(most) = current {
+            tokio::time::sleep(most.mul_f64(rand::random::<f64>())).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// What [`HttpFaultProxy`] does with a request it picks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpFault {
     /// HTTP 400 with `ProvisionedThroughputExceededException`.
     Throttle,
     /// HTTP 500 with `InternalFailure`.
     ServerError,
+    /// Forwarded after a random time up to this long.
+    Delay(Duration),
 }
 
-/// The faults of [`HttpFaultProxy`]: which answer, for which share of the requests.
+/// The faults of [`HttpFaultProxy`]: which answer, for which share of which requests.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HttpFaults {
     /// The answer given instead of forwarding.
     pub fault: HttpFault,
     /// The share of requests answered so, from 0 (none) to 1 (all).
     pub fraction: f64,
+    /// The operations (`ListShards`, …, from the `X-Amz-Target` header) it applies to;
+    /// empty: every request.
+    pub operations: &'static [&'static str],
+}
+
+impl HttpFaults {
+    /// `fault` for `fraction` of every request.
+    pub fn all(fault: HttpFault, fraction: f64) -> Self {
+        Self {
+            fault,
+            fraction,
+            operations: &[],
+        }
+    }
+
+    fn applies(&self, request: &Request<Incoming>) -> bool {
+        let target = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.to_str().ok())
+            .unwrap_or_default();
+        let operation = target.rsplit('.').next().unwrap_or_default();
+        (self.operations.is_empty() || self.operations.contains(&operation))
+            && rand::random::<f64>() < self.fraction
+    }
 }
 
 /// Requests answered with a fault and requests forwarded.
@@ -123,11 +189,14 @@ pub struct HttpCounts {
     pub throttled: AtomicU64,
     /// Answered with [`HttpFault::ServerError`].
     pub server_errors: AtomicU64,
+    /// Forwarded late ([`HttpFault::Delay`]).
+    pub delayed: AtomicU64,
     /// Forwarded.
     pub forwarded: AtomicU64,
 }
 
 /// An HTTP/1.1 proxy on `127.0.0.1` in front of kinesis-local, injecting faults.
+#[derive(Debug)]
 pub struct HttpFaultProxy {
     addr: SocketAddr,
     faults: watch::Sender<Option<HttpFaults>>,
@@ -150,7 +219,7 @@ impl HttpFaultProxy {
                 let service = hyper::service::service_fn(move |request| {
                     let fault = faults
                         .borrow()
-                        .filter(|f: &HttpFaults| rand::random::<f64>() < f.fraction)
+                        .filter(|f: &HttpFaults| f.applies(&request))
                         .map(|f| f.fault);
                     answer(request, fault, upstream.clone(), counts.clone())
                 });
@@ -197,7 +266,11 @@ async fn answer(
     counts: Arc<HttpCounts>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, kind) = match fault {
-        None => {
+        None | Some(HttpFault::Delay(_)) => {
+            if let Some(HttpFault::Delay(most)) = fault {
+                counts.delayed.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(most.mul_f64(rand::random::<f64>())).await;
+            }
             counts.forwarded.fetch_add(1, Ordering::Relaxed);
             return Ok(forward(request, &upstream).await.unwrap_or_else(|e| {
                 error_response(StatusCode::BAD_GATEWAY, "Proxy", &e.to_string())

@@ -777,19 +777,44 @@ impl<'e> Scenario<'e> {
         Ok(())
     }
 
+    /// A slow network for `each`: every state-store request is held up to 1.5 × the
+    /// members' request timeout (some land after the member gave up on them, out of
+    /// order with later ones), Kinesis listings take up to 3 s and a third of the other
+    /// Kinesis calls up to 1 s; the stream is split halfway through. Members may fence;
+    /// the verdicts stay: nothing lost, order per key, never two readers, exit 0.
+    async fn slow_network(&mut self, each: Duration) -> Result<(), Error> {
+        let store_delay = self.env.timings.request.mul_f64(1.5);
+        self.store_proxy.set(TcpMode::Delay(store_delay));
+        self.kinesis_proxy.set(Some(HttpFaults {
+            fault: HttpFault::Delay(Duration::from_secs(3)),
+            fraction: 1.0,
+            operations: &["ListShards", "DescribeStreamSummary"],
+        }));
+        self.store_lost();
+        tokio::time::sleep(each / 2).await;
+        let slow_reads = HttpFaults::all(HttpFault::Delay(Duration::from_secs(1)), 0.33);
+        self.kinesis_proxy.set(Some(slow_reads));
+        self.split().await?;
+        tokio::time::sleep(each / 2).await;
+        self.store_proxy.set(TcpMode::Pass);
+        self.kinesis_proxy.set(None);
+        let delayed = self.kinesis_proxy.counts().delayed.load(Ordering::Relaxed);
+        self.await_all_owned(self.env.timings.failover * 6).await?;
+        self.note(format!(
+            "state-store requests held up to {store_delay:?} and {delayed} Kinesis calls delayed for {each:?}, a split halfway"
+        ));
+        Ok(())
+    }
+
     /// Kinesis answers `fraction` of the calls with throttling for `each`, then with 500s.
     /// Halfway through the 500s, one member gets SIGTERM and must exit 0; it is
     /// restarted when the faults end.
     async fn kinesis_faults(&mut self, fraction: f64, each: Duration) -> Result<(), Error> {
-        self.kinesis_proxy.set(Some(HttpFaults {
-            fault: HttpFault::Throttle,
-            fraction,
-        }));
+        self.kinesis_proxy
+            .set(Some(HttpFaults::all(HttpFault::Throttle, fraction)));
         tokio::time::sleep(each).await;
-        self.kinesis_proxy.set(Some(HttpFaults {
-            fault: HttpFault::ServerError,
-            fraction,
-        }));
+        self.kinesis_proxy
+            .set(Some(HttpFaults::all(HttpFault::ServerError, fraction)));
         tokio::time::sleep(each / 2).await;
         let (id, exited) = self.sigterm_last().await?;
         tokio::time::sleep((each / 2).saturating_sub(exited.1)).await;
@@ -1103,6 +1128,10 @@ async fn faults(s: &mut Scenario<'_>, name: &str) -> Result<(), Error> {
                 .await
         }
         "twin" => s.twin().await,
+        "slow-network" => {
+            s.slow_network(Duration::from_secs(arg("--slow-secs", 20)))
+                .await
+        }
         "mixed" => {
             s.kinesis_faults(0.5, Duration::from_secs(8)).await?;
             s.kills(3).await?;
@@ -1159,6 +1188,7 @@ async fn main() -> Result<std::process::ExitCode, Error> {
             "twin",
             "pause",
             "flap",
+            "slow-network",
             "mixed",
         ],
         one => vec![one],

@@ -175,7 +175,7 @@ async fn member(args: &[String]) -> Result<(), Error> {
     let reading = first.map_or(Duration::ZERO, |f| f.elapsed());
     let wall = started.elapsed();
     let (cpu, rss_mb) = self_usage()?;
-    consumer.close().await;
+    consumer.close().await?;
     println!(
         "{}",
         serde_json::json!({

@@ -99,7 +99,7 @@ async fn measure(
         put(kinesis, &stream, "measured", BATCH).await?;
     }
     let latencies = tokio::time::timeout(DEADLINE, collect).await??;
-    member.close().await;
+    member.close().await?;
     if mode == ReadMode::FanOut {
         member.deregister_fan_out_consumer(&stream).await?;
     }

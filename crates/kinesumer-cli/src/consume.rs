@@ -3,7 +3,8 @@
 //! A record counts as processed once it is written and stdout is flushed: the member runs
 //! without auto-commit and marks records only after the flush, so a crash loses nothing
 //! that did not reach stdout. SIGINT and SIGTERM close the member gracefully (commit,
-//! release, leave) and exit 0; so does a closed stdout (`kinesumer consume … | head`).
+//! release, leave) and exit 0 — also when the state store cannot be reached to do so,
+//! which is said on stderr; so does a closed stdout (`kinesumer consume … | head`).
 //! With `--metrics-addr`, the member's metrics are served for Prometheus meanwhile.
 //!
 //! Stdout is written on a thread of its own, one batch at a time:
@@ -67,6 +68,12 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     if let Some(arn) = &aws.role_arn {
         builder = builder.role_arn(arn);
     }
+    if let Some(url) = &aws.kinesis_endpoint {
+        builder = builder.kinesis_endpoint(url);
+    }
+    if let Some(url) = &aws.dynamodb_endpoint {
+        builder = builder.dynamodb_endpoint(url);
+    }
     if args.efo {
         builder = builder.read_mode(ReadMode::FanOut);
     }
@@ -79,14 +86,14 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let member = tokio::select! {
-        member = Kinesumer::new(config) => member.context("joining the group")?,
+        member = Kinesumer::from_sdk_config(config, aws.sdk()) => member.context("joining the group")?,
         _ = term.recv() => return Ok(()),
         _ = int.recv() => return Ok(()),
     };
     let mut errors = member.errors();
     let warnings = AbortOnDrop(tokio::spawn(async move {
         // Runtime errors carry no payload and no credential: safe to print.
-        while let Ok(e) = errors.recv().await {
+        while let Some(e) = errors.next().await {
             eprintln!("kinesumer: warning: {e}");
         }
     }));
@@ -157,9 +164,18 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     if live.is_some() {
         eprintln!();
     }
-    member.close().await;
+    // A close that could not write everything — the store unreachable during a SIGTERM —
+    // is said, not an exit failure: the process stopped as asked, and what it could not
+    // commit or release is read again by the next owner (after the failover).
+    let closed = match member.close().await {
+        Err(e @ kinesumer::Error::CloseIncomplete { .. }) => {
+            eprintln!("kinesumer: warning: leaving the group: {e}");
+            Ok(())
+        }
+        closed => closed.context("leaving the group"),
+    };
     drop(warnings);
-    outcome
+    outcome.and(closed)
 }
 
 /// A task aborted when this is dropped.

@@ -3,13 +3,14 @@
 //! See `kinesumer --help` and `docs/cli.md`. Exit codes: 0 ok, 1 runtime error, 2 usage
 //! error. Errors go to stderr with their cause chain; no credential and no record payload
 //! is ever logged.
-#![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod aws;
 mod cli;
 mod consume;
 mod deregister;
+mod groups;
+mod iam;
+mod migrate;
 mod observe;
 mod prometheus;
 mod put;
@@ -32,12 +33,12 @@ pub(crate) struct UsageError(pub(crate) String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Before any thread starts: the options become the AWS environment variables, so
-    // every SDK client of the process (the library's too) sees them.
-    aws::apply_to_env(&cli.aws);
+    // `consume` prints the member's runtime errors itself (from `errors()`), so the
+    // library's log line of each (target `kinesumer::errors`) would print it twice.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,kinesumer::errors=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -53,15 +54,29 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let aws = aws::Aws::load(cli.aws.role_arn.clone()).await?;
-    match cli.command {
+    let Cli {
+        aws: options,
+        command,
+    } = cli;
+    if let Command::IamPolicy(args) = &command {
+        // Offline: no AWS call, so no credentials needed.
+        return iam::run(args, &options);
+    }
+    let aws = aws::Aws::load(&options).await?;
+    match command {
         Command::Table(cmd) => table::run(&aws, cmd).await,
         Command::Stream(cmd) => stream::run(&aws, cmd).await,
         Command::Status(args) => status::run(&aws, args).await,
         Command::Consume(args) => consume::run(&aws, args).await,
         Command::Reset(args) => reset::run(&aws, args).await,
+        Command::Export(args) => reset::export(&aws, args).await,
+        Command::Groups(args) => groups::list(&aws, args).await,
+        Command::Group(cmd) => groups::run(&aws, cmd).await,
         Command::Put(args) => put::run(&aws, args).await,
         Command::DeregisterConsumer(args) => deregister::run(&aws, args).await,
+        Command::Migrate(cmd) => migrate::run(&aws, cmd).await,
+        // Answered above, without AWS.
+        Command::IamPolicy(_) => Ok(()),
     }
 }
 

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_sdk_kinesis::types::StreamStatus;
+use aws_sdk_kinesis::client::Waiters;
+use aws_sdk_kinesis::error::DisplayErrorContext;
 
 use crate::aws::Aws;
 use crate::cli::StreamCommand;
@@ -23,25 +24,14 @@ pub(crate) async fn run(aws: &Aws, cmd: StreamCommand) -> anyhow::Result<()> {
         .await
         .map_err(aws_sdk_kinesis::Error::from)
         .with_context(|| format!("creating stream {stream:?}"))?;
-    let deadline = tokio::time::Instant::now() + ACTIVE_DEADLINE;
-    loop {
-        let summary = kinesis
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await
-            .map_err(aws_sdk_kinesis::Error::from)
-            .with_context(|| format!("describing stream {stream:?}"))?;
-        let status = summary
-            .stream_description_summary()
-            .map(|s| s.stream_status().clone());
-        if status == Some(StreamStatus::Active) {
-            println!("stream {stream} with {shards} shards is ACTIVE");
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!("stream {stream:?} not ACTIVE after {ACTIVE_DEADLINE:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The SDK's waiter polls DescribeStream until ACTIVE, with its own backoff.
+    kinesis
+        .wait_until_stream_exists()
+        .stream_name(&stream)
+        .wait(ACTIVE_DEADLINE)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(&e)))
+        .with_context(|| format!("stream {stream:?} not ACTIVE within {ACTIVE_DEADLINE:?}"))?;
+    println!("stream {stream} with {shards} shards is ACTIVE");
+    Ok(())
 }

@@ -25,14 +25,11 @@
 //! bundle's certificates as well as the system's. Fan-out needs HTTP/2 on the real
 //! service; the SDK's client negotiates it over TLS.
 
-// The consumer, written in another worktree, builds its clients here; until it lands
-// only the tests do. The test build still checks this module for dead code.
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_config::sts::AssumeRoleProvider;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_types::timeout::TimeoutConfig;
@@ -44,21 +41,6 @@ const CA_BUNDLE_VAR: &str = "AWS_CA_BUNDLE";
 
 /// How long opening a connection may take, for both services.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The Kinesis and DynamoDB clients for `config`, from the standard AWS chain
-/// (`aws_config::defaults(BehaviorVersion::latest())`).
-///
-/// # Errors
-///
-/// A [`ConfigError`] naming `kinesis_region` or `dynamodb_region` when no region is
-/// known for a service (neither set in the [`Config`] nor found by the AWS chain), or
-/// `ca_bundle` when the CA bundle cannot be read or holds no certificate.
-pub(crate) async fn sdk_clients(
-    config: &Config,
-) -> Result<(aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client), ConfigError> {
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    sdk_clients_from(config, &sdk).await
-}
 
 /// The Kinesis and DynamoDB clients for `config`, on an [`SdkConfig`] the application
 /// loaded itself (credentials, HTTP client, endpoints). The [`Config`]'s regions,
@@ -72,7 +54,9 @@ pub(crate) async fn sdk_clients(
 ///
 /// # Errors
 ///
-/// As [`sdk_clients`].
+/// A [`ConfigError`] naming `kinesis_region` or `dynamodb_region` when no region is
+/// known for a service (neither set in the [`Config`] nor in `sdk`), or `ca_bundle`
+/// when the CA bundle cannot be read or holds no certificate.
 pub(crate) async fn sdk_clients_from(
     config: &Config,
     sdk: &SdkConfig,
@@ -203,8 +187,46 @@ fn session_name(app: &str) -> String {
         .collect()
 }
 
+/// What an AWS SDK error says, in one line a person reads: the Display of each error in
+/// its source chain, each once — never the `Debug` dump `DisplayErrorContext` appends. A
+/// request that never reached the service (a refused connection, a DNS failure, a
+/// timeout) says so first: "cannot reach the service: tcp connect error: Connection
+/// refused (os error 111)". The SDK's errors carry neither credentials nor payloads.
+pub(crate) fn sdk_message(error: &(dyn std::error::Error + 'static)) -> String {
+    // The SDK's wrappers of a request that did not reach the service: they say nothing a
+    // reader needs once "cannot reach the service" is said.
+    const UNREACHED: [&str; 4] = [
+        "dispatch failure",
+        "io error",
+        "client error (Connect)",
+        "timeout",
+    ];
+    let mut parts: Vec<String> = Vec::new();
+    let mut unreached = false;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        next = e.source();
+        if UNREACHED.contains(&text.as_str()) {
+            unreached = true;
+            continue;
+        }
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    let text = parts.join(": ");
+    if unreached {
+        format!("cannot reach the service: {text}")
+    } else {
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use aws_config::BehaviorVersion;
+
     use super::*;
 
     fn sdk(region: Option<&'static str>) -> SdkConfig {
@@ -250,7 +272,11 @@ mod tests {
             .dynamodb_region("eu-west-2")
             .build()
             .unwrap();
-        let (k, d) = tokio::time::timeout(Duration::from_secs(10), sdk_clients(&config))
+        let load = async {
+            let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+            sdk_clients_from(&config, &sdk).await
+        };
+        let (k, d) = tokio::time::timeout(Duration::from_secs(10), load)
             .await
             .expect("loading the AWS chain")
             .unwrap();

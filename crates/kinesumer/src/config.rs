@@ -44,6 +44,7 @@ use thiserror::Error;
 
 /// Where a shard with no checkpoint and no finished parent starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum InitialPosition {
     /// Records written after the shard is first taken (the Go client's only behaviour).
     /// It is pinned as a timestamp at the first take (`wall clock − latest_skew_margin`),
@@ -58,6 +59,7 @@ pub enum InitialPosition {
 
 /// How records are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ReadMode {
     /// GetRecords polling, one task per owned shard.
     #[default]
@@ -71,6 +73,7 @@ pub enum ReadMode {
 
 /// What is done with records aggregated by the Kinesis Producer Library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Aggregation {
     /// Split each aggregated record into its user records, each with its sub-sequence
     /// number, partition key and explicit hash key; checkpoints can then fall inside an
@@ -123,6 +126,7 @@ pub struct Config {
     pub(crate) scan_interval: Duration,
     pub(crate) auto_commit: bool,
     pub(crate) commit_interval: Duration,
+    pub(crate) commit_records: u64,
     pub(crate) commit_timeout: Duration,
     pub(crate) initial_position: InitialPosition,
     pub(crate) sync_interval: Duration,
@@ -182,6 +186,9 @@ getters! {
     auto_commit: bool,
     /// How often moved marks are committed.
     commit_interval: Duration,
+    /// Records handed out after which a shard's mark is committed sooner (at most once a
+    /// second), while it catches up.
+    commit_records: u64,
     /// How long one commit round may take.
     commit_timeout: Duration,
     /// Where new shards start.
@@ -334,6 +341,7 @@ impl ConfigBuilder {
                 scan_interval: Duration::from_millis(500),
                 auto_commit: true,
                 commit_interval: Duration::from_secs(5),
+                commit_records: 1000,
                 commit_timeout: Duration::from_secs(2),
                 initial_position: InitialPosition::Latest,
                 sync_interval: Duration::from_millis(400),
@@ -469,6 +477,17 @@ impl ConfigBuilder {
         self
     }
 
+    /// How many records handed out of one shard make its mark committed before
+    /// `commit_interval` is up: while a shard catches up on a backlog, a crash or a fence
+    /// then repeats about a second of work, not a commit interval's worth. A shard
+    /// commits at most once a second this way, so the write budget is at most one
+    /// checkpoint write per second per shard while it catches up (and one per
+    /// `commit_interval` once caught up). Default: 1,000; 0 commits by time only.
+    pub fn commit_records(mut self, n: u64) -> Self {
+        self.config.commit_records = n;
+        self
+    }
+
     /// How long one commit of every moved mark may take. Default: 2 s.
     pub fn commit_timeout(mut self, d: Duration) -> Self {
         self.config.commit_timeout = d;
@@ -578,17 +597,13 @@ impl ConfigBuilder {
     }
 }
 
+/// `<host>-<random>`. The host name comes from `uname`, which every Unix answers
+/// (`HOSTNAME` is a shell variable, not exported to most services, and
+/// `/etc/hostname` is missing on macOS and in many containers).
 fn default_client_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "kinesumer".to_owned());
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy();
+    let host = if host.is_empty() { "kinesumer" } else { &host };
     format!("{host}-{:08x}", rand::random::<u32>())
 }
 

@@ -15,7 +15,9 @@
 //!
 //! let mut errors = client.errors();
 //! tokio::spawn(async move {
-//!     while let Ok(error) = errors.recv().await {
+//!     // Never ends while the member lives: a listener that falls behind gets
+//!     // `Error::Missed` and goes on.
+//!     while let Some(error) = errors.next().await {
 //!         eprintln!("kinesumer: {error}");
 //!     }
 //! });
@@ -24,37 +26,44 @@
 //! while let Some(record) = records.next().await {
 //!     println!("{} {} {}", record.stream, record.shard_id, record.sequence_number);
 //! }
-//! client.close().await;
+//! client.close().await?;
 //! # Ok(())
 //! # }
 //! ```
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio::task::JoinHandle;
+use aws_config::SdkConfig;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ReadMode};
 use crate::delivery::{Handler, PendingMark, Records, Sink};
-use crate::error::{Error, Event, Result};
+use crate::error::{Error, Result};
 use crate::group::member::{Command, Coordinator, Status};
 use crate::group::{Ctx, Signals};
 use crate::reader::fanout::ConsumerArns;
 use crate::reader::{KinesisApi, SdkKinesis};
 use crate::record::Record;
+use crate::signals::{Errors, Events};
 use crate::store::{DynamoStore, RequestCounts, ShardRef, StateStore};
 
 /// A member of a consumer group.
 ///
-/// Create it with [`Kinesumer::new`] (AWS, from the configuration) or
-/// [`Kinesumer::with_parts`] (any state store, Kinesis and clock — for tests and
-/// simulations), then start consuming with [`consume`](Kinesumer::consume) (a stream
-/// of records) or [`consume_with`](Kinesumer::consume_with) (a handler per shard).
-/// Call [`close`](Kinesumer::close) to leave the group gracefully; dropping the
-/// handle stops the member without committing (its shards move after the failover
-/// timeout).
+/// Create it with [`Kinesumer::new`] (the standard AWS chain),
+/// [`Kinesumer::from_sdk_config`] (the application's [`SdkConfig`]) or
+/// [`Kinesumer::from_clients`] (ready SDK clients), then start consuming with
+/// [`consume`](Kinesumer::consume) (a stream of records) or
+/// [`consume_with`](Kinesumer::consume_with) (a handler per shard). Call
+/// [`close`](Kinesumer::close) to leave the group gracefully; dropping the handle stops
+/// the member without committing (its shards move after the failover timeout).
 pub struct Kinesumer {
     config: Arc<Config>,
     store: Arc<dyn StateStore>,
@@ -67,15 +76,17 @@ pub struct Kinesumer {
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
+/// The coordinator's outcome: `None` while it runs; then the close's result, or why it
+/// stopped for good.
+type Outcome = Option<Result<()>>;
+
 struct Running {
     cmds: mpsc::Sender<Command>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// The coordinator, aborted when the member is dropped.
+    _task: AbortOnDropHandle<()>,
+    outcome: watch::Receiver<Outcome>,
+    /// Whether a close was sent; later `close()` calls wait for the same outcome.
+    closing: bool,
 }
 
 impl fmt::Debug for Kinesumer {
@@ -88,19 +99,79 @@ impl fmt::Debug for Kinesumer {
 }
 
 impl Kinesumer {
-    /// Connects to AWS as the configuration says (the standard credential chain,
-    /// regions, endpoints, role ARN) and checks that the state-store table exists.
+    /// Connects to AWS as the configuration says, on the standard AWS chain
+    /// (`aws_config::defaults(BehaviorVersion::latest())`: environment, profile, IMDS),
+    /// and checks that the state-store table exists. The [`Config`]'s regions,
+    /// endpoints and role ARN win over the chain for their service.
     ///
     /// # Errors
     ///
-    /// [`Error::Store`] with [`StoreError::TableNotFound`](crate::store::StoreError::TableNotFound)
-    /// (which says how to create the table), or another store error when DynamoDB cannot
-    /// be reached.
+    /// [`Error::Config`] when no region is known; [`Error::Store`] with
+    /// [`StoreError::TableNotFound`](crate::StoreError::TableNotFound) (which says how to
+    /// create the table), or another store error when DynamoDB cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads (the environment, and DescribeTable).
     pub async fn new(config: Config) -> Result<Self> {
-        let (kinesis, dynamodb) = crate::aws::sdk_clients(&config).await?;
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        Self::from_sdk_config(config, &sdk).await
+    }
+
+    /// As [`new`](Kinesumer::new), on the application's own [`SdkConfig`]: its
+    /// credentials, retry and timeout settings, HTTP client, endpoints and interceptors.
+    /// The [`Config`]'s regions, endpoints, CA bundle and role ARN still apply on top.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> kinesumer::Result<()> {
+    /// let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    ///     .region("eu-west-1")
+    ///     .load()
+    ///     .await;
+    /// let config = kinesumer::Config::builder("myapp", "kinesumer-state").build()?;
+    /// let member = kinesumer::Kinesumer::from_sdk_config(config, &sdk).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Kinesumer::new), and [`Error::Config`] when the CA bundle cannot be read.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`new`](Kinesumer::new).
+    pub async fn from_sdk_config(config: Config, sdk: &SdkConfig) -> Result<Self> {
+        let (kinesis, dynamodb) = crate::aws::sdk_clients_from(&config, sdk).await?;
+        Self::from_clients(config, kinesis, dynamodb).await
+    }
+
+    /// A member over ready SDK clients, used as they are: the [`Config`]'s regions,
+    /// endpoints, CA bundle and role ARN do not apply (they are the clients' own
+    /// business). Checks that the state-store table exists.
+    ///
+    /// Polling turns the SDK's retry off for GetRecords itself; the clients'
+    /// timeouts should allow a GetRecords call of `scan_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Kinesumer::new).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`new`](Kinesumer::new).
+    pub async fn from_clients(
+        config: Config,
+        kinesis: aws_sdk_kinesis::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+    ) -> Result<Self> {
         let store = DynamoStore::new(dynamodb, config.table.clone(), config.app.clone());
         store.check_table().await?;
-        Ok(Self::with_parts(
+        Ok(Self::from_parts(
             config,
             Arc::new(store),
             Arc::new(SdkKinesis::new(kinesis)),
@@ -109,8 +180,21 @@ impl Kinesumer {
     }
 
     /// A member over the given parts: a state store (such as
-    /// [`MemoryStore`](crate::store::MemoryStore)), a Kinesis implementation and a clock.
+    /// [`MemoryStore`](crate::store::MemoryStore)), a Kinesis implementation (such as
+    /// [`SimKinesis`](crate::sim::SimKinesis)) and a clock (such as
+    /// [`TestClock`](crate::TestClock)).
+    #[cfg(any(test, feature = "test-util"))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn with_parts(
+        config: Config,
+        store: Arc<dyn StateStore>,
+        kinesis: Arc<dyn KinesisApi>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self::from_parts(config, store, kinesis, clock)
+    }
+
+    fn from_parts(
         config: Config,
         store: Arc<dyn StateStore>,
         kinesis: Arc<dyn KinesisApi>,
@@ -148,6 +232,12 @@ impl Kinesumer {
     /// [`Error::NoStreams`], [`Error::AlreadyConsuming`], a missing stream
     /// ([`KinesisError::StreamNotFound`](crate::reader::KinesisError::StreamNotFound)), or
     /// the registration's store error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: dropped after the registration, the member may have joined
+    /// without a coordinator to run it; its registration expires after the failover
+    /// timeout. Drop the member and build a new one.
     pub async fn consume<I, S>(&self, streams: I) -> Result<Records>
     where
         I: IntoIterator<Item = S>,
@@ -166,27 +256,59 @@ impl Kinesumer {
     /// concurrently across shards. With auto-commit, a record counts as processed when
     /// its handler returns.
     ///
+    /// Returns once the member has joined, with a [`Consuming`] handle: a future that
+    /// completes when the member stops — with the result of [`close`](Kinesumer::close),
+    /// or a fatal error ([`Error::Superseded`]). Dropping the handle does not stop the
+    /// member; dropping the member does.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(member: kinesumer::Kinesumer) -> kinesumer::Result<()> {
+    /// let consuming = member
+    ///     .consume_with(["orders"], |record: kinesumer::Record| async move {
+    ///         println!("{} {}", record.shard_id, record.sequence_number);
+    ///     })
+    ///     .await?;
+    /// tokio::select! {
+    ///     stopped = consuming => stopped?,
+    ///     _ = tokio::signal::ctrl_c() => member.close().await?,
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`consume`](Kinesumer::consume).
-    pub async fn consume_with<I, S, H>(&self, streams: I, handler: H) -> Result<()>
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`consume`](Kinesumer::consume).
+    pub async fn consume_with<I, S, H>(&self, streams: I, handler: H) -> Result<Consuming>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
         H: Handler,
     {
-        self.start(streams, Sink::Handler(Arc::new(handler))).await
+        let outcome = self
+            .start(streams, Sink::Handler(Arc::new(handler)))
+            .await?;
+        Ok(Consuming::new(outcome))
     }
 
-    async fn start<I, S>(&self, streams: I, sink: Sink) -> Result<()>
+    /// Starts the coordinator; returns its outcome.
+    async fn start<I, S>(&self, streams: I, sink: Sink) -> Result<watch::Receiver<Outcome>>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
         let streams = self.check_streams(streams).await?;
         let mut running = self.running.lock().await;
-        if running.is_some() {
-            return Err(Error::AlreadyConsuming);
+        match &*running {
+            Some(r) if r.closing => return Err(Error::Closed),
+            Some(_) => return Err(Error::AlreadyConsuming),
+            None => {}
         }
         let ctx = Arc::new(Ctx {
             cfg: self.config.clone(),
@@ -207,8 +329,22 @@ impl Kinesumer {
             self.pending.clone(),
         )
         .await?;
-        *running = Some(Running { cmds, task });
-        Ok(())
+        // The coordinator's result goes to a watch, so every close() and every
+        // `Consuming` sees it; aborting this task (the member dropped) aborts the
+        // coordinator with it.
+        let (outcome_tx, outcome) = watch::channel(None);
+        let task = AbortOnDropHandle::new(task);
+        let watcher = tokio::spawn(async move {
+            let result = task.await.unwrap_or(Err(Error::Closed));
+            outcome_tx.send_replace(Some(result));
+        });
+        *running = Some(Running {
+            cmds,
+            _task: AbortOnDropHandle::new(watcher),
+            outcome: outcome.clone(),
+            closing: false,
+        });
+        Ok(outcome)
     }
 
     /// Checks that every stream exists (a clear error now rather than an empty plan), and
@@ -255,6 +391,11 @@ impl Kinesumer {
     /// # Errors
     ///
     /// [`Error::NoStreams`], a missing stream, or [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe in effect: once sent, the change is carried out whether or not the
+    /// caller still waits for it; dropped earlier, nothing changed.
     pub async fn refresh<I, S>(&self, streams: I) -> Result<()>
     where
         I: IntoIterator<Item = S>,
@@ -278,21 +419,29 @@ impl Kinesumer {
     ///
     /// The first failed commit ([`Error::CommitFailed`], [`Error::LeaseLost`]), or
     /// [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a commit once asked for runs to its end; the marks stay, and the
+    /// next commit (periodic, or at close) writes them.
     pub async fn commit(&self) -> Result<()> {
         let (ack, answer) = oneshot::channel();
         self.send(Command::Commit(ack)).await?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
-    /// Runtime errors: throttling, failed commits, lost leases. A receiver that falls
-    /// behind loses the oldest (and learns how many); consumption never waits for it.
-    pub fn errors(&self) -> broadcast::Receiver<Error> {
-        self.signals.errors.subscribe()
+    /// Runtime errors from now on: throttling, failed commits, lost leases. A listener
+    /// that falls behind loses the oldest and receives [`Error::Missed`] instead;
+    /// consumption never waits for it. See [`Errors`].
+    pub fn errors(&self) -> Errors {
+        Errors::errors(self.signals.errors.subscribe())
     }
 
-    /// Group events: leases taken, released, lost; leadership; fencing.
-    pub fn events(&self) -> broadcast::Receiver<Event> {
-        self.signals.events.subscribe()
+    /// Group events from now on: leases taken, released, lost; leadership; fencing. A
+    /// listener that falls behind receives [`Event::Missed`](crate::Event::Missed). See
+    /// [`Events`].
+    pub fn events(&self) -> Events {
+        Events::events(self.signals.events.subscribe())
     }
 
     /// The shards this member holds now.
@@ -326,6 +475,11 @@ impl Kinesumer {
     /// # Errors
     ///
     /// A missing stream, or the Kinesis error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe in effect: a deregistration sent is carried out by the service
+    /// whether or not the answer is awaited.
     pub async fn deregister_fan_out_consumer(&self, stream: &str) -> Result<bool> {
         let name = self.config.fan_out_consumer_name();
         let existed = self.kinesis.deregister_consumer(stream, &name).await?;
@@ -344,14 +498,81 @@ impl Kinesumer {
     ///
     /// With auto-commit, the last record the [`Records`] stream handed out counts as
     /// processed: close after you are done with it.
-    pub async fn close(&self) {
-        let running = self.running.lock().await.take();
-        if let Some(mut running) = running {
-            let (ack, answer) = oneshot::channel();
-            if running.cmds.send(Command::Close(ack)).await.is_ok() {
-                let _ = answer.await;
+    ///
+    /// Every call returns the same outcome; a member that never consumed closes at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CloseIncomplete`] listing what did not finish (failed final commits,
+    /// leases lost or not released in time, a failed lock release or leave): the member
+    /// left anyway, and what it did not release moves after the failover timeout. Or the
+    /// error that had stopped the member for good ([`Error::Superseded`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the close runs in the member's own task. Once asked for, it runs to
+    /// its end whether or not this future is still polled, and a later `close()` waits
+    /// for the same outcome. Dropping the member itself still stops it at once.
+    pub async fn close(&self) -> Result<()> {
+        let mut outcome = {
+            let mut running = self.running.lock().await;
+            let Some(running) = running.as_mut() else {
+                return Ok(());
+            };
+            if !running.closing {
+                let (ack, _) = oneshot::channel();
+                // Dropped during this send, nothing was sent and a later close starts
+                // over. A coordinator that already stopped has its outcome waiting.
+                let _ = running.cmds.send(Command::Close(ack)).await;
+                running.closing = true;
             }
-            let _ = (&mut running.task).await;
-        }
+            running.outcome.clone()
+        };
+        wait_outcome(&mut outcome).await
     }
 }
+
+/// Waits until the coordinator has stopped; its outcome.
+async fn wait_outcome(outcome: &mut watch::Receiver<Outcome>) -> Result<()> {
+    match outcome.wait_for(Option::is_some).await {
+        Ok(done) => done.clone().unwrap_or(Err(Error::Closed)),
+        // The watcher is gone without an outcome: the member was dropped.
+        Err(_) => Err(Error::Closed),
+    }
+}
+
+/// A member consuming with a handler ([`Kinesumer::consume_with`]): a future that
+/// completes when the member stops.
+///
+/// It resolves to the result of [`Kinesumer::close`], or to the error that stopped the
+/// member for good ([`Error::Superseded`]), or to [`Error::Closed`] when the member was
+/// dropped. Dropping it does not stop the member.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: it only watches.
+#[must_use = "the handle completes when the member stops; dropping it does not stop it"]
+pub struct Consuming(BoxFuture<'static, Result<()>>);
+
+impl Consuming {
+    fn new(mut outcome: watch::Receiver<Outcome>) -> Self {
+        Self(async move { wait_outcome(&mut outcome).await }.boxed())
+    }
+}
+
+impl Future for Consuming {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.0.poll_unpin(cx)
+    }
+}
+
+impl fmt::Debug for Consuming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consuming").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -36,6 +36,8 @@ pub(crate) struct ShardTrack {
     active: AtomicBool,
     /// MillisBehindLatest of the last record read, `i64::MIN` when unknown.
     millis_behind: AtomicI64,
+    /// Records handed out under this lease.
+    handed_count: AtomicU64,
     marks: Mutex<Marks>,
     changed: Notify,
     /// Records handed out, and the commits of this lease.
@@ -57,6 +59,7 @@ impl ShardTrack {
             fence,
             active: AtomicBool::new(true),
             millis_behind: AtomicI64::new(i64::MIN),
+            handed_count: AtomicU64::new(0),
             marks: Mutex::new(Marks::default()),
             changed: Notify::new(),
         }
@@ -89,6 +92,7 @@ impl ShardTrack {
     pub(crate) fn handed_out(&self, pos: &Position, bytes: usize) {
         self.metrics.records.increment(1);
         self.metrics.bytes.increment(bytes as u64);
+        self.handed_count.fetch_add(1, Ordering::Relaxed);
         self.marks().handed = Some(pos.clone());
     }
 
@@ -100,6 +104,11 @@ impl ShardTrack {
             drop(m);
             self.changed.notify_waiters();
         }
+    }
+
+    /// How many records were handed out under this lease.
+    pub(crate) fn handed_count(&self) -> u64 {
+        self.handed_count.load(Ordering::Relaxed)
     }
 
     /// The last marked position.
@@ -327,7 +336,7 @@ mod tests {
             sub_sequence_number: None,
             partition_key: "k".into(),
             explicit_hash_key: None,
-            data: vec![],
+            data: bytes::Bytes::new(),
             approximate_arrival: None,
             position: pos(n),
             track: t.clone(),

@@ -46,6 +46,39 @@ pub enum Error {
         /// The state-store error.
         source: StoreError,
     },
+    /// The application stopped taking a shard's records (its handler panicked, or it
+    /// dropped the record stream): the shard is released and read again from its
+    /// checkpoint by whoever takes it next.
+    #[error("delivery of {stream}/{shard_id} stopped: {reason}; the shard is released and read again from its checkpoint")]
+    DeliveryStopped {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// This member fenced itself again and again: its state-store requests are too slow
+    /// for its timeouts. It keeps rejoining (and keeps the work its application
+    /// finished), but it cannot hold shards for long until the timeouts fit the store.
+    #[error(
+        "fenced {fences} times within {window:?}: heartbeats to the state store took {median:?} \
+         (median) and up to {max:?}, against a request_timeout of {request_timeout:?}; raise \
+         request_timeout and failover_timeout together (see \"A slow or shared state store\" \
+         in docs/configuration.md)"
+    )]
+    RepeatedFencing {
+        /// Fences within the window.
+        fences: usize,
+        /// The window.
+        window: std::time::Duration,
+        /// The median duration of the recent heartbeats.
+        median: std::time::Duration,
+        /// The longest of the recent heartbeats.
+        max: std::time::Duration,
+        /// The configured request timeout.
+        request_timeout: std::time::Duration,
+    },
     /// Another process registered under this client id; this one stopped for good.
     #[error("another process now runs under client id {client_id:?}; this one stopped")]
     Superseded {
@@ -79,6 +112,30 @@ pub enum Error {
     /// The member is closed.
     #[error("the consumer is closed")]
     Closed,
+    /// [`Kinesumer::close`](crate::Kinesumer::close) left the group, but not everything
+    /// finished: records marked but not committed are delivered again, and a lease not
+    /// released (or the leader lock) moves after the failover timeout.
+    #[error("close did not finish cleanly: {}", list(failures))]
+    CloseIncomplete {
+        /// What failed: failed final commits, leases lost or not released in time, a
+        /// failed lock release or leave.
+        failures: Vec<Error>,
+    },
+    /// The listener of [`Kinesumer::errors`](crate::Kinesumer::errors) fell behind and
+    /// missed this many errors (they were logged with `tracing`).
+    #[error("missed {count} errors: the listener fell behind")]
+    Missed {
+        /// How many.
+        count: u64,
+    },
+}
+
+fn list(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A change in the group, as seen by this member.
@@ -136,4 +193,10 @@ pub enum Event {
     },
     /// Another process took over this client id; this one stopped for good.
     Superseded,
+    /// The listener of [`Kinesumer::events`](crate::Kinesumer::events) fell behind and
+    /// missed this many events.
+    Missed {
+        /// How many.
+        count: u64,
+    },
 }

@@ -1,6 +1,33 @@
-//! kinesumer
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
-#![forbid(unsafe_code)]
+#![doc = include_str!("../README.md")]
+//!
+//! # This crate
+//!
+//! **Scope.** One member of a consumer group per [`Kinesumer`]: it reads the shards the
+//! group's leader gives it, by polling (GetRecords) or enhanced fan-out
+//! (SubscribeToShard), and hands their records to the application as a [`Records`]
+//! stream or to a [`Handler`] per shard.
+//!
+//! **Guarantees.** At-least-once delivery without gaps, in order within a shard; one
+//! lease per shard at a time, fenced so that a member that lost its lease can never move
+//! a checkpoint; DynamoDB (one table) as the only shared state, with no traffic between
+//! members.
+//!
+//! **Not in scope.** Producing records (the [`KinesisApi`](reader::KinesisApi) trait only
+//! reads), exactly-once processing, and ordering across shards.
+//!
+//! # AWS configuration
+//!
+//! [`Kinesumer::new`] loads the standard AWS chain;
+//! [`Kinesumer::from_sdk_config`] takes the application's own
+//! [`aws_config::SdkConfig`] (credentials, retries, timeouts, HTTP client, interceptors)
+//! and [`Kinesumer::from_clients`] ready SDK clients.
+//!
+//! # Feature flags
+//!
+//! - `test-util` (off): test scaffolding — the in-process simulator (`sim`),
+//!   `TestClock`, `MemoryStore`, `Kinesumer::with_parts`, and `Record::for_test` to
+//!   unit-test a handler. Enable it in `[dev-dependencies]` only.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod aws;
 mod backoff;
@@ -11,18 +38,29 @@ mod delivery;
 mod error;
 pub mod group;
 pub mod metrics;
+pub mod migrate;
 mod random;
 pub mod reader;
 mod record;
+pub(crate) mod sealed;
 pub mod seq;
+mod signals;
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod sim;
 pub mod store;
 
 pub use aws::ca_bundle_http_client;
-pub use clock::{Clock, SystemClock, TestClock};
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub use clock::TestClock;
+pub use clock::{Clock, SystemClock};
 pub use config::{Aggregation, Config, ConfigBuilder, ConfigError, InitialPosition, ReadMode};
-pub use consumer::Kinesumer;
+pub use consumer::{Consuming, Kinesumer};
 pub use delivery::{Handler, Records};
 pub use error::{Error, Event, Result};
+pub use reader::KinesisError;
 pub use record::Record;
 pub use seq::{Position, SequenceNumber};
+pub use signals::{Errors, Events, Notices};
+pub use store::{Operation, RequestCounts, ShardRef, StoreError};

@@ -71,6 +71,10 @@ pub const LEASE_LOSSES: &str = "kinesumer_lease_losses_total";
 pub const SHARDS_FINISHED: &str = "kinesumer_shards_finished_total";
 /// Times this member fenced itself and rejoined.
 pub const FENCINGS: &str = "kinesumer_fencings_total";
+/// Times this member fenced itself again and again within a short window.
+pub const REPEATED_FENCING: &str = "kinesumer_repeated_fencing_total";
+/// How long one heartbeat to the state store took.
+pub const HEARTBEAT_DURATION: &str = "kinesumer_heartbeat_seconds";
 /// Times another process took over this member's client id.
 pub const SUPERSEDED: &str = "kinesumer_superseded_total";
 /// Plans the leader wrote.
@@ -175,6 +179,10 @@ pub const ALL: &[Metric] = &[
         "Closed shards read to their end with every record processed (the ShardFinished event)."),
     metric(FENCINGS, Kind::Counter, Unit::Count, APP,
         "Times this member fenced itself (stopped every reader) and rejoined (the Fenced event)."),
+    metric(REPEATED_FENCING, Kind::Counter, Unit::Count, APP,
+        "Times this member fenced itself for the third time within a minute (or ten failover timeouts): its state store is too slow for its timeouts (the RepeatedFencing error)."),
+    metric(HEARTBEAT_DURATION, Kind::Histogram, Unit::Seconds, APP,
+        "How long each heartbeat request to the state store took (a timed-out one counts as request_timeout)."),
     metric(SUPERSEDED, Kind::Counter, Unit::Count, APP,
         "Times another process registered under this member's client id, stopping it for good."),
     metric(PLAN_CHANGES, Kind::Counter, Unit::Count, APP,
@@ -282,7 +290,10 @@ pub(crate) fn event(app: &str, event: &Event) {
         Event::Fenced { .. } => counter!(FENCINGS, "app" => app).increment(1),
         Event::Superseded => counter!(SUPERSEDED, "app" => app).increment(1),
         // Leadership is the `kinesumer_leader` gauge; joining is not worth a series.
-        Event::Joined { .. } | Event::LeaderGained { .. } | Event::LeaderLost { .. } => {}
+        Event::Joined { .. }
+        | Event::LeaderGained { .. }
+        | Event::LeaderLost { .. }
+        | Event::Missed { .. } => {}
     }
 }
 
@@ -290,6 +301,16 @@ pub(crate) fn event(app: &str, event: &Event) {
 pub(crate) fn member(app: &str, shards_held: usize, leader: bool) {
     gauge!(SHARDS_HELD, "app" => app.to_owned()).set(shards_held as f64);
     gauge!(LEADER, "app" => app.to_owned()).set(if leader { 1.0 } else { 0.0 });
+}
+
+/// Counts a third fence within the window of the member of `app`.
+pub(crate) fn repeated_fencing(app: &str) {
+    counter!(REPEATED_FENCING, "app" => app.to_owned()).increment(1);
+}
+
+/// Records how long a heartbeat of the member of `app` took.
+pub(crate) fn heartbeat(app: &str, took: Duration) {
+    histogram!(HEARTBEAT_DURATION, "app" => app.to_owned()).record(took.as_secs_f64());
 }
 
 /// Counts a plan the leader of `app` wrote.
@@ -403,6 +424,63 @@ pub(crate) mod tests {
             };
             assert!(suffix_ok, "{} does not end in its unit", m.name);
         }
+    }
+
+    /// The metric names a text mentions (`kinesumer_…`), a histogram's series
+    /// (`_bucket`, `_sum`, `_count`) counted as the histogram.
+    fn metrics_named(text: &str) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("kinesumer_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| {
+                    ALL.iter()
+                        .any(|m| m.name == *base && m.kind == Kind::Histogram)
+                })
+                .unwrap_or(name);
+            names.insert(base.to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_dashboard_and_the_alert_rules_name_only_metrics_the_library_exports() {
+        let dashboard = include_str!("../../../docs/monitoring/grafana-dashboard.json");
+        let rules = include_str!("../../../docs/monitoring/prometheus-rules.yml");
+        let guide = include_str!("../../../docs/operations.md");
+        let exported: std::collections::BTreeSet<String> =
+            ALL.iter().map(|m| m.name.to_owned()).collect();
+        for (file, text) in [
+            ("grafana-dashboard.json", dashboard),
+            ("prometheus-rules.yml", rules),
+        ] {
+            let named = metrics_named(text);
+            let unknown: Vec<_> = named.difference(&exported).collect();
+            assert!(
+                unknown.is_empty(),
+                "{file} names metrics nobody exports: {unknown:?}"
+            );
+        }
+        serde_json::from_str::<serde_json::Value>(dashboard).expect("the dashboard is JSON");
+        // Every metric the guide alerts on has a rule.
+        let alerts = &guide[guide.find("## What to alert on").expect("the alert table")..];
+        let alerts = &alerts[..alerts[3..].find("\n## ").map_or(alerts.len(), |i| i + 3)];
+        let missing: Vec<_> = metrics_named(alerts)
+            .into_iter()
+            .filter(|m| !rules.contains(m.as_str()) && m != HEARTBEAT_DURATION)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "alerts of docs/operations.md without a rule: {missing:?}"
+        );
     }
 
     #[test]

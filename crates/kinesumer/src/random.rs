@@ -8,14 +8,16 @@
 use std::cell::RefCell;
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 thread_local! {
     static SEEDED: RefCell<Option<StdRng>> = const { RefCell::new(None) };
 }
 
 /// Seeds this thread's generator (`None`: back to the unseeded `rand` generator).
+#[cfg(any(test, feature = "test-util"))]
 pub(crate) fn seed_thread(seed: Option<u64>) {
+    use rand::SeedableRng;
     SEEDED.with(|s| *s.borrow_mut() = seed.map(StdRng::seed_from_u64));
 }
 

@@ -3,9 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::delivery::ShardTrack;
+#[cfg(any(test, feature = "test-util"))]
+use crate::group::fence::Fence;
 use crate::reader::feed::ReadItem;
 use crate::seq::{Position, SequenceNumber};
 
@@ -27,8 +30,9 @@ pub struct Record {
     /// The explicit hash key of a user record whose producer set one; `None` otherwise
     /// (Kinesis does not return the explicit hash key of a whole record).
     pub explicit_hash_key: Option<String>,
-    /// The payload.
-    pub data: Vec<u8>,
+    /// The payload (a slice of the aggregate's buffer for a user record of a KPL
+    /// aggregate: splitting copies nothing).
+    pub data: Bytes,
     /// When Kinesis received the record.
     pub approximate_arrival: Option<DateTime<Utc>>,
     /// Where marking this record puts its shard's mark.
@@ -60,6 +64,49 @@ impl Record {
     /// aggregate, so its checkpoint needs no sub-sequence number.
     pub fn position(&self) -> Position {
         self.position.clone()
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+impl Record {
+    /// A whole record (no sub-sequence number) of no real shard, to unit-test a
+    /// [`Handler`](crate::Handler) or the code that reads a [`Records`](crate::Records)
+    /// stream. Its partition key is empty and it has no arrival time; set the public
+    /// fields to change them. Marking it ([`Kinesumer::mark`](crate::Kinesumer::mark))
+    /// moves the mark of a shard of its own, which no member commits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut record = kinesumer::Record::for_test("orders", "shardId-000000000000", "49590".parse()?, "hello");
+    /// record.partition_key = "customer-7".into();
+    /// assert_eq!(&record.data[..], b"hello");
+    /// # Ok::<(), kinesumer::seq::InvalidSequenceNumber>(())
+    /// ```
+    pub fn for_test(
+        stream: &str,
+        shard_id: &str,
+        sequence_number: SequenceNumber,
+        data: impl Into<Bytes>,
+    ) -> Self {
+        use crate::clock::{Clock, SystemClock};
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        // A fence that never trips: there is no lease to lose.
+        let fence = Fence::new(clock.clone(), std::time::Duration::MAX, clock.fencing_now());
+        let track = ShardTrack::new(stream.into(), shard_id.into(), Arc::new(fence));
+        Self {
+            stream: track.stream.clone(),
+            shard_id: track.shard_id.clone(),
+            position: Position::whole(sequence_number.clone()),
+            sequence_number,
+            sub_sequence_number: None,
+            partition_key: String::new(),
+            explicit_hash_key: None,
+            data: data.into(),
+            approximate_arrival: None,
+            track: Arc::new(track),
+        }
     }
 }
 

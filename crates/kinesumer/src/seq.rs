@@ -24,7 +24,8 @@ use thiserror::Error;
 /// ```
 ///
 /// Cloning one is cheap (the digits are shared): every record's position carries it.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// Equality and hashing agree with the order: `"007"` equals `"7"`.
+#[derive(Clone)]
 pub struct SequenceNumber(Arc<str>);
 
 /// A string that is not a sequence number (not a non-empty run of ASCII digits).
@@ -63,6 +64,20 @@ impl Ord for SequenceNumber {
     fn cmp(&self, other: &Self) -> Ordering {
         let (a, b) = (self.significant(), other.significant());
         a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    }
+}
+
+impl PartialEq for SequenceNumber {
+    fn eq(&self, other: &Self) -> bool {
+        self.significant() == other.significant()
+    }
+}
+
+impl Eq for SequenceNumber {}
+
+impl std::hash::Hash for SequenceNumber {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.significant().hash(state);
     }
 }
 
@@ -172,6 +187,15 @@ mod tests {
         fn leading_zeros_do_not_matter(a in any::<u64>(), zeros in 0usize..5) {
             let padded = format!("{}{}", "0".repeat(zeros), a);
             prop_assert_eq!(seq(&padded).cmp(&seq(&a.to_string())), Ordering::Equal);
+        }
+
+        #[test]
+        fn equality_and_hash_agree_with_the_order(a in any::<u64>(), zeros in 0usize..5) {
+            use std::hash::BuildHasher;
+            let (padded, plain) = (seq(&format!("{}{}", "0".repeat(zeros), a)), seq(&a.to_string()));
+            prop_assert_eq!(&padded, &plain);
+            let hasher = std::collections::hash_map::RandomState::new();
+            prop_assert_eq!(hasher.hash_one(&padded), hasher.hash_one(&plain));
         }
     }
 }

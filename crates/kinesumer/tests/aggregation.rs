@@ -28,7 +28,7 @@ fn got(r: &Record) -> Got {
         user: VectorRecord {
             partition_key: r.partition_key.clone(),
             explicit_hash_key: r.explicit_hash_key.clone(),
-            data: r.data.clone(),
+            data: r.data.to_vec(),
         },
     }
 }
@@ -121,7 +121,7 @@ async fn aggregated_records_are_received_as_user_records() {
     let m = member(&app, &table, true).await;
     let received = receive(&m, &stream, |_, _| {}, |g| g.len() >= want.len()).await;
     assert_eq!(received, want);
-    m.close().await;
+    m.close().await.expect("close");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +166,7 @@ async fn a_restart_inside_an_aggregate_neither_skips_nor_repeats_user_records() 
     .await;
     assert_eq!(received, all[..K]);
     within("commit", first.commit()).await.expect("commit");
-    first.close().await;
+    first.close().await.expect("close");
     let inside = Position {
         sequence: seqs[0].parse().unwrap(),
         sub_sequence: Some(K as u64 - 1),
@@ -199,5 +199,5 @@ async fn a_restart_inside_an_aggregate_neither_skips_nor_repeats_user_records() 
         Some(Position::whole(seqs[0].parse().unwrap())),
         "the last user record completes the aggregate"
     );
-    second.close().await;
+    second.close().await.expect("close");
 }

@@ -98,7 +98,7 @@ impl Fleet {
 
     async fn close_all(&self) {
         for (_, m) in &self.members {
-            m.close().await;
+            m.close().await.expect("close");
         }
     }
 }
@@ -127,7 +127,7 @@ async fn three_members_receive_every_record_once_and_a_leaver_loses_nothing() {
 
     // c leaves; its shards continue at a and b from its checkpoints.
     let (_, leaver) = fleet.members.pop().unwrap();
-    leaver.close().await;
+    leaver.close().await.expect("close");
     fleet.wait_balanced(6, 2).await;
     let second = fleet.put("second", 150).await;
     fleet.wait_for(&second).await;
@@ -192,7 +192,7 @@ async fn a_restart_resumes_from_the_checkpoint() {
         "only the new records, in order"
     );
     let (_, member) = &fleet.members[0];
-    member.close().await;
+    member.close().await.expect("close");
     assert!(member
         .deregister_fan_out_consumer(&fleet.on.stream)
         .await

@@ -135,10 +135,10 @@ async fn a_member_that_lost_its_lease_cannot_move_the_checkpoint() {
     put_records(&kinesis, &stream, &numbered("b", 3, 1)).await;
     let lost = within("lease lost reported", async {
         loop {
-            match errors.recv().await {
-                Ok(Error::LeaseLost { shard_id, .. }) => return shard_id,
-                Ok(_) => continue,
-                Err(e) => panic!("errors channel: {e}"),
+            match errors.next().await {
+                Some(Error::LeaseLost { shard_id, .. }) => return shard_id,
+                Some(_) => continue,
+                None => panic!("the errors stream ended"),
             }
         }
     })
@@ -162,7 +162,7 @@ async fn a_member_that_lost_its_lease_cannot_move_the_checkpoint() {
     )
     .await;
     beats.abort();
-    m.close().await;
+    m.close().await.expect("close");
 }
 
 /// A checkpoint item in the Go client's format (only `sequence_number` and
@@ -197,7 +197,7 @@ async fn a_go_client_checkpoint_is_resumed_from() {
         || async { (of_stream(&seen, &stream) == want).then_some(()) },
     )
     .await;
-    m.close().await;
+    m.close().await.expect("close");
 }
 
 /// `refresh` adds a stream while consuming, then drops one: its leases are released.
@@ -239,7 +239,7 @@ async fn refresh_adds_and_drops_streams_while_consuming() {
         one.len(),
         "a dropped stream is not read"
     );
-    m.close().await;
+    m.close().await.expect("close");
 }
 
 #[tokio::test]

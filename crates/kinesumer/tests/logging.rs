@@ -71,7 +71,7 @@ async fn consume_one() {
         .expect("a record within 20 s");
     assert!(got.is_some());
     drop(records);
-    member.close().await;
+    member.close().await.expect("close");
 }
 
 /// A `tracing` writer into a shared buffer.

@@ -70,7 +70,7 @@ impl Group {
         let id = id.to_owned();
         tokio::spawn(async move {
             while let Some(r) = records.next().await {
-                let data = String::from_utf8(r.data.clone()).unwrap();
+                let data = String::from_utf8(r.data.to_vec()).unwrap();
                 let (key, n) = data.split_once(':').unwrap();
                 log.lock().unwrap().push((
                     id.clone(),
@@ -168,7 +168,7 @@ impl Group {
 
     async fn close(&self) {
         for m in &self.members {
-            m.close().await;
+            m.close().await.expect("close");
         }
     }
 }
@@ -379,7 +379,7 @@ async fn a_stream_deleted_and_re_created_is_read_from_the_configured_position() 
 
     let recreated = within("a StreamRecreated error", async {
         loop {
-            if let Ok(e @ kinesumer::Error::StreamRecreated { .. }) = errors.recv().await {
+            if let Some(e @ kinesumer::Error::StreamRecreated { .. }) = errors.next().await {
                 return e;
             }
         }

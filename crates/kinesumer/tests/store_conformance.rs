@@ -245,11 +245,23 @@ async fn prune_only_at_seen_heartbeat(f: Fixture) {
         .await
         .unwrap();
     s.heartbeat("a", "t1", &[]).await.unwrap();
-    refused(s.prune("a", 0).await);
+    refused(s.prune("a", 0, Some("t1")).await);
     assert_eq!(s.members().await.unwrap().len(), 1);
-    s.prune("a", 1).await.unwrap();
+    s.prune("a", 1, Some("t1")).await.unwrap();
     assert!(s.members().await.unwrap().is_empty());
-    s.prune("a", 1).await.unwrap();
+    s.prune("a", 1, Some("t1")).await.unwrap();
+    // A new process under the same client id starts at heartbeat 0 again: a prune of the
+    // old incarnation seen at 0 must not delete it.
+    s.register("a", "t1", &[], &Registration::Start)
+        .await
+        .unwrap();
+    s.register("a", "t2", &[], &Registration::Start)
+        .await
+        .unwrap();
+    refused(s.prune("a", 0, Some("t1")).await);
+    assert_eq!(s.members().await.unwrap().len(), 1);
+    s.prune("a", 0, Some("t2")).await.unwrap();
+    assert!(s.members().await.unwrap().is_empty());
 }
 
 async fn lock_take_renew_release(f: Fixture) {
@@ -309,7 +321,7 @@ async fn lock_take_renew_release(f: Fixture) {
     assert_eq!((lock, plan), (Some(l5), None));
 }
 
-fn plan(client: &str, term: u64, shards: usize) -> PlanItem {
+fn plan(client: &str, term: u64, shards: usize, version: u64) -> PlanItem {
     let planned = (0..shards)
         .map(|i| PlannedShard {
             shard_id: format!("shardId-{i:012}"),
@@ -326,6 +338,7 @@ fn plan(client: &str, term: u64, shards: usize) -> PlanItem {
     PlanItem {
         client_id: client.into(),
         term,
+        version,
         token: "tok".into(),
         streams: BTreeMap::from([(S.to_string(), planned), ("empty".to_string(), Vec::new())]),
         release: vec![ShardRef {
@@ -337,27 +350,33 @@ fn plan(client: &str, term: u64, shards: usize) -> PlanItem {
 
 async fn plan_term_fence(f: Fixture) {
     let s = f.s;
-    let p2 = plan("a", 2, 3);
+    let p2 = plan("a", 2, 3, 1);
     s.write_plan(&p2).await.unwrap();
     assert_eq!(
         s.read_lock_and_plan("a").await.unwrap(),
         (None, Some(p2.clone()))
     );
     // A deposed leader's late write is refused.
-    refused(s.write_plan(&plan("a", 1, 1)).await);
+    refused(s.write_plan(&plan("a", 1, 1, 9)).await);
     assert_eq!(s.read_lock_and_plan("a").await.unwrap().1, Some(p2));
-    // The same term rewrites; a newer term too.
-    s.write_plan(&plan("a", 2, 1)).await.unwrap();
-    let p3 = plan("a", 3, 2);
+    // The same term rewrites with a higher version; a newer term at any version.
+    let p2b = plan("a", 2, 1, 2);
+    s.write_plan(&p2b).await.unwrap();
+    // A write of the same term that landed late (a lower version) is refused.
+    refused(s.write_plan(&plan("a", 2, 3, 1)).await);
+    assert_eq!(s.read_lock_and_plan("a").await.unwrap().1, Some(p2b));
+    let p3 = plan("a", 3, 2, 1);
     s.write_plan(&p3).await.unwrap();
     assert_eq!(s.read_lock_and_plan("a").await.unwrap().1, Some(p3));
     assert_eq!(s.read_lock_and_plan("b").await.unwrap().1, None);
 
-    refused(s.delete_plan("a", 2).await);
+    refused(s.delete_plan("a", 2, 5).await);
+    // A delete of this term sent before the plan stored (a lower version) is refused.
+    refused(s.delete_plan("a", 3, 1).await);
     assert!(s.read_lock_and_plan("a").await.unwrap().1.is_some());
-    s.delete_plan("a", 3).await.unwrap();
+    s.delete_plan("a", 3, 2).await.unwrap();
     assert_eq!(s.read_lock_and_plan("a").await.unwrap().1, None);
-    s.delete_plan("a", 3).await.unwrap();
+    s.delete_plan("a", 3, 3).await.unwrap();
 }
 
 async fn take_lease_conditions(f: Fixture) {
@@ -431,7 +450,7 @@ async fn take_lease_conditions(f: Fixture) {
         "49590338271490256608559692538361571095921575989136588898",
         None,
     );
-    s.set_checkpoint(S, "shardId-go", Some(&cp), None, false)
+    s.set_checkpoint(S, "shardId-go", Some(&cp), None, false, false)
         .await
         .unwrap();
     let l = s
@@ -593,7 +612,7 @@ async fn set_checkpoint_by_operator(f: Fixture) {
     let a = owner("a", "1");
     let at = StoredStart::AtTimestamp(Utc.timestamp_opt(1_600_000_000, 0).unwrap());
     // A missing item is created, with no owner.
-    s.set_checkpoint(S, SHARD, Some(&pos("7", Some(1))), Some(&at), false)
+    s.set_checkpoint(S, SHARD, Some(&pos("7", Some(1))), Some(&at), false, false)
         .await
         .unwrap();
     let l = s.lease(S, SHARD).await.unwrap().unwrap();
@@ -617,7 +636,7 @@ async fn set_checkpoint_by_operator(f: Fixture) {
     s.checkpoint(S, SHARD, &a, 1, Some(&pos("7", Some(1))), &end_behind)
         .await
         .unwrap();
-    refused(s.set_checkpoint(S, SHARD, None, None, false).await);
+    refused(s.set_checkpoint(S, SHARD, None, None, false, false).await);
     let l = s.lease(S, SHARD).await.unwrap().unwrap();
     assert_eq!(
         (l.shard_end, l.millis_behind),
@@ -627,13 +646,22 @@ async fn set_checkpoint_by_operator(f: Fixture) {
 
     // Forced: the position and start are removed, shard_end cleared, and the lag of the
     // old position forgotten; the lease stays.
-    s.set_checkpoint(S, SHARD, None, None, true).await.unwrap();
+    s.set_checkpoint(S, SHARD, None, None, false, true)
+        .await
+        .unwrap();
     let l = s.lease(S, SHARD).await.unwrap().unwrap();
     assert_eq!(
         (l.checkpoint, l.start, l.shard_end, l.millis_behind),
         (None, None, false, None)
     );
     assert_eq!((l.owner, l.lease_counter), (Some(a), Some(1)));
+
+    // A shard finished elsewhere (imported from the KCL): written finished.
+    s.set_checkpoint(S, "shardId-done", None, None, true, false)
+        .await
+        .unwrap();
+    let l = s.lease(S, "shardId-done").await.unwrap().unwrap();
+    assert_eq!((l.shard_end, l.owner), (true, None));
 }
 
 async fn queries_stay_in_their_app_and_stream(f: Fixture) {
@@ -909,7 +937,9 @@ async fn dynamo_reads_go_client_items() {
             .unwrap(),
         HeartbeatOutcome::Superseded(None)
     );
-    within("prune", s.prune("go-client", 0)).await.unwrap();
+    within("prune", s.prune("go-client", 0, None))
+        .await
+        .unwrap();
     assert!(within("members", s.members()).await.unwrap().is_empty());
 }
 
@@ -1122,7 +1152,7 @@ async fn dynamo_splits_a_large_plan_and_shard_cache() {
     let f = dynamo().await;
     let (s, app) = (&f.s, f.s.app().to_owned());
     let client = dynamodb().await;
-    let big = plan("a", 5, 6_000);
+    let big = plan("a", 5, 6_000, 1);
     within("write big plan", s.write_plan(&big)).await.unwrap();
     assert!(
         !get_raw(&client, format!("plan#{app}"), "a#1")
@@ -1134,18 +1164,18 @@ async fn dynamo_splits_a_large_plan_and_shard_cache() {
         within("read", s.read_lock_and_plan("a")).await.unwrap().1,
         Some(big)
     );
-    refused(within("stale", s.write_plan(&plan("a", 4, 6_000))).await);
+    refused(within("stale", s.write_plan(&plan("a", 4, 6_000, 1))).await);
     // Shrinking: the first item alone says the plan is whole again.
-    let small = plan("a", 6, 2);
+    let small = plan("a", 6, 2, 1);
     within("write small", s.write_plan(&small)).await.unwrap();
     assert_eq!(
         within("read", s.read_lock_and_plan("a")).await.unwrap().1,
         Some(small)
     );
-    within("write big", s.write_plan(&plan("a", 7, 6_000)))
+    within("write big", s.write_plan(&plan("a", 7, 6_000, 1)))
         .await
         .unwrap();
-    within("delete", s.delete_plan("a", 7)).await.unwrap();
+    within("delete", s.delete_plan("a", 7, 2)).await.unwrap();
     assert!(
         get_raw(&client, format!("plan#{app}"), "a#1")
             .await

@@ -3,7 +3,7 @@
 //! concurrently, each retried at once when it fails or times out. Before each send it
 //! checks the fence; a member whose fence has tripped stops beating and reports.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,7 +36,12 @@ pub(crate) struct Beat {
     pub(crate) confirmed: Mutex<BTreeSet<String>>,
     /// The lock term this member holds, if it leads.
     pub(crate) leading: Mutex<Option<u64>>,
+    /// How long the recent heartbeats took (a timed-out one counts as the timeout).
+    latencies: Mutex<VecDeque<Duration>>,
 }
+
+/// How many recent heartbeat durations are kept to explain repeated fencing.
+const LATENCIES_KEPT: usize = 32;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -61,6 +66,22 @@ impl Beat {
 
     pub(crate) fn set_leading(&self, term: Option<u64>) {
         *lock(&self.leading) = term;
+    }
+
+    fn record_latency(&self, took: Duration) {
+        let mut l = lock(&self.latencies);
+        if l.len() == LATENCIES_KEPT {
+            l.pop_front();
+        }
+        l.push_back(took);
+    }
+
+    /// The median and the longest of the recent heartbeats' durations.
+    pub(crate) fn latency(&self) -> (Duration, Duration) {
+        let mut l: Vec<Duration> = lock(&self.latencies).iter().copied().collect();
+        l.sort();
+        let median = l.get(l.len() / 2).copied().unwrap_or_default();
+        (median, l.last().copied().unwrap_or_default())
     }
 }
 
@@ -93,7 +114,11 @@ async fn heartbeat(ctx: &Ctx, me: &Owner, fence: &Fence, beat: &Beat) -> Result<
         let streams = beat.advertised();
         let sent = fence.now();
         let request = ctx.store.heartbeat(&me.client_id, &me.token, &streams);
-        match ctx.timed(Operation::Heartbeat, request).await {
+        let answer = ctx.timed(Operation::Heartbeat, request).await;
+        let took = fence.now().saturating_sub(sent);
+        crate::metrics::heartbeat(&ctx.cfg.app, took);
+        beat.record_latency(took);
+        match answer {
             Ok(HeartbeatOutcome::Beat(_)) => {
                 fence.beat_ok(sent);
                 *lock(&beat.confirmed) = streams.into_iter().collect();

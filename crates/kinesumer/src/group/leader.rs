@@ -13,10 +13,12 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::assign::{self, AssignInput};
+use super::fence::Fence;
 use super::Ctx;
+use crate::backoff::Backoff;
 use crate::config::InitialPosition;
 use crate::error::Error;
-use crate::reader::{KinesisError, StreamShards};
+use crate::reader::{within, KinesisError, StreamShards};
 use crate::store::{
     LeaseDeletion, LeaseItem, MemberItem, Operation, Owner, PlanItem, PlanStart, PlannedShard,
     ShardCache, ShardInfo, ShardRef, StoreError,
@@ -42,7 +44,16 @@ struct Listing {
     shards: Vec<ShardInfo>,
     /// The stream's creation time: a new one means the stream was re-created.
     created: Option<DateTime<Utc>>,
-    listed_at: Duration,
+    /// `None`: taken from the stored shard cache after a failed listing; listed again as
+    /// soon as the retry backoff allows.
+    listed_at: Option<Duration>,
+}
+
+/// A stream whose last listing failed: when to try again, and how the waits grow.
+#[derive(Debug, Clone)]
+struct Retry {
+    at: Duration,
+    backoff: Backoff,
 }
 
 /// How the leader judges a lease owner.
@@ -64,6 +75,8 @@ pub(crate) enum TickError {
     Deposed,
     /// A read failed; nothing was planned this tick.
     Store(StoreError),
+    /// The member's fence tripped before a write: the heartbeat task reports it.
+    Fenced,
 }
 
 impl From<StoreError> for TickError {
@@ -81,8 +94,11 @@ pub(crate) struct Leader {
     deposed: Option<Owner>,
     members: BTreeMap<String, Seen>,
     listings: BTreeMap<String, Listing>,
+    retries: BTreeMap<String, Retry>,
     finished: BTreeMap<String, BTreeSet<String>>,
     written: BTreeMap<String, PlanItem>,
+    /// The version of this term's last plan write or delete.
+    version: u64,
 }
 
 impl Leader {
@@ -93,8 +109,10 @@ impl Leader {
             deposed,
             members: BTreeMap::new(),
             listings: BTreeMap::new(),
+            retries: BTreeMap::new(),
             finished: BTreeMap::new(),
             written: BTreeMap::new(),
+            version: 0,
         }
     }
 
@@ -102,17 +120,24 @@ impl Leader {
     pub(crate) async fn tick(
         &mut self,
         ctx: &Ctx,
+        fence: &Fence,
     ) -> Result<&BTreeMap<String, PlanItem>, TickError> {
         let started = std::time::Instant::now();
-        let members = ctx.timed(Operation::Members, ctx.store.members()).await?;
+        // Liveness is judged at the instant the members were read, never later: the
+        // lease reads and listings below may take seconds, and a member whose heartbeat
+        // lands meanwhile is not seen. The read's send time bounds that instant from
+        // below (a judgement of "gone" is then never early); a change seen counts from
+        // when the answer came (never late).
         let now = ctx.clock.fencing_now();
-        let left = self.observe_members(&members, now);
+        let members = ctx.timed(Operation::Members, ctx.store.members()).await?;
+        let left = self.observe_members(&members, ctx.clock.fencing_now());
         let failover = ctx.cfg.failover_timeout;
 
         let streams: BTreeSet<String> = self
             .members
-            .values()
-            .filter(|m| self.alive(m, now, failover))
+            .iter()
+            .filter(|(id, m)| self.alive(id, m, now, failover))
+            .map(|(_, m)| m)
             .flat_map(|m| m.streams.iter().cloned())
             .collect();
         let mut leases = BTreeMap::new();
@@ -128,19 +153,19 @@ impl Leader {
                     .collect::<BTreeMap<_, _>>(),
             );
         }
-        self.refresh_listings(ctx, &streams, &mut leases, now).await;
-
-        let plans = self.plan(
-            ctx.clock.fencing_now(),
-            failover,
-            ctx.cfg.initial_position,
-            &leases,
-        );
-        self.write_plans(ctx, plans).await?;
-        for client_id in left {
-            self.delete_plan(ctx, &client_id).await?;
+        // A stream whose shards are not known at all (its listing failed, and no shard
+        // cache is stored) would be missing from every plan, and its holders would release
+        // every shard of it: no plan is written until it is known.
+        if self.refresh_listings(ctx, &streams, &mut leases, now).await {
+            let plans = self.plan(now, failover, ctx.cfg.initial_position, &leases);
+            self.write_plans(ctx, fence, plans).await?;
+        } else {
+            debug!("a stream's shards are unknown; no plan is written this tick");
         }
-        self.prune(ctx, now).await?;
+        for client_id in left {
+            self.delete_plan(ctx, fence, &client_id).await?;
+        }
+        self.prune(ctx, fence, now).await?;
         crate::metrics::leader_tick(&ctx.cfg.app, started.elapsed());
         Ok(&self.written)
     }
@@ -188,8 +213,16 @@ impl Leader {
         left
     }
 
-    fn alive(&self, m: &Seen, now: Duration, failover: Duration) -> bool {
-        m.incarnation.is_some() && now.saturating_sub(m.changed_at) < failover
+    /// Whether member `client_id` is alive: its counter moved within the failover. The
+    /// incarnation that held the lock before this term is not, whatever was seen of it:
+    /// its lock went unrenewed for the failover, so it has fenced itself (DESIGN "a
+    /// successor knows the old leader") — judging it afresh would leave the shards
+    /// planned to it unread for another failover.
+    fn alive(&self, client_id: &str, m: &Seen, now: Duration, failover: Duration) -> bool {
+        let deposed = self.deposed.as_ref().is_some_and(|d| {
+            d.client_id == client_id && m.incarnation.as_deref() == Some(d.token.as_str())
+        });
+        !deposed && m.incarnation.is_some() && now.saturating_sub(m.changed_at) < failover
     }
 
     /// DESIGN §3 step 8, "gone".
@@ -212,7 +245,7 @@ impl Leader {
                 Judged::Pending
             };
         }
-        if !self.alive(m, now, failover) {
+        if !self.alive(&owner.client_id, m, now, failover) {
             return Judged::Gone;
         }
         if !m.streams.contains(stream) {
@@ -229,14 +262,21 @@ impl Leader {
     /// stream re-created since the last listing has its old leases retired and is left
     /// out of this tick's plans, so their holders let go before its shards are planned
     /// afresh.
+    ///
+    /// A listing that fails (a throttled DescribeStreamSummary is enough) is retried with
+    /// backoff from the next tick on, and the stream keeps its last known shards: this
+    /// term's listing, or else the stored shard cache. Returns false when a stream's
+    /// shards are not known at all.
     async fn refresh_listings(
         &mut self,
         ctx: &Ctx,
         streams: &BTreeSet<String>,
         leases: &mut BTreeMap<String, BTreeMap<String, LeaseItem>>,
         now: Duration,
-    ) {
+    ) -> bool {
         self.listings.retain(|s, _| streams.contains(s));
+        self.retries.retain(|s, _| streams.contains(s));
+        let mut known = true;
         for stream in streams {
             let finished: BTreeSet<String> = leases[stream]
                 .values()
@@ -247,25 +287,50 @@ impl Leader {
                 .finished
                 .get(stream)
                 .is_none_or(|old| !finished.is_subset(old));
-            let stale = self
-                .listings
-                .get(stream)
-                .is_none_or(|l| now.saturating_sub(l.listed_at) >= ctx.cfg.shard_sync_interval);
-            self.finished.insert(stream.clone(), finished);
-            if !(stale || newly_finished) {
+            let stale = self.listings.get(stream).is_none_or(|l| {
+                l.listed_at
+                    .is_none_or(|at| now.saturating_sub(at) >= ctx.cfg.shard_sync_interval)
+            });
+            let due = self.retries.get(stream).is_none_or(|r| now >= r.at);
+            if !(stale || newly_finished) || !due {
+                known &= self.listings.contains_key(stream);
                 continue;
             }
             let (listed, created) = match list(ctx, stream).await {
                 Ok(listing) => listing,
                 Err(e) => {
-                    warn!(stream = %stream, error = %e, "listing shards failed");
+                    warn!(stream = %stream, error = %e, "listing shards failed; retrying with backoff");
+                    let retry = self.retries.entry(stream.clone()).or_insert_with(|| Retry {
+                        at: now,
+                        backoff: Backoff::new(ctx.cfg.sync_interval, ctx.cfg.shard_sync_interval),
+                    });
+                    retry.at = now + retry.backoff.next_delay();
+                    let gone = matches!(e, KinesisError::StreamNotFound { .. });
                     ctx.signals.error(Error::Kinesis(e));
+                    if !gone && !self.listings.contains_key(stream) {
+                        match stored_cache(ctx, stream).await {
+                            Some(cache) => {
+                                self.listings.insert(
+                                    stream.clone(),
+                                    Listing {
+                                        shards: cache.shards,
+                                        created: cache.stream_created,
+                                        listed_at: None,
+                                    },
+                                );
+                            }
+                            None => known = false,
+                        }
+                    }
                     continue;
                 }
             };
+            self.retries.remove(stream);
             let previous = match self.listings.get(stream) {
                 Some(l) => l.created,
-                None => stored_creation(ctx, stream).await,
+                None => stored_cache(ctx, stream)
+                    .await
+                    .and_then(|c| c.stream_created),
             };
             let recreated = match (previous, created) {
                 (Some(before), Some(now)) if before != now => Some((before, now)),
@@ -287,29 +352,33 @@ impl Leader {
                 self.finished.remove(stream);
                 continue;
             }
-            if self
-                .listings
-                .get(stream)
-                .is_none_or(|l| l.shards != listed.shards || l.created != created)
-            {
+            if self.listings.get(stream).is_none_or(|l| {
+                l.listed_at.is_none() || l.shards != listed.shards || l.created != created
+            }) {
                 put_shard_cache(ctx, &cache).await;
             }
             self.delete_tombstones(ctx, stream, &listed.shards, &leases[stream])
                 .await;
+            // Recorded only once listed: a failed listing is retried, or the children of
+            // a newly finished shard would wait for the next scheduled listing.
+            self.finished.insert(stream.clone(), finished);
             self.listings.insert(
                 stream.clone(),
                 Listing {
                     shards: listed.shards,
                     created,
-                    listed_at: now,
+                    listed_at: Some(now),
                 },
             );
         }
+        known
     }
 
     /// Deletes the leases of finished shards the stream no longer lists (DESIGN §3 cost
     /// budget). A finished shard still listed keeps its tombstone, or its children would
-    /// see an unfinished parent (scenario 15).
+    /// see an unfinished parent (scenario 15); so does one with a listed child never taken,
+    /// whose start (TRIM_HORIZON, because it has a parent) is stored only by its first
+    /// take: without the tombstone it would be planned at the initial position.
     async fn delete_tombstones(
         &self,
         ctx: &Ctx,
@@ -317,9 +386,21 @@ impl Leader {
         listed: &[ShardInfo],
         leases: &BTreeMap<String, LeaseItem>,
     ) {
-        let listed: BTreeSet<&str> = listed.iter().map(|s| s.shard_id.as_str()).collect();
+        let untaken_child_of = |parent: &str| {
+            listed.iter().any(|child| {
+                !leases.contains_key(&child.shard_id)
+                    && [&child.parent, &child.adjacent_parent]
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p == parent)
+            })
+        };
+        let listed_ids: BTreeSet<&str> = listed.iter().map(|s| s.shard_id.as_str()).collect();
         for lease in leases.values() {
-            if lease.shard_end && !listed.contains(lease.shard_id.as_str()) {
+            if lease.shard_end
+                && !listed_ids.contains(lease.shard_id.as_str())
+                && !untaken_child_of(&lease.shard_id)
+            {
                 let delete =
                     ctx.store
                         .delete_lease(stream, &lease.shard_id, LeaseDeletion::Tombstone);
@@ -342,7 +423,7 @@ impl Leader {
         let alive: BTreeMap<String, BTreeSet<String>> = self
             .members
             .iter()
-            .filter(|(_, m)| self.alive(m, now, failover))
+            .filter(|(id, m)| self.alive(id, m, now, failover))
             .map(|(id, m)| (id.clone(), m.streams.clone()))
             .collect();
         let mut input = AssignInput {
@@ -390,6 +471,13 @@ impl Leader {
                 if let Some(id) = &holder {
                     holders.push((stream.as_str(), shard_id, id.clone()));
                 }
+                // A member that fenced and rejoined keeps the shards its previous
+                // incarnation held (it takes them back at once): sticky across a rejoin.
+                let preferred = holder.or_else(|| {
+                    owner
+                        .filter(|o| alive.get(&o.client_id).is_some_and(|s| s.contains(stream)))
+                        .map(|o| o.client_id.clone())
+                });
                 let has_parent = [&info.parent, &info.adjacent_parent]
                     .into_iter()
                     .flatten()
@@ -413,7 +501,7 @@ impl Leader {
                         start,
                     },
                 );
-                shards.insert(eligible, holder);
+                shards.insert(eligible, preferred);
             }
         }
         let assignment = assign::assign(&input);
@@ -471,6 +559,8 @@ impl Leader {
                 PlanItem {
                     client_id: client_id.clone(),
                     term: self.term,
+                    // Set when written.
+                    version: 0,
                     token: token.to_owned(),
                     streams: streams
                         .into_iter()
@@ -490,9 +580,12 @@ impl Leader {
     async fn write_plans(
         &mut self,
         ctx: &Ctx,
+        fence: &Fence,
         plans: BTreeMap<String, PlanItem>,
     ) -> Result<(), TickError> {
-        for (client_id, plan) in plans {
+        for (client_id, mut plan) in plans {
+            may_write(fence)?;
+            plan.version = self.next_version();
             match ctx
                 .timed(Operation::WritePlan, ctx.store.write_plan(&plan))
                 .await
@@ -512,12 +605,26 @@ impl Leader {
         Ok(())
     }
 
-    async fn delete_plan(&mut self, ctx: &Ctx, client_id: &str) -> Result<(), TickError> {
+    /// The version of the next plan write or delete: later requests of one term carry
+    /// higher versions, so one that lands late is refused.
+    fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    async fn delete_plan(
+        &mut self,
+        ctx: &Ctx,
+        fence: &Fence,
+        client_id: &str,
+    ) -> Result<(), TickError> {
+        may_write(fence)?;
         self.written.remove(client_id);
         match ctx
             .timed(
                 Operation::DeletePlan,
-                ctx.store.delete_plan(client_id, self.term),
+                ctx.store
+                    .delete_plan(client_id, self.term, self.next_version()),
             )
             .await
         {
@@ -532,22 +639,23 @@ impl Leader {
 
     /// Deletes members judged dead for `prune_age`, conditional on the heartbeat seen —
     /// never by comparing `last_update` with this machine's wall clock (scenario 10).
-    async fn prune(&mut self, ctx: &Ctx, now: Duration) -> Result<(), TickError> {
-        let dead: Vec<(String, u64)> = self
+    async fn prune(&mut self, ctx: &Ctx, fence: &Fence, now: Duration) -> Result<(), TickError> {
+        let dead: Vec<(String, u64, Option<String>)> = self
             .members
             .iter()
             .filter(|(_, m)| now.saturating_sub(m.changed_at) >= ctx.cfg.prune_age)
-            .map(|(id, m)| (id.clone(), m.heartbeat))
+            .map(|(id, m)| (id.clone(), m.heartbeat, m.incarnation.clone()))
             .collect();
-        for (client_id, heartbeat) in dead {
-            match ctx
-                .timed(Operation::Prune, ctx.store.prune(&client_id, heartbeat))
-                .await
-            {
+        for (client_id, heartbeat, incarnation) in dead {
+            may_write(fence)?;
+            let prune = ctx
+                .store
+                .prune(&client_id, heartbeat, incarnation.as_deref());
+            match ctx.timed(Operation::Prune, prune).await {
                 Ok(()) => {
                     info!(member = %client_id, "pruned a dead member");
                     self.members.remove(&client_id);
-                    self.delete_plan(ctx, &client_id).await?;
+                    self.delete_plan(ctx, fence, &client_id).await?;
                 }
                 Err(e) => debug!(member = %client_id, error = %e, "prune refused or failed"),
             }
@@ -556,27 +664,45 @@ impl Leader {
     }
 }
 
+/// A member paused (or suspended) past its fence deadline writes no plan and prunes no
+/// member when it wakes (scenario 5): the fence is checked right before each such write.
+fn may_write(fence: &Fence) -> Result<(), TickError> {
+    if fence.check() {
+        Ok(())
+    } else {
+        Err(TickError::Fenced)
+    }
+}
+
 /// The stream's creation time and its shards, asked in that order: a re-creation between
 /// the two calls shows as a new time on the next listing, never as new shards under the
 /// old time.
+///
+/// Each call is bounded: a listing that hangs would stop the leader planning for good.
 async fn list(
     ctx: &Ctx,
     stream: &str,
 ) -> Result<(StreamShards, Option<DateTime<Utc>>), KinesisError> {
-    let created = ctx.kinesis.stream_created(stream).await?;
-    let listed = ctx.kinesis.list_shards(stream).await?;
+    let created = ctx.kinesis.stream_created(stream);
+    let created = within(LIST_TIMEOUT, "DescribeStreamSummary", stream, created).await?;
+    let listed = ctx.kinesis.list_shards(stream);
+    let listed = within(LIST_TIMEOUT, "ListShards", stream, listed).await?;
     Ok((listed, created))
 }
 
-/// The creation time kept with the stream's shard cache, for a leader that has not listed
-/// the stream in this term. Unknown (a failed read, or a cache the Go client wrote) means
-/// no re-creation can be judged this time.
-async fn stored_creation(ctx: &Ctx, stream: &str) -> Option<DateTime<Utc>> {
+/// The longest one listing call may take: ListShards pages through up to 10,000 shards
+/// 1,000 at a time, each page well under a second.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The stream's shard cache as stored: its shards for a leader whose listing failed, and
+/// its creation time for a leader that has not listed the stream in this term. `None`
+/// on a failed read, as when there is none.
+async fn stored_cache(ctx: &Ctx, stream: &str) -> Option<ShardCache> {
     match ctx
         .timed(Operation::ShardCache, ctx.store.shard_cache(stream))
         .await
     {
-        Ok(cache) => cache.and_then(|c| c.stream_created),
+        Ok(cache) => cache,
         Err(e) => {
             debug!(stream = %stream, error = %e, "shard cache read failed");
             None
@@ -680,7 +806,7 @@ mod tests {
             Listing {
                 shards: shards.iter().map(|s| shard(s)).collect(),
                 created: None,
-                listed_at: Duration::ZERO,
+                listed_at: Some(Duration::ZERO),
             },
         );
         l
@@ -783,7 +909,7 @@ mod tests {
             Listing {
                 shards: vec![shard("y0")],
                 created: None,
-                listed_at: Duration::ZERO,
+                listed_at: Some(Duration::ZERO),
             },
         );
         // a consumes only s (t was never seen in its streams: gone there at once).

@@ -39,6 +39,11 @@ pub(crate) struct Status {
     pub(crate) running: bool,
 }
 
+/// Fences within [`REPEATED_FENCE_WINDOW`] (or ten failover timeouts, if longer) that make
+/// a [`Error::RepeatedFencing`].
+const REPEATED_FENCES: usize = 3;
+const REPEATED_FENCE_WINDOW: Duration = Duration::from_secs(60);
+
 fn new_token() -> String {
     format!("{:016x}", crate::random::u64())
 }
@@ -95,6 +100,9 @@ struct Running {
 pub(crate) struct Coordinator {
     ctx: Arc<Ctx>,
     me: Owner,
+    /// This process's previous incarnation after a fence: its readers have stopped, so
+    /// the leases it names are this incarnation's to take back at once.
+    predecessor: Option<Owner>,
     fence: Arc<Fence>,
     beat: Arc<Beat>,
     heartbeat: JoinHandle<Stop>,
@@ -117,8 +125,12 @@ pub(crate) struct Coordinator {
     /// The shards of the plan last followed; `None` before the first, and after fencing.
     planned: Option<BTreeSet<ShardRef>>,
     rebalance: RebalanceTimer,
+    /// When (fencing clock) this member fenced itself recently.
+    fences: VecDeque<Duration>,
     /// Closed or superseded: the coordinator ends.
     stopped: bool,
+    /// What the coordinator ends with: the close's result, or why it stopped for good.
+    outcome: Result<()>,
 }
 
 impl Drop for Coordinator {
@@ -140,7 +152,7 @@ impl Coordinator {
         cmds: mpsc::Receiver<Command>,
         status: Arc<Mutex<Status>>,
         pending: PendingMark,
-    ) -> Result<JoinHandle<()>> {
+    ) -> Result<JoinHandle<Result<()>>> {
         // Everything this member logs carries its application and client id; shard tasks
         // add the stream and shard.
         let span = tracing::info_span!("member", app = %ctx.cfg.app, member = %client_id);
@@ -168,6 +180,7 @@ impl Coordinator {
         let mut coordinator = Coordinator {
             ctx,
             me,
+            predecessor: None,
             fence,
             beat,
             heartbeat,
@@ -185,13 +198,15 @@ impl Coordinator {
             pending,
             planned: None,
             rebalance: RebalanceTimer::default(),
+            fences: VecDeque::new(),
             stopped: false,
+            outcome: Ok(()),
         };
         coordinator.publish();
         Ok(tokio::spawn(coordinator.run().instrument(span)))
     }
 
-    async fn run(mut self) {
+    async fn run(mut self) -> Result<()> {
         let mut next_tick = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -223,7 +238,7 @@ impl Coordinator {
                 self.publish();
             }
             if self.stopped {
-                return;
+                return std::mem::replace(&mut self.outcome, Ok(()));
             }
         }
     }
@@ -303,13 +318,15 @@ impl Coordinator {
         };
         let plan = match self.leader.as_mut() {
             None => plan,
-            Some(leader) => match leader.tick(&self.ctx).await {
+            Some(leader) => match leader.tick(&self.ctx, &self.fence).await {
                 Ok(plans) => plans.get(&self.me.client_id).cloned(),
                 Err(TickError::Deposed) => {
                     self.fence_and_rejoin("a newer leader term refused this leader's plan")
                         .await;
                     return;
                 }
+                // The heartbeat task reports the fence and the member rejoins.
+                Err(TickError::Fenced) => return,
                 Err(TickError::Store(e)) => {
                     debug!(error = %e, "leader read failed; following the stored plan");
                     plan
@@ -344,6 +361,9 @@ impl Coordinator {
         }
         let since = self.watch.as_ref().map_or(now, |(_, s)| *s);
         if seen.owner.is_some() && now.saturating_sub(since) < self.ctx.cfg.failover_timeout {
+            return true;
+        }
+        if !self.fence.check() {
             return true;
         }
         self.take_sent = Some((now, seen.owner.clone()));
@@ -405,12 +425,12 @@ impl Coordinator {
             match desired.get(key) {
                 Some(p) if p.lease_counter.is_some_and(|c| c > counter) => {
                     // The leader saw a newer lease than ours: someone took it; stop at once.
-                    let _ = running.handle.cmds.try_send(ShardCmd::Lost);
+                    let _ = running.handle.cmds.send(ShardCmd::Lost);
                 }
                 Some(_) if !releases.contains(key) => {}
                 _ => {
                     running.releasing = true;
-                    let _ = running.handle.cmds.try_send(ShardCmd::Release);
+                    let _ = running.handle.cmds.send(ShardCmd::Release);
                 }
             }
         }
@@ -429,6 +449,7 @@ impl Coordinator {
             let job = ShardJob::Take {
                 planned: planned.clone(),
                 fast_poll,
+                predecessor: self.predecessor.clone(),
             };
             self.spawn(key, job, Some(planned));
         }
@@ -487,19 +508,20 @@ impl Coordinator {
             .filter(|k| !keep.contains(&k.stream))
             .cloned()
             .collect();
-        self.release_and_wait(&dropped).await;
+        let _ = self.release_and_wait(&dropped).await;
         self.beat.set_advertised(streams);
         Ok(())
     }
 
     /// Asks the given shard tasks to release (or stop, when not held) and waits for them
-    /// to end, for at most the time a release can take.
-    async fn release_and_wait(&mut self, keys: &[ShardRef]) {
+    /// to end, for at most the time a release can take. Returns the shards stopped
+    /// because they did not release in time.
+    async fn release_and_wait(&mut self, keys: &[ShardRef]) -> Vec<ShardRef> {
         for key in keys {
             if let Some(running) = self.shards.get_mut(key) {
                 if running.handle.held() {
                     running.releasing = true;
-                    let _ = running.handle.cmds.try_send(ShardCmd::Release);
+                    let _ = running.handle.cmds.send(ShardCmd::Release);
                 } else {
                     running.handle.cancel.cancel();
                 }
@@ -516,12 +538,16 @@ impl Coordinator {
                 }
             }
         };
+        let mut stuck = Vec::new();
         if tokio::time::timeout(limit, wait).await.is_err() {
             warn!("shards did not release in time; stopping them");
             for key in keys {
-                self.shards.remove(key);
+                if self.shards.remove(key).is_some() {
+                    stuck.push(key.clone());
+                }
             }
         }
+        stuck
     }
 
     /// Commits every held shard now; answers when all have answered.
@@ -529,7 +555,7 @@ impl Coordinator {
         let mut answers = Vec::new();
         for running in self.shards.values().filter(|r| r.handle.held()) {
             let (tx, rx) = oneshot::channel();
-            if running.handle.cmds.try_send(ShardCmd::Commit(tx)).is_ok() {
+            if running.handle.cmds.send(ShardCmd::Commit(tx)).is_ok() {
                 answers.push(rx);
             }
         }
@@ -551,10 +577,13 @@ impl Coordinator {
         });
     }
 
-    /// Stops every shard task without a write (fenced or superseded).
+    /// Stops every shard task (fenced or superseded): those holding a lease commit what
+    /// the application processed, conditionally, and write nothing else.
     async fn stop_all(&mut self) {
         for running in self.shards.values() {
-            running.handle.cancel.cancel();
+            if !running.handle.held() || running.handle.cmds.send(ShardCmd::Fenced).is_err() {
+                running.handle.cancel.cancel();
+            }
         }
         let wait = async {
             while !self.shards.is_empty() {
@@ -580,7 +609,8 @@ impl Coordinator {
         self.fence.not_leader();
     }
 
-    /// Step 5: stop every reader, discard unsent marks, and rejoin as a new incarnation.
+    /// Step 5: stop every reader, commit what the application processed, and rejoin as a
+    /// new incarnation.
     async fn fence_and_rejoin(&mut self, reason: &str) {
         warn!(reason, "fenced: stopping every reader and rejoining");
         self.fence.trip();
@@ -594,6 +624,7 @@ impl Coordinator {
         self.ctx.signals.event(Event::Fenced {
             reason: reason.to_owned(),
         });
+        self.count_fence();
         let old_token = self.me.token.clone();
         let token = new_token();
         let streams = self.beat.advertised();
@@ -628,7 +659,10 @@ impl Coordinator {
                 }
             }
         };
-        self.me.token = token;
+        self.predecessor = Some(Owner {
+            client_id: self.me.client_id.clone(),
+            token: std::mem::replace(&mut self.me.token, token),
+        });
         self.fence = Arc::new(Fence::new(
             self.ctx.clock.clone(),
             self.ctx.cfg.fence_deadline(),
@@ -652,6 +686,28 @@ impl Coordinator {
         });
     }
 
+    /// Notes a fence; the third within the window is reported as its own error, with the
+    /// heartbeats' durations and what to change, so a member that keeps fencing (a state
+    /// store too slow for its timeouts) does not just cycle quietly.
+    fn count_fence(&mut self) {
+        let now = self.ctx.clock.fencing_now();
+        let window = REPEATED_FENCE_WINDOW.max(self.ctx.cfg.failover_timeout * 10);
+        self.fences.retain(|at| now.saturating_sub(*at) < window);
+        self.fences.push_back(now);
+        if self.fences.len() < REPEATED_FENCES {
+            return;
+        }
+        let (median, max) = self.beat.latency();
+        crate::metrics::repeated_fencing(&self.ctx.cfg.app);
+        self.ctx.signals.error(Error::RepeatedFencing {
+            fences: self.fences.len(),
+            window,
+            median,
+            max,
+            request_timeout: self.ctx.cfg.request_timeout,
+        });
+    }
+
     /// Another process runs under this client id: stop for good (scenario 7).
     async fn superseded(&mut self) {
         warn!("another process registered under this client id; stopping for good");
@@ -660,31 +716,54 @@ impl Coordinator {
         self.stop_all().await;
         self.drop_leadership();
         self.ctx.signals.event(Event::Superseded);
-        self.ctx.signals.error(Error::Superseded {
+        let error = Error::Superseded {
             client_id: self.me.client_id.clone(),
-        });
+        };
+        self.ctx.signals.error(error.clone());
+        self.outcome = Err(error);
         self.stopped = true;
     }
 
     /// Graceful close: stop readers, commit, release every lease and the lock, leave.
+    /// Its outcome lists what did not finish: the final commits and releases that failed
+    /// (as the shard tasks reported them), the shards that did not release in time, and
+    /// a failed lock release or leave.
     async fn close(&mut self) {
+        // Subscribed before the shards are told to release, so no report of theirs is
+        // missed.
+        let mut reports = self.ctx.signals.errors.subscribe();
         flush_pending(&self.pending);
         let keys: Vec<ShardRef> = self.shards.keys().cloned().collect();
-        self.release_and_wait(&keys).await;
+        let stuck = self.release_and_wait(&keys).await;
+        let mut failures: Vec<Error> = std::iter::from_fn(|| reports.try_recv().ok())
+            .filter(|e| matches!(e, Error::CommitFailed { .. } | Error::LeaseLost { .. }))
+            .collect();
+        failures.extend(stuck.into_iter().map(|key| Error::LeaseLost {
+            stream: key.stream,
+            shard_id: key.shard_id,
+            reason: "not released in time; it moves after the failover timeout".into(),
+        }));
         self.heartbeat.abort();
         if let Some(leader) = &self.leader {
             let release = self.ctx.store.release_lock(&self.me, leader.term);
             if let Err(e) = self.ctx.timed(Operation::ReleaseLock, release).await {
                 debug!(error = %e, "lock release failed; it expires after the failover timeout");
+                failures.push(e.into());
             }
         }
         self.drop_leadership();
         let leave = self.ctx.store.leave(&self.me.client_id, &self.me.token);
         if let Err(e) = self.ctx.timed(Operation::Leave, leave).await {
             debug!(error = %e, "leave failed; the leader will judge this member gone");
+            failures.push(e.into());
         }
         self.fence.trip();
         self.stopped = true;
-        info!("left the group");
+        if failures.is_empty() {
+            info!("left the group");
+        } else {
+            self.outcome = Err(Error::CloseIncomplete { failures });
+            info!("left the group, not cleanly");
+        }
     }
 }

@@ -62,8 +62,11 @@ impl Signals {
         let _ = self.events.send(event);
     }
 
+    /// Reports a runtime error: to [`Kinesumer::errors`](crate::Kinesumer::errors), and
+    /// as a `tracing` warning under the target `kinesumer::errors`, which an application
+    /// that prints the stream itself can turn off.
     pub(crate) fn error(&self, error: Error) {
-        tracing::warn!(%error, "consumer error");
+        tracing::warn!(target: "kinesumer::errors", %error, "consumer error");
         let _ = self.errors.send(error);
     }
 }
@@ -108,6 +111,8 @@ impl Ctx {
         self.cfg.sync_interval.mul_f64(1.0 + spread)
     }
 }
+#[cfg(test)]
+mod hardening;
 #[cfg(test)]
 mod randomized;
 #[cfg(test)]

@@ -11,20 +11,20 @@ use crate::sim::{Fault, Latch, Sim};
 use crate::store::{Operation, StateStore};
 use crate::InitialPosition;
 
-const S: &str = "orders";
-const LONG: Duration = Duration::from_secs(60);
+pub(super) const S: &str = "orders";
+pub(super) const LONG: Duration = Duration::from_secs(60);
 
-fn secs(s: u64) -> Duration {
+pub(super) fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
 /// The failover timeout of the default configuration.
-fn failover() -> Duration {
+pub(super) fn failover() -> Duration {
     Sim::config("x").build().unwrap().failover_timeout()
 }
 
 /// A group of `names` sharing `shards` shards of [`S`], every shard read.
-async fn group(shards: usize, names: &[&str]) -> Sim {
+pub(super) async fn group(shards: usize, names: &[&str]) -> Sim {
     let mut sim = Sim::new(1, &[(S, shards)]);
     for name in names {
         sim.start(name, &[S]).await;
@@ -33,14 +33,14 @@ async fn group(shards: usize, names: &[&str]) -> Sim {
     sim
 }
 
-async fn settled(sim: &Sim) {
+pub(super) async fn settled(sim: &Sim) {
     sim.wait_for("every shard read", LONG, |s| s.unread().is_empty())
         .await;
 }
 
 /// Puts records, then checks that every record put so far was handed out and every shard
 /// is read by a running member.
-async fn nothing_lost(sim: &mut Sim) {
+pub(super) async fn nothing_lost(sim: &mut Sim) {
     sim.put(S, 20);
     settled(sim).await;
     sim.wait_for("every record handed out", LONG, |s| s.lost().is_empty())
@@ -48,16 +48,16 @@ async fn nothing_lost(sim: &mut Sim) {
     assert!(sim.violations().is_empty());
 }
 
-fn fenced(sim: &Sim, name: &str) -> usize {
+pub(super) fn fenced(sim: &Sim, name: &str) -> usize {
     sim.member(name)
         .count_events(|e| matches!(e, Event::Fenced { .. }))
 }
 
-fn shard_id(n: usize) -> String {
+pub(super) fn shard_id(n: usize) -> String {
     format!("shardId-{n:012}")
 }
 
-fn rule(op: Operation, fault: Fault) -> crate::sim::Rule {
+pub(super) fn rule(op: Operation, fault: Fault) -> crate::sim::Rule {
     crate::sim::Rule::new(op, fault)
 }
 
@@ -193,14 +193,28 @@ async fn s02_a_returning_leader_rewrites_every_plan_and_a_deposed_one_is_refused
         s.leader().as_deref() == Some("a")
     })
     .await;
+    let relead = sim.now();
     late.release();
     sim.run_for(secs(1)).await;
-    let refused = sim
-        .monitor()
-        .landings()
+    let landings = sim.monitor().landings();
+    let deposed: Vec<_> = landings
         .iter()
-        .any(|l| l.member == second && l.request.op == Operation::WritePlan && !l.ok);
-    assert!(refused, "the deposed leader's late plan write was refused");
+        .filter(|l| l.member == second && l.request.op.is_write() && l.at >= relead)
+        .collect();
+    assert!(
+        deposed
+            .iter()
+            .any(|l| l.request.op == Operation::WritePlan && !l.ok),
+        "the deposed leader's late plan write was refused"
+    );
+    let landed: Vec<_> = deposed
+        .iter()
+        .filter(|l| l.ok && matches!(l.request.op, Operation::WritePlan | Operation::DeletePlan))
+        .collect();
+    assert!(
+        landed.is_empty(),
+        "a deposed leader's plan write landed: {landed:?}"
+    );
     let store = sim.store();
     let (lock, _) = store.read_lock_and_plan("a").await.unwrap();
     let term = lock.unwrap().term;
@@ -304,6 +318,20 @@ async fn s05_a_member_paused_past_the_failover_hands_out_nothing_on_waking() {
     sim.run_for(secs(3)).await;
     assert!(fenced(&sim, "b") >= 1, "b fenced itself on waking");
     no_old_tenure_after(&sim, "b", woke);
+    // Writes nothing under its old incarnation: whatever it sends after waking and before
+    // its rejoin lands is refused (its fenced commit, conditional on the lease it lost).
+    let landings = sim.monitor().landings();
+    let rejoined = landings
+        .iter()
+        .find(|l| l.member == "b" && l.at >= woke && l.request.op == Operation::Register)
+        .map(|l| l.at)
+        .expect("b rejoined");
+    let written: Vec<_> = landings
+        .iter()
+        .filter(|l| l.member == "b" && l.ok && l.at >= woke && l.at < rejoined)
+        .filter(|l| l.request.op.is_write())
+        .collect();
+    assert!(written.is_empty(), "b wrote on waking: {written:?}");
     nothing_lost(&mut sim).await;
 }
 
@@ -516,6 +544,14 @@ async fn s13_a_handoff_with_a_fast_application_delivers_nothing_twice() {
     sim.put(S, 20);
     sim.wait_for("handed out", LONG, |s| s.lost().is_empty())
         .await;
+    // Records in the application's hands during the handoff, and the handoff's first
+    // commit fails: neither may make the next owner deliver anything again.
+    sim.member("a").set_processing(Duration::from_millis(5));
+    sim.put(S, 200);
+    sim.member("a")
+        .store
+        .push(rule(Operation::Checkpoint, Fault::Fail));
+    sim.run_for(Duration::from_millis(100)).await;
     sim.start("b", &[S]).await;
     sim.wait_for("b takes its share", LONG, |s| {
         s.member("b").consumer.held_shards().len() == 1
@@ -644,6 +680,10 @@ async fn s21_an_added_stream_is_read_only_after_a_heartbeat_advertised_it() {
         l.request.shard.as_ref().is_some_and(|r| r.stream == T)
     });
     assert!(take > beat, "took at {take:?}, advertised at {beat:?}");
+    let lost = sim
+        .member("b")
+        .count_events(|e| matches!(e, Event::LeaseLost { .. }));
+    assert_eq!(lost, 0, "no lease of b was taken from it early");
     sim.put(T, 10);
     nothing_lost(&mut sim).await;
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use super::fence::Fence;
 use super::Ctx;
@@ -39,6 +39,10 @@ const PLAN_SHOWS_NEWER: &str = "the leader's plan shows a newer lease of this sh
 
 /// How often a taker re-reads a lease still held by a live owner (DESIGN §3: 100–200 ms).
 const HANDOFF_POLL: Duration = Duration::from_millis(150);
+/// The most often a shard commits by records handed out ([`Config::commit_records`]).
+///
+/// [`Config::commit_records`]: crate::Config::commit_records
+const CATCH_UP_COMMIT: Duration = Duration::from_secs(1);
 /// How long a shard whose reader failed for good is left before it is taken again.
 pub(crate) const FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
 
@@ -52,6 +56,9 @@ pub(crate) enum ShardCmd {
     Commit(oneshot::Sender<Result<(), Error>>),
     /// The leader's plan shows a newer lease than this one: stop at once, write nothing.
     Lost,
+    /// The member fenced itself: hand out nothing more, commit what the application has
+    /// processed (conditional as always: refused if the lease moved on), stop.
+    Fenced,
 }
 
 /// The job of a shard task.
@@ -62,6 +69,9 @@ pub(crate) enum ShardJob {
         planned: PlannedShard,
         /// Poll a live owner for up to twice `handoff_timeout`; otherwise read once.
         fast_poll: bool,
+        /// This process's previous incarnation, which fenced and stopped its readers: a
+        /// lease it names is taken at once, without waiting for the leader to judge it.
+        predecessor: Option<Owner>,
     },
     /// The plan lists the shard under "release" but this process does not know it holds
     /// it (a take that landed late): release it if the lease still names this member.
@@ -88,7 +98,9 @@ pub(crate) enum Outcome {
 /// What the coordinator keeps of a running shard task.
 #[derive(Debug)]
 pub(crate) struct ShardHandle {
-    pub(crate) cmds: mpsc::Sender<ShardCmd>,
+    /// Unbounded: a release or a commit is never dropped (the coordinator must not wait
+    /// on a shard task, and each shard gets at most a command per tick and per commit()).
+    pub(crate) cmds: mpsc::UnboundedSender<ShardCmd>,
     pub(crate) cancel: CancellationToken,
     /// The lease counter while held; 0 while taking or when not ours.
     pub(crate) counter: Arc<AtomicU64>,
@@ -134,7 +146,7 @@ pub(crate) fn spawn(
     job: ShardJob,
     done: mpsc::UnboundedSender<ShardDone>,
 ) -> ShardHandle {
-    let (cmd_tx, cmd_rx) = mpsc::channel(8);
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
     let counter = Arc::new(AtomicU64::new(0));
     let task = ShardTask {
@@ -170,7 +182,7 @@ struct ShardTask {
     key: ShardRef,
     cancel: CancellationToken,
     counter: Arc<AtomicU64>,
-    cmds: mpsc::Receiver<ShardCmd>,
+    cmds: mpsc::UnboundedReceiver<ShardCmd>,
 }
 
 /// A lease this task holds.
@@ -181,6 +193,8 @@ struct Held {
     from: ReadFrom,
     /// A write timed out: re-read the lease before the next one.
     reread: bool,
+    /// Records handed out when the last commit read the mark.
+    handed_at_commit: u64,
 }
 
 /// What to do with a lease, given what was read and what the plan says.
@@ -196,7 +210,12 @@ enum Decision {
     Wait,
 }
 
-fn decide(lease: Option<&LeaseItem>, planned: &PlannedShard, me: &Owner) -> Decision {
+fn decide(
+    lease: Option<&LeaseItem>,
+    planned: &PlannedShard,
+    me: &Owner,
+    predecessor: Option<&Owner>,
+) -> Decision {
     let Some(lease) = lease else {
         return Decision::Take(LeaseSeen {
             exists: false,
@@ -217,6 +236,7 @@ fn decide(lease: Option<&LeaseItem>, planned: &PlannedShard, me: &Owner) -> Deci
     };
     match &lease.owner {
         None => Decision::Take(seen),
+        Some(owner) if Some(owner) == predecessor => Decision::Take(seen),
         Some(owner)
             if planned.owner_gone
                 && planned.owner.as_ref() == Some(owner)
@@ -239,6 +259,7 @@ fn read_from(item: &LeaseItem, fallback: &crate::store::StoredStart) -> ReadFrom
 /// Why holding ended.
 enum HoldEnd {
     Release,
+    Fenced,
     Lost(&'static str),
     Finished,
     Failed,
@@ -249,8 +270,12 @@ impl ShardTask {
     async fn run(mut self, job: ShardJob) -> Outcome {
         match job {
             ShardJob::ReleaseOnly => self.release_if_named().await,
-            ShardJob::Take { planned, fast_poll } => {
-                let held = match self.acquire(planned, fast_poll).await {
+            ShardJob::Take {
+                planned,
+                fast_poll,
+                predecessor,
+            } => {
+                let held = match self.acquire(planned, fast_poll, predecessor).await {
                     Ok(held) => held,
                     Err(outcome) => return outcome,
                 };
@@ -287,6 +312,7 @@ impl ShardTask {
         &mut self,
         mut planned: PlannedShard,
         fast_poll: bool,
+        predecessor: Option<Owner>,
     ) -> Result<Held, Outcome> {
         let wait_until = self.fence.now()
             + if fast_poll {
@@ -308,13 +334,18 @@ impl ShardTask {
                     continue;
                 }
             };
-            match decide(lease.as_ref(), &planned, &self.me) {
+            match decide(lease.as_ref(), &planned, &self.me, predecessor.as_ref()) {
                 Decision::Held => {
                     let item = lease.expect("held implies an item");
                     return Ok(self.held_from(&item, &planned));
                 }
                 Decision::Finished => return Err(Outcome::Finished),
                 Decision::Take(seen) => {
+                    // The lease read may have waited out a pause: a fenced member takes
+                    // nothing (scenario 5).
+                    if !self.fence.check() {
+                        return Err(Outcome::Stopped);
+                    }
                     let start = planned
                         .start
                         .pin(self.ctx.clock.wall(), self.ctx.cfg.latest_skew_margin);
@@ -332,7 +363,14 @@ impl ShardTask {
                             // (scenario 1).
                             return Ok(self.held_from(&item, &planned));
                         }
-                        Err(StoreError::ConditionFailed { .. }) => continue,
+                        // The lease moved between the read and the take: read it again
+                        // after a handoff poll, not at once (a lease that keeps moving
+                        // would have this member spin on the store).
+                        Err(StoreError::ConditionFailed { .. }) => {
+                            if !self.pause(HANDOFF_POLL).await {
+                                return Err(Outcome::Stopped);
+                            }
+                        }
                         Err(e) => {
                             // The take may have landed: the next read tells (scenario 17).
                             debug!(error = %e, "take failed; re-reading");
@@ -360,10 +398,15 @@ impl ShardTask {
         if self.fence.now() + HANDOFF_POLL > wait_until {
             return false;
         }
+        self.pause(HANDOFF_POLL).await
+    }
+
+    /// Sleeps `d`; false when the task is cancelled meanwhile.
+    async fn pause(&self, d: Duration) -> bool {
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => false,
-            _ = tokio::time::sleep(HANDOFF_POLL) => true,
+            _ = tokio::time::sleep(d) => true,
         }
     }
 
@@ -398,6 +441,7 @@ impl ShardTask {
             committed: item.checkpoint.clone(),
             from: read_from(item, &fallback),
             reread: false,
+            handed_at_commit: 0,
         }
     }
 
@@ -426,7 +470,7 @@ impl ShardTask {
             tx,
             reader_cancel.clone(),
         ));
-        let deliver = Owned(tokio::spawn(
+        let mut deliver = Owned(tokio::spawn(
             deliver(
                 rx,
                 track.clone(),
@@ -437,7 +481,13 @@ impl ShardTask {
         ));
         let mut reader_done = false;
         let end = self
-            .hold_loop(&mut held, &track, &mut reader.0, &mut reader_done)
+            .hold_loop(
+                &mut held,
+                &track,
+                &mut reader.0,
+                &mut reader_done,
+                &mut deliver.0,
+            )
             .await;
         reader_cancel.cancel();
         if !reader_done {
@@ -453,7 +503,7 @@ impl ShardTask {
                     // the records in its hands may be delivered again by the next owner.
                     self.event_lease(|stream, shard_id| Event::LeaseLost { stream, shard_id });
                 }
-                match self.commit(&mut held, &track, false).await {
+                match self.final_commit(&mut held, &track).await {
                     Err(CommitEnd::Lost) => self.lost(COMMIT_REFUSED),
                     _ if !self.release(held.counter).await => self.lost(LEASE_MOVED),
                     _ if matches!(end, HoldEnd::Failed) => Outcome::Failed,
@@ -469,6 +519,17 @@ impl ShardTask {
             HoldEnd::Lost(reason) => {
                 deliver.0.abort();
                 self.lost(reason)
+            }
+            HoldEnd::Fenced => {
+                deliver.0.abort();
+                // Finished work survives the fence: a write refused because the lease
+                // moved on is as it should be; an unreachable store is said.
+                if let Err(CommitEnd::Failed(e)) =
+                    self.commit(&mut held, &track, false, false).await
+                {
+                    warn!(error = %e, "fenced: the records processed since the last commit could not be committed");
+                }
+                Outcome::Stopped
             }
             HoldEnd::Finished => {
                 deliver.0.abort();
@@ -553,10 +614,16 @@ impl ShardTask {
         track: &Arc<ShardTrack>,
         reader: &mut JoinHandle<ReaderEnd>,
         reader_done: &mut bool,
+        deliver: &mut JoinHandle<DeliveryEnd>,
     ) -> HoldEnd {
+        let mut delivering = true;
         let mut commit_tick = tokio::time::interval(self.ctx.cfg.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         commit_tick.tick().await;
+        let mut catch_up_tick = tokio::time::interval(CATCH_UP_COMMIT);
+        catch_up_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        catch_up_tick.tick().await;
+        let commit_records = self.ctx.cfg.commit_records;
         // Set when the reader reached the end of a closed shard (or the shard vanished):
         // the position that must be processed before the shard is finished.
         let mut ending: Option<Option<Position>> = None;
@@ -576,8 +643,9 @@ impl ShardTask {
                 cmd = self.cmds.recv() => match cmd {
                     Some(ShardCmd::Release) => return HoldEnd::Release,
                     Some(ShardCmd::Lost) => return HoldEnd::Lost(PLAN_SHOWS_NEWER),
+                    Some(ShardCmd::Fenced) => return HoldEnd::Fenced,
                     Some(ShardCmd::Commit(ack)) => {
-                        let result = self.commit(held, track, false).await;
+                        let result = self.commit(held, track, false, true).await;
                         let lost = matches!(result, Err(CommitEnd::Lost));
                         let _ = ack.send(result.map_err(|e| e.into_error(&self.key)));
                         if lost {
@@ -610,8 +678,27 @@ impl ShardTask {
                         }
                     }
                 }
+                end = &mut *deliver, if delivering => {
+                    delivering = false;
+                    let reason = match end {
+                        // The reader ended (the shard's end) and every record was passed on.
+                        Ok(DeliveryEnd::Drained) => continue,
+                        // The fence tripped: the coordinator stops this task.
+                        Ok(DeliveryEnd::NotAllowed) => continue,
+                        Ok(DeliveryEnd::StreamDropped) => "the application dropped its record stream".to_owned(),
+                        Err(join) if join.is_panic() => format!("the handler panicked: {}", panic_message(join.into_panic())),
+                        Err(join) => format!("the delivery task ended: {join}"),
+                    };
+                    tracing::warn!(%reason, "delivery stopped; releasing the shard");
+                    self.ctx.signals.error(Error::DeliveryStopped {
+                        stream: self.key.stream.clone(),
+                        shard_id: self.key.shard_id.clone(),
+                        reason,
+                    });
+                    return HoldEnd::Failed;
+                }
                 _ = end_processed, if ending.is_some() => {
-                    return match self.commit(held, track, true).await {
+                    return match self.commit(held, track, true, true).await {
                         Ok(()) => HoldEnd::Finished,
                         Err(CommitEnd::Lost) => HoldEnd::Lost(COMMIT_REFUSED),
                         // Retried at the next commit tick by waiting again.
@@ -622,8 +709,18 @@ impl ShardTask {
                     };
                 }
                 _ = commit_tick.tick() => {
-                    if let Err(CommitEnd::Lost) = self.commit(held, track, false).await {
+                    if let Err(CommitEnd::Lost) = self.commit(held, track, false, true).await {
                         return HoldEnd::Lost(COMMIT_REFUSED);
+                    }
+                }
+                // Catching up on a backlog: commit by records handed out too, so a crash
+                // or a fence repeats about a second of work.
+                _ = catch_up_tick.tick(), if commit_records > 0 => {
+                    let behind = track.handed_count().saturating_sub(held.handed_at_commit);
+                    if behind >= commit_records {
+                        if let Err(CommitEnd::Lost) = self.commit(held, track, false, true).await {
+                            return HoldEnd::Lost(COMMIT_REFUSED);
+                        }
                     }
                 }
             }
@@ -631,22 +728,28 @@ impl ShardTask {
     }
 
     /// Writes the mark as the checkpoint if it moved (or the shard ended), fenced
-    /// (DESIGN §3 "Checkpoints and fencing").
+    /// (DESIGN §3 "Checkpoints and fencing"). `check_fence` is false only for the commit a
+    /// fenced member makes of records its application processed before the fence: the
+    /// write is conditional on the owner and lease counter, so it is refused once the
+    /// lease has moved on, and a taker that read before it lands starts from the
+    /// checkpoint its take returns (scenario 1).
     async fn commit(
         &self,
         held: &mut Held,
         track: &ShardTrack,
         shard_end: bool,
+        check_fence: bool,
     ) -> Result<(), CommitEnd> {
         if held.reread {
             self.reread_after_timeout(held).await?;
         }
+        let handed = track.handed_count();
         let mark = track.marked();
         let moved = mark.is_some() && mark > held.committed;
         if !moved && !shard_end {
             return Ok(());
         }
-        if !self.fence.check() {
+        if check_fence && !self.fence.check() {
             return Err(CommitEnd::Lost);
         }
         let write = CheckpointWrite {
@@ -667,6 +770,7 @@ impl ShardTask {
                 if moved {
                     held.committed = mark;
                 }
+                held.handed_at_commit = handed;
                 track.metrics.commits.increment(1);
                 Ok(())
             }
@@ -689,6 +793,33 @@ impl ShardTask {
                     source: e.clone(),
                 });
                 Err(CommitEnd::Failed(e))
+            }
+        }
+    }
+
+    /// The last commit of a lease given up (a release, a failed reader or delivery): a
+    /// failed write is retried with backoff for up to `commit_timeout`, so one throttled
+    /// write does not make the next owner deliver again everything since the last
+    /// periodic commit.
+    async fn final_commit(&self, held: &mut Held, track: &ShardTrack) -> Result<(), CommitEnd> {
+        let deadline = tokio::time::Instant::now() + self.ctx.cfg.commit_timeout;
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(50), self.ctx.cfg.sync_interval);
+        loop {
+            match self.commit(held, track, false, true).await {
+                Err(CommitEnd::Failed(e)) => {
+                    let retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                    if retry_at >= deadline || self.cancel.is_cancelled() {
+                        return Err(CommitEnd::Failed(e));
+                    }
+                    debug!(error = %e, "final commit failed; retrying");
+                    tokio::select! {
+                        biased;
+                        _ = self.cancel.cancelled() => return Err(CommitEnd::Failed(e)),
+                        _ = tokio::time::sleep_until(retry_at) => {}
+                    }
+                }
+                done => return done,
             }
         }
     }
@@ -716,7 +847,6 @@ impl ShardTask {
     async fn release(&self, counter: u64) -> bool {
         let mut backoff =
             crate::backoff::Backoff::new(Duration::from_millis(50), self.ctx.cfg.sync_interval);
-        let mut attempted = false;
         loop {
             let request = self.ctx.store.release_lease(
                 &self.key.stream,
@@ -726,20 +856,14 @@ impl ShardTask {
             );
             match self.ctx.timed(Operation::ReleaseLease, request).await {
                 Ok(()) => return true,
-                Err(StoreError::ConditionFailed { .. }) if !attempted => return false,
+                // A refusal too is read before it is believed: the SDK retries a request
+                // whose answer was lost, and the retry of a release that landed is refused.
                 Err(e) => debug!(error = %e, "release failed; checking the lease"),
             }
-            attempted = true;
-            match self.read_lease().await {
-                Ok(Some(item))
-                    if item.owner.as_ref() == Some(&self.me)
-                        && item.lease_counter == Some(counter) => {}
-                // Our own release landed with its response lost: free, counter moved on.
-                Ok(Some(item)) => {
-                    return item.owner.is_none() && item.lease_counter == Some(counter + 1)
+            if let Ok(item) = self.read_lease().await {
+                if let Some(released) = after_failed_release(item.as_ref(), &self.me, counter) {
+                    return released;
                 }
-                Ok(None) => return false,
-                Err(_) => {}
             }
             if self.cancel.is_cancelled() {
                 return false;
@@ -761,6 +885,19 @@ impl ShardTask {
             _ => Outcome::Released,
         }
     }
+}
+
+/// What a lease read after a failed release says: `Some(true)` when the release landed
+/// (free, its counter moved on by one), `Some(false)` when the lease is not this owner's,
+/// `None` when it is still held as before (release again).
+fn after_failed_release(item: Option<&LeaseItem>, me: &Owner, counter: u64) -> Option<bool> {
+    let Some(item) = item else {
+        return Some(false);
+    };
+    if item.owner.as_ref() == Some(me) && item.lease_counter == Some(counter) {
+        return None;
+    }
+    Some(item.owner.is_none() && item.lease_counter == Some(counter + 1))
 }
 
 /// Why a commit did not write.
@@ -789,13 +926,33 @@ impl CommitEnd {
     }
 }
 
+/// Why a shard's delivery ended.
+#[derive(Debug)]
+enum DeliveryEnd {
+    /// The reader ended and every record read was passed on.
+    Drained,
+    /// The application dropped its record stream.
+    StreamDropped,
+    /// A record could not be handed out: the fence tripped.
+    NotAllowed,
+}
+
+/// The text of a panic's payload, if it has one.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
 /// Moves records from the shard's buffer to the application, in order.
 async fn deliver(
     mut rx: mpsc::Receiver<ReadItem>,
     track: Arc<ShardTrack>,
     sink: Sink,
     auto_commit: bool,
-) {
+) -> DeliveryEnd {
     while let Some(item) = rx.recv().await {
         track.set_millis_behind(item.millis_behind);
         let record = Record::new(item, track.clone());
@@ -803,12 +960,12 @@ async fn deliver(
         match &sink {
             Sink::Stream(tx) => {
                 if tx.send(record).await.is_err() {
-                    return;
+                    return DeliveryEnd::StreamDropped;
                 }
             }
             Sink::Handler(handler) => {
                 if !track.may_hand_out() {
-                    return;
+                    return DeliveryEnd::NotAllowed;
                 }
                 track.handed_out(&pos, record.data.len());
                 handler.handle(record).await;
@@ -818,6 +975,7 @@ async fn deliver(
             }
         }
     }
+    DeliveryEnd::Drained
 }
 
 #[cfg(test)]
@@ -856,25 +1014,46 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_release_is_judged_by_the_lease_read_after_it() {
+        let me = owner("a", "1");
+        // The SDK's retry of a release that landed is refused: the read shows it landed.
+        let landed = lease(None, Some(4), false);
+        assert_eq!(after_failed_release(Some(&landed), &me, 3), Some(true));
+        assert_eq!(
+            after_failed_release(Some(&lease(Some(me.clone()), Some(3), false)), &me, 3),
+            None,
+            "still held: release again"
+        );
+        let taken = lease(Some(owner("b", "2")), Some(4), false);
+        assert_eq!(after_failed_release(Some(&taken), &me, 3), Some(false));
+        assert_eq!(after_failed_release(None, &me, 3), Some(false));
+    }
+
+    #[test]
     fn decisions_follow_the_design() {
         let me = owner("a", "1");
         let other = owner("b", "2");
         let p = planned(None, None, false);
-        assert!(matches!(decide(None, &p, &me), Decision::Take(s) if !s.exists));
+        assert!(matches!(decide(None, &p, &me, None), Decision::Take(s) if !s.exists));
         assert_eq!(
-            decide(Some(&lease(Some(me.clone()), Some(3), false)), &p, &me),
+            decide(
+                Some(&lease(Some(me.clone()), Some(3), false)),
+                &p,
+                &me,
+                None
+            ),
             Decision::Held
         );
         assert_eq!(
-            decide(Some(&lease(None, Some(3), true)), &p, &me),
+            decide(Some(&lease(None, Some(3), true)), &p, &me, None),
             Decision::Finished
         );
         assert_eq!(
-            decide(Some(&lease(Some(me.clone()), Some(3), true)), &p, &me),
+            decide(Some(&lease(Some(me.clone()), Some(3), true)), &p, &me, None),
             Decision::Finished
         );
         assert!(matches!(
-            decide(Some(&lease(None, Some(3), false)), &p, &me),
+            decide(Some(&lease(None, Some(3), false)), &p, &me, None),
             Decision::Take(LeaseSeen {
                 exists: true,
                 owner: None,
@@ -883,7 +1062,12 @@ mod tests {
         ));
         // A live owner: wait.
         assert_eq!(
-            decide(Some(&lease(Some(other.clone()), Some(3), false)), &p, &me),
+            decide(
+                Some(&lease(Some(other.clone()), Some(3), false)),
+                &p,
+                &me,
+                None
+            ),
             Decision::Wait
         );
         // Gone, with the counter the plan names: take.
@@ -892,7 +1076,8 @@ mod tests {
             decide(
                 Some(&lease(Some(other.clone()), Some(3), false)),
                 &gone,
-                &me
+                &me,
+                None
             ),
             Decision::Take(_)
         ));
@@ -901,9 +1086,21 @@ mod tests {
             decide(
                 Some(&lease(Some(other.clone()), Some(4), false)),
                 &gone,
-                &me
+                &me,
+                None
             ),
             Decision::Wait
         );
+        // A lease of this process's previous incarnation: taken at once.
+        let before = owner("a", "0");
+        assert!(matches!(
+            decide(
+                Some(&lease(Some(before.clone()), Some(3), false)),
+                &p,
+                &me,
+                Some(&before)
+            ),
+            Decision::Take(_)
+        ));
     }
 }

@@ -29,11 +29,12 @@
 //! # Examples
 //!
 //! ```
+//! use bytes::Bytes;
 //! use kinesumer::reader::aggregation::{self, AggregateError};
 //!
-//! let plain = b"not aggregated";
-//! assert!(!aggregation::is_aggregated(plain));
-//! assert!(matches!(aggregation::decode(plain), Err(AggregateError::NotAggregated)));
+//! let plain = Bytes::from_static(b"not aggregated");
+//! assert!(!aggregation::is_aggregated(&plain));
+//! assert!(matches!(aggregation::decode(&plain), Err(AggregateError::NotAggregated)));
 //!
 //! // The magic, an empty protobuf, and the MD5 of nothing: an aggregate of no records.
 //! let mut empty = vec![0xF3, 0x89, 0x9A, 0xC2];
@@ -41,11 +42,12 @@
 //!     0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04,
 //!     0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42, 0x7e,
 //! ]);
-//! assert!(aggregation::decode(&empty).unwrap().is_empty());
+//! assert!(aggregation::decode(&Bytes::from(empty)).unwrap().is_empty());
 //! ```
 
 use std::fmt;
 
+use bytes::Bytes;
 use md5::{Digest, Md5};
 use thiserror::Error;
 
@@ -66,7 +68,8 @@ pub struct UserRecord {
     /// Its explicit hash key, when the producer set one.
     pub explicit_hash_key: Option<String>,
     /// The payload.
-    pub data: Vec<u8>,
+    /// A slice of the aggregate's buffer: splitting copies no payload.
+    pub data: Bytes,
 }
 
 impl fmt::Debug for UserRecord {
@@ -144,7 +147,7 @@ pub fn is_aggregated(data: &[u8]) -> bool {
 ///
 /// [`AggregateError::NotAggregated`] without the magic prefix; any other variant for a
 /// record with the prefix that does not verify or decode.
-pub fn decode(data: &[u8]) -> Result<Vec<UserRecord>, AggregateError> {
+pub fn decode(data: &Bytes) -> Result<Vec<UserRecord>, AggregateError> {
     if !is_aggregated(data) {
         return Err(AggregateError::NotAggregated);
     }
@@ -155,7 +158,7 @@ pub fn decode(data: &[u8]) -> Result<Vec<UserRecord>, AggregateError> {
     if Md5::digest(message).as_slice() != digest {
         return Err(AggregateError::Checksum);
     }
-    parse(message)?.resolve()
+    parse(message)?.resolve(data)
 }
 
 /// The message as read, borrowing the input: tables and records may come in any order,
@@ -175,7 +178,9 @@ struct ParsedRecord<'a> {
 }
 
 impl Parsed<'_> {
-    fn resolve(self) -> Result<Vec<UserRecord>, AggregateError> {
+    /// The user records; their payloads are slices of `buffer`, the aggregate that
+    /// `self` borrows from.
+    fn resolve(self, buffer: &Bytes) -> Result<Vec<UserRecord>, AggregateError> {
         let key = |table: &[&[u8]], name, index, value: u64| {
             let bytes = usize::try_from(value)
                 .ok()
@@ -203,7 +208,7 @@ impl Parsed<'_> {
                         .explicit_hash_key_index
                         .map(|e| key(&self.explicit_hash_keys, "explicit hash key", i, e))
                         .transpose()?,
-                    data: r.data.ok_or_else(|| missing(i, "data"))?.to_vec(),
+                    data: buffer.slice_ref(r.data.ok_or_else(|| missing(i, "data"))?),
                 })
             })
             .collect()

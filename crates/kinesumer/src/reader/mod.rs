@@ -13,6 +13,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
@@ -23,6 +24,7 @@ pub use kinesis::SdkKinesis;
 
 /// Where a shard iterator starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IteratorStart {
     /// AFTER_SEQUENCE_NUMBER: resume after a checkpoint.
     After(SequenceNumber),
@@ -44,7 +46,7 @@ pub struct RawRecord {
     /// The partition key.
     pub partition_key: String,
     /// The payload.
-    pub data: Vec<u8>,
+    pub data: Bytes,
     /// When Kinesis received it.
     pub approximate_arrival: Option<DateTime<Utc>>,
 }
@@ -93,7 +95,7 @@ pub struct FanOutEvent {
 
 /// An open SubscribeToShard event stream. Dropping it ends the subscription.
 #[async_trait]
-pub trait Subscription: Send + fmt::Debug {
+pub trait Subscription: crate::sealed::Sealed + Send + fmt::Debug {
     /// The next event; `Ok(None)` when the service ended the subscription (it does
     /// every 5 minutes). A subscription the service refuses fails here, on its first
     /// event (ResourceInUse while another subscription of the consumer and shard is
@@ -183,8 +185,21 @@ pub enum KinesisError {
 
 /// The Kinesis calls the consumer makes: the seam that lets simulations run without
 /// Kinesis. [`SdkKinesis`] is the implementation over the AWS SDK.
+///
+/// Sealed: callable, not implementable outside this crate; its error classification
+/// drives the readers' backoff, and it grows with the readers. Endpoints, proxies,
+/// interceptors and retries belong to the SDK client you pass
+/// ([`Kinesumer::from_sdk_config`](crate::Kinesumer::from_sdk_config)); tests use
+/// `SimKinesis` (feature `test-util`).
+///
+/// # Cancel safety
+///
+/// Every method is cancel safe: the calls read, except `register_consumer` and
+/// `deregister_consumer`, which are idempotent (dropped part-way, calling again finds
+/// the consumer as the first call left it). A dropped GetRecords loses nothing: the
+/// reader asks again with the same iterator, or a new one from its last position.
 #[async_trait]
-pub trait KinesisApi: Send + Sync + fmt::Debug + 'static {
+pub trait KinesisApi: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// Every shard of the stream (full, unfiltered, paged ListShards).
     async fn list_shards(&self, stream: &str) -> Result<StreamShards, KinesisError>;
 
@@ -251,6 +266,24 @@ pub trait KinesisApi: Send + Sync + fmt::Debug + 'static {
         let _ = (consumer_arn, shard_id, start);
         Err(no_fan_out("SubscribeToShard", stream))
     }
+}
+
+/// Runs one Kinesis call within `limit`: one that does not answer in time (a connection
+/// that hangs; the SDK sets no read timeout of its own) fails as a transient error
+/// naming the call, and is retried like any other.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    operation: &'static str,
+    stream: &str,
+    call: impl std::future::Future<Output = Result<T, KinesisError>>,
+) -> Result<T, KinesisError> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(KinesisError::Other {
+            operation,
+            stream: stream.to_owned(),
+            message: format!("timed out after {limit:?}"),
+        })
+    })
 }
 
 fn no_fan_out(operation: &'static str, stream: &str) -> KinesisError {

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::feed::{Feed, ReadFrom, ReadItem, ReaderEnd};
-use super::{KinesisApi, KinesisError, RecordsPage};
+use super::{within, KinesisApi, KinesisError, RecordsPage};
 use crate::config::Aggregation;
 
 /// Kinesis allows 5 GetRecords calls per second per shard, shared by every reader of
@@ -96,7 +96,12 @@ impl Reader {
                 None => {
                     let start = self.feed.resume_start();
                     let api = Arc::clone(&self.api);
-                    let got = api.shard_iterator(&self.feed.stream, &self.feed.shard_id, &start);
+                    let got = within(
+                        self.cfg.scan_timeout,
+                        "GetShardIterator",
+                        &self.feed.stream,
+                        api.shard_iterator(&self.feed.stream, &self.feed.shard_id, &start),
+                    );
                     match self.feed.or_cancel(got).await {
                         None => return ReaderEnd::Cancelled,
                         Some(Ok(it)) => it,
@@ -117,19 +122,15 @@ impl Reader {
             }
             let started = Instant::now();
             next_call = started + MIN_CALL_SPACING;
-            let call = tokio::time::timeout(
+            let call = within(
                 self.cfg.scan_timeout,
+                "GetRecords",
+                &self.feed.stream,
                 self.api
                     .get_records(&self.feed.stream, &self.feed.shard_id, &it, self.cfg.limit),
             );
-            let result = match self.feed.or_cancel(call).await {
-                None => return ReaderEnd::Cancelled,
-                Some(Ok(result)) => result,
-                Some(Err(_elapsed)) => Err(KinesisError::Other {
-                    operation: "GetRecords",
-                    stream: self.feed.stream.to_string(),
-                    message: format!("timed out after {:?}", self.cfg.scan_timeout),
-                }),
+            let Some(result) = self.feed.or_cancel(call).await else {
+                return ReaderEnd::Cancelled;
             };
             match result {
                 Ok(page) => {
@@ -229,6 +230,8 @@ mod tests {
         }
     }
 
+    impl crate::sealed::Sealed for Fake {}
+
     #[async_trait]
     impl KinesisApi for Fake {
         async fn list_shards(&self, _: &str) -> Result<StreamShards, KinesisError> {
@@ -287,7 +290,7 @@ mod tests {
             .map(|(n, data)| RawRecord {
                 sequence_number: seq(n),
                 partition_key: "pk".into(),
-                data,
+                data: data.into(),
                 approximate_arrival: None,
             })
             .collect();
@@ -616,7 +619,7 @@ mod tests {
             .map(|i| i.record.partition_key.as_str())
             .collect();
         assert_eq!(keys, "abcabbacca");
-        assert_eq!(items[1].record.data, b"shared-0");
+        assert_eq!(items[1].record.data, &b"shared-0"[..]);
         assert_eq!(end_last(&end), Some(3));
     }
 
@@ -639,7 +642,7 @@ mod tests {
                 Position::whole(seq(3))
             ]
         );
-        assert_eq!(items[0].record.data, b"shared-7");
+        assert_eq!(items[0].record.data, &b"shared-7"[..]);
         assert_eq!(fake.iterators(), [IteratorStart::At(seq(2))]);
         assert_eq!(end_last(&end), Some(3));
     }

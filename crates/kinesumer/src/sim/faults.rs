@@ -113,7 +113,7 @@ impl Latch {
         self.0.set(false);
     }
 
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         self.0.wait_for(false).await;
     }
 }
@@ -121,8 +121,10 @@ impl Latch {
 /// What happens to one request.
 #[derive(Debug, Clone)]
 pub enum Fault {
-    /// Refused before it lands (a connection error).
+    /// Refused before it lands (a connection error, or a 500 from Kinesis).
     Fail,
+    /// Refused for load: the service's throttling error.
+    Throttle,
     /// Never answered and never lands: the member's `request_timeout` ends it.
     Hang,
     /// Lands, and is answered, after this long (even if the member gave up waiting).
@@ -131,34 +133,45 @@ pub enum Fault {
     Hold(Latch),
     /// Lands, but its answer is lost: the member sees an error.
     LoseResponse,
+    /// Refused as if its condition failed, without landing (a state store: another
+    /// member's write got there first). For Kinesis, as [`Fault::Fail`].
+    Refuse,
 }
 
-/// One request as the fault script sees it.
+/// One request as the fault script sees it: a state-store [`Operation`], or a
+/// [`KinesisOp`](super::KinesisOp).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub struct Request<O = Operation> {
     /// The operation.
-    pub op: Operation,
-    /// The lease it concerns, for lease operations.
+    pub op: O,
+    /// The lease (or Kinesis shard) it concerns; for a call about a whole stream (a
+    /// shard listing), `shard_id` is empty.
     pub shard: Option<ShardRef>,
+    /// The member whose plan it writes or deletes.
+    pub member: Option<String>,
 }
 
 /// A scripted fault: the matching requests after the first `skip` get `fault`, `times`
 /// times.
 #[derive(Debug, Clone)]
-pub struct Rule {
-    op: Operation,
+pub struct Rule<O = Operation> {
+    op: O,
     shard: Option<ShardRef>,
+    stream: Option<String>,
+    member: Option<String>,
     skip: usize,
     times: usize,
     fault: Fault,
 }
 
-impl Rule {
+impl<O: Copy + Eq> Rule<O> {
     /// The next request of `op` gets `fault`.
-    pub fn new(op: Operation, fault: Fault) -> Self {
+    pub fn new(op: O, fault: Fault) -> Self {
         Self {
             op,
             shard: None,
+            stream: None,
+            member: None,
             skip: 0,
             times: 1,
             fault,
@@ -174,6 +187,18 @@ impl Rule {
         self
     }
 
+    /// Only requests about this stream (any of its shards) match.
+    pub fn stream(mut self, stream: &str) -> Self {
+        self.stream = Some(stream.to_owned());
+        self
+    }
+
+    /// Only requests about this member's plan match.
+    pub fn member(mut self, client_id: &str) -> Self {
+        self.member = Some(client_id.to_owned());
+        self
+    }
+
     /// The first `n` matching requests pass untouched.
     pub fn skip(mut self, n: usize) -> Self {
         self.skip = n;
@@ -186,8 +211,12 @@ impl Rule {
         self
     }
 
-    fn matches(&self, r: &Request) -> bool {
-        self.op == r.op && (self.shard.is_none() || self.shard == r.shard)
+    fn matches(&self, r: &Request<O>) -> bool {
+        let stream = r.shard.as_ref().map(|s| s.stream.as_str());
+        self.op == r.op
+            && (self.shard.is_none() || self.shard == r.shard)
+            && (self.stream.is_none() || self.stream.as_deref() == stream)
+            && (self.member.is_none() || self.member == r.member)
     }
 }
 
@@ -197,6 +226,8 @@ pub struct RandomFaults {
     rng: StdRng,
     /// Chance of [`Fault::Fail`].
     pub fail: f64,
+    /// Chance of [`Fault::Throttle`].
+    pub throttle: f64,
     /// Chance of [`Fault::LoseResponse`].
     pub lose_response: f64,
     /// Chance of [`Fault::Hang`].
@@ -215,6 +246,7 @@ impl RandomFaults {
         Self {
             rng: StdRng::seed_from_u64(seed),
             fail: 0.0,
+            throttle: 0.0,
             lose_response: 0.0,
             hang: 0.0,
             slow: 0.0,
@@ -225,17 +257,17 @@ impl RandomFaults {
 
     fn draw(&mut self) -> Option<Fault> {
         let x: f64 = self.rng.random();
-        let mut edge = self.fail;
-        if x < edge {
-            return Some(Fault::Fail);
-        }
-        edge += self.lose_response;
-        if x < edge {
-            return Some(Fault::LoseResponse);
-        }
-        edge += self.hang;
-        if x < edge {
-            return Some(Fault::Hang);
+        let mut edge = 0.0;
+        for (chance, fault) in [
+            (self.fail, Fault::Fail),
+            (self.throttle, Fault::Throttle),
+            (self.lose_response, Fault::LoseResponse),
+            (self.hang, Fault::Hang),
+        ] {
+            edge += chance;
+            if x < edge {
+                return Some(fault);
+            }
         }
         edge += self.slow;
         if x < edge {
@@ -249,20 +281,93 @@ impl RandomFaults {
 
 /// One request as it went: when it was sent and what happened.
 #[derive(Debug, Clone)]
-pub struct Sent {
+pub struct Sent<O = Operation> {
     /// The request.
-    pub request: Request,
+    pub request: Request<O>,
     /// When it passed the gate (tokio's clock, since the simulation started).
     pub at: Duration,
     /// The fault it met, if any.
     pub fault: Option<Fault>,
 }
 
-#[derive(Debug, Default)]
-struct Script {
-    rules: VecDeque<(Rule, usize)>,
+/// The fault script of one member's requests of one kind (state-store [`Operation`]s,
+/// or [`KinesisOp`](super::KinesisOp)s): the rules, the random draws, and the log of
+/// what was sent. [`FaultyStore`] and [`FaultyKinesis`](super::FaultyKinesis) deref to
+/// theirs.
+#[derive(Debug)]
+pub struct Script<O> {
+    state: Mutex<ScriptState<O>>,
+}
+
+#[derive(Debug)]
+struct ScriptState<O> {
+    rules: VecDeque<(Rule<O>, usize)>,
     random: Option<RandomFaults>,
-    log: Vec<Sent>,
+    log: Vec<Sent<O>>,
+}
+
+impl<O> Default for Script<O> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(ScriptState {
+                rules: VecDeque::new(),
+                random: None,
+                log: Vec::new(),
+            }),
+        }
+    }
+}
+
+impl<O: Copy + Eq> Script<O> {
+    /// Adds a scripted fault (rules are tried in the order added).
+    pub fn push(&self, rule: Rule<O>) {
+        lock(&self.state).rules.push_back((rule, 0));
+    }
+
+    /// Draws random faults for requests no rule claims.
+    pub fn set_random(&self, random: Option<RandomFaults>) {
+        lock(&self.state).random = random;
+    }
+
+    /// Drops every rule and the random faults: requests go through untouched.
+    pub fn clear(&self) {
+        let mut s = lock(&self.state);
+        s.rules.clear();
+        s.random = None;
+    }
+
+    /// Every request sent so far.
+    pub fn sent(&self) -> Vec<Sent<O>> {
+        lock(&self.state).log.clone()
+    }
+
+    /// The fault `request`, sent at `at`, meets: the first matching rule's, or a random
+    /// draw's. Logged.
+    pub(crate) fn choose(&self, request: &Request<O>, at: Duration) -> Option<Fault> {
+        let mut s = lock(&self.state);
+        let mut chosen = None;
+        for (rule, seen) in s.rules.iter_mut() {
+            if !rule.matches(request) {
+                continue;
+            }
+            *seen += 1;
+            if *seen > rule.skip && rule.times > 0 {
+                rule.times -= 1;
+                chosen = Some(rule.fault.clone());
+                break;
+            }
+        }
+        s.rules.retain(|(r, _)| r.times > 0);
+        if chosen.is_none() {
+            chosen = s.random.as_mut().and_then(RandomFaults::draw);
+        }
+        s.log.push(Sent {
+            request: request.clone(),
+            at,
+            fault: chosen.clone(),
+        });
+        chosen
+    }
 }
 
 /// A [`StateStore`] in front of another, for one simulated member: gated, scripted,
@@ -273,8 +378,16 @@ pub struct FaultyStore {
     gate: Gate,
     monitor: Arc<Monitor>,
     name: String,
-    script: Mutex<Script>,
+    script: Script<Operation>,
     counts: RequestCounter,
+}
+
+impl std::ops::Deref for FaultyStore {
+    type Target = Script<Operation>;
+
+    fn deref(&self) -> &Script<Operation> {
+        &self.script
+    }
 }
 
 type Apply<T> =
@@ -292,58 +405,9 @@ impl FaultyStore {
             gate,
             monitor,
             name: name.to_owned(),
-            script: Mutex::default(),
+            script: Script::default(),
             counts: RequestCounter::default(),
         }
-    }
-
-    /// Adds a scripted fault (rules are tried in the order added).
-    pub fn push(&self, rule: Rule) {
-        lock(&self.script).rules.push_back((rule, 0));
-    }
-
-    /// Draws random faults for requests no rule claims.
-    pub fn set_random(&self, random: Option<RandomFaults>) {
-        lock(&self.script).random = random;
-    }
-
-    /// Drops every rule and the random faults: requests go through untouched.
-    pub fn clear(&self) {
-        let mut s = lock(&self.script);
-        s.rules.clear();
-        s.random = None;
-    }
-
-    /// Every request sent so far.
-    pub fn sent(&self) -> Vec<Sent> {
-        lock(&self.script).log.clone()
-    }
-
-    fn choose(&self, request: &Request) -> Option<Fault> {
-        let mut s = lock(&self.script);
-        let mut chosen = None;
-        for (rule, seen) in s.rules.iter_mut() {
-            if !rule.matches(request) {
-                continue;
-            }
-            *seen += 1;
-            if *seen > rule.skip && rule.times > 0 {
-                rule.times -= 1;
-                chosen = Some(rule.fault.clone());
-                break;
-            }
-        }
-        s.rules.retain(|(r, _)| r.times > 0);
-        if chosen.is_none() {
-            chosen = s.random.as_mut().and_then(RandomFaults::draw);
-        }
-        let at = self.monitor.now();
-        s.log.push(Sent {
-            request: request.clone(),
-            at,
-            fault: chosen.clone(),
-        });
-        chosen
     }
 
     async fn call<T: Send + 'static>(
@@ -353,7 +417,7 @@ impl FaultyStore {
     ) -> Result<T, StoreError> {
         self.counts.count(request.op);
         self.gate.opened().await;
-        let fault = self.choose(&request);
+        let fault = self.script.choose(&request, self.monitor.now());
         let op = request.op;
         let inner = self.inner.clone();
         let monitor = self.monitor.clone();
@@ -370,6 +434,10 @@ impl FaultyStore {
         let result = match fault {
             None => land.await,
             Some(Fault::Fail) => Err(injected("request failed")),
+            Some(Fault::Throttle) => Err(StoreError::Throttled { op }),
+            Some(Fault::Refuse) => Err(StoreError::ConditionFailed {
+                item: "injected: refused".to_owned(),
+            }),
             Some(Fault::Hang) => std::future::pending().await,
             Some(Fault::LoseResponse) => land.await.and(Err(injected("response lost"))),
             Some(Fault::Delay(d)) => {
@@ -402,16 +470,27 @@ async fn in_network<T: Send + 'static>(
 }
 
 fn req(op: Operation) -> Request {
-    Request { op, shard: None }
+    Request {
+        op,
+        shard: None,
+        member: None,
+    }
 }
 
 fn lease_req(op: Operation, stream: &str, shard_id: &str) -> Request {
     Request {
-        op,
         shard: Some(ShardRef {
             stream: stream.to_owned(),
             shard_id: shard_id.to_owned(),
         }),
+        ..req(op)
+    }
+}
+
+fn plan_req(op: Operation, client_id: &str) -> Request {
+    Request {
+        member: Some(client_id.to_owned()),
+        ..req(op)
     }
 }
 
@@ -421,6 +500,8 @@ macro_rules! apply {
         Box::new(move |$store: Arc<dyn StateStore>| Box::pin(async move { $body.await }))
     };
 }
+
+impl crate::sealed::Sealed for FaultyStore {}
 
 #[async_trait]
 impl StateStore for FaultyStore {
@@ -616,6 +697,7 @@ impl StateStore for FaultyStore {
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError> {
         let (s, id, p, sta) = (
@@ -626,30 +708,46 @@ impl StateStore for FaultyStore {
         );
         self.call(
             lease_req(Operation::SetCheckpoint, stream, shard_id),
-            apply!(|st| st.set_checkpoint(&s, &id, p.as_ref(), sta.as_ref(), force)),
+            apply!(|st| st.set_checkpoint(&s, &id, p.as_ref(), sta.as_ref(), finished, force)),
         )
         .await
     }
 
     async fn write_plan(&self, plan: &PlanItem) -> Result<(), StoreError> {
         let p = plan.clone();
-        self.call(req(Operation::WritePlan), apply!(|st| st.write_plan(&p)))
-            .await
-    }
-
-    async fn delete_plan(&self, client_id: &str, term: u64) -> Result<(), StoreError> {
-        let c = client_id.to_owned();
         self.call(
-            req(Operation::DeletePlan),
-            apply!(|st| st.delete_plan(&c, term)),
+            plan_req(Operation::WritePlan, &plan.client_id),
+            apply!(|st| st.write_plan(&p)),
         )
         .await
     }
 
-    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError> {
+    async fn delete_plan(
+        &self,
+        client_id: &str,
+        term: u64,
+        version: u64,
+    ) -> Result<(), StoreError> {
         let c = client_id.to_owned();
-        self.call(req(Operation::Prune), apply!(|st| st.prune(&c, heartbeat)))
-            .await
+        self.call(
+            plan_req(Operation::DeletePlan, client_id),
+            apply!(|st| st.delete_plan(&c, term, version)),
+        )
+        .await
+    }
+
+    async fn prune(
+        &self,
+        client_id: &str,
+        heartbeat: u64,
+        incarnation: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (c, i) = (client_id.to_owned(), incarnation.map(str::to_owned));
+        self.call(
+            req(Operation::Prune),
+            apply!(|st| st.prune(&c, heartbeat, i.as_deref())),
+        )
+        .await
     }
 
     async fn shard_cache(&self, stream: &str) -> Result<Option<ShardCache>, StoreError> {

@@ -119,7 +119,7 @@ impl SimKinesis {
         shard.records.push(RawRecord {
             sequence_number: sequence.parse().expect("digits"),
             partition_key: partition_key.to_owned(),
-            data: data.to_vec(),
+            data: bytes::Bytes::copy_from_slice(data),
             approximate_arrival: Some(self.clock.wall()),
         });
         let id = shard
@@ -185,6 +185,8 @@ impl SimKinesis {
             })
     }
 }
+
+impl crate::sealed::Sealed for SimKinesis {}
 
 #[async_trait]
 impl KinesisApi for SimKinesis {

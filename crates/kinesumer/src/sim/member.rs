@@ -1,5 +1,5 @@
 //! What a simulated member runs on besides the state store: its own clock (which a pause
-//! freezes and a suspend or wall step moves) and a gated Kinesis.
+//! freezes and a suspend or wall step moves) and a gated Kinesis with its fault script.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -7,9 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::faults::Gate;
+use super::faults::{Fault, Gate, Request, Script};
+use super::monitor::Monitor;
 use crate::clock::{Clock, TestClock};
 use crate::reader::{IteratorStart, KinesisApi, KinesisError, RecordsPage, StreamShards};
+use crate::store::ShardRef;
 
 #[derive(Debug, Default)]
 struct Offsets {
@@ -84,30 +86,125 @@ impl Clock for MemberClock {
     }
 }
 
-/// A member's view of Kinesis: calls wait at the member's gate, going and coming back.
-#[derive(Debug)]
-pub(crate) struct GatedKinesis {
-    pub(crate) inner: Arc<dyn KinesisApi>,
-    pub(crate) gate: Gate,
+/// The Kinesis calls a simulated member makes, as its fault script names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KinesisOp {
+    /// ListShards.
+    ListShards,
+    /// DescribeStreamSummary (the stream's creation time).
+    DescribeStreamSummary,
+    /// GetShardIterator.
+    GetShardIterator,
+    /// GetRecords.
+    GetRecords,
 }
 
-impl GatedKinesis {
-    async fn gated<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+impl KinesisOp {
+    fn name(self) -> &'static str {
+        match self {
+            KinesisOp::ListShards => "ListShards",
+            KinesisOp::DescribeStreamSummary => "DescribeStreamSummary",
+            KinesisOp::GetShardIterator => "GetShardIterator",
+            KinesisOp::GetRecords => "GetRecords",
+        }
+    }
+}
+
+/// A member's view of Kinesis: calls wait at the member's gate, going and coming back,
+/// and meet the faults of its script (it derefs to its [`Script`]): latency, throttling,
+/// 500s, hangs, lost answers.
+#[derive(Debug)]
+pub struct FaultyKinesis {
+    inner: Arc<dyn KinesisApi>,
+    gate: Gate,
+    monitor: Arc<Monitor>,
+    script: Script<KinesisOp>,
+}
+
+impl std::ops::Deref for FaultyKinesis {
+    type Target = Script<KinesisOp>;
+
+    fn deref(&self) -> &Script<KinesisOp> {
+        &self.script
+    }
+}
+
+impl FaultyKinesis {
+    pub(crate) fn new(inner: Arc<dyn KinesisApi>, gate: Gate, monitor: Arc<Monitor>) -> Self {
+        Self {
+            inner,
+            gate,
+            monitor,
+            script: Script::default(),
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        op: KinesisOp,
+        stream: &str,
+        shard_id: &str,
+        call: impl std::future::Future<Output = Result<T, KinesisError>>,
+    ) -> Result<T, KinesisError> {
         self.gate.opened().await;
-        let answer = call.await;
+        let request = Request {
+            op,
+            shard: Some(ShardRef {
+                stream: stream.to_owned(),
+                shard_id: shard_id.to_owned(),
+            }),
+            member: None,
+        };
+        let injected = |what: &str| KinesisError::Other {
+            operation: op.name(),
+            stream: stream.to_owned(),
+            message: format!("injected: {what}"),
+        };
+        let answer = match self.script.choose(&request, self.monitor.now()) {
+            None => call.await,
+            Some(Fault::Fail | Fault::Refuse) => Err(injected("internal failure (500)")),
+            Some(Fault::Throttle) => Err(KinesisError::Throttled {
+                operation: op.name(),
+                stream: stream.to_owned(),
+            }),
+            Some(Fault::Hang) => std::future::pending().await,
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                call.await
+            }
+            Some(Fault::Hold(latch)) => {
+                latch.wait().await;
+                call.await
+            }
+            Some(Fault::LoseResponse) => call.await.and(Err(injected("response lost"))),
+        };
         self.gate.opened().await;
         answer
     }
 }
 
+impl crate::sealed::Sealed for FaultyKinesis {}
+
 #[async_trait]
-impl KinesisApi for GatedKinesis {
+impl KinesisApi for FaultyKinesis {
     async fn list_shards(&self, stream: &str) -> Result<StreamShards, KinesisError> {
-        self.gated(self.inner.list_shards(stream)).await
+        self.call(
+            KinesisOp::ListShards,
+            stream,
+            "",
+            self.inner.list_shards(stream),
+        )
+        .await
     }
 
     async fn stream_created(&self, stream: &str) -> Result<Option<DateTime<Utc>>, KinesisError> {
-        self.gated(self.inner.stream_created(stream)).await
+        self.call(
+            KinesisOp::DescribeStreamSummary,
+            stream,
+            "",
+            self.inner.stream_created(stream),
+        )
+        .await
     }
 
     async fn shard_iterator(
@@ -116,8 +213,13 @@ impl KinesisApi for GatedKinesis {
         shard_id: &str,
         start: &IteratorStart,
     ) -> Result<String, KinesisError> {
-        self.gated(self.inner.shard_iterator(stream, shard_id, start))
-            .await
+        self.call(
+            KinesisOp::GetShardIterator,
+            stream,
+            shard_id,
+            self.inner.shard_iterator(stream, shard_id, start),
+        )
+        .await
     }
 
     async fn get_records(
@@ -127,7 +229,12 @@ impl KinesisApi for GatedKinesis {
         iterator: &str,
         limit: i32,
     ) -> Result<RecordsPage, KinesisError> {
-        self.gated(self.inner.get_records(stream, shard_id, iterator, limit))
-            .await
+        self.call(
+            KinesisOp::GetRecords,
+            stream,
+            shard_id,
+            self.inner.get_records(stream, shard_id, iterator, limit),
+        )
+        .await
     }
 }

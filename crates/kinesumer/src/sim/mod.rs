@@ -3,7 +3,8 @@
 //!
 //! - [`SimKinesis`]: an in-memory Kinesis.
 //! - [`Sim`]: a group of members, each a real [`Kinesumer`] on its own [`FaultyStore`]
-//!   (per-request faults: fail, hang, delay, hold, lose the response), its own
+//!   and [`FaultyKinesis`] (per-request faults: fail, throttle, hang, delay, hold, lose
+//!   the response), its own
 //!   [`MemberClock`] (pause, suspend, wall steps) and a [`Gate`] that pauses it as a
 //!   SIGSTOP would; a [`Monitor`] checks exclusivity and checkpoints as the run goes.
 //!
@@ -42,12 +43,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-pub use faults::{Fault, FaultyStore, Gate, Latch, RandomFaults, Request, Rule, Sent};
+pub use faults::{Fault, FaultyStore, Gate, Latch, RandomFaults, Request, Rule, Script, Sent};
 pub use kinesis::SimKinesis;
-pub use member::MemberClock;
+pub use member::{FaultyKinesis, KinesisOp, MemberClock};
 pub use monitor::{Handout, Landed, Monitor};
 
 use crate::clock::TestClock;
@@ -67,6 +67,8 @@ pub struct SimMember {
     pub consumer: Arc<Kinesumer>,
     /// Its state store, where its faults are scripted.
     pub store: Arc<FaultyStore>,
+    /// Its Kinesis, where its faults are scripted.
+    pub kinesis: Arc<FaultyKinesis>,
     /// Its clock.
     pub clock: Arc<MemberClock>,
     gate: Gate,
@@ -176,14 +178,15 @@ impl Sim {
             self.monitor.clone(),
         ));
         let clock = Arc::new(MemberClock::new(self.clock.clone()));
-        let kinesis: Arc<dyn KinesisApi> = Arc::new(member::GatedKinesis {
-            inner: self.kinesis.clone(),
-            gate: gate.clone(),
-        });
+        let kinesis = Arc::new(FaultyKinesis::new(
+            self.kinesis.clone(),
+            gate.clone(),
+            self.monitor.clone(),
+        ));
         let consumer = Arc::new(Kinesumer::with_parts(
             config,
             store.clone() as Arc<dyn StateStore>,
-            kinesis,
+            kinesis.clone() as Arc<dyn KinesisApi>,
             clock.clone(),
         ));
         let events: Arc<Mutex<Vec<(Duration, Event)>>> = Arc::default();
@@ -209,6 +212,7 @@ impl Sim {
             SimMember {
                 consumer,
                 store,
+                kinesis,
                 clock,
                 gate,
                 processing,
@@ -242,7 +246,8 @@ impl Sim {
     /// Closes member `name` gracefully and forgets it.
     pub async fn close(&mut self, name: &str) {
         if let Some(m) = self.members.remove(name) {
-            m.consumer.close().await;
+            // Under faults a close may not finish cleanly; the monitor judges the run.
+            let _ = m.consumer.close().await;
         }
     }
 
@@ -344,8 +349,18 @@ impl Sim {
             .map(|(n, _)| n.clone())
     }
 
-    /// Shards of the simulation's streams that no running, unpaused member holds.
+    /// Shards of the simulation's streams that no running, unpaused member holds, leaving
+    /// out closed shards already finished (their lease written `shard_end`).
     pub fn unread(&self) -> Vec<ShardRef> {
+        let store = self.store();
+        let finished = |stream: &str, shard_id: &str| {
+            store
+                .lease(stream, shard_id)
+                .now_or_never()
+                .and_then(Result::ok)
+                .flatten()
+                .is_some_and(|l| l.shard_end)
+        };
         let held: BTreeSet<ShardRef> = self
             .members
             .values()
@@ -362,8 +377,36 @@ impl Sim {
                     shard_id: s.shard_id,
                 })
             })
-            .filter(|s| !held.contains(s))
+            .filter(|s| !held.contains(s) && !finished(&s.stream, &s.shard_id))
             .collect()
+    }
+
+    /// What the group looks like now: each member's state and shards, the shards no one
+    /// reads, the records not handed out — for a failure message.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (name, m) in &self.members {
+            let held: Vec<String> = m
+                .consumer
+                .held_shards()
+                .into_iter()
+                .map(|s| format!("{}/{}", s.stream, s.shard_id))
+                .collect();
+            out.push_str(&format!(
+                "member {name}: running {}, paused {}, leader {}, holds {held:?}\n",
+                m.consumer.is_running(),
+                m.is_paused(),
+                m.consumer.is_leader()
+            ));
+        }
+        out.push_str(&format!("unread: {:?}\n", self.unread()));
+        out.push_str(&format!("records not handed out: {}", self.lost().len()));
+        out
+    }
+
+    /// The streams of the simulation.
+    pub fn streams(&self) -> &[String] {
+        &self.streams
     }
 
     /// Lets time pass for `d`, checking the invariants every 50 ms.
@@ -388,7 +431,8 @@ impl Sim {
         while !done(self) {
             assert!(
                 tokio::time::Instant::now() < end,
-                "not reached within {limit:?}: {what}"
+                "not reached within {limit:?}: {what}\n{}",
+                self.describe()
             );
             self.step().await;
         }
@@ -433,18 +477,16 @@ async fn application(
 }
 
 async fn collect_events(
-    mut rx: tokio::sync::broadcast::Receiver<Event>,
+    mut rx: crate::Events,
     events: Arc<Mutex<Vec<(Duration, Event)>>>,
     monitor: Arc<Monitor>,
 ) {
-    loop {
-        match rx.recv().await {
-            Ok(e) => events
+    while let Some(e) = rx.next().await {
+        if !matches!(e, Event::Missed { .. }) {
+            events
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((monitor.now(), e)),
-            Err(RecvError::Lagged(_)) => continue,
-            Err(RecvError::Closed) => return,
+                .push((monitor.now(), e));
         }
     }
 }

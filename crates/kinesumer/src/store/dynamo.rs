@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod codec;
 mod error;
 mod expr;
@@ -47,6 +48,7 @@ use super::{
 };
 use crate::seq::Position;
 
+pub use self::admin::AppItems;
 pub use self::table::{create_table, TableBilling, LSI_NAME};
 
 /// How often a batch read retries keys DynamoDB returned unprocessed before giving up.
@@ -116,6 +118,10 @@ impl DynamoStore {
     ///
     /// [`StoreError::TableNotFound`] (its message says how to create the table),
     /// [`StoreError::TableSchema`] naming what is wrong, or a request failure.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn check_table(&self) -> Result<(), StoreError> {
         self.counter.count(Operation::DescribeTable);
         let desc = table::describe(&self.client, &self.table).await?;
@@ -136,7 +142,7 @@ impl DynamoStore {
     ) -> impl FnOnce(SdkError<E, R>) -> StoreError + '_
     where
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         let item = item.to_owned();
         move |e| error::classify(&e, op, &self.table, &item)
@@ -400,6 +406,7 @@ impl DynamoStore {
         Ok(Some(PlanItem {
             client_id: client_id.to_owned(),
             term: a.required_n(attr::TERM)?,
+            version: a.n(attr::PLAN_VERSION)?.unwrap_or(0),
             token: a.required_s(attr::TOKEN)?.to_owned(),
             streams,
             release,
@@ -500,15 +507,21 @@ fn gone_or(e: &mut Expr, clause: String) {
 }
 
 /// The condition of plan writes and deletes: no plan, or one of a term not above ours.
-fn plan_fence(e: &mut Expr, term: u64) {
+/// `(term, version) < (:term, :version)` on a plan item, or no item: a deposed leader's
+/// write, and a write that landed after a newer one of the same term, are refused.
+fn plan_fence(e: &mut Expr, term: u64, version: u64) {
+    let (term_name, term) = (e.name(attr::TERM), e.value(n(term)));
     let c = format!(
-        "{} OR {} <= {}",
+        "{} OR {term_name} < {term} OR ({term_name} = {term} AND ({} OR {} < {}))",
         e.missing(attr::SK),
-        e.name(attr::TERM),
-        e.value(n(term))
+        e.missing(attr::PLAN_VERSION),
+        e.name(attr::PLAN_VERSION),
+        e.value(n(version))
     );
     e.cond(c);
 }
+
+impl crate::sealed::Sealed for DynamoStore {}
 
 #[async_trait]
 impl StateStore for DynamoStore {
@@ -840,6 +853,7 @@ impl StateStore for DynamoStore {
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError> {
         let mut e = Expr::default();
@@ -852,7 +866,10 @@ impl StateStore for DynamoStore {
             position.and_then(|p| p.sub_sequence).map(n),
         )
         .set_or_remove(attr::START, start.map(start_value))
-        .remove(attr::SHARD_END)
+        .set_or_remove(
+            attr::SHARD_END,
+            finished.then_some(AttributeValue::Bool(true)),
+        )
         .remove(attr::MILLIS_BEHIND)
         .set(attr::LAST_UPDATE, now());
         if !force {
@@ -879,6 +896,7 @@ impl StateStore for DynamoStore {
         let json = serde_json::to_string(&body).map_err(|e| invalid(Operation::WritePlan, e))?;
         let common = Item::from([
             (attr::TERM.to_owned(), n(plan.term)),
+            (attr::PLAN_VERSION.to_owned(), n(plan.version)),
             (attr::TOKEN.to_owned(), s(plan.token.as_str())),
             (attr::LAST_UPDATE.to_owned(), now()),
         ]);
@@ -892,15 +910,20 @@ impl StateStore for DynamoStore {
             split::split_str(&json),
         );
         let mut e = Expr::default();
-        plan_fence(&mut e, plan.term);
+        plan_fence(&mut e, plan.term, plan.version);
         self.put_all(Operation::WritePlan, &name, items, &e).await
     }
 
-    async fn delete_plan(&self, client_id: &str, term: u64) -> Result<(), StoreError> {
+    async fn delete_plan(
+        &self,
+        client_id: &str,
+        term: u64,
+        version: u64,
+    ) -> Result<(), StoreError> {
         let op = Operation::DeletePlan;
         let name = plan_name(client_id);
         let mut e = Expr::default();
-        plan_fence(&mut e, term);
+        plan_fence(&mut e, term, version);
         let pk = self.keys.plan_pk();
         let old = self
             .delete(
@@ -919,13 +942,24 @@ impl StateStore for DynamoStore {
         Ok(())
     }
 
-    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError> {
+    async fn prune(
+        &self,
+        client_id: &str,
+        heartbeat: u64,
+        incarnation: Option<&str>,
+    ) -> Result<(), StoreError> {
         let mut e = Expr::default();
-        let mut c = e.eq(attr::HEARTBEAT, n(heartbeat));
+        let mut beat = e.eq(attr::HEARTBEAT, n(heartbeat));
         if heartbeat == 0 {
             // A Go-client member item has no counter: it reads as 0.
-            c = format!("{c} OR {}", e.missing(attr::HEARTBEAT));
+            beat = format!("({beat} OR {})", e.missing(attr::HEARTBEAT));
         }
+        let token = match incarnation {
+            Some(t) => e.eq(attr::INCARNATION, s(t)),
+            // A Go-client member item has no incarnation.
+            None => e.missing(attr::INCARNATION),
+        };
+        let c = format!("{beat} AND {token}");
         self.delete_member(Operation::Prune, client_id, e, c).await
     }
 

@@ -107,6 +107,8 @@ fn lease_name(stream: &str, shard_id: &str) -> String {
 
 const LOCK_NAME: &str = "leader lock";
 
+impl crate::sealed::Sealed for MemoryStore {}
+
 #[async_trait]
 impl StateStore for MemoryStore {
     fn app(&self) -> &str {
@@ -347,6 +349,7 @@ impl StateStore for MemoryStore {
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError> {
         self.with(Operation::SetCheckpoint, |d| {
@@ -358,7 +361,7 @@ impl StateStore for MemoryStore {
                 .or_insert_with(|| empty_lease(stream, shard_id));
             l.checkpoint = position.cloned();
             l.start = start.cloned();
-            l.shard_end = false;
+            l.shard_end = finished;
             l.millis_behind = None;
             l.last_update = Some(Utc::now());
             Ok(())
@@ -367,27 +370,45 @@ impl StateStore for MemoryStore {
 
     async fn write_plan(&self, plan: &PlanItem) -> Result<(), StoreError> {
         self.with(Operation::WritePlan, |d| {
-            let newer = d.plans.get(&plan.client_id).map(|p| p.term > plan.term);
-            check(newer != Some(true), || format!("plan {}", plan.client_id))?;
+            let newer = d
+                .plans
+                .get(&plan.client_id)
+                .is_some_and(|p| (p.term, p.version) >= (plan.term, plan.version));
+            check(!newer, || format!("plan {}", plan.client_id))?;
             d.plans.insert(plan.client_id.clone(), plan.clone());
             Ok(())
         })
     }
 
-    async fn delete_plan(&self, client_id: &str, term: u64) -> Result<(), StoreError> {
+    async fn delete_plan(
+        &self,
+        client_id: &str,
+        term: u64,
+        version: u64,
+    ) -> Result<(), StoreError> {
         self.with(Operation::DeletePlan, |d| {
             if let Some(p) = d.plans.get(client_id) {
-                check(p.term <= term, || format!("plan {client_id}"))?;
+                check((p.term, p.version) < (term, version), || {
+                    format!("plan {client_id}")
+                })?;
                 d.plans.remove(client_id);
             }
             Ok(())
         })
     }
 
-    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError> {
+    async fn prune(
+        &self,
+        client_id: &str,
+        heartbeat: u64,
+        incarnation: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.with(Operation::Prune, |d| {
             if let Some(m) = d.members.get(client_id) {
-                check(m.heartbeat == heartbeat, || member_name(client_id))?;
+                check(
+                    m.heartbeat == heartbeat && m.incarnation.as_deref() == incarnation,
+                    || member_name(client_id),
+                )?;
                 d.members.remove(client_id);
             }
             Ok(())

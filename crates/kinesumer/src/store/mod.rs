@@ -7,7 +7,7 @@
 //!
 //! - [`DynamoStore`], on the Go client's table schema (keys `pk`/`sk`, the LSI
 //!   `index-client-key-last-update`), plus the attributes this client adds;
-//! - [`MemoryStore`], in memory, for unit tests and simulations.
+//! - `MemoryStore` (feature `test-util`), in memory, for unit tests and simulations.
 //!
 //! A store handle is bound to one application (`app`); one table serves many.
 //!
@@ -15,6 +15,7 @@
 //! and reports them through the `metrics` facade as [`crate::metrics::STORE_REQUESTS`].
 
 mod dynamo;
+#[cfg(any(test, feature = "test-util"))]
 mod memory;
 
 use std::collections::BTreeMap;
@@ -28,7 +29,9 @@ use thiserror::Error;
 
 use crate::seq::Position;
 
-pub use dynamo::{create_table, DynamoStore, TableBilling, LSI_NAME};
+pub use dynamo::{create_table, AppItems, DynamoStore, TableBilling, LSI_NAME};
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use memory::MemoryStore;
 
 /// A lease owner: one incarnation of one client id, written `<client id>#<token>`.
@@ -232,6 +235,10 @@ pub struct PlanItem {
     pub client_id: String,
     /// The term of the leader that wrote it.
     pub term: u64,
+    /// The leader's write sequence within its term: a plan is never replaced by one of
+    /// the same term with a lower version, so a write that timed out and lands late
+    /// cannot undo a newer plan.
+    pub version: u64,
     /// The incarnation it was written for: a member follows only a plan for its token.
     pub token: String,
     /// Per stream, the shards the member should hold.
@@ -304,11 +311,15 @@ pub enum Operation {
     PutShardCache,
     DescribeTable,
     CreateTable,
+    /// The operator's listing of a table's apps (`kinesumer groups`).
+    ScanApps,
+    /// The operator's removal of a retired app's items (`kinesumer group delete`).
+    DeleteApp,
 }
 
 impl Operation {
     /// Every operation, in a fixed order.
-    pub const ALL: [Operation; 23] = [
+    pub const ALL: [Operation; 25] = [
         Operation::Register,
         Operation::Heartbeat,
         Operation::Leave,
@@ -332,7 +343,25 @@ impl Operation {
         Operation::PutShardCache,
         Operation::DescribeTable,
         Operation::CreateTable,
+        Operation::ScanApps,
+        Operation::DeleteApp,
     ];
+
+    /// Whether the request writes the table (reads and table management do not).
+    pub fn is_write(self) -> bool {
+        !matches!(
+            self,
+            Operation::ReadLockAndPlan
+                | Operation::ReadLock
+                | Operation::Members
+                | Operation::Leases
+                | Operation::Lease
+                | Operation::ShardCache
+                | Operation::DescribeTable
+                | Operation::CreateTable
+                | Operation::ScanApps
+        )
+    }
 
     /// A short snake-case name, used as the `op` metric label.
     pub fn name(self) -> &'static str {
@@ -360,6 +389,8 @@ impl Operation {
             Operation::PutShardCache => "put_shard_cache",
             Operation::DescribeTable => "describe_table",
             Operation::CreateTable => "create_table",
+            Operation::ScanApps => "scan_apps",
+            Operation::DeleteApp => "delete_app",
         }
     }
 }
@@ -490,8 +521,22 @@ impl StoreError {
 /// Every conditional write that finds the item otherwise returns
 /// [`StoreError::ConditionFailed`]. Reads are strongly consistent. Implementations count
 /// each request in a [`RequestCounter`].
+///
+/// Sealed: call it on [`DynamoStore`] (or `MemoryStore`, feature `test-util`), but it
+/// cannot be implemented outside this crate. Its conditions are the group's fencing;
+/// an implementation that gets one wrong loses records without an error, and the
+/// trait changes with the protocol. To reach DynamoDB differently, pass your own
+/// client ([`Kinesumer::from_clients`](crate::Kinesumer::from_clients)).
+///
+/// # Cancel safety
+///
+/// Every method is one request (a split plan or shard cache: one transaction). Dropping
+/// its future is safe but leaves the outcome of a write unknown — it may land later, as
+/// a request that timed out may — which is what every condition above is for: the group
+/// treats a dropped or timed-out write like a lost response and reads before it relies
+/// on the outcome. Reads have no effect to leave unknown.
 #[async_trait]
-pub trait StateStore: Send + Sync + fmt::Debug + 'static {
+pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// The application this handle serves.
     fn app(&self) -> &str;
 
@@ -598,30 +643,42 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         which: LeaseDeletion,
     ) -> Result<(), StoreError>;
 
-    /// An operator's move of a checkpoint (`kinesumer reset`): sets or removes the
-    /// position and the stored start, clears `shard_end` and removes `millis_behind`
-    /// (the lag of the old position says nothing of the new one); conditional on the
-    /// lease having no owner unless `force`.
+    /// An operator's move of a checkpoint (`kinesumer reset`, `kinesumer migrate`): sets
+    /// or removes the position and the stored start, sets `shard_end` to `finished` (a
+    /// shard read to its end elsewhere, as a KCL `SHARD_END`) and removes
+    /// `millis_behind` (the lag of the old position says nothing of the new one);
+    /// conditional on the lease having no owner unless `force`.
     async fn set_checkpoint(
         &self,
         stream: &str,
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError>;
 
-    /// Writes a plan, conditional on `attribute_not_exists(sk) OR term <= plan.term`;
-    /// refused means the writer has been deposed.
+    /// Writes a plan, conditional on `attribute_not_exists(sk) OR (term, version) <
+    /// (plan.term, plan.version)` (a stored plan without a version counts as version 0);
+    /// refused means the writer has been deposed (or, for a write that landed late, that
+    /// a newer plan of its own term is stored).
     async fn write_plan(&self, plan: &PlanItem) -> Result<(), StoreError>;
 
-    /// Deletes a member's plan, conditional on `term <= term`. An item already gone is
-    /// not an error.
-    async fn delete_plan(&self, client_id: &str, term: u64) -> Result<(), StoreError>;
+    /// Deletes a member's plan, conditional on `(term, version) < (term, version)` as
+    /// for [`StateStore::write_plan`]. An item already gone is not an error.
+    async fn delete_plan(&self, client_id: &str, term: u64, version: u64)
+        -> Result<(), StoreError>;
 
-    /// Deletes a member item conditional on the `heartbeat` the leader saw (a Go-client
-    /// item, with no counter, counts as 0). An item already gone is not an error.
-    async fn prune(&self, client_id: &str, heartbeat: u64) -> Result<(), StoreError>;
+    /// Deletes a member item conditional on the `heartbeat` and `incarnation` the leader
+    /// saw (a Go-client item, with no counter and no incarnation, counts as 0 and `None`),
+    /// so a process that registered meanwhile under the same client id — at heartbeat 0
+    /// again — is never pruned. An item already gone is not an error.
+    async fn prune(
+        &self,
+        client_id: &str,
+        heartbeat: u64,
+        incarnation: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// Reads the shard cache of a stream.
     async fn shard_cache(&self, stream: &str) -> Result<Option<ShardCache>, StoreError>;

@@ -12,6 +12,11 @@ use super::*;
 #[allow(dead_code, unreachable_pub)]
 mod kpl;
 
+/// The decoder on a copy of `data`: the tests build their inputs as plain byte slices.
+fn decode(data: &[u8]) -> Result<Vec<UserRecord>, AggregateError> {
+    super::decode(&Bytes::copy_from_slice(data))
+}
+
 fn fixtures() -> Vec<(String, Vec<u8>, Vec<UserRecord>)> {
     kpl::vectors()
         .into_iter()
@@ -22,7 +27,7 @@ fn fixtures() -> Vec<(String, Vec<u8>, Vec<UserRecord>)> {
                 .map(|r| UserRecord {
                     partition_key: r.partition_key,
                     explicit_hash_key: r.explicit_hash_key,
-                    data: r.data,
+                    data: r.data.into(),
                 })
                 .collect();
             (v.name, v.aggregate, records)
@@ -87,7 +92,7 @@ fn user(pk: &str, data: &[u8]) -> UserRecord {
     UserRecord {
         partition_key: pk.into(),
         explicit_hash_key: None,
-        data: data.to_vec(),
+        data: Bytes::copy_from_slice(data),
     }
 }
 
@@ -272,7 +277,7 @@ fn arb_user() -> impl Strategy<Value = UserRecord> {
         .prop_map(|(partition_key, explicit_hash_key, data)| UserRecord {
             partition_key,
             explicit_hash_key,
-            data,
+            data: data.into(),
         })
 }
 

@@ -41,6 +41,8 @@ struct FakeSubscription {
     events: VecDeque<Result<Option<FanOutEvent>, KinesisError>>,
 }
 
+impl crate::sealed::Sealed for FakeSubscription {}
+
 #[async_trait]
 impl Subscription for FakeSubscription {
     async fn next_event(&mut self) -> Result<Option<FanOutEvent>, KinesisError> {
@@ -72,6 +74,8 @@ impl Fake {
         self.state().starts.iter().map(|(s, _)| s.clone()).collect()
     }
 }
+
+impl crate::sealed::Sealed for Fake {}
 
 #[async_trait]
 impl KinesisApi for Fake {
@@ -154,7 +158,7 @@ fn records(seqs: &[u64]) -> Vec<RawRecord> {
         .map(|&n| RawRecord {
             sequence_number: seq(n),
             partition_key: "pk".into(),
-            data: vec![0xff; 10],
+            data: vec![0xff; 10].into(),
             approximate_arrival: None,
         })
         .collect()

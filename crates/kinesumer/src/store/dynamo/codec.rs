@@ -37,6 +37,7 @@ pub(super) mod attr {
     // plan
     pub(crate) const TOKEN: &str = "token";
     pub(crate) const PLAN: &str = "plan";
+    pub(crate) const PLAN_VERSION: &str = "plan_version";
     /// On the first item of a body split over several items: how many there are.
     pub(crate) const PARTS: &str = "parts";
     // shard cache

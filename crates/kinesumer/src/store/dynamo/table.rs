@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
-    ProjectionType, ProvisionedThroughput, ScalarAttributeType, TableDescription, TableStatus,
+    ProjectionType, ProvisionedThroughput, ScalarAttributeType, TableDescription,
 };
 
 use super::codec::attr;
@@ -21,6 +22,7 @@ const ACTIVE_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The billing mode of a table made by [`create_table`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TableBilling {
     /// Pay per request.
     OnDemand,
@@ -66,6 +68,11 @@ fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
 ///
 /// [`StoreError::Unavailable`] when a request fails or the table is not ACTIVE within
 /// five minutes; [`StoreError::TableSchema`] when an existing table has another key.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropped part-way, the table may exist or be being created; calling it
+/// again finds it and waits until it is ACTIVE.
 pub async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
@@ -111,20 +118,20 @@ pub async fn create_table(
         }
         Err(e) => return Err(classify(&e, Operation::CreateTable, table, table)),
     }
-    let deadline = tokio::time::Instant::now() + ACTIVE_DEADLINE;
-    loop {
-        let desc = describe(client, table).await?;
-        if desc.table_status() == Some(&TableStatus::Active) {
-            return check_schema(table, &desc);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(StoreError::Unavailable {
-                op: Operation::CreateTable,
-                message: format!("table {table:?} not ACTIVE after {ACTIVE_DEADLINE:?}"),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The SDK's waiter polls DescribeTable until ACTIVE, with its own backoff.
+    client
+        .wait_until_table_exists()
+        .table_name(table)
+        .wait(ACTIVE_DEADLINE)
+        .await
+        .map_err(|e| StoreError::Unavailable {
+            op: Operation::CreateTable,
+            message: format!(
+                "table {table:?} not ACTIVE within {ACTIVE_DEADLINE:?}: {}",
+                crate::aws::sdk_message(&e)
+            ),
+        })?;
+    check_schema(table, &describe(client, table).await?)
 }
 
 /// DescribeTable; a missing table is [`StoreError::TableNotFound`].

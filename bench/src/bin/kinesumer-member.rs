@@ -110,7 +110,7 @@ async fn run(args: Args) -> kinesumer::Result<()> {
     let member = Kinesumer::new(builder.build()?).await?;
     let mut events = member.events();
     tokio::spawn(async move {
-        while let Ok(event) = events.recv().await {
+        while let Some(event) = events.next().await {
             eprintln!("event {event:?}");
         }
     });
@@ -139,6 +139,6 @@ async fn run(args: Args) -> kinesumer::Result<()> {
             }
         }
     }
-    member.close().await;
+    member.close().await?;
     Ok(())
 }

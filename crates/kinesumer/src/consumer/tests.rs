@@ -1,0 +1,174 @@
+//! The public handle's lifetime: `consume_with` runs until `close()` or a fatal error,
+//! `close()` reports what did not finish, and a dropped `close()` future still closes.
+//! On the in-memory store and Kinesis, under tokio's paused clock.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+
+use crate::clock::TestClock;
+use crate::sim::{Fault, Rule, Sim, SimKinesis};
+use crate::store::{MemoryStore, Operation, Registration, StateStore};
+use crate::{Config, Error, InitialPosition, Kinesumer, Record};
+
+const STREAM: &str = "orders";
+
+struct World {
+    store: MemoryStore,
+    kinesis: Arc<SimKinesis>,
+}
+
+impl World {
+    fn new() -> Self {
+        let kinesis = Arc::new(SimKinesis::new());
+        kinesis.create_stream(STREAM, 2);
+        Self {
+            store: MemoryStore::new("app"),
+            kinesis,
+        }
+    }
+
+    fn member(&self) -> Kinesumer {
+        let config = Config::builder("app", "table")
+            .client_id("a")
+            .initial_position(InitialPosition::TrimHorizon)
+            .build()
+            .unwrap();
+        Kinesumer::with_parts(
+            config,
+            Arc::new(self.store.clone()),
+            self.kinesis.clone(),
+            Arc::new(TestClock::new(chrono::Utc::now())),
+        )
+    }
+
+    /// Checkpoints written on the stream's leases, and leases still owned.
+    async fn leases(&self) -> (usize, usize) {
+        let leases = self.store.leases(STREAM).await.unwrap();
+        let checkpointed = leases.iter().filter(|l| l.checkpoint.is_some()).count();
+        let owned = leases.iter().filter(|l| l.owner.is_some()).count();
+        (checkpointed, owned)
+    }
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < end, "not reached: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn consume_with_runs_until_close_and_close_commits_and_leaves() {
+    let w = World::new();
+    let member = w.member();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counter = handled.clone();
+    let mut consuming = member
+        .consume_with([STREAM], move |_: Record| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .await
+        .unwrap();
+    for i in 0..10 {
+        w.kinesis.put(STREAM, &format!("key-{i}"), b"x");
+    }
+    wait_until("every record handled", || {
+        handled.load(Ordering::SeqCst) == 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        (&mut consuming).now_or_never().is_none(),
+        "still running until closed"
+    );
+
+    member.close().await.expect("a clean close");
+    tokio::time::timeout(Duration::from_secs(1), consuming)
+        .await
+        .expect("the handle completes at close")
+        .expect("with the close's result");
+    let (checkpointed, owned) = w.leases().await;
+    assert!(checkpointed >= 1, "the handled records were committed");
+    assert_eq!(owned, 0, "every lease released");
+    assert!(
+        w.store.members().await.unwrap().is_empty(),
+        "left the group"
+    );
+    assert!(
+        member.close().await.is_ok(),
+        "a second close has the same outcome"
+    );
+    assert!(matches!(member.consume([STREAM]).await, Err(Error::Closed)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_future_dropped_part_way_still_closes_and_a_later_close_waits_for_it() {
+    let w = World::new();
+    let member = w.member();
+    let _records = member.consume([STREAM]).await.unwrap();
+    wait_until("shards held", || member.held_shards().len() == 2).await;
+
+    // Polled once (the close is sent), then dropped.
+    assert!(member.close().now_or_never().is_none());
+    member.close().await.expect("the same clean close");
+    let (_, owned) = w.leases().await;
+    assert_eq!(owned, 0, "released, not aborted");
+    assert!(
+        w.store.members().await.unwrap().is_empty(),
+        "left the group"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn consuming_completes_with_the_fatal_error_when_superseded() {
+    let w = World::new();
+    let member = w.member();
+    let consuming = member
+        .consume_with([STREAM], |_: Record| async {})
+        .await
+        .unwrap();
+    // Another process registers under the same client id.
+    w.store
+        .register(
+            "a",
+            "another-process",
+            &[STREAM.to_owned()],
+            &Registration::Start,
+        )
+        .await
+        .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), consuming)
+        .await
+        .expect("the handle completes when the member stops for good");
+    assert!(
+        matches!(stopped, Err(Error::Superseded { .. })),
+        "{stopped:?}"
+    );
+    assert!(matches!(
+        member.close().await,
+        Err(Error::Superseded { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_reports_what_did_not_finish() {
+    let mut sim = Sim::new(1, &[(STREAM, 2)]);
+    sim.start("a", &[STREAM]).await;
+    let a = sim.member("a");
+    wait_until("shards held", || a.consumer.held_shards().len() == 2).await;
+    a.store.push(Rule::new(Operation::Leave, Fault::Fail));
+    let Err(Error::CloseIncomplete { failures }) = a.consumer.close().await else {
+        panic!("a failed leave is reported");
+    };
+    assert!(
+        matches!(failures.as_slice(), [Error::Store(_)]),
+        "only the leave failed: {failures:?}"
+    );
+}
