@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use futures::Stream;
 use tokio::sync::{mpsc, Notify};
 
-use crate::group::fence::Fence;
+use crate::fence::Fence;
 use crate::metrics::DeliveryMetrics;
 use crate::record::Record;
 use crate::seq::Position;

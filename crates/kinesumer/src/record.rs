@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::delivery::ShardTrack;
 #[cfg(any(test, feature = "test-util"))]
-use crate::group::fence::Fence;
+use crate::fence::Fence;
 use crate::reader::feed::ReadItem;
 use crate::seq::{Position, SequenceNumber};
 

@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::assign::{self, AssignInput};
-use super::fence::Fence;
 use super::Ctx;
 use crate::backoff::Backoff;
 use crate::config::InitialPosition;
 use crate::error::Error;
+use crate::fence::Fence;
 use crate::reader::{within, KinesisError, StreamShards};
 use crate::store::{
     LeaseDeletion, LeaseItem, MemberItem, Operation, Owner, PlanItem, PlanStart, PlannedShard,

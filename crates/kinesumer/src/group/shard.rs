@@ -17,11 +17,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::fence::Fence;
 use super::Ctx;
 use crate::config::ReadMode;
 use crate::delivery::{ShardTrack, Sink};
-use crate::error::{Error, Event};
+use crate::error::Error;
+use crate::event::Event;
+use crate::fence::Fence;
 use crate::reader::fanout::{self, FanOutConfig};
 use crate::reader::feed::{ReadFrom, ReadItem, ReaderEnd};
 use crate::reader::polling::{self, PollingConfig};
@@ -248,7 +249,7 @@ fn decide(
     }
 }
 
-fn read_from(item: &LeaseItem, fallback: &crate::store::StoredStart) -> ReadFrom {
+fn read_from(item: &LeaseItem, fallback: &crate::shards::StoredStart) -> ReadFrom {
     match (&item.checkpoint, &item.start) {
         (Some(position), _) => ReadFrom::After(position.clone()),
         (None, Some(start)) => ReadFrom::Start(start.clone()),
