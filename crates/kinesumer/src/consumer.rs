@@ -43,9 +43,10 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::checkpoint::PendingMark;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ReadMode};
-use crate::delivery::{Handler, PendingMark, Records, Sink};
+use crate::delivery::{Handler, Records, Sink};
 use crate::error::{Error, Result};
 use crate::group::member::{Command, Coordinator, Status};
 use crate::group::Ctx;

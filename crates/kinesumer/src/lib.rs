@@ -31,6 +31,7 @@
 
 mod aws;
 mod backoff;
+mod checkpoint;
 pub mod clock;
 pub mod config;
 mod consumer;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::delivery::ShardTrack;
+use crate::checkpoint::ShardTrack;
 #[cfg(any(test, feature = "test-util"))]
 use crate::fence::Fence;
 use crate::reader::feed::ReadItem;

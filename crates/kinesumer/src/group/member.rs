@@ -14,7 +14,7 @@ use super::heartbeat::{self, Beat, Stop};
 use super::leader::{Leader, TickError};
 use super::shard::{self, Outcome, ShardCmd, ShardDone, ShardHandle, ShardJob, FAILURE_COOLDOWN};
 use super::Ctx;
-use crate::delivery::{flush_pending, PendingMark};
+use crate::checkpoint::{flush_pending, PendingMark};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::fence::Fence;
