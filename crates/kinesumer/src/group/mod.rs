@@ -20,6 +20,7 @@ pub mod assign;
 mod heartbeat;
 mod leader;
 pub(crate) mod member;
+mod plan;
 mod shard;
 
 use std::future::Future;
