@@ -46,6 +46,7 @@ impl Delivery {
 }
 
 /// A running (or ended) member process.
+#[derive(Debug)]
 pub struct Member {
     child: Child,
     pid: Pid,

@@ -42,6 +42,7 @@ pub enum TcpMode {
 }
 
 /// A TCP proxy on `127.0.0.1`, whose mode can be switched while it runs.
+#[derive(Debug)]
 pub struct TcpProxy {
     addr: SocketAddr,
     mode: watch::Sender<TcpMode>,
@@ -195,6 +196,7 @@ pub struct HttpCounts {
 }
 
 /// An HTTP/1.1 proxy on `127.0.0.1` in front of kinesis-local, injecting faults.
+#[derive(Debug)]
 pub struct HttpFaultProxy {
     addr: SocketAddr,
     faults: watch::Sender<Option<HttpFaults>>,

@@ -7,8 +7,10 @@
 //!
 //! Measures, each as the median (min–max) of `--runs` runs on fresh streams:
 //! - graceful handoff: a member of three closes → every shard it held is taken by another;
-//! - crash takeover: a member of three is dropped without closing (as SIGKILL: no release,
-//!   no leave) → every shard it held is taken by another;
+//! - crash takeover: a member of three that does not lead is dropped without closing (as
+//!   SIGKILL: no release, no leave) → every shard it held is taken by another;
+//! - leader crash takeover: the same, of the member that leads (DESIGN "a successor knows
+//!   the old leader": it should cost what any member's crash costs);
 //! - join: a fourth member starts → it holds its full share.
 //!
 //! - resharding: a split of one shard while two members consume → the first record read
@@ -141,10 +143,12 @@ fn balanced(owners: &BTreeMap<String, Option<String>>, members: usize) -> bool {
 enum Leave {
     Close,
     Crash,
+    CrashLeader,
 }
 
-/// One run: three members balance; `leaver` leaves as `how`; returns the time until all
-/// of its shards are held by the others.
+/// One run: three members balance; one leaves as `how` (the leader for
+/// [`Leave::CrashLeader`], a member that does not lead otherwise); returns the time until
+/// all of its shards are held by the others.
 async fn leave_run(b: &Bench, how: Leave) -> Result<Duration, Error> {
     let Group {
         stream,
@@ -152,14 +156,20 @@ async fn leave_run(b: &Bench, how: Leave) -> Result<Duration, Error> {
         mut members,
         ..
     } = b.settled_group().await?;
-    let leaver = members.pop().expect("three");
+    let leads = matches!(how, Leave::CrashLeader);
+    let index = members
+        .iter()
+        .position(|m| m.is_leader() == leads)
+        .ok_or("no member of that role")?;
+    let leaver = members.remove(index);
+    let gone = leaver.client_id().to_owned();
     let started = Instant::now();
     match how {
         Leave::Close => leaver.close().await?,
-        Leave::Crash => drop(leaver),
+        Leave::Crash | Leave::CrashLeader => drop(leaver),
     }
     let took = until(&store, &stream, started, |o| {
-        balanced(o, 2) && o.values().flatten().all(|id| id != "m3")
+        balanced(o, 2) && o.values().flatten().all(|id| *id != gone)
     })
     .await?;
     for m in members {
@@ -345,14 +355,17 @@ async fn main() -> Result<(), Error> {
     create_table(&b.store_client, &b.table, TableBilling::OnDemand).await?;
     let mut handoff = Vec::new();
     let mut crash = Vec::new();
+    let mut leader_crash = Vec::new();
     let mut join = Vec::new();
     for _ in 0..runs {
         handoff.push(leave_run(&b, Leave::Close).await?);
         crash.push(leave_run(&b, Leave::Crash).await?);
+        leader_crash.push(leave_run(&b, Leave::CrashLeader).await?);
         join.push(join_run(&b).await?);
     }
     summary_ms("graceful handoff", handoff);
     summary_ms("crash takeover", crash);
+    summary_ms("leader crash takeover", leader_crash);
     summary_ms("join to full share", join);
     let mut reshard = Vec::new();
     for _ in 0..runs {

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! scripts/local-stack start && eval "$(scripts/local-stack env)"
-//! cargo build --release -p kinesumer --bin kinesumer-member
+//! cargo build --release -p kinesumer-bench --bin kinesumer-member
 //! cargo run --release -p kinesumer-bench --bin soak -- [--secs 600] [--members 3] [--shards 4] [--rate 20]
 //! ```
 //!

@@ -116,7 +116,10 @@ impl Aws {
         store
             .check_table()
             .await
-            .with_context(|| format!("checking the state-store table {table:?}"))?;
+            .with_context(|| match &self.dynamodb_endpoint {
+                Some(url) => format!("checking the state-store table {table:?} at {url}"),
+                None => format!("checking the state-store table {table:?}"),
+            })?;
         Ok(store)
     }
 }

@@ -70,15 +70,109 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Join a group as a member and write every record it is given to stdout.
     Consume(ConsumeArgs),
-    /// Move the checkpoints of a stream's shards. Refuses while members of the group are
-    /// alive, unless --force.
+    /// Move the checkpoints of a stream's shards: prints, per shard, the checkpoint now
+    /// and after; --execute writes. Refuses while members of the group are alive, unless
+    /// --force.
     Reset(ResetArgs),
+    /// Write a group's checkpoints of a stream as JSON, which `reset --from-file` takes
+    /// back.
+    Export(ExportArgs),
+    /// List the apps (groups) that keep items in a state-store table: members alive and
+    /// known, and the streams they keep checkpoints of. Scans the table's keys.
+    Groups(GroupsArgs),
+    /// Manage one group.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Write the lines of stdin as records (PutRecords, 500 per batch, failed entries
     /// retried).
     Put(PutArgs),
     /// Deregister the app's enhanced fan-out stream consumer from streams, for cleanup
     /// once no member of the app reads them with --efo any more.
     DeregisterConsumer(DeregisterConsumerArgs),
+    /// Move a consumer over to this group without reprocessing.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+    /// Print the least-privilege IAM policy (JSON) of a member of this group: every
+    /// Kinesis, DynamoDB and STS action the code calls, on the exact streams and table.
+    /// The region comes from --region (or AWS_REGION); with --role-arn, sts:AssumeRole
+    /// on that role.
+    IamPolicy(IamPolicyArgs),
+}
+
+/// `kinesumer iam-policy`
+#[derive(Debug, Args)]
+pub(crate) struct IamPolicyArgs {
+    /// The state-store table.
+    #[arg(long)]
+    pub(crate) table: String,
+    /// A stream the member reads: a name, or a stream ARN (another account's stream).
+    #[arg(long = "stream", value_name = "STREAM", required = true)]
+    pub(crate) streams: Vec<String>,
+    /// The account of the table and of streams given by name (12 digits).
+    #[arg(long, value_parser = parse_account)]
+    pub(crate) account: String,
+    /// Members read with enhanced fan-out (`consume --efo`).
+    #[arg(long)]
+    pub(crate) efo: bool,
+    /// Also what the tool's other commands need: table create, stream create, put, and
+    /// (with --efo) deregister-consumer.
+    #[arg(long)]
+    pub(crate) tools: bool,
+    /// Also reading this KCL lease table (`migrate from-kcl`).
+    #[arg(long, value_name = "TABLE")]
+    pub(crate) kcl_table: Option<String>,
+}
+
+fn parse_account(s: &str) -> Result<String, String> {
+    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s.to_owned())
+    } else {
+        Err("an AWS account id is 12 digits".to_owned())
+    }
+}
+
+/// `kinesumer migrate …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum MigrateCommand {
+    /// Import the checkpoints of a KCL 2.x/3.x (or vmware-go-kcl) lease table as this
+    /// group's checkpoints of a stream. Prints, per shard, the KCL checkpoint and what is
+    /// written; writes only with --execute, and then refuses while KCL workers or
+    /// members of the group are alive (unless --force) and when the group already has
+    /// checkpoints of the shards (unless --overwrite). docs/migrating-from-kcl.md.
+    FromKcl(FromKclArgs),
+}
+
+/// `kinesumer migrate from-kcl`
+#[derive(Debug, Args)]
+pub(crate) struct FromKclArgs {
+    /// The KCL application's lease table (the KCL names it after the application).
+    #[arg(long, value_name = "TABLE")]
+    pub(crate) kcl_table: String,
+    #[command(flatten)]
+    pub(crate) group: Group,
+    /// The stream.
+    #[arg(long)]
+    pub(crate) stream: String,
+    /// Write the checkpoints (without it: a dry run).
+    #[arg(long)]
+    pub(crate) execute: bool,
+    /// Write even while KCL workers or members of the group seem alive.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Replace checkpoints the group already has of these shards.
+    #[arg(long)]
+    pub(crate) overwrite: bool,
+    /// The KCL workers' AT_TIMESTAMP initial position (RFC 3339), needed when a lease
+    /// still starts there: the KCL keeps that time in its configuration, not the table.
+    #[arg(long, value_name = "TIME")]
+    pub(crate) at_timestamp: Option<DateTime<Utc>>,
+    /// How long to watch the KCL leases before writing: a worker is alive when a lease
+    /// counter (vmware-go-kcl: a lease timeout) changes meanwhile. Keep it above the KCL's
+    /// lease renewal period (a third of its failover time: 3.3 s by default).
+    #[arg(long, default_value = "12000", value_name = "MS", value_parser = parse_millis)]
+    pub(crate) kcl_observe_ms: Duration,
+    #[command(flatten)]
+    pub(crate) observe: Observe,
 }
 
 /// `kinesumer table …`
@@ -100,6 +194,8 @@ pub(crate) enum TableCommand {
         /// Write capacity units, with --billing provisioned.
         #[arg(long, default_value_t = 5, value_name = "UNITS")]
         write_capacity: i64,
+        #[command(flatten)]
+        protection: TableProtection,
     },
     /// Show the table's status, key schema, index and billing, and whether a kinesumer
     /// group can use it.
@@ -108,6 +204,30 @@ pub(crate) enum TableCommand {
         #[arg(long)]
         table: String,
     },
+}
+
+/// What `table create` turns on for a production table, new or existing.
+#[derive(Debug, Args)]
+pub(crate) struct TableProtection {
+    /// Refuse DeleteTable until it is turned off again.
+    #[arg(long)]
+    pub(crate) deletion_protection: bool,
+    /// Point-in-time recovery: restore the table to any second of the last 35 days.
+    #[arg(long)]
+    pub(crate) pitr: bool,
+    /// Encrypt with this KMS key (ARN, id or alias) instead of the AWS-owned key.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) kms_key: Option<String>,
+    /// A tag (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub(crate) tags: Vec<(String, String)>,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
 }
 
 /// `kinesumer stream …`
@@ -165,6 +285,14 @@ pub(crate) struct StatusArgs {
     /// Print JSON (the shape is documented in docs/cli.md).
     #[arg(long)]
     pub(crate) json: bool,
+    /// Ask Kinesis how far each checkpoint is behind the stream's tip now (two calls per
+    /// shard: GetShardIterator after the checkpoint, GetRecords of one record), for at
+    /// most N shards; otherwise the lag shown is the one stored with the last checkpoint.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "100")]
+    pub(crate) live_lag: Option<usize>,
+    /// Redraw every SECONDS until interrupted (in place on a terminal).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) watch: Option<u64>,
     #[command(flatten)]
     pub(crate) observe: Observe,
 }
@@ -255,10 +383,8 @@ pub(crate) struct ResetArgs {
     /// The stream.
     #[arg(long)]
     pub(crate) stream: String,
-    /// Where to move: trim-horizon, latest (records written from now on), an RFC 3339
-    /// time, or a sequence number (reading resumes after it).
-    #[arg(long, value_parser = parse_to, value_name = "WHERE")]
-    pub(crate) to: ResetTo,
+    #[command(flatten)]
+    pub(crate) to: ResetTarget,
     /// Only these shards (repeatable). Default: every shard the group knows of the stream.
     #[arg(long = "shard", value_name = "SHARD_ID")]
     pub(crate) shards: Vec<String>,
@@ -266,21 +392,69 @@ pub(crate) struct ResetArgs {
     /// is refused and they lose the lease).
     #[arg(long)]
     pub(crate) force: bool,
+    /// Write (without it: print the plan and write nothing).
+    #[arg(long)]
+    pub(crate) execute: bool,
     #[command(flatten)]
     pub(crate) observe: Observe,
 }
 
-/// Where `reset` moves a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ResetTo {
-    /// The oldest record kept.
-    TrimHorizon,
-    /// Records written from the time of the reset on.
-    Latest,
-    /// Records written at or after this time.
-    At(DateTime<Utc>),
-    /// After this sequence number.
-    After(SequenceNumber),
+/// Where `reset` moves the checkpoints: exactly one.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct ResetTarget {
+    /// The oldest record each shard keeps (TRIM_HORIZON).
+    #[arg(long)]
+    pub(crate) to_earliest: bool,
+    /// Records written from now on.
+    #[arg(long)]
+    pub(crate) to_latest: bool,
+    /// Records written at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
+    pub(crate) to_datetime: Option<DateTime<Utc>>,
+    /// Records written in the last DURATION (e.g. 90s, 15m, 2h, 1d): back from now.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) by_duration: Option<Duration>,
+    /// After this sequence number; only with --shard (a sequence number names a
+    /// position in one shard).
+    #[arg(long, value_name = "SEQUENCE", requires = "shards")]
+    pub(crate) to_sequence: Option<SequenceNumber>,
+    /// The checkpoints of a file `kinesumer export` wrote.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from_file: Option<std::path::PathBuf>,
+}
+
+/// `kinesumer groups`
+#[derive(Debug, Args)]
+pub(crate) struct GroupsArgs {
+    /// The state-store table.
+    #[arg(long)]
+    pub(crate) table: String,
+    #[command(flatten)]
+    pub(crate) observe: Observe,
+}
+
+/// `kinesumer group …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupCommand {
+    /// Delete every item of a retired app: members, lock, plans, shard caches, leases
+    /// and checkpoints. Refused while any member of it is alive.
+    Delete {
+        #[command(flatten)]
+        group: Group,
+        #[command(flatten)]
+        observe: Observe,
+    },
+}
+
+/// `kinesumer export`
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    pub(crate) group: Group,
+    /// The stream.
+    #[arg(long)]
+    pub(crate) stream: String,
 }
 
 /// `kinesumer put`
@@ -331,19 +505,24 @@ fn parse_from(s: &str) -> Result<kinesumer::InitialPosition, String> {
     }
 }
 
-fn parse_to(s: &str) -> Result<ResetTo, String> {
-    match s {
-        "latest" => Ok(ResetTo::Latest),
-        "trim-horizon" => Ok(ResetTo::TrimHorizon),
-        _ => parse_time(s)
-            .map(ResetTo::At)
-            .or_else(|| s.parse().ok().map(ResetTo::After))
-            .ok_or_else(|| {
-                "expected trim-horizon, latest, an RFC 3339 time such as 2024-05-01T12:00:00Z, \
-                 or a sequence number (decimal digits)"
-                    .to_owned()
-            }),
-    }
+fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_time(s).ok_or_else(|| "expected an RFC 3339 time such as 2024-05-01T12:00:00Z".to_owned())
+}
+
+/// A duration as a whole number and a unit: `s`, `m`, `h` or `d`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let unit = s.trim_start_matches(|c: char| c.is_ascii_digit());
+    let n: u64 = s[..s.len() - unit.len()]
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 15m"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit is one of s, m, h, d (e.g. 15m)")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
 
 #[cfg(test)]
@@ -357,21 +536,15 @@ mod tests {
     }
 
     #[test]
-    fn positions_parse() {
-        assert_eq!(parse_to("latest"), Ok(ResetTo::Latest));
-        assert_eq!(
-            parse_to("49590338271490256608559692538361571095921575989136588898"),
-            Ok(ResetTo::After(
-                "49590338271490256608559692538361571095921575989136588898"
-                    .parse()
-                    .unwrap()
-            ))
-        );
-        assert!(matches!(
-            parse_to("2024-05-01T12:00:00+02:00"),
-            Ok(ResetTo::At(_))
-        ));
-        assert!(parse_to("yesterday").is_err());
+    fn positions_and_durations_parse() {
+        assert!(parse_rfc3339("2024-05-01T12:00:00+02:00").is_ok());
+        assert!(parse_rfc3339("yesterday").is_err());
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("15 minutes").is_err());
         assert!(parse_from("soon").is_err());
         assert_eq!(
             parse_from("trim-horizon"),

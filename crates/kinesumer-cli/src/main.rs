@@ -8,6 +8,9 @@ mod aws;
 mod cli;
 mod consume;
 mod deregister;
+mod groups;
+mod iam;
+mod migrate;
 mod observe;
 mod prometheus;
 mod put;
@@ -51,15 +54,29 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let aws = aws::Aws::load(&cli.aws).await?;
-    match cli.command {
+    let Cli {
+        aws: options,
+        command,
+    } = cli;
+    if let Command::IamPolicy(args) = &command {
+        // Offline: no AWS call, so no credentials needed.
+        return iam::run(args, &options);
+    }
+    let aws = aws::Aws::load(&options).await?;
+    match command {
         Command::Table(cmd) => table::run(&aws, cmd).await,
         Command::Stream(cmd) => stream::run(&aws, cmd).await,
         Command::Status(args) => status::run(&aws, args).await,
         Command::Consume(args) => consume::run(&aws, args).await,
         Command::Reset(args) => reset::run(&aws, args).await,
+        Command::Export(args) => reset::export(&aws, args).await,
+        Command::Groups(args) => groups::list(&aws, args).await,
+        Command::Group(cmd) => groups::run(&aws, cmd).await,
         Command::Put(args) => put::run(&aws, args).await,
         Command::DeregisterConsumer(args) => deregister::run(&aws, args).await,
+        Command::Migrate(cmd) => migrate::run(&aws, cmd).await,
+        // Answered above, without AWS.
+        Command::IamPolicy(_) => Ok(()),
     }
 }
 

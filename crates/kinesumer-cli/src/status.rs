@@ -9,6 +9,9 @@ use chrono::Utc;
 use kinesumer::store::{format_time, LeaseItem, ShardCache, StateStore, StoredStart};
 use serde::Serialize;
 
+use kinesumer::reader::{IteratorStart, KinesisApi, SdkKinesis};
+use tokio::signal::unix::{signal, SignalKind};
+
 use crate::aws::Aws;
 use crate::cli::StatusArgs;
 use crate::observe::{observe, Group};
@@ -72,11 +75,37 @@ struct ShardRow {
     parents: Vec<String>,
     /// Milliseconds behind the stream's tip, as stored with the last checkpoint.
     millis_behind: Option<i64>,
+    /// Milliseconds behind the tip, asked of Kinesis now (`--live-lag`).
+    live_behind_ms: Option<i64>,
     last_update: Option<String>,
 }
 
 /// Runs `kinesumer status`.
 pub(crate) async fn run(aws: &Aws, args: StatusArgs) -> anyhow::Result<()> {
+    let Some(every) = args.watch else {
+        return show(aws, &args).await;
+    };
+    // Listening from the start: a signal that arrives while a report is drawn is not lost.
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    loop {
+        // Home and clear: the report redraws in place.
+        print!("\x1b[H\x1b[2J");
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
+            shown = show(aws, &args) => shown?,
+        }
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(every)) => {}
+        }
+    }
+}
+
+/// One report, printed.
+async fn show(aws: &Aws, args: &StatusArgs) -> anyhow::Result<()> {
     let store = aws.store(&args.group.table, &args.group.app).await?;
     let group = observe(&store, args.observe.observe_ms).await?;
     let streams: BTreeSet<String> = if args.streams.is_empty() {
@@ -86,7 +115,7 @@ pub(crate) async fn run(aws: &Aws, args: StatusArgs) -> anyhow::Result<()> {
             .flat_map(|m| m.item.streams.iter().cloned())
             .collect()
     } else {
-        args.streams.into_iter().collect()
+        args.streams.iter().cloned().collect()
     };
     let mut rows = Vec::new();
     for stream in streams {
@@ -100,13 +129,59 @@ pub(crate) async fn run(aws: &Aws, args: StatusArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading the shard cache of {stream:?}"))?;
         rows.push(stream_row(stream, leases, cache));
     }
-    let report = report(args.group.app, args.group.table, &args.observe, group, rows);
+    if let Some(most) = args.live_lag {
+        live_lag(aws, &mut rows, most).await;
+    }
+    let report = report(
+        args.group.app.clone(),
+        args.group.table.clone(),
+        &args.observe,
+        group,
+        rows,
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render(&report));
     }
     Ok(())
+}
+
+/// Asks Kinesis how far behind the tip each unfinished shard's checkpoint (or stored
+/// start) is, for at most `most` shards: a GetShardIterator from there and a GetRecords
+/// of one record, whose MillisBehindLatest is the lag. A shard whose calls fail keeps no
+/// live lag (said on stderr).
+async fn live_lag(aws: &Aws, rows: &mut [StreamRow], most: usize) {
+    let kinesis = SdkKinesis::new(aws.kinesis().await);
+    let shards = rows
+        .iter_mut()
+        .flat_map(|r| r.shards.iter_mut().map(|s| (r.stream.clone(), s)))
+        .filter(|(_, s)| !s.finished)
+        .take(most);
+    for (stream, shard) in shards {
+        let start = match (&shard.checkpoint, shard.start.as_deref()) {
+            (Some(seq), _) => match seq.parse() {
+                Ok(seq) => IteratorStart::After(seq),
+                Err(_) => continue,
+            },
+            (None, Some("TRIM_HORIZON")) => IteratorStart::TrimHorizon,
+            (None, Some(t)) => match chrono::DateTime::parse_from_rfc3339(t) {
+                Ok(t) => IteratorStart::AtTimestamp(t.with_timezone(&Utc)),
+                Err(_) => continue,
+            },
+            (None, None) => continue,
+        };
+        let asked = async {
+            let it = kinesis
+                .shard_iterator(&stream, &shard.shard_id, &start)
+                .await?;
+            kinesis.get_records(&stream, &shard.shard_id, &it, 1).await
+        };
+        match asked.await {
+            Ok(page) => shard.live_behind_ms = page.millis_behind,
+            Err(e) => eprintln!("kinesumer: live lag of {stream}/{}: {e}", shard.shard_id),
+        }
+    }
 }
 
 fn start_text(start: &StoredStart) -> String {
@@ -156,6 +231,7 @@ fn stream_row(stream: String, leases: Vec<LeaseItem>, cache: Option<ShardCache>)
                     .map(|s| s.parent.iter().chain(&s.adjacent_parent).cloned().collect())
                     .unwrap_or_default(),
                 millis_behind: lease.and_then(|l| l.millis_behind),
+                live_behind_ms: None,
                 last_update: lease.and_then(|l| l.last_update).map(format_time),
                 shard_id: id,
             }
@@ -293,7 +369,7 @@ fn render(r: &Report) -> String {
         .streams
         .iter()
         .flat_map(|s| &s.shards)
-        .filter_map(|s| s.millis_behind)
+        .filter_map(|s| s.live_behind_ms.or(s.millis_behind))
         .max()
         .unwrap_or(0)
         .max(1000);
@@ -316,7 +392,8 @@ fn render(r: &Report) -> String {
                 s.parents.join(",")
             };
             let lag = s
-                .millis_behind
+                .live_behind_ms
+                .or(s.millis_behind)
                 .map(|ms| format!("{} {:>7}", bar(ms, scale), format!("{ms} ms")))
                 .unwrap_or_else(|| "-".into());
             vec![

@@ -127,7 +127,13 @@ async fn reset_refuses_while_members_are_alive_then_moves_checkpoints() {
     let reset = [
         "reset", "--app", &app, "--table", &table, "--stream", &stream,
     ];
-    let out = run(&[&reset[..], &["--to", "trim-horizon"]].concat(), b"").await;
+    // The plan first: per shard, now and after; nothing written.
+    let plan = ok(&[&reset[..], &["--to-earliest"]].concat()).await;
+    assert!(
+        plan.contains("dry run") && plan.contains("from TRIM_HORIZON"),
+        "{plan}"
+    );
+    let out = run(&[&reset[..], &["--to-earliest", "--execute"]].concat(), b"").await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -156,12 +162,47 @@ async fn reset_refuses_while_members_are_alive_then_moves_checkpoints() {
         "SIGTERM is a graceful exit"
     );
     let before: Vec<_> = member.received();
-    ok(&[&reset[..], &["--to", "trim-horizon"]].concat()).await;
+    // Exported before the reset, put back after it.
+    let exported = ok(&[
+        "export", "--app", &app, "--table", &table, "--stream", &stream,
+    ])
+    .await;
+    ok(&[&reset[..], &["--to-earliest", "--execute"]].concat()).await;
     let s = status(&app, &table, &stream).await;
     for shard in s["streams"][0]["shards"].as_array().unwrap() {
         assert!(shard["checkpoint"].is_null(), "{s:#}");
         assert_eq!(shard["start"], "TRIM_HORIZON");
     }
+    let file = std::env::temp_dir().join(random_name("checkpoints"));
+    std::fs::write(&file, &exported).unwrap();
+    let from_file = ["--from-file", file.to_str().unwrap(), "--execute"];
+    ok(&[&reset[..], &from_file].concat()).await;
+    let exported: serde_json::Value = serde_json::from_str(&exported).unwrap();
+    let exported: Vec<serde_json::Value> = exported["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["sequence_number"].clone())
+        .collect();
+    assert!(
+        exported.iter().all(serde_json::Value::is_string),
+        "{exported:?}"
+    );
+    assert_eq!(
+        checkpoints(&status(&app, &table, &stream).await),
+        exported,
+        "the exported checkpoints are back"
+    );
+    std::fs::write(&file, b"{\"app\": 1}").unwrap();
+    let bad = run(&[&reset[..], &from_file].concat(), b"").await;
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a malformed file is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a file `kinesumer export` wrote"));
+    std::fs::remove_file(&file).unwrap();
+    ok(&[&reset[..], &["--to-earliest", "--execute"]].concat()).await;
 
     // Move one shard to just after its third record: a new member reads all of the
     // other shard again, and only what follows that record in this one.
@@ -177,7 +218,12 @@ async fn reset_refuses_while_members_are_alive_then_moves_checkpoints() {
         .find(|(_, l)| l.len() > 3)
         .expect("a shard with 4+ records");
     let after_seq = lines[2].sequence_number.clone();
-    ok(&[&reset[..], &["--to", &after_seq, "--shard", shard]].concat()).await;
+    ok(&[
+        &reset[..],
+        &["--to-sequence", &after_seq, "--shard", shard, "--execute"],
+    ]
+    .concat())
+    .await;
     let s = status(&app, &table, &stream).await;
     let moved = s["streams"][0]["shards"]
         .as_array()
@@ -257,4 +303,131 @@ async fn a_stalled_stdout_stops_neither_heartbeats_nor_sigterm() {
         Some(0),
         "SIGTERM is a graceful exit while stdout is stalled"
     );
+}
+
+/// `groups` lists the apps of a table; `group delete` refuses while a member is alive,
+/// then deletes every item of the app (and names an unknown app as a usage error).
+#[tokio::test]
+async fn groups_lists_apps_and_group_delete_removes_a_retired_one() {
+    let (table, stream) = table_and_stream(1).await;
+    let app = random_name("retired");
+    let records = payloads("g", 5);
+    put(&stream, &records, &[]).await;
+    let mut member = Member::start(&app, &table, &stream, "last");
+    received_all(&[&member], &records).await;
+    let listed = ok(&["groups", "--table", &table]).await;
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&app))
+        .unwrap_or_else(|| panic!("{app} in {listed}"));
+    assert_eq!(line, format!("{app} | 1 | 1 | {stream}"), "{listed}");
+    // The lag asked of Kinesis now, per shard, once the checkpoint is written.
+    let live = eventually("a live lag", Duration::from_secs(20), || async {
+        let out = ok(&[
+            "status",
+            "--app",
+            &app,
+            "--table",
+            &table,
+            "--stream",
+            &stream,
+            "--json",
+            "--live-lag",
+            "--observe-ms",
+            "300",
+        ])
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["streams"][0]["shards"][0]["live_behind_ms"]
+            .as_i64()
+            .map(|_| v)
+    })
+    .await;
+    assert!(
+        live["streams"][0]["shards"][0]["checkpoint"].is_string(),
+        "{live}"
+    );
+
+    let delete = ["group", "delete", "--app", &app, "--table", &table];
+    let out = run(&delete, b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("alive (last)"));
+    assert_eq!(member.terminate().await, Some(0));
+    let done = ok(&delete).await;
+    assert!(done.starts_with("deleted "), "{done}");
+    let listed = ok(&["groups", "--table", &table]).await;
+    assert!(!listed.contains(&app), "{listed}");
+    let unknown = run(&delete, b"").await;
+    assert_eq!(
+        unknown.status.code(),
+        Some(2),
+        "an unknown app is a usage error"
+    );
+}
+
+/// A stream named by its ARN is consumed like one named by its name, and its checkpoints
+/// are kept under the ARN: a stream of the same name in another account never shares them.
+#[tokio::test]
+async fn a_stream_named_by_its_arn_is_consumed_with_checkpoints_of_its_own() {
+    let (table, stream) = table_and_stream(1).await;
+    let arn = format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}");
+    let app = random_name("by-arn");
+    let records = payloads("arn", 5);
+    put(&stream, &records, &[]).await;
+    let mut member = Member::start(&app, &table, &arn, "arn-reader");
+    received_all(&[&member], &records).await;
+    let checkpointed = eventually(
+        "a checkpoint under the ARN",
+        Duration::from_secs(20),
+        || async {
+            let s = status(&app, &table, &arn).await;
+            s["streams"][0]["shards"][0]["checkpoint"]
+                .as_str()
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    assert!(!checkpointed.is_empty());
+    assert_eq!(member.terminate().await, Some(0));
+    let by_name = status(&app, &table, &stream).await;
+    let shards = by_name["streams"][0]["shards"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        shards.iter().all(|s| s["checkpoint"].is_null()),
+        "the name's checkpoints are apart from the ARN's: {by_name}"
+    );
+}
+
+/// `status --watch` redraws in place (home and clear before each report) until SIGINT,
+/// then exits 0.
+#[tokio::test]
+async fn status_watch_redraws_until_interrupted() {
+    use tokio::io::AsyncReadExt;
+    let (table, stream) = table_and_stream(1).await;
+    let mut child = kinesumer()
+        .args([
+            "status", "--app", "watched", "--table", &table, "--stream", &stream,
+        ])
+        .args(["--watch", "1", "--observe-ms", "200"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start status --watch");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = String::new();
+    within("two reports", async {
+        let mut buf = [0u8; 4096];
+        while seen.matches("\x1b[H\x1b[2J").count() < 2 {
+            let n = stdout.read(&mut buf).await.expect("read");
+            assert!(n > 0, "status --watch ended early: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+    .await;
+    assert!(seen.contains("app watched"), "{seen}");
+    let pid = rustix::process::Pid::from_raw(child.id().expect("running") as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+    let status = within("exit", child.wait()).await.expect("wait");
+    assert_eq!(status.code(), Some(0));
 }

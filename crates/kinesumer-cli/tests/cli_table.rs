@@ -19,6 +19,32 @@ async fn create_then_describe_shows_the_go_client_schema() {
         "index    index-client-key-last-update (pk HASH, last_update RANGE) KEYS_ONLY",
         "billing  PAY_PER_REQUEST",
         "usable   yes",
+        "deletion protection  off",
+        "point-in-time recovery  off",
+        "tags     -",
+    ] {
+        assert!(
+            described.contains(want),
+            "describe lacks {want:?}:\n{described}"
+        );
+    }
+    // A production table: protections turned on, on the existing table too.
+    ok(&[
+        "table",
+        "create",
+        "--table",
+        &table,
+        "--deletion-protection",
+        "--pitr",
+        "--tag",
+        "team=data",
+    ])
+    .await;
+    let described = ok(&["table", "describe", "--table", &table]).await;
+    for want in [
+        "deletion protection  on",
+        "point-in-time recovery  on",
+        "tags     team=data",
     ] {
         assert!(
             described.contains(want),

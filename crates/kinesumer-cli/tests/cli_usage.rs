@@ -61,13 +61,19 @@ async fn usage_errors_exit_2_and_say_why() {
         "expected latest, trim-horizon or an RFC 3339 time",
     )
     .await;
-    usage_error(
-        &[
-            "reset", "--app", "a", "--table", "t", "--stream", "s", "--to", "12ab",
-        ],
-        "a sequence number",
-    )
-    .await;
+    let reset = ["reset", "--app", "a", "--table", "t", "--stream", "s"];
+    for (extra, says) in [
+        (
+            &["--to-sequence", "12ab", "--shard", "x"][..],
+            "expected decimal digits",
+        ),
+        (&["--to-sequence", "123"][..], "--shard"),
+        (&["--to-earliest", "--to-latest"][..], "cannot be used with"),
+        (&["--by-duration", "15"][..], "e.g. 15m"),
+        (&[][..], "required"),
+    ] {
+        usage_error(&[&reset[..], extra].concat(), says).await;
+    }
     usage_error(
         &[
             "put",
@@ -120,6 +126,9 @@ async fn help_lists_every_subcommand_and_the_aws_options() {
         "reset",
         "put",
         "deregister-consumer",
+        "export",
+        "migrate",
+        "iam-policy",
         "--region",
         "--endpoint-url",
         "--kinesis-endpoint",
@@ -153,4 +162,38 @@ async fn sigterm_while_joining_exits_0() {
         .await
         .unwrap();
     assert_eq!(common::terminate(&mut child, None).await, Some(0));
+}
+
+/// An unreachable endpoint is one line that names what failed, where, and why — not a
+/// dump of the SDK's error.
+#[tokio::test]
+async fn an_unreachable_endpoint_is_one_line_naming_it() {
+    let out = run(
+        &[
+            "--dynamodb-endpoint",
+            "http://127.0.0.1:1",
+            "status",
+            "--app",
+            "a",
+            "--table",
+            "t",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    for want in [
+        "http://127.0.0.1:1",
+        "cannot reach the service",
+        "Connection refused",
+    ] {
+        assert!(lines[0].contains(want), "{want:?} in {stderr}");
+    }
+    assert!(
+        !stderr.contains("DispatchFailure"),
+        "no Debug dump: {stderr}"
+    );
 }

@@ -187,6 +187,42 @@ fn session_name(app: &str) -> String {
         .collect()
 }
 
+/// What an AWS SDK error says, in one line a person reads: the Display of each error in
+/// its source chain, each once — never the `Debug` dump `DisplayErrorContext` appends. A
+/// request that never reached the service (a refused connection, a DNS failure, a
+/// timeout) says so first: "cannot reach the service: tcp connect error: Connection
+/// refused (os error 111)". The SDK's errors carry neither credentials nor payloads.
+pub(crate) fn sdk_message(error: &(dyn std::error::Error + 'static)) -> String {
+    // The SDK's wrappers of a request that did not reach the service: they say nothing a
+    // reader needs once "cannot reach the service" is said.
+    const UNREACHED: [&str; 4] = [
+        "dispatch failure",
+        "io error",
+        "client error (Connect)",
+        "timeout",
+    ];
+    let mut parts: Vec<String> = Vec::new();
+    let mut unreached = false;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        next = e.source();
+        if UNREACHED.contains(&text.as_str()) {
+            unreached = true;
+            continue;
+        }
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    let text = parts.join(": ");
+    if unreached {
+        format!("cannot reach the service: {text}")
+    } else {
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use aws_config::BehaviorVersion;

@@ -41,6 +41,7 @@ mod event;
 pub(crate) mod fence;
 pub mod group;
 pub mod metrics;
+pub mod migrate;
 mod random;
 pub mod reader;
 mod record;

@@ -413,6 +413,63 @@ pub(crate) mod tests {
         }
     }
 
+    /// The metric names a text mentions (`kinesumer_…`), a histogram's series
+    /// (`_bucket`, `_sum`, `_count`) counted as the histogram.
+    fn metrics_named(text: &str) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("kinesumer_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| {
+                    ALL.iter()
+                        .any(|m| m.name == *base && m.kind == Kind::Histogram)
+                })
+                .unwrap_or(name);
+            names.insert(base.to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_dashboard_and_the_alert_rules_name_only_metrics_the_library_exports() {
+        let dashboard = include_str!("../../../docs/monitoring/grafana-dashboard.json");
+        let rules = include_str!("../../../docs/monitoring/prometheus-rules.yml");
+        let guide = include_str!("../../../docs/operations.md");
+        let exported: std::collections::BTreeSet<String> =
+            ALL.iter().map(|m| m.name.to_owned()).collect();
+        for (file, text) in [
+            ("grafana-dashboard.json", dashboard),
+            ("prometheus-rules.yml", rules),
+        ] {
+            let named = metrics_named(text);
+            let unknown: Vec<_> = named.difference(&exported).collect();
+            assert!(
+                unknown.is_empty(),
+                "{file} names metrics nobody exports: {unknown:?}"
+            );
+        }
+        serde_json::from_str::<serde_json::Value>(dashboard).expect("the dashboard is JSON");
+        // Every metric the guide alerts on has a rule.
+        let alerts = &guide[guide.find("## What to alert on").expect("the alert table")..];
+        let alerts = &alerts[..alerts[3..].find("\n## ").map_or(alerts.len(), |i| i + 3)];
+        let missing: Vec<_> = metrics_named(alerts)
+            .into_iter()
+            .filter(|m| !rules.contains(m.as_str()) && m != HEARTBEAT_DURATION)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "alerts of docs/operations.md without a rule: {missing:?}"
+        );
+    }
+
     #[test]
     fn the_operations_guide_documents_every_metric_with_its_labels() {
         let guide = include_str!("../../../docs/operations.md");

@@ -388,3 +388,37 @@ async fn a_garbage_iterator_is_a_retryable_error() {
     .unwrap_err();
     assert!(matches!(err, KinesisError::Other { .. }), "{err:?}");
 }
+
+/// A stream named by its ARN is read as by its name: the API gets StreamARN (which reaches
+/// a stream of another account through its resource policy).
+#[tokio::test]
+async fn a_stream_is_read_by_its_arn() {
+    let stream = TestStream::new(1).await;
+    stream.wait_active().await;
+    let written = stream.put("k", b"by-arn").await;
+    let arn = stream
+        .client
+        .describe_stream_summary()
+        .stream_name(&stream.name)
+        .send()
+        .await
+        .expect("describe")
+        .stream_description_summary
+        .expect("a summary")
+        .stream_arn;
+    let api = stream.api();
+    let listed = api.list_shards(&arn).await.expect("list shards by ARN");
+    assert_eq!(listed.shards.len(), 1);
+    let created = api.stream_created(&arn).await.expect("describe by ARN");
+    assert!(created.is_some());
+    let it = api
+        .shard_iterator(&arn, "shardId-000000000000", &IteratorStart::TrimHorizon)
+        .await
+        .expect("an iterator by ARN");
+    let page = api
+        .get_records(&arn, "shardId-000000000000", &it, 10)
+        .await
+        .expect("records by ARN");
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].sequence_number, written);
+}

@@ -450,7 +450,7 @@ async fn take_lease_conditions(f: Fixture) {
         "49590338271490256608559692538361571095921575989136588898",
         None,
     );
-    s.set_checkpoint(S, "shardId-go", Some(&cp), None, false)
+    s.set_checkpoint(S, "shardId-go", Some(&cp), None, false, false)
         .await
         .unwrap();
     let l = s
@@ -612,7 +612,7 @@ async fn set_checkpoint_by_operator(f: Fixture) {
     let a = owner("a", "1");
     let at = StoredStart::AtTimestamp(Utc.timestamp_opt(1_600_000_000, 0).unwrap());
     // A missing item is created, with no owner.
-    s.set_checkpoint(S, SHARD, Some(&pos("7", Some(1))), Some(&at), false)
+    s.set_checkpoint(S, SHARD, Some(&pos("7", Some(1))), Some(&at), false, false)
         .await
         .unwrap();
     let l = s.lease(S, SHARD).await.unwrap().unwrap();
@@ -636,7 +636,7 @@ async fn set_checkpoint_by_operator(f: Fixture) {
     s.checkpoint(S, SHARD, &a, 1, Some(&pos("7", Some(1))), &end_behind)
         .await
         .unwrap();
-    refused(s.set_checkpoint(S, SHARD, None, None, false).await);
+    refused(s.set_checkpoint(S, SHARD, None, None, false, false).await);
     let l = s.lease(S, SHARD).await.unwrap().unwrap();
     assert_eq!(
         (l.shard_end, l.millis_behind),
@@ -646,13 +646,22 @@ async fn set_checkpoint_by_operator(f: Fixture) {
 
     // Forced: the position and start are removed, shard_end cleared, and the lag of the
     // old position forgotten; the lease stays.
-    s.set_checkpoint(S, SHARD, None, None, true).await.unwrap();
+    s.set_checkpoint(S, SHARD, None, None, false, true)
+        .await
+        .unwrap();
     let l = s.lease(S, SHARD).await.unwrap().unwrap();
     assert_eq!(
         (l.checkpoint, l.start, l.shard_end, l.millis_behind),
         (None, None, false, None)
     );
     assert_eq!((l.owner, l.lease_counter), (Some(a), Some(1)));
+
+    // A shard finished elsewhere (imported from the KCL): written finished.
+    s.set_checkpoint(S, "shardId-done", None, None, true, false)
+        .await
+        .unwrap();
+    let l = s.lease(S, "shardId-done").await.unwrap().unwrap();
+    assert_eq!((l.shard_end, l.owner), (true, None));
 }
 
 async fn queries_stay_in_their_app_and_stream(f: Fixture) {

@@ -490,3 +490,56 @@ async fn f04_a_backlog_is_committed_by_records_as_well_as_by_time() {
         sim.duplicates()
     );
 }
+
+// DESIGN "A successor knows the old leader": a crashed leader's shards are read again
+// as soon as any crashed member's would be — the successor does not judge the old
+// leader alive for another failover after it took the lock.
+#[tokio::test(start_paused = true)]
+async fn l01_a_crashed_leaders_shards_move_as_fast_as_any_members() {
+    let mut sim = group(6, &["a", "b", "c"]).await;
+    let leader = sim.leader().expect("a leader");
+    let held = sim.member(&leader).consumer.held_shards();
+    assert!(!held.is_empty());
+    sim.crash(&leader);
+    let crashed = sim.now();
+    sim.wait_for("the old leader's shards read again", LONG, |s| {
+        s.unread().is_empty()
+    })
+    .await;
+    let took = sim.now() - crashed;
+    // A member's crash: the failover, plus a leader tick to see it and a member tick to
+    // take the plan.
+    let bound = failover() + Duration::from_millis(1300);
+    assert!(
+        took <= bound,
+        "took {took:?} (a member's crash takes at most {bound:?})"
+    );
+    nothing_lost(&mut sim).await;
+}
+
+// Lower: a take refused by its condition (the lease moved between the read and the take)
+// was followed at once by another read and take, with no pause: a member racing a
+// lease that keeps changing spun on the store.
+#[tokio::test(start_paused = true)]
+async fn t01_a_refused_take_pauses_before_it_reads_again() {
+    let mut sim = Sim::new(1, &[(S, 1)]);
+    sim.start("a", &[S]).await;
+    sim.member("a")
+        .store
+        .push(rule(Operation::TakeLease, Fault::Refuse).times(30));
+    sim.run_for(secs(1)).await;
+    let reads = sim
+        .member("a")
+        .store
+        .sent()
+        .iter()
+        .filter(|r| r.request.op == Operation::Lease)
+        .count();
+    // One handoff poll (150 ms) between attempts: at most 7 in the first second.
+    assert!(
+        reads <= 8,
+        "{reads} lease reads in a second of refused takes"
+    );
+    sim.member("a").store.clear();
+    nothing_lost(&mut sim).await;
+}

@@ -109,9 +109,9 @@ impl Leader {
 
         let streams: BTreeSet<String> = self
             .members
-            .values()
-            .filter(|m| m.alive(now, failover))
-            .flat_map(|m| m.streams.iter().cloned())
+            .iter()
+            .filter(|(id, m)| plan::alive(self.deposed.as_ref(), id, m, now, failover))
+            .flat_map(|(_, m)| m.streams.iter().cloned())
             .collect();
         let mut leases = BTreeMap::new();
         for stream in &streams {

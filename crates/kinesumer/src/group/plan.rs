@@ -33,11 +33,22 @@ pub(super) struct Seen {
     pub(super) dropped: BTreeMap<String, Duration>,
 }
 
-impl Seen {
-    /// Alive while its (incarnation, heartbeat) pair changed within `failover`.
-    pub(super) fn alive(&self, now: Duration, failover: Duration) -> bool {
-        self.incarnation.is_some() && now.saturating_sub(self.changed_at) < failover
-    }
+/// Whether member `client_id` is alive: its counter moved within the failover. The
+/// incarnation that held the lock before this term (`deposed`) is not, whatever was seen
+/// of it: its lock went unrenewed for the failover, so it has fenced itself (DESIGN "a
+/// successor knows the old leader") — judging it afresh would leave the shards planned
+/// to it unread for another failover.
+pub(super) fn alive(
+    deposed: Option<&Owner>,
+    client_id: &str,
+    m: &Seen,
+    now: Duration,
+    failover: Duration,
+) -> bool {
+    let deposed = deposed.is_some_and(|d| {
+        d.client_id == client_id && m.incarnation.as_deref() == Some(d.token.as_str())
+    });
+    !deposed && m.incarnation.is_some() && now.saturating_sub(m.changed_at) < failover
 }
 
 /// How the leader judges a lease owner.
@@ -93,7 +104,7 @@ impl Observed<'_> {
                 Judged::Pending
             };
         }
-        if !m.alive(self.now, self.failover) {
+        if !alive(self.deposed, &owner.client_id, m, self.now, self.failover) {
             return Judged::Gone;
         }
         if !m.streams.contains(stream) {
@@ -109,7 +120,7 @@ impl Observed<'_> {
     fn alive(&self) -> BTreeMap<String, BTreeSet<String>> {
         self.members
             .iter()
-            .filter(|(_, m)| m.alive(self.now, self.failover))
+            .filter(|(id, m)| alive(self.deposed, id, m, self.now, self.failover))
             .map(|(id, m)| (id.clone(), m.streams.clone()))
             .collect()
     }

@@ -352,7 +352,14 @@ impl ShardTask {
                             // (scenario 1).
                             return Ok(self.held_from(&item, &planned));
                         }
-                        Err(StoreError::ConditionFailed { .. }) => continue,
+                        // The lease moved between the read and the take: read it again
+                        // after a handoff poll, not at once (a lease that keeps moving
+                        // would have this member spin on the store).
+                        Err(StoreError::ConditionFailed { .. }) => {
+                            if !self.pause(HANDOFF_POLL).await {
+                                return Err(Outcome::Stopped);
+                            }
+                        }
                         Err(e) => {
                             // The take may have landed: the next read tells (scenario 17).
                             debug!(error = %e, "take failed; re-reading");
@@ -380,10 +387,15 @@ impl ShardTask {
         if self.fence.now() + HANDOFF_POLL > wait_until {
             return false;
         }
+        self.pause(HANDOFF_POLL).await
+    }
+
+    /// Sleeps `d`; false when the task is cancelled meanwhile.
+    async fn pause(&self, d: Duration) -> bool {
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => false,
-            _ = tokio::time::sleep(HANDOFF_POLL) => true,
+            _ = tokio::time::sleep(d) => true,
         }
     }
 

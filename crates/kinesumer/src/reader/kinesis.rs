@@ -14,7 +14,6 @@ use aws_sdk_kinesis::types::{
     ConsumerStatus, Record, Shard, ShardIteratorType, StartingPosition, StreamDescriptionSummary,
     SubscribeToShardEventStream,
 };
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::event_stream::RawMessage;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
@@ -78,7 +77,13 @@ impl KinesisApi for SdkKinesis {
             // alone: ListShards refuses a request with both. No ShardFilter: the group
             // needs closed parents too, to order children after them.
             let request = match next_token.take() {
-                None => self.client.list_shards().stream_name(stream),
+                None => {
+                    let (name, arn) = name_or_arn(stream);
+                    self.client
+                        .list_shards()
+                        .set_stream_name(name)
+                        .set_stream_arn(arn)
+                }
                 Some(token) => self.client.list_shards().next_token(token),
             };
             let page = request
@@ -104,10 +109,12 @@ impl KinesisApi for SdkKinesis {
         shard_id: &str,
         start: &IteratorStart,
     ) -> Result<String, KinesisError> {
+        let (name, arn) = name_or_arn(stream);
         let request = self
             .client
             .get_shard_iterator()
-            .stream_name(stream)
+            .set_stream_name(name)
+            .set_stream_arn(arn)
             .shard_id(shard_id);
         let request = match start {
             IteratorStart::After(seq) => request
@@ -147,6 +154,7 @@ impl KinesisApi for SdkKinesis {
         let out = self
             .client
             .get_records()
+            .set_stream_arn(name_or_arn(stream).1)
             .shard_iterator(iterator)
             .limit(limit)
             .customize()
@@ -302,10 +310,12 @@ impl KinesisApi for SdkKinesis {
 impl SdkKinesis {
     /// DescribeStreamSummary.
     async fn stream_summary(&self, stream: &str) -> Result<StreamDescriptionSummary, KinesisError> {
+        let (name, arn) = name_or_arn(stream);
         let out = self
             .client
             .describe_stream_summary()
-            .stream_name(stream)
+            .set_stream_name(name)
+            .set_stream_arn(arn)
             .send()
             .await
             .map_err(|e| classify(e, "DescribeStreamSummary", stream, None))?;
@@ -319,7 +329,10 @@ impl SdkKinesis {
 
     /// The stream's ARN (RegisterStreamConsumer and DescribeStreamConsumer take it).
     async fn stream_arn(&self, stream: &str) -> Result<String, KinesisError> {
-        Ok(self.stream_summary(stream).await?.stream_arn)
+        match name_or_arn(stream) {
+            (_, Some(arn)) => Ok(arn),
+            (_, None) => Ok(self.stream_summary(stream).await?.stream_arn),
+        }
     }
 
     /// The consumer's ARN and status; `None` when it is not registered (any more).
@@ -430,6 +443,18 @@ fn raw_records(
     Ok((records, bytes))
 }
 
+/// A stream named by its name or by its ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`),
+/// as the API takes either: `(StreamName, StreamARN)`. An ARN reaches a stream of another
+/// account through the stream's resource policy, and keeps two streams of one name in two
+/// accounts apart (their checkpoints are kept under the ARN).
+fn name_or_arn(stream: &str) -> (Option<String>, Option<String>) {
+    if stream.starts_with("arn:") {
+        (None, Some(stream.to_owned()))
+    } else {
+        (Some(stream.to_owned()), None)
+    }
+}
+
 fn shard_info(s: &Shard) -> ShardInfo {
     let ending = s
         .sequence_number_range()
@@ -463,7 +488,7 @@ fn chrono_time(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
 ///
 /// ResourceNotFound means the stream for ListShards, and the shard for the per-shard
 /// calls (a shard past retention). Messages are the SDK's error chain
-/// ([`DisplayErrorContext`]): they hold the service's message and the request's failure,
+/// ([`sdk_message`](crate::aws::sdk_message)): they hold the service's message and the request's failure,
 /// never the credentials or the records.
 fn classify<E, R>(
     err: SdkError<E, R>,
@@ -526,7 +551,7 @@ where
         "ResourceInUseException" => KinesisError::ResourceInUse {
             operation,
             stream,
-            message: DisplayErrorContext(&err).to_string(),
+            message: crate::aws::sdk_message(&err),
         },
         "AccessDeniedException"
         | "UnrecognizedClientException"
@@ -534,12 +559,12 @@ where
         | "InvalidSignatureException" => KinesisError::AccessDenied {
             operation,
             stream,
-            message: DisplayErrorContext(&err).to_string(),
+            message: crate::aws::sdk_message(&err),
         },
         _ => KinesisError::Other {
             operation,
             stream,
-            message: DisplayErrorContext(&err).to_string(),
+            message: crate::aws::sdk_message(&err),
         },
     }
 }

@@ -191,6 +191,13 @@ pub enum KinesisError {
 /// interceptors and retries belong to the SDK client you pass
 /// ([`Kinesumer::from_sdk_config`](crate::Kinesumer::from_sdk_config)); tests use
 /// `SimKinesis` (feature `test-util`).
+///
+/// # Cancel safety
+///
+/// Every method is cancel safe: the calls read, except `register_consumer` and
+/// `deregister_consumer`, which are idempotent (dropped part-way, calling again finds
+/// the consumer as the first call left it). A dropped GetRecords loses nothing: the
+/// reader asks again with the same iterator, or a new one from its last position.
 #[async_trait]
 pub trait KinesisApi: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// Every shard of the stream (full, unfiltered, paged ListShards).

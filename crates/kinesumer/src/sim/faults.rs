@@ -133,6 +133,9 @@ pub enum Fault {
     Hold(Latch),
     /// Lands, but its answer is lost: the member sees an error.
     LoseResponse,
+    /// Refused as if its condition failed, without landing (a state store: another
+    /// member's write got there first). For Kinesis, as [`Fault::Fail`].
+    Refuse,
 }
 
 /// One request as the fault script sees it: a state-store [`Operation`], or a
@@ -432,6 +435,9 @@ impl FaultyStore {
             None => land.await,
             Some(Fault::Fail) => Err(injected("request failed")),
             Some(Fault::Throttle) => Err(StoreError::Throttled { op }),
+            Some(Fault::Refuse) => Err(StoreError::ConditionFailed {
+                item: "injected: refused".to_owned(),
+            }),
             Some(Fault::Hang) => std::future::pending().await,
             Some(Fault::LoseResponse) => land.await.and(Err(injected("response lost"))),
             Some(Fault::Delay(d)) => {
@@ -691,6 +697,7 @@ impl StateStore for FaultyStore {
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError> {
         let (s, id, p, sta) = (
@@ -701,7 +708,7 @@ impl StateStore for FaultyStore {
         );
         self.call(
             lease_req(Operation::SetCheckpoint, stream, shard_id),
-            apply!(|st| st.set_checkpoint(&s, &id, p.as_ref(), sta.as_ref(), force)),
+            apply!(|st| st.set_checkpoint(&s, &id, p.as_ref(), sta.as_ref(), finished, force)),
         )
         .await
     }

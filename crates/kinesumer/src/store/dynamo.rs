@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod codec;
 mod error;
 mod expr;
@@ -47,6 +48,7 @@ use super::{
 };
 use crate::seq::Position;
 
+pub use self::admin::AppItems;
 pub use self::table::{create_table, TableBilling, LSI_NAME};
 
 /// How often a batch read retries keys DynamoDB returned unprocessed before giving up.
@@ -116,6 +118,10 @@ impl DynamoStore {
     ///
     /// [`StoreError::TableNotFound`] (its message says how to create the table),
     /// [`StoreError::TableSchema`] naming what is wrong, or a request failure.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn check_table(&self) -> Result<(), StoreError> {
         self.counter.count(Operation::DescribeTable);
         let desc = table::describe(&self.client, &self.table).await?;
@@ -136,7 +142,7 @@ impl DynamoStore {
     ) -> impl FnOnce(SdkError<E, R>) -> StoreError + '_
     where
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         let item = item.to_owned();
         move |e| error::classify(&e, op, &self.table, &item)
@@ -847,6 +853,7 @@ impl StateStore for DynamoStore {
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError> {
         let mut e = Expr::default();
@@ -859,7 +866,10 @@ impl StateStore for DynamoStore {
             position.and_then(|p| p.sub_sequence).map(n),
         )
         .set_or_remove(attr::START, start.map(start_value))
-        .remove(attr::SHARD_END)
+        .set_or_remove(
+            attr::SHARD_END,
+            finished.then_some(AttributeValue::Bool(true)),
+        )
         .remove(attr::MILLIS_BEHIND)
         .set(attr::LAST_UPDATE, now());
         if !force {

@@ -349,6 +349,7 @@ impl StateStore for MemoryStore {
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError> {
         self.with(Operation::SetCheckpoint, |d| {
@@ -360,7 +361,7 @@ impl StateStore for MemoryStore {
                 .or_insert_with(|| empty_lease(stream, shard_id));
             l.checkpoint = position.cloned();
             l.start = start.cloned();
-            l.shard_end = false;
+            l.shard_end = finished;
             l.millis_behind = None;
             l.last_update = Some(Utc::now());
             Ok(())

@@ -31,7 +31,7 @@ use crate::seq::Position;
 
 pub use crate::shards::{ShardInfo, StoredStart};
 
-pub use dynamo::{create_table, DynamoStore, TableBilling, LSI_NAME};
+pub use dynamo::{create_table, AppItems, DynamoStore, TableBilling, LSI_NAME};
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use memory::MemoryStore;
@@ -287,11 +287,15 @@ pub enum Operation {
     PutShardCache,
     DescribeTable,
     CreateTable,
+    /// The operator's listing of a table's apps (`kinesumer groups`).
+    ScanApps,
+    /// The operator's removal of a retired app's items (`kinesumer group delete`).
+    DeleteApp,
 }
 
 impl Operation {
     /// Every operation, in a fixed order.
-    pub const ALL: [Operation; 23] = [
+    pub const ALL: [Operation; 25] = [
         Operation::Register,
         Operation::Heartbeat,
         Operation::Leave,
@@ -315,6 +319,8 @@ impl Operation {
         Operation::PutShardCache,
         Operation::DescribeTable,
         Operation::CreateTable,
+        Operation::ScanApps,
+        Operation::DeleteApp,
     ];
 
     /// Whether the request writes the table (reads and table management do not).
@@ -329,6 +335,7 @@ impl Operation {
                 | Operation::ShardCache
                 | Operation::DescribeTable
                 | Operation::CreateTable
+                | Operation::ScanApps
         )
     }
 
@@ -358,6 +365,8 @@ impl Operation {
             Operation::PutShardCache => "put_shard_cache",
             Operation::DescribeTable => "describe_table",
             Operation::CreateTable => "create_table",
+            Operation::ScanApps => "scan_apps",
+            Operation::DeleteApp => "delete_app",
         }
     }
 }
@@ -524,6 +533,14 @@ impl StoreError {
 /// an implementation that gets one wrong loses records without an error, and the
 /// trait changes with the protocol. To reach DynamoDB differently, pass your own
 /// client ([`Kinesumer::from_clients`](crate::Kinesumer::from_clients)).
+///
+/// # Cancel safety
+///
+/// Every method is one request (a split plan or shard cache: one transaction). Dropping
+/// its future is safe but leaves the outcome of a write unknown — it may land later, as
+/// a request that timed out may — which is what every condition above is for: the group
+/// treats a dropped or timed-out write like a lost response and reads before it relies
+/// on the outcome. Reads have no effect to leave unknown.
 #[async_trait]
 pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// The application this handle serves.
@@ -632,16 +649,18 @@ pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static
         which: LeaseDeletion,
     ) -> Result<(), StoreError>;
 
-    /// An operator's move of a checkpoint (`kinesumer reset`): sets or removes the
-    /// position and the stored start, clears `shard_end` and removes `millis_behind`
-    /// (the lag of the old position says nothing of the new one); conditional on the
-    /// lease having no owner unless `force`.
+    /// An operator's move of a checkpoint (`kinesumer reset`, `kinesumer migrate`): sets
+    /// or removes the position and the stored start, sets `shard_end` to `finished` (a
+    /// shard read to its end elsewhere, as a KCL `SHARD_END`) and removes
+    /// `millis_behind` (the lag of the old position says nothing of the new one);
+    /// conditional on the lease having no owner unless `force`.
     async fn set_checkpoint(
         &self,
         stream: &str,
         shard_id: &str,
         position: Option<&Position>,
         start: Option<&StoredStart>,
+        finished: bool,
         force: bool,
     ) -> Result<(), StoreError>;
 

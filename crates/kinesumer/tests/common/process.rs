@@ -9,6 +9,23 @@ use tokio::process::{Child, Command};
 use super::logs::{member_log_filter, ProcessLog};
 use super::{dynamodb_endpoint, kinesis_endpoint};
 
+/// The `kinesumer-member` binary of the bench package, beside this test's own build
+/// (`target/debug`): `cargo test --workspace` builds it, as `scripts/test` runs.
+fn member_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/debug/deps");
+    let binary = dir.join("kinesumer-member");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p kinesumer-bench --bin kinesumer-member` (scripts/test does)",
+        binary.display()
+    );
+    binary
+}
+
 /// One record line a member wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -31,7 +48,7 @@ impl MemberProcess {
     /// Starts a member of `app` on `table` consuming `stream` from TRIM_HORIZON.
     pub fn start(app: &str, table: &str, stream: &str, client_id: &str, extra: &[&str]) -> Self {
         let log = ProcessLog::create(client_id);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kinesumer-member"))
+        let mut child = Command::new(member_binary())
             .args(["--app", app, "--table", table, "--stream", stream])
             .args(["--client-id", client_id, "--from", "trim-horizon"])
             .args(extra)

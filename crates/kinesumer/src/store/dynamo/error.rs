@@ -2,7 +2,6 @@
 //! error means for the protocol.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 use crate::store::{Operation, StoreError};
 
@@ -18,7 +17,7 @@ pub(super) fn classify<E, R>(
 ) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     match err.code() {
         Some("ConditionalCheckFailedException") => StoreError::ConditionFailed {
@@ -34,7 +33,7 @@ where
         ) => StoreError::Throttled { op },
         _ => StoreError::Unavailable {
             op,
-            message: DisplayErrorContext(err).to_string(),
+            message: crate::aws::sdk_message(err),
         },
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::client::Waiters;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
     ProjectionType, ProvisionedThroughput, ScalarAttributeType, TableDescription,
@@ -68,6 +68,11 @@ fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
 ///
 /// [`StoreError::Unavailable`] when a request fails or the table is not ACTIVE within
 /// five minutes; [`StoreError::TableSchema`] when an existing table has another key.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropped part-way, the table may exist or be being created; calling it
+/// again finds it and waits until it is ACTIVE.
 pub async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
@@ -123,7 +128,7 @@ pub async fn create_table(
             op: Operation::CreateTable,
             message: format!(
                 "table {table:?} not ACTIVE within {ACTIVE_DEADLINE:?}: {}",
-                DisplayErrorContext(&e)
+                crate::aws::sdk_message(&e)
             ),
         })?;
     check_schema(table, &describe(client, table).await?)
