@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 
 use super::scenarios::{failover, group, nothing_lost, rule, secs, settled, LONG, S};
-use crate::error::Event;
+use crate::event::Event;
 use crate::sim::{Fault, KinesisOp, Latch, Rule, Sim};
 use crate::store::{Operation, StateStore};
 
@@ -181,7 +181,7 @@ async fn d09_a_late_first_take_of_an_expired_parents_child_keeps_trim_horizon() 
         let lease = sim.store().lease(S, child).await.unwrap().unwrap();
         assert_eq!(
             lease.start,
-            Some(crate::store::StoredStart::TrimHorizon),
+            Some(crate::shards::StoredStart::TrimHorizon),
             "{child}"
         );
     }

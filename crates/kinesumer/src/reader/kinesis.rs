@@ -24,7 +24,7 @@ use super::{
 };
 use crate::backoff::Backoff;
 use crate::seq::SequenceNumber;
-use crate::store::ShardInfo;
+use crate::shards::ShardInfo;
 
 /// The waits between DescribeStreamConsumer calls while a consumer becomes ACTIVE (or
 /// while one being deleted goes): DescribeStreamConsumer allows 20 calls per second per

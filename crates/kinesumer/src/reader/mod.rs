@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use crate::seq::SequenceNumber;
-use crate::store::ShardInfo;
+use crate::shards::ShardInfo;
 
 pub use kinesis::SdkKinesis;
 
