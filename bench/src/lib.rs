@@ -26,6 +26,17 @@ pub fn arg_str(name: &str) -> Option<String> {
     args.nth(1)
 }
 
+/// The `host:port` of the endpoint URL in the environment variable `var`, as a proxy's
+/// upstream.
+pub fn endpoint(var: &str) -> Result<String, Error> {
+    let url = std::env::var(var)
+        .map_err(|_| format!("{var} is not set: eval \"$(scripts/local-stack env)\""))?;
+    Ok(url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned())
+}
+
 /// Creates a stream with `shards` shards and waits until it is ACTIVE.
 pub async fn create_stream(
     kinesis: &aws_sdk_kinesis::Client,
@@ -110,8 +121,74 @@ pub async fn put_numbered(
     numbers: Range<u64>,
     keys: u64,
 ) -> Result<(), Error> {
-    let records = numbers.map(|n| (format!("key-{}", n % keys), Blob::new(n.to_string())));
-    put_records(kinesis, stream, records).await
+    put_records(kinesis, stream, numbers.map(|n| numbered(n, keys, 0))).await
+}
+
+/// Puts the records numbered `0..n`, 500 per PutRecords call, as [`put_numbered`] does
+/// over 1,000 keys, each payload zero-padded to `payload` bytes (a number still).
+pub async fn load_numbered(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    n: u64,
+    payload: usize,
+) -> Result<(), Error> {
+    for start in (0..n).step_by(500) {
+        let records = (start..(start + 500).min(n)).map(|i| numbered(i, 1000, payload));
+        put_records(kinesis, stream, records).await?;
+    }
+    Ok(())
+}
+
+/// The record numbered `n`: key `key-<n mod keys>`, the number at least `width` bytes.
+fn numbered(n: u64, keys: u64, width: usize) -> (String, Blob) {
+    (
+        format!("key-{}", n % keys),
+        Blob::new(format!("{n:0width$}")),
+    )
+}
+
+/// A stream and a state-store table, both served by moto, with a backlog loaded.
+#[derive(Debug)]
+pub struct Backlog {
+    /// The stream's name.
+    pub stream: String,
+    /// The table's name.
+    pub table: String,
+}
+
+impl Backlog {
+    /// Points Kinesis at moto's endpoint (the DynamoDB one of the environment, for this
+    /// process and the member processes it starts: moto's Kinesis keeps its speed on a
+    /// large stream, where kinesis-local slows down), creates a stream of `shards` shards
+    /// and a table, both named after `name`, and loads the records numbered `0..records`
+    /// of `payload` bytes each ([`load_numbered`]).
+    pub async fn on_moto(
+        name: &str,
+        shards: i32,
+        records: u64,
+        payload: usize,
+    ) -> Result<Self, Error> {
+        let moto = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").map_err(|_| {
+            "AWS_ENDPOINT_URL_DYNAMODB is not set: eval \"$(scripts/local-stack env)\""
+        })?;
+        // Before any client is built; the member processes inherit it.
+        std::env::set_var("AWS_ENDPOINT_URL_KINESIS", &moto);
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+        let stream = format!("{name}-{:08x}", rand::random::<u32>());
+        let table = format!("kinesumer-{name}-{:08x}", rand::random::<u32>());
+        create_stream(&kinesis, &stream, shards).await?;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        kinesumer::store::create_table(&dynamodb, &table, kinesumer::store::TableBilling::OnDemand)
+            .await?;
+        let loading = std::time::Instant::now();
+        load_numbered(&kinesis, &stream, records, payload).await?;
+        eprintln!(
+            "loaded {records} records of {payload} bytes into {shards} shards of {stream} in {:.1} s (table {table})",
+            loading.elapsed().as_secs_f64()
+        );
+        Ok(Self { stream, table })
+    }
 }
 
 /// One PutRecords call of (partition key, data) pairs; refused records are an error.

@@ -36,7 +36,9 @@ use tokio::process::Command;
 
 use kinesumer_bench::member::{Delivery, Member};
 use kinesumer_bench::proxy::{HttpFault, HttpFaultProxy, HttpFaults, TcpMode, TcpProxy};
-use kinesumer_bench::{arg, arg_str, check, create_stream, delete_stream, put_numbered, Error};
+use kinesumer_bench::{
+    arg, arg_str, check, create_stream, delete_stream, endpoint, put_numbered, Error,
+};
 
 /// Partition keys of the producer.
 const KEYS: u64 = 64;
@@ -1144,15 +1146,6 @@ async fn faults(s: &mut Scenario<'_>, name: &str) -> Result<(), Error> {
         }
         other => Err(format!("unknown scenario {other}").into()),
     }
-}
-
-fn endpoint(var: &str) -> Result<String, Error> {
-    let url = std::env::var(var)
-        .map_err(|_| format!("{var} is not set: eval \"$(scripts/local-stack env)\""))?;
-    Ok(url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned())
 }
 
 #[tokio::main]

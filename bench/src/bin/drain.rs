@@ -8,12 +8,10 @@
 //! target/release/drain [--records 50000 --runs 5]
 //! ```
 //!
-//! Both services are moto's (its Kinesis keeps its speed on a large stream, where
-//! kinesis-local slows down): the program points Kinesis at the DynamoDB endpoint of the
-//! environment. The member process reports its own figures when it has read every
-//! record: the wall time from its start and from its first record, its CPU time (user +
-//! system, from `/proc/self/stat`) and its peak RSS (`VmHWM`, `/proc/self/status`).
-//! Printed per run, then as the median (min–max).
+//! Both services are moto's ([`Backlog::on_moto`]). The member process reports its own
+//! figures when it has read every record: the wall time from its start and from its first
+//! record, its CPU time (user + system, from `/proc/self/stat`) and its peak RSS
+//! (`VmHWM`, `/proc/self/status`). Printed per run, then as the median (min–max).
 //!
 //! To profile the member alone (the stream and table are printed when loaded):
 //!
@@ -26,9 +24,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kinesumer::store::{create_table, TableBilling};
 use kinesumer::{Config, InitialPosition, Kinesumer};
-use kinesumer_bench::{arg, create_stream, put_batch, summary, Error};
+use kinesumer_bench::{arg, summary, Backlog, Error};
 
 const SHARDS: i32 = 4;
 const PAYLOAD: usize = 200;
@@ -51,27 +48,7 @@ async fn main() -> Result<(), Error> {
     }
     let records = arg("--records", 50_000);
     let runs = arg("--runs", 5);
-    let moto = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
-        .map_err(|_| "AWS_ENDPOINT_URL_DYNAMODB is not set: eval \"$(scripts/local-stack env)\"")?;
-    // Set before any client is built; the member processes inherit it.
-    std::env::set_var("AWS_ENDPOINT_URL_KINESIS", &moto);
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-    let stream = format!("drain-{:08x}", rand::random::<u32>());
-    let table = format!("kinesumer-drain-{:08x}", rand::random::<u32>());
-    create_stream(&kinesis, &stream, SHARDS).await?;
-    create_table(
-        &aws_sdk_dynamodb::Client::new(&sdk),
-        &table,
-        TableBilling::OnDemand,
-    )
-    .await?;
-    let loading = Instant::now();
-    load(&kinesis, &stream, records).await?;
-    eprintln!(
-        "loaded {records} records of {PAYLOAD} bytes into {SHARDS} shards of {stream} in {:.1} s (table {table})",
-        loading.elapsed().as_secs_f64()
-    );
+    let Backlog { stream, table } = Backlog::on_moto("drain", SHARDS, records, PAYLOAD).await?;
     let mut all = Vec::new();
     for i in 0..runs {
         let app = format!("drain-{i}-{:08x}", rand::random::<u32>());
@@ -98,18 +75,6 @@ async fn main() -> Result<(), Error> {
         per(|r| r.cpu * 10_000.0 / r.records as f64),
     );
     summary("peak RSS", "MB", per(|r| r.rss_mb));
-    Ok(())
-}
-
-/// Puts `n` records of [`PAYLOAD`] bytes, 500 per PutRecords, over random keys.
-async fn load(kinesis: &aws_sdk_kinesis::Client, stream: &str, n: u64) -> Result<(), Error> {
-    let payload = aws_sdk_kinesis::primitives::Blob::new(vec![b'x'; PAYLOAD]);
-    let mut left = n;
-    while left > 0 {
-        let batch = left.min(500);
-        put_batch(kinesis, stream, batch, |_| payload.clone()).await?;
-        left -= batch;
-    }
     Ok(())
 }
 

@@ -1,7 +1,6 @@
-//! A minimal group member process, for the soak and the process-level tests
-//! (`tests/group_processes.rs`): joins the group and writes one JSON line per record to
-//! stdout (flushed before the record counts as processed), group events to stderr. SIGTERM
-//! or SIGINT closes it gracefully.
+//! A minimal group member process, for the demo and the process-level tests: joins the
+//! group and writes one JSON line per record to stdout (flushed before the record counts
+//! as processed), group events to stderr. SIGTERM or SIGINT closes it gracefully.
 //!
 //! ```text
 //! kinesumer-member --app APP --table TABLE --stream S [--stream S2] [--client-id ID]

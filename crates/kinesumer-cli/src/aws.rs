@@ -74,12 +74,6 @@ impl Aws {
         &self.sdk
     }
 
-    /// Where DynamoDB requests go, for error messages: `--dynamodb-endpoint` (or
-    /// `--endpoint-url`), else the endpoint variables the SDK reads, else the region.
-    pub(crate) fn dynamodb_at(&self) -> String {
-        endpoint_text(self.dynamodb_endpoint.as_deref(), "DYNAMODB", &self.sdk)
-    }
-
     /// A DynamoDB client (always the caller's own credentials: the table lives in the
     /// consumer's account).
     pub(crate) fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
@@ -119,27 +113,14 @@ impl Aws {
         app: &str,
     ) -> anyhow::Result<kinesumer::store::DynamoStore> {
         let store = kinesumer::store::DynamoStore::new(self.dynamodb(), table, app);
-        store.check_table().await.with_context(|| {
-            format!(
-                "checking the state-store table {table:?} {}",
-                self.dynamodb_at()
-            )
-        })?;
+        store
+            .check_table()
+            .await
+            .with_context(|| match &self.dynamodb_endpoint {
+                Some(url) => format!("checking the state-store table {table:?} at {url}"),
+                None => format!("checking the state-store table {table:?}"),
+            })?;
         Ok(store)
-    }
-}
-
-/// "at URL" or "in REGION": the endpoint option, else `AWS_ENDPOINT_URL_<SERVICE>`, else
-/// `AWS_ENDPOINT_URL` (which the SDK reads in that order), else the region.
-fn endpoint_text(option: Option<&str>, service: &str, sdk: &SdkConfig) -> String {
-    let url = option
-        .map(str::to_owned)
-        .or_else(|| std::env::var(format!("AWS_ENDPOINT_URL_{service}")).ok())
-        .or_else(|| sdk.endpoint_url().map(str::to_owned));
-    match (url, sdk.region()) {
-        (Some(url), _) => format!("at {url}"),
-        (None, Some(region)) => format!("in {region}"),
-        (None, None) => String::new(),
     }
 }
 

@@ -3,7 +3,8 @@
 //! A record counts as processed once it is written and stdout is flushed: the member runs
 //! without auto-commit and marks records only after the flush, so a crash loses nothing
 //! that did not reach stdout. SIGINT and SIGTERM close the member gracefully (commit,
-//! release, leave) and exit 0; so does a closed stdout (`kinesumer consume … | head`).
+//! release, leave) and exit 0 — also when the state store cannot be reached to do so,
+//! which is said on stderr; so does a closed stdout (`kinesumer consume … | head`).
 //! With `--metrics-addr`, the member's metrics are served for Prometheus meanwhile.
 //!
 //! Stdout is written on a thread of its own, one batch at a time:
@@ -163,7 +164,16 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     if live.is_some() {
         eprintln!();
     }
-    let closed = member.close().await.context("leaving the group");
+    // A close that could not write everything — the store unreachable during a SIGTERM —
+    // is said, not an exit failure: the process stopped as asked, and what it could not
+    // commit or release is read again by the next owner (after the failover).
+    let closed = match member.close().await {
+        Err(e @ kinesumer::Error::CloseIncomplete { .. }) => {
+            eprintln!("kinesumer: warning: leaving the group: {e}");
+            Ok(())
+        }
+        closed => closed.context("leaving the group"),
+    };
     drop(warnings);
     outcome.and(closed)
 }

@@ -10,6 +10,7 @@ use kinesumer::store::{format_time, LeaseItem, ShardCache, StateStore, StoredSta
 use serde::Serialize;
 
 use kinesumer::reader::{IteratorStart, KinesisApi, SdkKinesis};
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::aws::Aws;
 use crate::cli::StatusArgs;
@@ -84,12 +85,20 @@ pub(crate) async fn run(aws: &Aws, args: StatusArgs) -> anyhow::Result<()> {
     let Some(every) = args.watch else {
         return show(aws, &args).await;
     };
+    // Listening from the start: a signal that arrives while a report is drawn is not lost.
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     loop {
         // Home and clear: the report redraws in place.
         print!("\x1b[H\x1b[2J");
-        show(aws, &args).await?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
+            shown = show(aws, &args) => shown?,
+        }
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
             _ = tokio::time::sleep(std::time::Duration::from_secs(every)) => {}
         }
     }

@@ -110,19 +110,13 @@ async fn table_description(
 
 async fn describe(aws: &Aws, table: &str) -> anyhow::Result<()> {
     let client = aws.dynamodb();
-    // The schema check first: it says how to create a missing table, and why the table
-    // cannot be reached. Only a wrong schema is described (as not usable).
-    let usable = match DynamoStore::new(client.clone(), table, "-")
+    // The schema check first: it says how to create a missing table.
+    let usable = DynamoStore::new(client.clone(), table, "-")
         .check_table()
-        .await
-    {
-        Err(e @ kinesumer::store::StoreError::TableSchema { .. }) => Err(e),
-        Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context(format!("describing table {table:?} {}", aws.dynamodb_at())))
-        }
-        Ok(()) => Ok(()),
-    };
+        .await;
+    if let Err(e @ kinesumer::store::StoreError::TableNotFound { .. }) = usable {
+        return Err(e.into());
+    }
     let desc = &table_description(&client, table).await?;
     let keys = |schema: &[aws_sdk_dynamodb::types::KeySchemaElement]| {
         schema

@@ -399,3 +399,35 @@ async fn a_stream_named_by_its_arn_is_consumed_with_checkpoints_of_its_own() {
         "the name's checkpoints are apart from the ARN's: {by_name}"
     );
 }
+
+/// `status --watch` redraws in place (home and clear before each report) until SIGINT,
+/// then exits 0.
+#[tokio::test]
+async fn status_watch_redraws_until_interrupted() {
+    use tokio::io::AsyncReadExt;
+    let (table, stream) = table_and_stream(1).await;
+    let mut child = kinesumer()
+        .args([
+            "status", "--app", "watched", "--table", &table, "--stream", &stream,
+        ])
+        .args(["--watch", "1", "--observe-ms", "200"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start status --watch");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = String::new();
+    within("two reports", async {
+        let mut buf = [0u8; 4096];
+        while seen.matches("\x1b[H\x1b[2J").count() < 2 {
+            let n = stdout.read(&mut buf).await.expect("read");
+            assert!(n > 0, "status --watch ended early: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+    .await;
+    assert!(seen.contains("app watched"), "{seen}");
+    let pid = rustix::process::Pid::from_raw(child.id().expect("running") as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+    let status = within("exit", child.wait()).await.expect("wait");
+    assert_eq!(status.code(), Some(0));
+}

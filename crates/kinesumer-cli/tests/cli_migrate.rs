@@ -53,22 +53,23 @@ async fn clients() -> (aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client) {
     )
 }
 
-/// A KCL lease table (key `leaseKey`), as the KCL's `DynamoDBLeaseRefresher` creates it.
-async fn kcl_table(dynamodb: &aws_sdk_dynamodb::Client) -> String {
+/// A KCL lease table (key `leaseKey`), as the KCL's `DynamoDBLeaseRefresher` creates it,
+/// or a vmware-go-kcl one (key `ShardID`, its `checkpoint.go`'s `LeaseKeyKey`).
+async fn lease_table(dynamodb: &aws_sdk_dynamodb::Client, key: &str) -> String {
     let name = random_name("kcl-leases");
     dynamodb
         .create_table()
         .table_name(&name)
         .key_schema(
             KeySchemaElement::builder()
-                .attribute_name("leaseKey")
+                .attribute_name(key)
                 .key_type(KeyType::Hash)
                 .build()
                 .unwrap(),
         )
         .attribute_definitions(
             AttributeDefinition::builder()
-                .attribute_name("leaseKey")
+                .attribute_name(key)
                 .attribute_type(ScalarAttributeType::S)
                 .build()
                 .unwrap(),
@@ -76,8 +77,12 @@ async fn kcl_table(dynamodb: &aws_sdk_dynamodb::Client) -> String {
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
-        .expect("create the KCL lease table");
+        .expect("create the lease table");
     name
+}
+
+async fn kcl_table(dynamodb: &aws_sdk_dynamodb::Client) -> String {
+    lease_table(dynamodb, "leaseKey").await
 }
 
 /// A lease item with the KCL's attributes.
@@ -167,6 +172,28 @@ fn aggregate() -> (Vec<u8>, Vec<Vec<u8>>) {
         .map(|u| b64(&u["data"]))
         .collect();
     (b64(&v["aggregate"]), users)
+}
+
+/// Starts a member of `app` and checks that it reads every record of `want` once and none
+/// of `never` (records at or before a KCL checkpoint); returns it, still running.
+async fn reads_exactly(
+    app: &str,
+    table: &str,
+    stream: &str,
+    want: &[Vec<u8>],
+    never: &[Vec<u8>],
+) -> Member {
+    let member = Member::start(app, table, stream, "after-kcl");
+    let lines = received_all(&[&member], want).await;
+    let got: BTreeSet<Vec<u8>> = lines.iter().map(|l| l.data.clone()).collect();
+    let early: Vec<String> = never
+        .iter()
+        .filter(|n| got.contains(*n))
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    assert!(early.is_empty(), "read before a KCL checkpoint: {early:?}");
+    assert_eq!(lines.len(), want.len(), "nothing delivered twice");
+    member
 }
 
 /// `kinesumer migrate from-kcl` from `kcl` into `app`'s checkpoints of `stream`.
@@ -306,16 +333,7 @@ async fn a_kcl_lease_table_is_imported_and_members_resume_after_each_kcl_checkpo
     );
     assert_eq!(row(s3)["finished"], true);
 
-    let member = Member::start(&app, &table, &stream, "after-kcl");
-    let lines = received_all(&[&member], &want).await;
-    let got: BTreeSet<Vec<u8>> = lines.iter().map(|l| l.data.clone()).collect();
-    let early: Vec<String> = never
-        .iter()
-        .filter(|n| got.contains(*n))
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .collect();
-    assert!(early.is_empty(), "read before a KCL checkpoint: {early:?}");
-    assert_eq!(lines.len(), want.len(), "nothing delivered twice");
+    let member = reads_exactly(&app, &table, &stream, &want, &never).await;
     let owners = owners(&status(&app, &table, &stream).await);
     assert_eq!(
         owners.get(s3.as_str()),
@@ -359,4 +377,179 @@ async fn a_live_kcl_worker_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("KCL workers still hold leases"), "{stderr}");
+}
+
+/// `--execute`, watching the KCL leases and the group's members briefly.
+const QUICK: [&str; 5] = [
+    "--execute",
+    "--kcl-observe-ms",
+    "300",
+    "--observe-ms",
+    "300",
+];
+
+/// The shard rows `status --json` shows of `stream`, by shard id.
+async fn shard_rows(app: &str, table: &str, stream: &str) -> BTreeMap<String, serde_json::Value> {
+    let s = status(app, table, stream).await;
+    s["streams"][0]["shards"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r["shard_id"].as_str().unwrap().to_owned(), r))
+        .collect()
+}
+
+/// A multi-stream KCL table (keys `account:stream:creationEpoch:shardId`, with
+/// `streamName` and `shardId`, as `DynamoDBMultiStreamLeaseSerializer` writes them)
+/// imports only the stream asked for, with LATEST pinned at the import and AT_TIMESTAMP
+/// at the time given; a vmware-go-kcl table imports its checkpoints and SHARD_END.
+#[tokio::test]
+async fn multi_stream_and_vmware_go_kcl_tables_with_every_sentinel() {
+    let (_, dynamodb) = clients().await;
+    let (table, stream) = table_and_stream(2).await;
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let multi = kcl_table(&dynamodb).await;
+    let id = |name: &str| format!("123456789012:{name}:1700000000");
+    for (shard, checkpoint, on) in [
+        ("shardId-000000000000", "LATEST", stream.as_str()),
+        ("shardId-000000000001", "AT_TIMESTAMP", stream.as_str()),
+        ("shardId-000000000000", "TRIM_HORIZON", "another-stream"),
+    ] {
+        let mut item = lease(&format!("{}:{shard}", id(on)), 1, checkpoint, 0);
+        item.insert("streamName".into(), s(&id(on)));
+        item.insert("shardId".into(), s(shard));
+        put_item(&dynamodb, &multi, item).await;
+    }
+    let app = random_name("multi");
+    let args = migrate_args(&multi, &app, &table, &stream);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = run(
+        &[&args[..], &["--execute", "--kcl-observe-ms", "300"]].concat(),
+        b"",
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--at-timestamp"));
+    let at = "2024-05-01T00:00:00+00:00";
+    let before = chrono::Utc::now();
+    ok(&[&args[..], &QUICK, &["--at-timestamp", at]].concat()).await;
+    let rows = shard_rows(&app, &table, &stream).await;
+    let latest: chrono::DateTime<chrono::Utc> = rows["shardId-000000000000"]["start"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        latest >= before - chrono::Duration::seconds(1),
+        "LATEST pinned at the import: {latest}"
+    );
+    let timestamp: chrono::DateTime<chrono::Utc> = rows["shardId-000000000001"]["start"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        timestamp,
+        at.parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    );
+    assert_eq!(rows.len(), 2, "only this stream's leases: {rows:?}");
+
+    // vmware-go-kcl: ShardID, Checkpoint, AssignedTo, LeaseTimeout (checkpoint.go).
+    let (kinesis, _) = clients().await;
+    let hash = shards(&kinesis, &stream).await[0].1.clone();
+    let seq = put_on(&kinesis, &stream, &hash, b"vmware".to_vec()).await;
+    let vmware = lease_table(&dynamodb, "ShardID").await;
+    for (shard, checkpoint) in [
+        ("shardId-000000000000", seq.as_str()),
+        ("shardId-000000000001", "SHARD_END"),
+    ] {
+        let item = BTreeMap::from([
+            ("ShardID".to_owned(), s(shard)),
+            ("Checkpoint".to_owned(), s(checkpoint)),
+            ("AssignedTo".to_owned(), s("go-worker-1")),
+            ("LeaseTimeout".to_owned(), s("2024-05-01T00:00:00Z")),
+        ]);
+        put_item(&dynamodb, &vmware, item).await;
+    }
+    let app = random_name("vmware");
+    let args = migrate_args(&vmware, &app, &table, &stream);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&[&args[..], &QUICK].concat()).await;
+    let rows = shard_rows(&app, &table, &stream).await;
+    assert_eq!(rows["shardId-000000000000"]["checkpoint"], seq.as_str());
+    assert_eq!(rows["shardId-000000000001"]["finished"], true);
+}
+
+/// A parent the KCL finished (`SHARD_END`, with its two children in `childShardId`) is
+/// imported finished: a member reads neither it nor anything before each child's KCL
+/// checkpoint, and the children from there.
+#[tokio::test]
+async fn a_finished_parent_and_its_two_children() {
+    let (kinesis, dynamodb) = clients().await;
+    let (table, stream) = table_and_stream(1).await;
+    let parent = "shardId-000000000000";
+    let line = |s: &str| s.as_bytes().to_vec();
+    for i in 0..3 {
+        let hash = shards(&kinesis, &stream).await[0].1.clone();
+        put_on(&kinesis, &stream, &hash, line(&format!("parent-{i}"))).await;
+    }
+    kinesis
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(parent)
+        .new_starting_hash_key("170141183460469231731687303715884105728")
+        .send()
+        .await
+        .expect("split");
+    let children: Vec<(String, String)> =
+        eventually("the children", Duration::from_secs(20), || async {
+            let open: Vec<(String, String)> = shards(&kinesis, &stream)
+                .await
+                .into_iter()
+                .filter(|(id, _)| id != parent)
+                .collect();
+            (open.len() == 2).then_some(open)
+        })
+        .await;
+    let mut want = Vec::new();
+    let mut never: Vec<Vec<u8>> = (0..3).map(|i| line(&format!("parent-{i}"))).collect();
+    let mut first_of_left = String::new();
+    for (n, (_, hash)) in children.iter().enumerate() {
+        for i in 0..3 {
+            let data = line(&format!("child{n}-{i}"));
+            let seq = put_on(&kinesis, &stream, hash, data.clone()).await;
+            match (n, i) {
+                (0, 0) => {
+                    first_of_left = seq;
+                    never.push(data);
+                }
+                _ => want.push(data),
+            }
+        }
+    }
+    let kcl = kcl_table(&dynamodb).await;
+    let mut finished = lease(parent, 9, "SHARD_END", 0);
+    finished.insert(
+        "childShardId".into(),
+        AttributeValue::Ss(children.iter().map(|(id, _)| id.clone()).collect()),
+    );
+    put_item(&dynamodb, &kcl, finished).await;
+    for (n, (id, _)) in children.iter().enumerate() {
+        let mut child = if n == 0 {
+            lease(id, 2, &first_of_left, 0)
+        } else {
+            lease(id, 1, "TRIM_HORIZON", 0)
+        };
+        child.insert(
+            "parentShardId".into(),
+            AttributeValue::Ss(vec![parent.into()]),
+        );
+        put_item(&dynamodb, &kcl, child).await;
+    }
+    let app = random_name("split");
+    let args = migrate_args(&kcl, &app, &table, &stream);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&[&args[..], &QUICK].concat()).await;
+    reads_exactly(&app, &table, &stream, &want, &never).await;
 }

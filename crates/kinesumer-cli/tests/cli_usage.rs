@@ -163,3 +163,37 @@ async fn sigterm_while_joining_exits_0() {
         .unwrap();
     assert_eq!(common::terminate(&mut child, None).await, Some(0));
 }
+
+/// An unreachable endpoint is one line that names what failed, where, and why — not a
+/// dump of the SDK's error.
+#[tokio::test]
+async fn an_unreachable_endpoint_is_one_line_naming_it() {
+    let out = run(
+        &[
+            "--dynamodb-endpoint",
+            "http://127.0.0.1:1",
+            "status",
+            "--app",
+            "a",
+            "--table",
+            "t",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    for want in [
+        "http://127.0.0.1:1",
+        "cannot reach the service",
+        "Connection refused",
+    ] {
+        assert!(lines[0].contains(want), "{want:?} in {stderr}");
+    }
+    assert!(
+        !stderr.contains("DispatchFailure"),
+        "no Debug dump: {stderr}"
+    );
+}

@@ -32,8 +32,6 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_config::{Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::timeout::TimeoutConfig;
 
 use crate::config::{Config, ConfigError};
@@ -157,45 +155,6 @@ pub fn ca_bundle_http_client(path: &Path) -> Result<SharedHttpClient, ConfigErro
 /// The region of one service: the [`Config`]'s, else the AWS chain's. Refused when
 /// neither has one, because the SDK would otherwise fail every call with a message that
 /// does not say which setting is missing.
-/// How an SDK failure of a request to `service` reads in an error message. A request
-/// that got no answer says so and why, in the words of the root cause ("cannot reach
-/// DynamoDB: connection refused"): the SDK's own chain buries that under "dispatch
-/// failure: io error: client error (Connect): tcp connect error". Anything else is the
-/// SDK's chain (service code and message), which carries neither credentials nor
-/// payloads.
-pub(crate) fn sdk_failure<E, R>(service: &str, err: &SdkError<E, R>) -> String
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    // A dispatch failure is also what a request without credentials ends in (the
-    // connector error's kind is then "other"): only I/O and timeouts mean no answer.
-    let why = match err {
-        SdkError::TimeoutError(_) => "timed out".to_owned(),
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => "timed out".to_owned(),
-        SdkError::DispatchFailure(failure) if failure.is_io() => root_cause(err),
-        _ => return DisplayErrorContext(err).to_string(),
-    };
-    format!("cannot reach {service}: {why}")
-}
-
-/// The innermost cause of `err`; an I/O error by its kind ("connection refused"), as
-/// the OS text adds only "(os error 111)".
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    match cause
-        .downcast_ref::<std::io::Error>()
-        .map(std::io::Error::kind)
-    {
-        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_owned(),
-        Some(std::io::ErrorKind::TimedOut) => "timed out".to_owned(),
-        _ => cause.to_string(),
-    }
-}
-
 fn region(
     sdk: &SdkConfig,
     configured: Option<&str>,
@@ -226,6 +185,42 @@ fn session_name(app: &str) -> String {
         })
         .take(64)
         .collect()
+}
+
+/// What an AWS SDK error says, in one line a person reads: the Display of each error in
+/// its source chain, each once — never the `Debug` dump `DisplayErrorContext` appends. A
+/// request that never reached the service (a refused connection, a DNS failure, a
+/// timeout) says so first: "cannot reach the service: tcp connect error: Connection
+/// refused (os error 111)". The SDK's errors carry neither credentials nor payloads.
+pub(crate) fn sdk_message(error: &(dyn std::error::Error + 'static)) -> String {
+    // The SDK's wrappers of a request that did not reach the service: they say nothing a
+    // reader needs once "cannot reach the service" is said.
+    const UNREACHED: [&str; 4] = [
+        "dispatch failure",
+        "io error",
+        "client error (Connect)",
+        "timeout",
+    ];
+    let mut parts: Vec<String> = Vec::new();
+    let mut unreached = false;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        next = e.source();
+        if UNREACHED.contains(&text.as_str()) {
+            unreached = true;
+            continue;
+        }
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    let text = parts.join(": ");
+    if unreached {
+        format!("cannot reach the service: {text}")
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]
@@ -310,30 +305,5 @@ mod tests {
             .unwrap();
         let err = sdk_clients_from(&config, &sdk(None)).await.unwrap_err();
         assert_eq!(err.field, "dynamodb_region");
-    }
-
-    #[test]
-    fn a_request_without_an_answer_reads_as_its_root_cause() {
-        use aws_smithy_runtime_api::client::result::ConnectorError;
-        use std::io::{Error, ErrorKind};
-
-        let refused = ConnectorError::io(Error::from(ErrorKind::ConnectionRefused).into());
-        let err = SdkError::<Error, ()>::dispatch_failure(refused);
-        assert_eq!(
-            sdk_failure("DynamoDB", &err),
-            "cannot reach DynamoDB: connection refused"
-        );
-        let dns = ConnectorError::io(Error::other("failed to lookup address information").into());
-        let err = SdkError::<Error, ()>::dispatch_failure(dns);
-        assert_eq!(
-            sdk_failure("Kinesis", &err),
-            "cannot reach Kinesis: failed to lookup address information"
-        );
-        let slow = ConnectorError::timeout(Error::from(ErrorKind::TimedOut).into());
-        let err = SdkError::<Error, ()>::dispatch_failure(slow);
-        assert_eq!(
-            sdk_failure("Kinesis", &err),
-            "cannot reach Kinesis: timed out"
-        );
     }
 }

@@ -43,16 +43,17 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::checkpoint::PendingMark;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ReadMode};
-use crate::delivery::{Handler, PendingMark, Records, Sink};
+use crate::delivery::{Handler, Records, Sink};
 use crate::error::{Error, Result};
 use crate::group::member::{Command, Coordinator, Status};
-use crate::group::{Ctx, Signals};
+use crate::group::Ctx;
 use crate::reader::fanout::ConsumerArns;
 use crate::reader::{KinesisApi, SdkKinesis};
 use crate::record::Record;
-use crate::signals::{Errors, Events};
+use crate::signals::{Errors, Events, Signals};
 use crate::store::{DynamoStore, RequestCounts, ShardRef, StateStore};
 
 /// A member of a consumer group.

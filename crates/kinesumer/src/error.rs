@@ -1,4 +1,4 @@
-//! Errors, and the group events the application can watch.
+//! The errors of a member, at start and at run time.
 
 use chrono::{DateTime, Utc};
 use thiserror::Error;
@@ -136,67 +136,4 @@ fn list(errors: &[Error]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// A change in the group, as seen by this member.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// This process registered as a new incarnation.
-    Joined {
-        /// The client id.
-        client_id: String,
-    },
-    /// A lease was taken; records of the shard follow.
-    LeaseTaken {
-        /// The stream.
-        stream: String,
-        /// The shard.
-        shard_id: String,
-    },
-    /// A lease was given up as planned.
-    LeaseReleased {
-        /// The stream.
-        stream: String,
-        /// The shard.
-        shard_id: String,
-    },
-    /// A lease was lost: another owner took it, or a handoff timed out with records
-    /// still in the application's hands (they may be delivered again).
-    LeaseLost {
-        /// The stream.
-        stream: String,
-        /// The shard.
-        shard_id: String,
-    },
-    /// A closed shard was read to its end and every record processed.
-    ShardFinished {
-        /// The stream.
-        stream: String,
-        /// The shard.
-        shard_id: String,
-    },
-    /// This member became the leader.
-    LeaderGained {
-        /// The leader term.
-        term: u64,
-    },
-    /// This member stopped being the leader.
-    LeaderLost {
-        /// The leader term.
-        term: u64,
-    },
-    /// This member stopped its readers and rejoined as a new incarnation.
-    Fenced {
-        /// Why.
-        reason: String,
-    },
-    /// Another process took over this client id; this one stopped for good.
-    Superseded,
-    /// The listener of [`Kinesumer::events`](crate::Kinesumer::events) fell behind and
-    /// missed this many events.
-    Missed {
-        /// How many.
-        count: u64,
-    },
 }

@@ -31,11 +31,14 @@
 
 mod aws;
 mod backoff;
+mod checkpoint;
 pub mod clock;
 pub mod config;
 mod consumer;
 mod delivery;
 mod error;
+mod event;
+pub(crate) mod fence;
 pub mod group;
 pub mod metrics;
 pub mod migrate;
@@ -44,6 +47,7 @@ pub mod reader;
 mod record;
 pub(crate) mod sealed;
 pub mod seq;
+mod shards;
 mod signals;
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
@@ -58,7 +62,8 @@ pub use clock::{Clock, SystemClock};
 pub use config::{Aggregation, Config, ConfigBuilder, ConfigError, InitialPosition, ReadMode};
 pub use consumer::{Consuming, Kinesumer};
 pub use delivery::{Handler, Records};
-pub use error::{Error, Event, Result};
+pub use error::{Error, Result};
+pub use event::Event;
 pub use reader::KinesisError;
 pub use record::Record;
 pub use seq::{Position, SequenceNumber};

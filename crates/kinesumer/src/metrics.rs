@@ -11,7 +11,7 @@
 //! - `stream`, `shard` on what one shard's reader and delivery record;
 //! - `app` on what the member as a whole records (held shards, leadership, lease
 //!   events, rebalancing), and `stream` too on lease events;
-//! - `op` on state-store requests ([`Operation::name`]).
+//! - `op` on state-store requests ([`Operation::name`](crate::store::Operation::name)).
 //!
 //! No label carries a record's payload, key or a credential. `docs/operations.md` has the
 //! table and what to alert on.
@@ -29,9 +29,6 @@
 use std::time::Duration;
 
 use ::metrics::{counter, gauge, histogram, Counter, Gauge, Unit};
-
-use crate::error::Event;
-use crate::store::{Operation, StoreError};
 
 /// Records read from Kinesis (an aggregated record counts once).
 pub const RECORDS_READ: &str = "kinesumer_records_read_total";
@@ -275,25 +272,14 @@ impl DeliveryMetrics {
     }
 }
 
-/// Counts a group event of the member of `app` (lease takes, releases, losses, finished
-/// shards, fencings, supersessions).
-pub(crate) fn event(app: &str, event: &Event) {
-    let app = app.to_owned();
-    let per_stream = |name: &'static str, stream: &str| {
-        counter!(name, "app" => app.clone(), "stream" => stream.to_owned()).increment(1);
-    };
-    match event {
-        Event::LeaseTaken { stream, .. } => per_stream(LEASE_TAKES, stream),
-        Event::LeaseReleased { stream, .. } => per_stream(LEASE_RELEASES, stream),
-        Event::LeaseLost { stream, .. } => per_stream(LEASE_LOSSES, stream),
-        Event::ShardFinished { stream, .. } => per_stream(SHARDS_FINISHED, stream),
-        Event::Fenced { .. } => counter!(FENCINGS, "app" => app).increment(1),
-        Event::Superseded => counter!(SUPERSEDED, "app" => app).increment(1),
-        // Leadership is the `kinesumer_leader` gauge; joining is not worth a series.
-        Event::Joined { .. }
-        | Event::LeaderGained { .. }
-        | Event::LeaderLost { .. }
-        | Event::Missed { .. } => {}
+/// Counts a group event of the member of `app` under the counter `name`, labelled with
+/// the stream it concerns, if any (the events say which counter is theirs).
+pub(crate) fn event(app: &str, name: &'static str, stream: Option<&str>) {
+    match stream {
+        Some(stream) => {
+            counter!(name, "app" => app.to_owned(), "stream" => stream.to_owned()).increment(1)
+        }
+        None => counter!(name, "app" => app.to_owned()).increment(1),
     }
 }
 
@@ -323,19 +309,20 @@ pub(crate) fn leader_tick(app: &str, took: Duration) {
     histogram!(LEADER_TICK, "app" => app.to_owned()).record(took.as_secs_f64());
 }
 
-/// Counts one state-store request.
-pub(crate) fn store_request(op: Operation) {
-    counter!(STORE_REQUESTS, "op" => op.name()).increment(1);
+/// Counts one state-store request of the operation named `op`.
+pub(crate) fn store_request(op: &'static str) {
+    counter!(STORE_REQUESTS, "op" => op).increment(1);
 }
 
-/// Counts a state-store request of the group protocol that failed: throttled, or failed
-/// in transit or on the service side. Refused conditions are answers, not failures.
-pub(crate) fn store_failure(op: Operation, error: &StoreError) {
-    match error {
-        StoreError::Throttled { .. } => counter!(STORE_THROTTLES, "op" => op.name()).increment(1),
-        StoreError::Unavailable { .. } => counter!(STORE_ERRORS, "op" => op.name()).increment(1),
-        _ => {}
-    }
+/// Counts a state-store request of the operation named `op` that was throttled.
+pub(crate) fn store_throttled(op: &'static str) {
+    counter!(STORE_THROTTLES, "op" => op).increment(1);
+}
+
+/// Counts a state-store request of the operation named `op` that failed in transit or on
+/// the service side.
+pub(crate) fn store_error(op: &'static str) {
+    counter!(STORE_ERRORS, "op" => op).increment(1);
 }
 
 /// Times a member's rebalances: from the first moment its plan differs from what it
@@ -534,56 +521,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn lease_events_count_per_app_and_stream() {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        let taken = |stream: &str| Event::LeaseTaken {
-            stream: stream.into(),
-            shard_id: "shardId-1".into(),
-        };
-        ::metrics::with_local_recorder(&recorder, || {
-            for e in [
-                taken("s"),
-                taken("s"),
-                taken("t"),
-                Event::LeaseReleased {
-                    stream: "s".into(),
-                    shard_id: "shardId-1".into(),
-                },
-                Event::LeaseLost {
-                    stream: "t".into(),
-                    shard_id: "shardId-1".into(),
-                },
-                Event::ShardFinished {
-                    stream: "s".into(),
-                    shard_id: "shardId-1".into(),
-                },
-                Event::Fenced {
-                    reason: "test".into(),
-                },
-                Event::LeaderGained { term: 1 },
-            ] {
-                event("app", &e);
-            }
-        });
-        let got = values(&snapshotter);
-        let s = [("app", "app"), ("stream", "s")];
-        let t = [("app", "app"), ("stream", "t")];
-        let want = BTreeMap::from([
-            (id(LEASE_TAKES, s), DebugValue::Counter(2)),
-            (id(LEASE_TAKES, t), DebugValue::Counter(1)),
-            (id(LEASE_RELEASES, s), DebugValue::Counter(1)),
-            (id(LEASE_LOSSES, t), DebugValue::Counter(1)),
-            (id(SHARDS_FINISHED, s), DebugValue::Counter(1)),
-            (id(FENCINGS, [("app", "app")]), DebugValue::Counter(1)),
-        ]);
-        assert_eq!(
-            got, want,
-            "and leadership events record nothing of their own"
-        );
-    }
-
-    #[test]
     fn a_rebalance_is_timed_from_the_first_unsettled_tick_to_the_settled_one() {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
@@ -629,28 +566,5 @@ pub(crate) mod tests {
         assert_eq!(behind("shardId-1"), &DebugValue::Gauge(0.0.into()));
         assert_eq!(behind("shardId-2"), &DebugValue::Gauge(1500.0.into()));
         drop(kept);
-    }
-
-    #[test]
-    fn store_failures_count_throttles_and_errors_but_not_refused_conditions() {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        let op = Operation::Checkpoint;
-        ::metrics::with_local_recorder(&recorder, || {
-            store_failure(op, &StoreError::Throttled { op });
-            store_failure(op, &StoreError::Throttled { op });
-            let message = "timed out".to_owned();
-            store_failure(op, &StoreError::Unavailable { op, message });
-            let item = "lease".to_owned();
-            store_failure(op, &StoreError::ConditionFailed { item });
-        });
-        let labels = [("op", "checkpoint")];
-        assert_eq!(
-            values(&snapshotter),
-            BTreeMap::from([
-                (id(STORE_THROTTLES, labels), DebugValue::Counter(2)),
-                (id(STORE_ERRORS, labels), DebugValue::Counter(1)),
-            ])
-        );
     }
 }

@@ -293,7 +293,7 @@ pub async fn read_lease_table(
             .await
             .map_err(|e| MigrateError::LeaseTable {
                 table: table.to_owned(),
-                message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+                message: crate::aws::sdk_message(&e),
             })?;
         for item in page.items() {
             leases.extend(parse_item(item)?);

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::delivery::ShardTrack;
+use crate::checkpoint::ShardTrack;
 #[cfg(any(test, feature = "test-util"))]
-use crate::group::fence::Fence;
+use crate::fence::Fence;
 use crate::reader::feed::ReadItem;
 use crate::seq::{Position, SequenceNumber};
 

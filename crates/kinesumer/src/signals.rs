@@ -1,5 +1,6 @@
-//! The streams of runtime errors and group events: [`Errors`] and [`Events`], two
-//! [`Notices`].
+//! Runtime errors and group events: `Signals`, where a member's tasks send them, and
+//! the streams the application reads them from, [`Errors`] and [`Events`] (two
+//! [`Notices`]).
 //!
 //! Both are fed from a bounded broadcast channel, so a slow or absent listener never
 //! blocks consumption: a listener that falls behind loses the oldest items. The stream
@@ -9,12 +10,48 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::error::{Error, Event};
+use crate::error::Error;
+use crate::event::Event;
+
+/// Where events and errors go: broadcast channels, so a slow or absent listener never
+/// blocks consumption (it loses the oldest instead). Events are counted too
+/// ([`crate::metrics`]), under the member's application.
+#[derive(Debug, Clone)]
+pub(crate) struct Signals {
+    app: Arc<str>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) errors: broadcast::Sender<Error>,
+}
+
+impl Signals {
+    pub(crate) fn new(app: &str, capacity: usize) -> Self {
+        Self {
+            app: app.into(),
+            events: broadcast::channel(capacity).0,
+            errors: broadcast::channel(capacity).0,
+        }
+    }
+
+    pub(crate) fn event(&self, event: Event) {
+        tracing::info!(?event, "group event");
+        event.count(&self.app);
+        let _ = self.events.send(event);
+    }
+
+    /// Reports a runtime error: to [`Kinesumer::errors`](crate::Kinesumer::errors), and
+    /// as a `tracing` warning under the target `kinesumer::errors`, which an application
+    /// that prints the stream itself can turn off.
+    pub(crate) fn error(&self, error: Error) {
+        tracing::warn!(target: "kinesumer::errors", %error, "consumer error");
+        let _ = self.errors.send(error);
+    }
+}
 
 /// A stream of what a member reports, fed by a broadcast channel; lag comes as an
 /// item. Used as [`Errors`] and [`Events`].

@@ -49,7 +49,7 @@ mod flow;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::store::ShardInfo;
+use crate::shards::ShardInfo;
 use flow::Network;
 
 /// Input of the assignment: the alive members and the streams each consumes, and per

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 
 use super::scenarios::{failover, group, nothing_lost, rule, secs, settled, LONG, S};
-use crate::error::Event;
+use crate::event::Event;
 use crate::sim::{Fault, KinesisOp, Latch, Rule, Sim};
 use crate::store::{Operation, StateStore};
 
@@ -181,7 +181,7 @@ async fn d09_a_late_first_take_of_an_expired_parents_child_keeps_trim_horizon() 
         let lease = sim.store().lease(S, child).await.unwrap().unwrap();
         assert_eq!(
             lease.start,
-            Some(crate::store::StoredStart::TrimHorizon),
+            Some(crate::shards::StoredStart::TrimHorizon),
             "{child}"
         );
     }
@@ -514,5 +514,32 @@ async fn l01_a_crashed_leaders_shards_move_as_fast_as_any_members() {
         took <= bound,
         "took {took:?} (a member's crash takes at most {bound:?})"
     );
+    nothing_lost(&mut sim).await;
+}
+
+// Lower: a take refused by its condition (the lease moved between the read and the take)
+// was followed at once by another read and take, with no pause: a member racing a
+// lease that keeps changing spun on the store.
+#[tokio::test(start_paused = true)]
+async fn t01_a_refused_take_pauses_before_it_reads_again() {
+    let mut sim = Sim::new(1, &[(S, 1)]);
+    sim.start("a", &[S]).await;
+    sim.member("a")
+        .store
+        .push(rule(Operation::TakeLease, Fault::Refuse).times(30));
+    sim.run_for(secs(1)).await;
+    let reads = sim
+        .member("a")
+        .store
+        .sent()
+        .iter()
+        .filter(|r| r.request.op == Operation::Lease)
+        .count();
+    // One handoff poll (150 ms) between attempts: at most 7 in the first second.
+    assert!(
+        reads <= 8,
+        "{reads} lease reads in a second of refused takes"
+    );
+    sim.member("a").store.clear();
     nothing_lost(&mut sim).await;
 }

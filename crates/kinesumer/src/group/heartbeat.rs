@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use super::fence::Fence;
 use super::Ctx;
+use crate::fence::Fence;
 use crate::store::{HeartbeatOutcome, Operation, Owner, StoreError};
 
 /// Why the heartbeat task stopped.

@@ -3,40 +3,26 @@
 //! plan with the pure [`assign`](super::assign::assign), write the plans that changed,
 //! and prune members long dead.
 //!
-//! The planning itself ([`Leader::plan`]) is a pure function of what the leader has
-//! observed, so it is tested without I/O.
+//! The planning itself is the pure [`plan`](super::plan) of what the leader has
+//! observed; this file holds what the leader observes and writes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
-use super::assign::{self, AssignInput};
-use super::fence::Fence;
+use super::plan::{self, Observed, Seen};
 use super::Ctx;
 use crate::backoff::Backoff;
 use crate::config::InitialPosition;
 use crate::error::Error;
+use crate::fence::Fence;
 use crate::reader::{within, KinesisError, StreamShards};
 use crate::store::{
-    LeaseDeletion, LeaseItem, MemberItem, Operation, Owner, PlanItem, PlanStart, PlannedShard,
-    ShardCache, ShardInfo, ShardRef, StoreError,
+    LeaseDeletion, LeaseItem, MemberItem, Operation, Owner, PlanItem, ShardCache, ShardInfo,
+    StoreError,
 };
-
-/// What the leader has observed of one member.
-#[derive(Debug, Clone)]
-struct Seen {
-    incarnation: Option<String>,
-    heartbeat: u64,
-    /// When (fencing clock) the (incarnation, heartbeat) pair last changed, as seen.
-    changed_at: Duration,
-    /// When the current incarnation was first seen.
-    token_since: Duration,
-    streams: BTreeSet<String>,
-    /// Streams this member stopped consuming, and when that was first seen.
-    dropped: BTreeMap<String, Duration>,
-}
 
 /// One stream's shard list and when it was taken.
 #[derive(Debug, Clone)]
@@ -54,18 +40,6 @@ struct Listing {
 struct Retry {
     at: Duration,
     backoff: Backoff,
-}
-
-/// How the leader judges a lease owner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Judged {
-    /// A live member's current incarnation that consumes the stream: it holds the shard.
-    Holder(String),
-    /// Gone: the shard may be taken from it.
-    Gone,
-    /// Not a live holder, but not judged gone yet: the shard is planned elsewhere and
-    /// the taker waits.
-    Pending,
 }
 
 /// The leader's own failure of a tick.
@@ -136,9 +110,8 @@ impl Leader {
         let streams: BTreeSet<String> = self
             .members
             .iter()
-            .filter(|(id, m)| self.alive(id, m, now, failover))
-            .map(|(_, m)| m)
-            .flat_map(|m| m.streams.iter().cloned())
+            .filter(|(id, m)| plan::alive(self.deposed.as_ref(), id, m, now, failover))
+            .flat_map(|(_, m)| m.streams.iter().cloned())
             .collect();
         let mut leases = BTreeMap::new();
         for stream in &streams {
@@ -157,7 +130,8 @@ impl Leader {
         // cache is stored) would be missing from every plan, and its holders would release
         // every shard of it: no plan is written until it is known.
         if self.refresh_listings(ctx, &streams, &mut leases, now).await {
-            let plans = self.plan(now, failover, ctx.cfg.initial_position, &leases);
+            let observed = self.observed(now, failover, ctx.cfg.initial_position, &leases);
+            let plans = plan::plan(&observed).changed(&self.written);
             self.write_plans(ctx, fence, plans).await?;
         } else {
             debug!("a stream's shards are unknown; no plan is written this tick");
@@ -211,50 +185,6 @@ impl Leader {
             seen.streams = streams;
         }
         left
-    }
-
-    /// Whether member `client_id` is alive: its counter moved within the failover. The
-    /// incarnation that held the lock before this term is not, whatever was seen of it:
-    /// its lock went unrenewed for the failover, so it has fenced itself (DESIGN "a
-    /// successor knows the old leader") — judging it afresh would leave the shards
-    /// planned to it unread for another failover.
-    fn alive(&self, client_id: &str, m: &Seen, now: Duration, failover: Duration) -> bool {
-        let deposed = self.deposed.as_ref().is_some_and(|d| {
-            d.client_id == client_id && m.incarnation.as_deref() == Some(d.token.as_str())
-        });
-        !deposed && m.incarnation.is_some() && now.saturating_sub(m.changed_at) < failover
-    }
-
-    /// DESIGN §3 step 8, "gone".
-    fn judge(&self, owner: &Owner, stream: &str, now: Duration, failover: Duration) -> Judged {
-        if self.deposed.as_ref() == Some(owner) {
-            return Judged::Gone;
-        }
-        let waited = |since: Duration| now.saturating_sub(since) >= failover;
-        let Some(m) = self.members.get(&owner.client_id) else {
-            return if waited(self.since) {
-                Judged::Gone
-            } else {
-                Judged::Pending
-            };
-        };
-        if m.incarnation.as_deref() != Some(owner.token.as_str()) {
-            return if waited(m.token_since) {
-                Judged::Gone
-            } else {
-                Judged::Pending
-            };
-        }
-        if !self.alive(&owner.client_id, m, now, failover) {
-            return Judged::Gone;
-        }
-        if !m.streams.contains(stream) {
-            return match m.dropped.get(stream) {
-                Some(&since) if !waited(since) => Judged::Pending,
-                _ => Judged::Gone,
-            };
-        }
-        Judged::Holder(owner.client_id.clone())
     }
 
     /// Lists the shards of streams whose list is stale, new, or has a newly finished shard
@@ -411,171 +341,32 @@ impl Leader {
         }
     }
 
-    /// The plans that differ from what this term last wrote (every plan, on a term's
-    /// first tick): a pure function of what was observed.
-    fn plan(
-        &self,
+    /// What this term has observed, with the leases read this tick, for the planner.
+    fn observed<'a>(
+        &'a self,
         now: Duration,
         failover: Duration,
         initial: InitialPosition,
-        leases: &BTreeMap<String, BTreeMap<String, LeaseItem>>,
-    ) -> BTreeMap<String, PlanItem> {
-        let alive: BTreeMap<String, BTreeSet<String>> = self
-            .members
-            .iter()
-            .filter(|(id, m)| self.alive(id, m, now, failover))
-            .map(|(id, m)| (id.clone(), m.streams.clone()))
-            .collect();
-        let mut input = AssignInput {
-            members: alive.clone(),
-            shards: BTreeMap::new(),
-        };
-        // Keys borrow from the listings: at 10,000 shards a tick must not allocate per
-        // lookup (the scale benchmark measures this function).
-        let mut entries: HashMap<(&str, &str), PlannedShard> = HashMap::new();
-        let mut holders: Vec<(&str, &str, String)> = Vec::new();
-        let no_leases = BTreeMap::new();
-        for (stream, listing) in &self.listings {
-            let stream_leases = leases.get(stream).unwrap_or(&no_leases);
-            let finished: BTreeSet<String> = stream_leases
-                .values()
-                .filter(|l| l.shard_end)
-                .map(|l| l.shard_id.clone())
-                .collect();
-            let listed: HashSet<&str> =
-                listing.shards.iter().map(|s| s.shard_id.as_str()).collect();
-            let by_id: HashMap<&str, &ShardInfo> = listing
-                .shards
+        leases: &'a BTreeMap<String, BTreeMap<String, LeaseItem>>,
+    ) -> Observed<'a> {
+        Observed {
+            term: self.term,
+            since: self.since,
+            deposed: self.deposed.as_ref(),
+            members: &self.members,
+            listings: self
+                .listings
                 .iter()
-                .map(|s| (s.shard_id.as_str(), s))
-                .collect();
-            let shards = input.shards.entry(stream.clone()).or_default();
-            // An owner is judged once per stream: the judgement depends on whether it
-            // still consumes this stream.
-            let mut judged_owners: HashMap<&Owner, Judged> = HashMap::new();
-            for eligible in assign::eligible(&listing.shards, &finished) {
-                let info = by_id[eligible.as_str()];
-                let shard_id = info.shard_id.as_str();
-                let lease = stream_leases.get(shard_id);
-                let owner = lease.and_then(|l| l.owner.as_ref());
-                let judged = owner.map(|o| {
-                    judged_owners
-                        .entry(o)
-                        .or_insert_with(|| self.judge(o, stream, now, failover))
-                        .clone()
-                });
-                let holder = match &judged {
-                    Some(Judged::Holder(id)) => Some(id.clone()),
-                    _ => None,
-                };
-                if let Some(id) = &holder {
-                    holders.push((stream.as_str(), shard_id, id.clone()));
-                }
-                // A member that fenced and rejoined keeps the shards its previous
-                // incarnation held (it takes them back at once): sticky across a rejoin.
-                let preferred = holder.or_else(|| {
-                    owner
-                        .filter(|o| alive.get(&o.client_id).is_some_and(|s| s.contains(stream)))
-                        .map(|o| o.client_id.clone())
-                });
-                let has_parent = [&info.parent, &info.adjacent_parent]
-                    .into_iter()
-                    .flatten()
-                    .any(|p| listed.contains(p.as_str()) || stream_leases.contains_key(p));
-                let start = if has_parent {
-                    PlanStart::TrimHorizon
-                } else {
-                    match initial {
-                        InitialPosition::Latest => PlanStart::Latest,
-                        InitialPosition::TrimHorizon => PlanStart::TrimHorizon,
-                        InitialPosition::AtTimestamp(t) => PlanStart::AtTimestamp(t),
-                    }
-                };
-                entries.insert(
-                    (stream.as_str(), shard_id),
-                    PlannedShard {
-                        shard_id: shard_id.to_owned(),
-                        owner: owner.cloned(),
-                        lease_counter: lease.and_then(|l| l.lease_counter),
-                        owner_gone: judged == Some(Judged::Gone),
-                        start,
-                    },
-                );
-                shards.insert(eligible, preferred);
-            }
+                .map(|(stream, l)| (stream.as_str(), l.shards.as_slice()))
+                .collect(),
+            leases,
+            now,
+            failover,
+            initial,
         }
-        let assignment = assign::assign(&input);
-        // A live holder whose shard is planned elsewhere (or no longer planned) is told
-        // to release it, even if it does not know it holds it (scenario 22).
-        let mut releases: HashMap<&str, Vec<ShardRef>> = HashMap::new();
-        for (stream, shard_id, holder) in &holders {
-            let kept = assignment
-                .get(holder)
-                .and_then(|s| s.get(*stream))
-                .is_some_and(|s| s.contains(*shard_id));
-            if !kept {
-                releases.entry(holder).or_default().push(ShardRef {
-                    stream: (*stream).to_owned(),
-                    shard_id: (*shard_id).to_owned(),
-                });
-            }
-        }
-        let mut plans: BTreeMap<String, PlanItem> = BTreeMap::new();
-        for (client_id, streams) in &assignment {
-            let token = self.members[client_id]
-                .incarnation
-                .as_deref()
-                .unwrap_or_default();
-            let release = releases.remove(client_id.as_str()).unwrap_or_default();
-            let streams: Vec<(&String, Vec<&PlannedShard>)> = streams
-                .iter()
-                .map(|(stream, shards)| {
-                    let planned: Vec<&PlannedShard> = shards
-                        .iter()
-                        .map(|shard| &entries[&(stream.as_str(), shard.as_str())])
-                        .collect();
-                    (stream, planned)
-                })
-                .filter(|(_, shards)| !shards.is_empty())
-                .collect();
-            // At 10,000 shards building every plan anew each tick is most of the
-            // leader's work: a plan is built only when it differs from the one written.
-            let unchanged = self.written.get(client_id).is_some_and(|w| {
-                w.term == self.term
-                    && w.token == token
-                    && w.release == release
-                    && w.streams.len() == streams.len()
-                    && streams.iter().all(|(stream, shards)| {
-                        w.streams
-                            .get(*stream)
-                            .is_some_and(|old| old.iter().eq(shards.iter().copied()))
-                    })
-            });
-            if unchanged {
-                continue;
-            }
-            plans.insert(
-                client_id.clone(),
-                PlanItem {
-                    client_id: client_id.clone(),
-                    term: self.term,
-                    // Set when written.
-                    version: 0,
-                    token: token.to_owned(),
-                    streams: streams
-                        .into_iter()
-                        .map(|(stream, shards)| {
-                            (stream.clone(), shards.into_iter().cloned().collect())
-                        })
-                        .collect(),
-                    release,
-                },
-            );
-        }
-        plans
     }
 
-    /// Writes the plans [`Leader::plan`] found changed, each conditional on no newer term
+    /// Writes the plans [`Plans::changed`](super::plan::Plans::changed) returned, each conditional on no newer term
     /// having written it.
     async fn write_plans(
         &mut self,
@@ -754,6 +545,8 @@ async fn retire(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::plan::Judged;
+    use crate::store::PlanStart;
 
     const FAILOVER: Duration = Duration::from_secs(2);
 
@@ -821,6 +614,22 @@ mod tests {
         m
     }
 
+    fn judge(l: &Leader, owner: &Owner, stream: &str, now: Duration, failover: Duration) -> Judged {
+        let no_leases = BTreeMap::new();
+        l.observed(now, failover, InitialPosition::Latest, &no_leases)
+            .judge(owner, stream)
+    }
+
+    fn plan(
+        l: &Leader,
+        now: Duration,
+        failover: Duration,
+        initial: InitialPosition,
+        leases: &BTreeMap<String, BTreeMap<String, LeaseItem>>,
+    ) -> BTreeMap<String, PlanItem> {
+        plan::plan(&l.observed(now, failover, initial, leases)).changed(&l.written)
+    }
+
     #[test]
     fn liveness_is_judged_by_counters_seen_against_the_local_clock() {
         let mut l = leader_with(&[]);
@@ -828,17 +637,17 @@ mod tests {
         // The counter does not move for the failover timeout: gone.
         l.observe_members(&[member("a", "t1", 5, &["s"])], Duration::from_secs(1));
         assert_eq!(
-            l.judge(&owner("a", "t1"), "s", Duration::from_secs(1), FAILOVER),
+            judge(&l, &owner("a", "t1"), "s", Duration::from_secs(1), FAILOVER),
             Judged::Holder("a".into())
         );
         assert_eq!(
-            l.judge(&owner("a", "t1"), "s", FAILOVER, FAILOVER),
+            judge(&l, &owner("a", "t1"), "s", FAILOVER, FAILOVER),
             Judged::Gone
         );
         // It moves: alive again from when it was seen.
         l.observe_members(&[member("a", "t1", 6, &["s"])], Duration::from_secs(3));
         assert_eq!(
-            l.judge(&owner("a", "t1"), "s", Duration::from_secs(4), FAILOVER),
+            judge(&l, &owner("a", "t1"), "s", Duration::from_secs(4), FAILOVER),
             Judged::Holder("a".into())
         );
     }
@@ -850,11 +659,11 @@ mod tests {
         l.observe_members(&[member("a", "t2", 0, &["s"])], Duration::from_secs(1));
         let old = owner("a", "t1");
         assert_eq!(
-            l.judge(&old, "s", Duration::from_secs(2), FAILOVER),
+            judge(&l, &old, "s", Duration::from_secs(2), FAILOVER),
             Judged::Pending
         );
         assert_eq!(
-            l.judge(&old, "s", Duration::from_secs(3), FAILOVER),
+            judge(&l, &old, "s", Duration::from_secs(3), FAILOVER),
             Judged::Gone
         );
     }
@@ -864,10 +673,10 @@ mod tests {
         let l = leader_with(&[]);
         let o = owner("ghost", "t");
         assert_eq!(
-            l.judge(&o, "s", Duration::from_secs(1), FAILOVER),
+            judge(&l, &o, "s", Duration::from_secs(1), FAILOVER),
             Judged::Pending
         );
-        assert_eq!(l.judge(&o, "s", FAILOVER, FAILOVER), Judged::Gone);
+        assert_eq!(judge(&l, &o, "s", FAILOVER, FAILOVER), Judged::Gone);
     }
 
     #[test]
@@ -875,12 +684,12 @@ mod tests {
         let mut l = Leader::new(2, Duration::ZERO, Some(owner("a", "t1")));
         l.observe_members(&[member("a", "t1", 1, &["s"])], Duration::ZERO);
         assert_eq!(
-            l.judge(&owner("a", "t1"), "s", Duration::ZERO, FAILOVER),
+            judge(&l, &owner("a", "t1"), "s", Duration::ZERO, FAILOVER),
             Judged::Gone
         );
         l.observe_members(&[member("a", "t2", 0, &["s"])], Duration::from_secs(1));
         assert_eq!(
-            l.judge(&owner("a", "t2"), "s", Duration::from_secs(1), FAILOVER),
+            judge(&l, &owner("a", "t2"), "s", Duration::from_secs(1), FAILOVER),
             Judged::Holder("a".into())
         );
     }
@@ -892,11 +701,11 @@ mod tests {
         l.observe_members(&[member("a", "t1", 2, &[])], Duration::from_secs(1));
         let o = owner("a", "t1");
         assert_eq!(
-            l.judge(&o, "s", Duration::from_secs(2), FAILOVER),
+            judge(&l, &o, "s", Duration::from_secs(2), FAILOVER),
             Judged::Pending
         );
         assert_eq!(
-            l.judge(&o, "s", Duration::from_secs(3), FAILOVER),
+            judge(&l, &o, "s", Duration::from_secs(3), FAILOVER),
             Judged::Gone
         );
     }
@@ -926,7 +735,7 @@ mod tests {
             "t".into(),
             BTreeMap::from([("y0".to_string(), lease("y0", Some(a), 1))]),
         );
-        let plans = l.plan(Duration::ZERO, FAILOVER, InitialPosition::Latest, &held);
+        let plans = plan(&l, Duration::ZERO, FAILOVER, InitialPosition::Latest, &held);
         let entry = |stream: &str, id: &str| {
             plans
                 .values()
@@ -952,7 +761,7 @@ mod tests {
             lease("s1", Some(a.clone()), 1),
             lease("s2", Some(a.clone()), 1),
         ]);
-        let plans = l.plan(Duration::ZERO, FAILOVER, InitialPosition::Latest, &held);
+        let plans = plan(&l, Duration::ZERO, FAILOVER, InitialPosition::Latest, &held);
         let shards = |id: &str| -> Vec<String> {
             plans[id]
                 .streams
@@ -991,7 +800,8 @@ mod tests {
         l.observe_members(&[member("a", "ta", 1, &["s"])], Duration::ZERO);
         let mut done = lease("p", None, 2);
         done.shard_end = true;
-        let plans = l.plan(
+        let plans = plan(
+            &l,
             Duration::ZERO,
             FAILOVER,
             InitialPosition::Latest,

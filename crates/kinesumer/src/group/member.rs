@@ -10,13 +10,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
-use super::fence::Fence;
 use super::heartbeat::{self, Beat, Stop};
 use super::leader::{Leader, TickError};
 use super::shard::{self, Outcome, ShardCmd, ShardDone, ShardHandle, ShardJob, FAILURE_COOLDOWN};
 use super::Ctx;
-use crate::delivery::{flush_pending, PendingMark};
-use crate::error::{Error, Event, Result};
+use crate::checkpoint::{flush_pending, PendingMark};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::fence::Fence;
 use crate::metrics::RebalanceTimer;
 use crate::store::{
     LockItem, Operation, Owner, PlanItem, PlannedShard, Registration, ShardRef, StoreError,

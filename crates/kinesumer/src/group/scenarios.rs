@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::error::Event;
+use crate::event::Event;
 use crate::sim::{Fault, Latch, Sim};
 use crate::store::{Operation, StateStore};
 use crate::InitialPosition;

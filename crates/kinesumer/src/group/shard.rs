@@ -17,20 +17,19 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::fence::Fence;
 use super::Ctx;
+use crate::checkpoint::{CommitEnd, CommitTimer, HeldLease, LeaseCheckpoint, ShardTrack};
 use crate::config::ReadMode;
-use crate::delivery::{ShardTrack, Sink};
-use crate::error::{Error, Event};
+use crate::delivery::{deliver, DeliveryEnd};
+use crate::error::Error;
+use crate::event::Event;
+use crate::fence::Fence;
 use crate::reader::fanout::{self, FanOutConfig};
 use crate::reader::feed::{ReadFrom, ReadItem, ReaderEnd};
 use crate::reader::polling::{self, PollingConfig};
 use crate::reader::KinesisError;
-use crate::record::Record;
 use crate::seq::Position;
-use crate::store::{
-    CheckpointWrite, LeaseItem, LeaseSeen, Operation, Owner, PlannedShard, ShardRef, StoreError,
-};
+use crate::store::{LeaseItem, LeaseSeen, Operation, Owner, PlannedShard, ShardRef, StoreError};
 
 const COMMIT_REFUSED: &str =
     "a checkpoint write was refused: the lease names another owner, or this member fenced itself";
@@ -39,10 +38,6 @@ const PLAN_SHOWS_NEWER: &str = "the leader's plan shows a newer lease of this sh
 
 /// How often a taker re-reads a lease still held by a live owner (DESIGN §3: 100–200 ms).
 const HANDOFF_POLL: Duration = Duration::from_millis(150);
-/// The most often a shard commits by records handed out ([`Config::commit_records`]).
-///
-/// [`Config::commit_records`]: crate::Config::commit_records
-const CATCH_UP_COMMIT: Duration = Duration::from_secs(1);
 /// How long a shard whose reader failed for good is left before it is taken again.
 pub(crate) const FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
 
@@ -185,16 +180,10 @@ struct ShardTask {
     cmds: mpsc::UnboundedReceiver<ShardCmd>,
 }
 
-/// A lease this task holds.
+/// A lease this task holds: its checkpoint, and where its reader starts.
 struct Held {
-    counter: u64,
-    /// The checkpoint as the store has it (what the next write is conditional on).
-    committed: Option<Position>,
+    checkpoint: LeaseCheckpoint,
     from: ReadFrom,
-    /// A write timed out: re-read the lease before the next one.
-    reread: bool,
-    /// Records handed out when the last commit read the mark.
-    handed_at_commit: u64,
 }
 
 /// What to do with a lease, given what was read and what the plan says.
@@ -248,7 +237,7 @@ fn decide(
     }
 }
 
-fn read_from(item: &LeaseItem, fallback: &crate::store::StoredStart) -> ReadFrom {
+fn read_from(item: &LeaseItem, fallback: &crate::shards::StoredStart) -> ReadFrom {
     match (&item.checkpoint, &item.start) {
         (Some(position), _) => ReadFrom::After(position.clone()),
         (None, Some(start)) => ReadFrom::Start(start.clone()),
@@ -363,7 +352,14 @@ impl ShardTask {
                             // (scenario 1).
                             return Ok(self.held_from(&item, &planned));
                         }
-                        Err(StoreError::ConditionFailed { .. }) => continue,
+                        // The lease moved between the read and the take: read it again
+                        // after a handoff poll, not at once (a lease that keeps moving
+                        // would have this member spin on the store).
+                        Err(StoreError::ConditionFailed { .. }) => {
+                            if !self.pause(HANDOFF_POLL).await {
+                                return Err(Outcome::Stopped);
+                            }
+                        }
                         Err(e) => {
                             // The take may have landed: the next read tells (scenario 17).
                             debug!(error = %e, "take failed; re-reading");
@@ -391,10 +387,15 @@ impl ShardTask {
         if self.fence.now() + HANDOFF_POLL > wait_until {
             return false;
         }
+        self.pause(HANDOFF_POLL).await
+    }
+
+    /// Sleeps `d`; false when the task is cancelled meanwhile.
+    async fn pause(&self, d: Duration) -> bool {
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => false,
-            _ = tokio::time::sleep(HANDOFF_POLL) => true,
+            _ = tokio::time::sleep(d) => true,
         }
     }
 
@@ -424,36 +425,34 @@ impl ShardTask {
         let fallback = planned
             .start
             .pin(self.ctx.clock.wall(), self.ctx.cfg.latest_skew_margin);
-        Held {
+        let lease = HeldLease {
+            key: self.key.clone(),
+            owner: self.me.clone(),
             counter,
-            committed: item.checkpoint.clone(),
+        };
+        Held {
+            checkpoint: LeaseCheckpoint::new(
+                self.ctx.store.clone(),
+                self.ctx.signals.clone(),
+                self.ctx.cfg.clone(),
+                self.fence.clone(),
+                lease,
+                item.checkpoint.clone(),
+            ),
             from: read_from(item, &fallback),
-            reread: false,
-            handed_at_commit: 0,
         }
     }
 
     /// Reads and delivers the shard until it is released, lost, finished or stopped.
     async fn hold(&mut self, mut held: Held) -> Outcome {
-        info!(counter = held.counter, "lease taken");
+        info!(counter = held.checkpoint.counter(), "lease taken");
         self.event_lease(|stream, shard_id| Event::LeaseTaken { stream, shard_id });
-        let stream: Arc<str> = self.key.stream.as_str().into();
-        let shard_id: Arc<str> = self.key.shard_id.as_str().into();
-        let track = Arc::new(ShardTrack::new(
-            stream.clone(),
-            shard_id.clone(),
-            self.fence.clone(),
-        ));
-        // Marks start at the checkpoint, so a shard whose last record was processed
-        // before this lease counts as processed up to there.
-        if let Some(committed) = &held.committed {
-            track.mark(committed);
-        }
+        let track = held.checkpoint.track();
         let (tx, rx) = mpsc::channel(self.ctx.cfg.shard_buffer);
         let reader_cancel = self.cancel.child_token();
         let mut reader = Owned(self.spawn_reader(
-            stream,
-            shard_id,
+            track.stream.clone(),
+            track.shard_id.clone(),
             held.from.clone(),
             tx,
             reader_cancel.clone(),
@@ -491,9 +490,9 @@ impl ShardTask {
                     // the records in its hands may be delivered again by the next owner.
                     self.event_lease(|stream, shard_id| Event::LeaseLost { stream, shard_id });
                 }
-                match self.final_commit(&mut held, &track).await {
+                match held.checkpoint.final_commit(&track, &self.cancel).await {
                     Err(CommitEnd::Lost) => self.lost(COMMIT_REFUSED),
-                    _ if !self.release(held.counter).await => self.lost(LEASE_MOVED),
+                    _ if !self.release(held.checkpoint.counter()).await => self.lost(LEASE_MOVED),
                     _ if matches!(end, HoldEnd::Failed) => Outcome::Failed,
                     _ => {
                         self.event_lease(|stream, shard_id| Event::LeaseReleased {
@@ -512,8 +511,7 @@ impl ShardTask {
                 deliver.0.abort();
                 // Finished work survives the fence: a write refused because the lease
                 // moved on is as it should be; an unreachable store is said.
-                if let Err(CommitEnd::Failed(e)) =
-                    self.commit(&mut held, &track, false, false).await
+                if let Err(CommitEnd::Failed(e)) = held.checkpoint.commit_after_fence(&track).await
                 {
                     warn!(error = %e, "fenced: the records processed since the last commit could not be committed");
                 }
@@ -605,13 +603,7 @@ impl ShardTask {
         deliver: &mut JoinHandle<DeliveryEnd>,
     ) -> HoldEnd {
         let mut delivering = true;
-        let mut commit_tick = tokio::time::interval(self.ctx.cfg.commit_interval);
-        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        commit_tick.tick().await;
-        let mut catch_up_tick = tokio::time::interval(CATCH_UP_COMMIT);
-        catch_up_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        catch_up_tick.tick().await;
-        let commit_records = self.ctx.cfg.commit_records;
+        let mut commit_timer = CommitTimer::start(self.ctx.cfg.commit_interval).await;
         // Set when the reader reached the end of a closed shard (or the shard vanished):
         // the position that must be processed before the shard is finished.
         let mut ending: Option<Option<Position>> = None;
@@ -633,7 +625,7 @@ impl ShardTask {
                     Some(ShardCmd::Lost) => return HoldEnd::Lost(PLAN_SHOWS_NEWER),
                     Some(ShardCmd::Fenced) => return HoldEnd::Fenced,
                     Some(ShardCmd::Commit(ack)) => {
-                        let result = self.commit(held, track, false, true).await;
+                        let result = held.checkpoint.commit(track).await;
                         let lost = matches!(result, Err(CommitEnd::Lost));
                         let _ = ack.send(result.map_err(|e| e.into_error(&self.key)));
                         if lost {
@@ -686,7 +678,7 @@ impl ShardTask {
                     return HoldEnd::Failed;
                 }
                 _ = end_processed, if ending.is_some() => {
-                    return match self.commit(held, track, true, true).await {
+                    return match held.checkpoint.finish(track).await {
                         Ok(()) => HoldEnd::Finished,
                         Err(CommitEnd::Lost) => HoldEnd::Lost(COMMIT_REFUSED),
                         // Retried at the next commit tick by waiting again.
@@ -696,136 +688,12 @@ impl ShardTask {
                         }
                     };
                 }
-                _ = commit_tick.tick() => {
-                    if let Err(CommitEnd::Lost) = self.commit(held, track, false, true).await {
+                _ = commit_timer.due(&held.checkpoint, track) => {
+                    if let Err(CommitEnd::Lost) = held.checkpoint.commit(track).await {
                         return HoldEnd::Lost(COMMIT_REFUSED);
                     }
                 }
-                // Catching up on a backlog: commit by records handed out too, so a crash
-                // or a fence repeats about a second of work.
-                _ = catch_up_tick.tick(), if commit_records > 0 => {
-                    let behind = track.handed_count().saturating_sub(held.handed_at_commit);
-                    if behind >= commit_records {
-                        if let Err(CommitEnd::Lost) = self.commit(held, track, false, true).await {
-                            return HoldEnd::Lost(COMMIT_REFUSED);
-                        }
-                    }
-                }
             }
-        }
-    }
-
-    /// Writes the mark as the checkpoint if it moved (or the shard ended), fenced
-    /// (DESIGN §3 "Checkpoints and fencing"). `check_fence` is false only for the commit a
-    /// fenced member makes of records its application processed before the fence: the
-    /// write is conditional on the owner and lease counter, so it is refused once the
-    /// lease has moved on, and a taker that read before it lands starts from the
-    /// checkpoint its take returns (scenario 1).
-    async fn commit(
-        &self,
-        held: &mut Held,
-        track: &ShardTrack,
-        shard_end: bool,
-        check_fence: bool,
-    ) -> Result<(), CommitEnd> {
-        if held.reread {
-            self.reread_after_timeout(held).await?;
-        }
-        let handed = track.handed_count();
-        let mark = track.marked();
-        let moved = mark.is_some() && mark > held.committed;
-        if !moved && !shard_end {
-            return Ok(());
-        }
-        if check_fence && !self.fence.check() {
-            return Err(CommitEnd::Lost);
-        }
-        let write = CheckpointWrite {
-            position: if moved { mark.clone() } else { None },
-            shard_end,
-            millis_behind: track.millis_behind(),
-        };
-        let request = self.ctx.store.checkpoint(
-            &self.key.stream,
-            &self.key.shard_id,
-            &self.me,
-            held.counter,
-            held.committed.as_ref(),
-            &write,
-        );
-        match self.ctx.timed(Operation::Checkpoint, request).await {
-            Ok(()) => {
-                if moved {
-                    held.committed = mark;
-                }
-                held.handed_at_commit = handed;
-                track.metrics.commits.increment(1);
-                Ok(())
-            }
-            Err(StoreError::ConditionFailed { .. }) => {
-                track.metrics.commit_failures.increment(1);
-                // Either the lease moved on (lost) or an earlier write of ours that timed
-                // out landed late: re-read to tell.
-                held.reread = true;
-                self.reread_after_timeout(held).await?;
-                Err(CommitEnd::Failed(StoreError::ConditionFailed {
-                    item: format!("checkpoint {}/{}", self.key.stream, self.key.shard_id),
-                }))
-            }
-            Err(e) => {
-                held.reread = true;
-                track.metrics.commit_failures.increment(1);
-                self.ctx.signals.error(Error::CommitFailed {
-                    stream: self.key.stream.clone(),
-                    shard_id: self.key.shard_id.clone(),
-                    source: e.clone(),
-                });
-                Err(CommitEnd::Failed(e))
-            }
-        }
-    }
-
-    /// The last commit of a lease given up (a release, a failed reader or delivery): a
-    /// failed write is retried with backoff for up to `commit_timeout`, so one throttled
-    /// write does not make the next owner deliver again everything since the last
-    /// periodic commit.
-    async fn final_commit(&self, held: &mut Held, track: &ShardTrack) -> Result<(), CommitEnd> {
-        let deadline = tokio::time::Instant::now() + self.ctx.cfg.commit_timeout;
-        let mut backoff =
-            crate::backoff::Backoff::new(Duration::from_millis(50), self.ctx.cfg.sync_interval);
-        loop {
-            match self.commit(held, track, false, true).await {
-                Err(CommitEnd::Failed(e)) => {
-                    let retry_at = tokio::time::Instant::now() + backoff.next_delay();
-                    if retry_at >= deadline || self.cancel.is_cancelled() {
-                        return Err(CommitEnd::Failed(e));
-                    }
-                    debug!(error = %e, "final commit failed; retrying");
-                    tokio::select! {
-                        biased;
-                        _ = self.cancel.cancelled() => return Err(CommitEnd::Failed(e)),
-                        _ = tokio::time::sleep_until(retry_at) => {}
-                    }
-                }
-                done => return done,
-            }
-        }
-    }
-
-    /// After a write whose outcome is unknown: adopt what the store holds if the lease is
-    /// still ours, or report the lease lost.
-    async fn reread_after_timeout(&self, held: &mut Held) -> Result<(), CommitEnd> {
-        match self.read_lease().await {
-            Ok(Some(item))
-                if item.owner.as_ref() == Some(&self.me)
-                    && item.lease_counter == Some(held.counter) =>
-            {
-                held.committed = item.checkpoint;
-                held.reread = false;
-                Ok(())
-            }
-            Ok(_) => Err(CommitEnd::Lost),
-            Err(e) => Err(CommitEnd::Failed(e)),
         }
     }
 
@@ -888,43 +756,6 @@ fn after_failed_release(item: Option<&LeaseItem>, me: &Owner, counter: u64) -> O
     Some(item.owner.is_none() && item.lease_counter == Some(counter + 1))
 }
 
-/// Why a commit did not write.
-#[derive(Debug)]
-enum CommitEnd {
-    /// The lease is no longer this member's (or the fence tripped).
-    Lost,
-    /// The write failed; retried at the next commit.
-    Failed(StoreError),
-}
-
-impl CommitEnd {
-    fn into_error(self, key: &ShardRef) -> Error {
-        match self {
-            CommitEnd::Lost => Error::LeaseLost {
-                stream: key.stream.clone(),
-                shard_id: key.shard_id.clone(),
-                reason: "the lease names another owner, or this member fenced itself".into(),
-            },
-            CommitEnd::Failed(source) => Error::CommitFailed {
-                stream: key.stream.clone(),
-                shard_id: key.shard_id.clone(),
-                source,
-            },
-        }
-    }
-}
-
-/// Why a shard's delivery ended.
-#[derive(Debug)]
-enum DeliveryEnd {
-    /// The reader ended and every record read was passed on.
-    Drained,
-    /// The application dropped its record stream.
-    StreamDropped,
-    /// A record could not be handed out: the fence tripped.
-    NotAllowed,
-}
-
 /// The text of a panic's payload, if it has one.
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
@@ -932,38 +763,6 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_owned())
-}
-
-/// Moves records from the shard's buffer to the application, in order.
-async fn deliver(
-    mut rx: mpsc::Receiver<ReadItem>,
-    track: Arc<ShardTrack>,
-    sink: Sink,
-    auto_commit: bool,
-) -> DeliveryEnd {
-    while let Some(item) = rx.recv().await {
-        track.set_millis_behind(item.millis_behind);
-        let record = Record::new(item, track.clone());
-        let pos = record.position();
-        match &sink {
-            Sink::Stream(tx) => {
-                if tx.send(record).await.is_err() {
-                    return DeliveryEnd::StreamDropped;
-                }
-            }
-            Sink::Handler(handler) => {
-                if !track.may_hand_out() {
-                    return DeliveryEnd::NotAllowed;
-                }
-                track.handed_out(&pos, record.data.len());
-                handler.handle(record).await;
-                if auto_commit {
-                    track.mark(&pos);
-                }
-            }
-        }
-    }
-    DeliveryEnd::Drained
 }
 
 #[cfg(test)]

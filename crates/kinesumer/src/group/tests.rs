@@ -280,7 +280,7 @@ async fn children_of_an_expired_parent_start_at_trim_horizon() {
         let lease = store.lease(STREAM, child).await.unwrap().unwrap();
         assert_eq!(
             lease.start,
-            Some(crate::store::StoredStart::TrimHorizon),
+            Some(crate::shards::StoredStart::TrimHorizon),
             "{child}"
         );
     }
@@ -509,7 +509,7 @@ async fn a_re_created_stream_retires_the_old_leases_and_reads_the_new_shards() {
     assert_eq!(ids, ["shardId-000000000000"], "only the new shard's lease");
     assert_eq!(
         leases[0].start,
-        Some(crate::store::StoredStart::TrimHorizon),
+        Some(crate::shards::StoredStart::TrimHorizon),
         "the configured initial position"
     );
     assert!(!leases[0].shard_end);

@@ -35,7 +35,7 @@ use crate::backoff::Backoff;
 use crate::config::Aggregation;
 use crate::metrics::ReadMetrics;
 use crate::seq::{Position, SequenceNumber};
-use crate::store::StoredStart;
+use crate::shards::StoredStart;
 
 /// The first backoff ceiling after a throttle or a transient error, and the largest.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);

@@ -22,10 +22,9 @@ use super::{
     FanOutEvent, IteratorStart, KinesisApi, KinesisError, RawRecord, RecordsPage, StreamShards,
     Subscription,
 };
-use crate::aws::sdk_failure;
 use crate::backoff::Backoff;
 use crate::seq::SequenceNumber;
-use crate::store::ShardInfo;
+use crate::shards::ShardInfo;
 
 /// The waits between DescribeStreamConsumer calls while a consumer becomes ACTIVE (or
 /// while one being deleted goes): DescribeStreamConsumer allows 20 calls per second per
@@ -488,9 +487,9 @@ fn chrono_time(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
 /// for every operation), so that every call site agrees on what is retried.
 ///
 /// ResourceNotFound means the stream for ListShards, and the shard for the per-shard
-/// calls (a shard past retention). Messages are [`sdk_failure`]'s: why the request got
-/// no answer, or the SDK's error chain with the service's message; never the
-/// credentials or the records.
+/// calls (a shard past retention). Messages are the SDK's error chain
+/// ([`sdk_message`](crate::aws::sdk_message)): they hold the service's message and the request's failure,
+/// never the credentials or the records.
 fn classify<E, R>(
     err: SdkError<E, R>,
     operation: &'static str,
@@ -552,7 +551,7 @@ where
         "ResourceInUseException" => KinesisError::ResourceInUse {
             operation,
             stream,
-            message: sdk_failure("Kinesis", &err),
+            message: crate::aws::sdk_message(&err),
         },
         "AccessDeniedException"
         | "UnrecognizedClientException"
@@ -560,12 +559,12 @@ where
         | "InvalidSignatureException" => KinesisError::AccessDenied {
             operation,
             stream,
-            message: sdk_failure("Kinesis", &err),
+            message: crate::aws::sdk_message(&err),
         },
         _ => KinesisError::Other {
             operation,
             stream,
-            message: sdk_failure("Kinesis", &err),
+            message: crate::aws::sdk_message(&err),
         },
     }
 }

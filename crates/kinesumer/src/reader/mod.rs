@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use crate::seq::SequenceNumber;
-use crate::store::ShardInfo;
+use crate::shards::ShardInfo;
 
 pub use kinesis::SdkKinesis;
 
@@ -100,13 +100,6 @@ pub trait Subscription: crate::sealed::Sealed + Send + fmt::Debug {
     /// every 5 minutes). A subscription the service refuses fails here, on its first
     /// event (ResourceInUse while another subscription of the consumer and shard is
     /// open or was just dropped), not when it is opened.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not promised: an event partly received when the future is dropped may be lost.
-    /// The fan-out reader drops it only when it gives up on the subscription (no event
-    /// within the timeout), and then drops the subscription and subscribes again after
-    /// the last record it delivered; do the same.
     async fn next_event(&mut self) -> Result<Option<FanOutEvent>, KinesisError>;
 }
 
@@ -201,16 +194,10 @@ pub enum KinesisError {
 ///
 /// # Cancel safety
 ///
-/// The reads (`list_shards`, `stream_created`, `shard_iterator`, `get_records`) are
-/// cancel safe: a dropped call changes nothing, and a GetRecords page not yet returned
-/// is read again from the same iterator. For the writes, a dropped call may or may not
-/// have landed: [`register_consumer`](KinesisApi::register_consumer) dropped while it
-/// waits leaves the consumer registered, and calling it again finds it and waits on;
-/// [`deregister_consumer`](KinesisApi::deregister_consumer) may have deregistered it,
-/// and calling it again answers `false`; a [`subscribe`](KinesisApi::subscribe) that
-/// opened a subscription at the service before it was dropped leaves that subscription
-/// to expire there, and a new one on the same shard may first fail with ResourceInUse
-/// (retried as the readers do).
+/// Every method is cancel safe: the calls read, except `register_consumer` and
+/// `deregister_consumer`, which are idempotent (dropped part-way, calling again finds
+/// the consumer as the first call left it). A dropped GetRecords loses nothing: the
+/// reader asks again with the same iterator, or a new one from its last position.
 #[async_trait]
 pub trait KinesisApi: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// Every shard of the stream (full, unfiltered, paged ListShards).

@@ -190,7 +190,7 @@ mod tests {
     use super::*;
     use crate::reader::{aggregation, IteratorStart, RawRecord, StreamShards};
     use crate::seq::{Position, SequenceNumber};
-    use crate::store::StoredStart;
+    use crate::shards::StoredStart;
 
     /// A scripted Kinesis shard: GetRecords answers from a queue (and hangs once it is
     /// empty); every call is recorded with its instant.

@@ -133,6 +133,9 @@ pub enum Fault {
     Hold(Latch),
     /// Lands, but its answer is lost: the member sees an error.
     LoseResponse,
+    /// Refused as if its condition failed, without landing (a state store: another
+    /// member's write got there first). For Kinesis, as [`Fault::Fail`].
+    Refuse,
 }
 
 /// One request as the fault script sees it: a state-store [`Operation`], or a
@@ -432,6 +435,9 @@ impl FaultyStore {
             None => land.await,
             Some(Fault::Fail) => Err(injected("request failed")),
             Some(Fault::Throttle) => Err(StoreError::Throttled { op }),
+            Some(Fault::Refuse) => Err(StoreError::ConditionFailed {
+                item: "injected: refused".to_owned(),
+            }),
             Some(Fault::Hang) => std::future::pending().await,
             Some(Fault::LoseResponse) => land.await.and(Err(injected("response lost"))),
             Some(Fault::Delay(d)) => {

@@ -14,7 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::reader::{
     IteratorStart, KinesisApi, KinesisError, RawRecord, RecordsPage, StreamShards,
 };
-use crate::store::ShardInfo;
+use crate::shards::ShardInfo;
 
 #[derive(Debug, Default)]
 struct Shard {

@@ -162,7 +162,7 @@ impl FaultyKinesis {
         };
         let answer = match self.script.choose(&request, self.monitor.now()) {
             None => call.await,
-            Some(Fault::Fail) => Err(injected("internal failure (500)")),
+            Some(Fault::Fail | Fault::Refuse) => Err(injected("internal failure (500)")),
             Some(Fault::Throttle) => Err(KinesisError::Throttled {
                 operation: op.name(),
                 stream: stream.to_owned(),

@@ -53,7 +53,7 @@ pub use monitor::{Handout, Landed, Monitor};
 use crate::clock::TestClock;
 use crate::config::{ConfigBuilder, InitialPosition};
 use crate::delivery::Records;
-use crate::error::Event;
+use crate::event::Event;
 use crate::reader::KinesisApi;
 use crate::store::{MemoryStore, ShardRef, StateStore};
 use crate::{Config, Kinesumer};

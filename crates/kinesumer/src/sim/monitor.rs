@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use super::faults::Request;
-use crate::delivery::ShardTrack;
+use crate::checkpoint::ShardTrack;
 use crate::record::Record;
 use crate::seq::Position;
 use crate::store::{MemoryStore, Operation, ShardRef, StateStore};

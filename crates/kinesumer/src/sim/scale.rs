@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Sim;
-use crate::error::Event;
+use crate::event::Event;
 
 const STREAM: &str = "scale";
 

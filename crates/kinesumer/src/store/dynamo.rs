@@ -121,7 +121,7 @@ impl DynamoStore {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: one DescribeTable, which changes nothing.
+    /// Cancel safe: it only reads.
     pub async fn check_table(&self) -> Result<(), StoreError> {
         self.counter.count(Operation::DescribeTable);
         let desc = table::describe(&self.client, &self.table).await?;

@@ -29,6 +29,8 @@ use thiserror::Error;
 
 use crate::seq::Position;
 
+pub use crate::shards::{ShardInfo, StoredStart};
+
 pub use dynamo::{create_table, AppItems, DynamoStore, TableBilling, LSI_NAME};
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
@@ -89,15 +91,6 @@ pub struct LockItem {
     pub term: u64,
     /// +1 at every renewal.
     pub renewals: u64,
-}
-
-/// Where a shard with no checkpoint starts, as stored in its lease (`start`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StoredStart {
-    /// The oldest record in the shard.
-    TrimHorizon,
-    /// The first record at or after this time (LATEST is pinned this way).
-    AtTimestamp(DateTime<Utc>),
 }
 
 /// Where the leader plans a shard without a checkpoint to start (DESIGN §4). The first
@@ -174,23 +167,6 @@ pub struct CheckpointWrite {
     /// The lag to store beside the checkpoint (`kinesumer status` shows it); `None`
     /// keeps the stored one.
     pub millis_behind: Option<i64>,
-}
-
-/// One shard as the shard cache keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardInfo {
-    /// The shard id.
-    pub shard_id: String,
-    /// The parent (split, or the first parent of a merge).
-    pub parent: Option<String>,
-    /// The adjacent parent of a merge.
-    pub adjacent_parent: Option<String>,
-    /// The shard has an ending sequence number: it receives no new records.
-    pub closed: bool,
-    /// The hash key range, as decimal strings.
-    pub hash_range: Option<(String, String)>,
-    /// The ending sequence number of a closed shard.
-    pub ending_sequence: Option<String>,
 }
 
 /// The shard cache of one stream (`pk = shard_cache#<app>`, `sk = stream`).
@@ -395,6 +371,36 @@ impl Operation {
     }
 }
 
+/// Runs one request of `op` within `timeout`. A request that times out may still land:
+/// callers treat it as "outcome unknown", like any transient error.
+pub(crate) async fn timed<T>(
+    op: Operation,
+    timeout: std::time::Duration,
+    request: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let result = match tokio::time::timeout(timeout, request).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable {
+            op,
+            message: format!("timed out after {timeout:?}"),
+        }),
+    };
+    if let Err(e) = &result {
+        count_failure(op, e);
+    }
+    result
+}
+
+/// Counts a request of the group protocol that failed: throttled, or failed in transit
+/// or on the service side. Refused conditions are answers, not failures.
+fn count_failure(op: Operation, error: &StoreError) {
+    match error {
+        StoreError::Throttled { .. } => crate::metrics::store_throttled(op.name()),
+        StoreError::Unavailable { .. } => crate::metrics::store_error(op.name()),
+        _ => {}
+    }
+}
+
 /// Request counters per [`Operation`], kept by every store.
 #[derive(Debug, Default)]
 pub struct RequestCounter {
@@ -405,7 +411,7 @@ impl RequestCounter {
     /// Counts one request (and reports it to the `metrics` facade).
     pub fn count(&self, op: Operation) {
         self.counts[op as usize].fetch_add(1, Ordering::Relaxed);
-        crate::metrics::store_request(op);
+        crate::metrics::store_request(op.name());
     }
 
     /// A snapshot of the counts.
@@ -530,11 +536,11 @@ impl StoreError {
 ///
 /// # Cancel safety
 ///
-/// Every method is one request (a body split over several items is written in one
-/// TransactWriteItems) or, for reads, a sequence of reads. Dropping a future part-way
-/// leaves a write landed or not, as a [`StoreError::Unavailable`] does: the protocol
-/// never assumes either, because each write's condition makes a retry or a later
-/// write safe. Dropping a read loses nothing.
+/// Every method is one request (a split plan or shard cache: one transaction). Dropping
+/// its future is safe but leaves the outcome of a write unknown — it may land later, as
+/// a request that timed out may — which is what every condition above is for: the group
+/// treats a dropped or timed-out write like a lost response and reads before it relies
+/// on the outcome. Reads have no effect to leave unknown.
 #[async_trait]
 pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// The application this handle serves.
@@ -703,7 +709,13 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
     use super::*;
+    use crate::metrics::tests::{id, values};
+    use crate::metrics::{STORE_ERRORS, STORE_THROTTLES};
 
     #[test]
     fn owner_round_trips_and_splits_at_the_last_hash() {
@@ -720,5 +732,28 @@ mod tests {
         let t = parse_time("2024-01-02T03:04:05.5+09:00").unwrap();
         assert_eq!(format_time(t), "2024-01-01T18:04:05.500000000Z");
         assert!(parse_time("yesterday").is_none());
+    }
+
+    #[test]
+    fn store_failures_count_throttles_and_errors_but_not_refused_conditions() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let op = Operation::Checkpoint;
+        ::metrics::with_local_recorder(&recorder, || {
+            count_failure(op, &StoreError::Throttled { op });
+            count_failure(op, &StoreError::Throttled { op });
+            let message = "timed out".to_owned();
+            count_failure(op, &StoreError::Unavailable { op, message });
+            let item = "lease".to_owned();
+            count_failure(op, &StoreError::ConditionFailed { item });
+        });
+        let labels = [("op", "checkpoint")];
+        assert_eq!(
+            values(&snapshotter),
+            BTreeMap::from([
+                (id(STORE_THROTTLES, labels), DebugValue::Counter(2)),
+                (id(STORE_ERRORS, labels), DebugValue::Counter(1)),
+            ])
+        );
     }
 }

@@ -1,6 +1,5 @@
 //! Shared helpers of the integration tests: clients for the local stack
-//! (`scripts/local-stack start`), random names, and a timeout for every await. The bench
-//! package's process-level tests include this module by path.
+//! (`scripts/local-stack start`), random names, and a timeout for every await.
 #![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;
@@ -278,6 +277,8 @@ pub fn config(app: &str, table: &str, id: &str) -> kinesumer::ConfigBuilder {
         .initial_position(kinesumer::InitialPosition::TrimHorizon)
 }
 pub mod kpl;
+#[allow(dead_code)]
+pub mod process;
 pub mod proxy;
 
 /// Logs of the library to the test's output (`RUST_LOG`, default warn).

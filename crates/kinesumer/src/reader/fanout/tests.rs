@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::*;
 use crate::reader::{IteratorStart, RawRecord, RecordsPage, StreamShards};
 use crate::seq::{Position, SequenceNumber};
-use crate::store::{ShardInfo, StoredStart};
+use crate::shards::{ShardInfo, StoredStart};
 
 /// How long each scripted event takes to arrive.
 const EVENT_GAP: Duration = Duration::from_millis(500);

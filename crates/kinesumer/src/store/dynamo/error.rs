@@ -3,13 +3,12 @@
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
-use crate::aws::sdk_failure;
 use crate::store::{Operation, StoreError};
 
 /// Maps an SDK error. `item` names the item for [`StoreError::ConditionFailed`].
 ///
-/// The message is [`sdk_failure`]'s: why the request got no answer, or the SDK's error
-/// chain; it carries neither credentials nor request payloads.
+/// The message is the SDK's error chain (service code and message, or the dispatch or
+/// timeout failure): it carries neither credentials nor request payloads.
 pub(super) fn classify<E, R>(
     err: &SdkError<E, R>,
     op: Operation,
@@ -34,7 +33,7 @@ where
         ) => StoreError::Throttled { op },
         _ => StoreError::Unavailable {
             op,
-            message: sdk_failure("DynamoDB", err),
+            message: crate::aws::sdk_message(err),
         },
     }
 }

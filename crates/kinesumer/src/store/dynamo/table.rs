@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::client::Waiters;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
     ProjectionType, ProvisionedThroughput, ScalarAttributeType, TableDescription,
@@ -71,9 +71,8 @@ fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
 ///
 /// # Cancel safety
 ///
-/// Cancel safe in effect: dropped after CreateTable was sent, the table is still
-/// created (DynamoDB finishes it on its own), only the wait for ACTIVE and the schema
-/// check are lost. Calling it again waits for the same table and checks it.
+/// Cancel safe: dropped part-way, the table may exist or be being created; calling it
+/// again finds it and waits until it is ACTIVE.
 pub async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
@@ -129,7 +128,7 @@ pub async fn create_table(
             op: Operation::CreateTable,
             message: format!(
                 "table {table:?} not ACTIVE within {ACTIVE_DEADLINE:?}: {}",
-                DisplayErrorContext(&e)
+                crate::aws::sdk_message(&e)
             ),
         })?;
     check_schema(table, &describe(client, table).await?)

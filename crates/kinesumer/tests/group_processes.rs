@@ -1,19 +1,13 @@
 //! The consumer group with real member processes on the local stack: balance, exactly-once
 //! delivery in a healthy run, joins, graceful handoffs, crashes, restarts.
 
-// The library's test helpers, shared by path; the test lives in this package because the
-// member binary does (`CARGO_BIN_EXE_*` names only a package's own binaries, and it keeps
-// `tracing-subscriber` out of the library's dependencies).
-#[path = "../../crates/kinesumer/tests/common/mod.rs"]
 mod common;
-#[path = "common/process.rs"]
-mod process;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::process::{Line, MemberProcess};
 use common::*;
-use process::{Line, MemberProcess};
 
 struct Fixture {
     app: String,

@@ -1,44 +1,54 @@
-//! Member processes (`kinesumer-member`, this package's binary) owned by a guard that
-//! kills them on drop; their stderr (group events and logs) is kept and printed if the
-//! test fails.
+//! Member processes (`kinesumer-member`) owned by a guard that kills them on drop; their
+//! stderr (group events and logs) is kept and printed if the test fails.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::common::logs::{member_log_filter, ProcessLog};
-use crate::common::{dynamodb_endpoint, kinesis_endpoint};
+use super::logs::{member_log_filter, ProcessLog};
+use super::{dynamodb_endpoint, kinesis_endpoint};
+
+/// The `kinesumer-member` binary of the bench package, beside this test's own build
+/// (`target/debug`): `cargo test --workspace` builds it, as `scripts/test` runs.
+fn member_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/debug/deps");
+    let binary = dir.join("kinesumer-member");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p kinesumer-bench --bin kinesumer-member` (scripts/test does)",
+        binary.display()
+    );
+    binary
+}
 
 /// One record line a member wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Line {
-    pub(crate) member: String,
-    pub(crate) shard_id: String,
-    pub(crate) sequence_number: String,
-    pub(crate) data: String,
+pub struct Line {
+    pub member: String,
+    pub shard_id: String,
+    pub sequence_number: String,
+    pub data: String,
 }
 
 /// A running `kinesumer-member` process; killed (SIGKILL) when dropped.
-pub(crate) struct MemberProcess {
-    pub(crate) client_id: String,
+pub struct MemberProcess {
+    pub client_id: String,
     child: Child,
-    pub(crate) lines: Arc<Mutex<Vec<Line>>>,
+    pub lines: Arc<Mutex<Vec<Line>>>,
     reader: Option<tokio::task::JoinHandle<()>>,
     log: ProcessLog,
 }
 
 impl MemberProcess {
     /// Starts a member of `app` on `table` consuming `stream` from TRIM_HORIZON.
-    pub(crate) fn start(
-        app: &str,
-        table: &str,
-        stream: &str,
-        client_id: &str,
-        extra: &[&str],
-    ) -> Self {
+    pub fn start(app: &str, table: &str, stream: &str, client_id: &str, extra: &[&str]) -> Self {
         let log = ProcessLog::create(client_id);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kinesumer-member"))
+        let mut child = Command::new(member_binary())
             .args(["--app", app, "--table", table, "--stream", stream])
             .args(["--client-id", client_id, "--from", "trim-horizon"])
             .args(extra)
@@ -80,22 +90,22 @@ impl MemberProcess {
     }
 
     /// Sends SIGKILL and reaps the process.
-    pub(crate) async fn kill(&mut self) {
+    pub async fn kill(&mut self) {
         self.child.kill().await.expect("kill");
     }
 
     /// Sends SIGTERM and waits for a graceful exit; returns its exit code.
-    pub(crate) async fn terminate(&mut self) -> Option<i32> {
-        crate::common::terminate(&mut self.child, self.reader.take()).await
+    pub async fn terminate(&mut self) -> Option<i32> {
+        super::terminate(&mut self.child, self.reader.take()).await
     }
 
     /// What this process logged so far: its group events (`event …` lines) and logs.
-    pub(crate) fn log(&self) -> String {
+    pub fn log(&self) -> String {
         self.log.text()
     }
 
     /// What this process received so far.
-    pub(crate) fn received(&self) -> Vec<Line> {
+    pub fn received(&self) -> Vec<Line> {
         self.lines.lock().unwrap().clone()
     }
 }

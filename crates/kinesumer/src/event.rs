@@ -1,0 +1,149 @@
+//! The group events the application can watch ([`Kinesumer::events`](crate::Kinesumer::events)).
+
+use crate::metrics;
+
+/// A change in the group, as seen by this member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// This process registered as a new incarnation.
+    Joined {
+        /// The client id.
+        client_id: String,
+    },
+    /// A lease was taken; records of the shard follow.
+    LeaseTaken {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+    },
+    /// A lease was given up as planned.
+    LeaseReleased {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+    },
+    /// A lease was lost: another owner took it, or a handoff timed out with records
+    /// still in the application's hands (they may be delivered again).
+    LeaseLost {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+    },
+    /// A closed shard was read to its end and every record processed.
+    ShardFinished {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+    },
+    /// This member became the leader.
+    LeaderGained {
+        /// The leader term.
+        term: u64,
+    },
+    /// This member stopped being the leader.
+    LeaderLost {
+        /// The leader term.
+        term: u64,
+    },
+    /// This member stopped its readers and rejoined as a new incarnation.
+    Fenced {
+        /// Why.
+        reason: String,
+    },
+    /// Another process took over this client id; this one stopped for good.
+    Superseded,
+    /// The listener of [`Kinesumer::events`](crate::Kinesumer::events) fell behind and
+    /// missed this many events.
+    Missed {
+        /// How many.
+        count: u64,
+    },
+}
+
+impl Event {
+    /// Counts the event in the member's metrics, under the application `app`: lease
+    /// takes, releases and losses and finished shards per stream, fencings and
+    /// supersessions per member.
+    pub(crate) fn count(&self, app: &str) {
+        let (name, stream) = match self {
+            Event::LeaseTaken { stream, .. } => (metrics::LEASE_TAKES, Some(stream)),
+            Event::LeaseReleased { stream, .. } => (metrics::LEASE_RELEASES, Some(stream)),
+            Event::LeaseLost { stream, .. } => (metrics::LEASE_LOSSES, Some(stream)),
+            Event::ShardFinished { stream, .. } => (metrics::SHARDS_FINISHED, Some(stream)),
+            Event::Fenced { .. } => (metrics::FENCINGS, None),
+            Event::Superseded => (metrics::SUPERSEDED, None),
+            // Leadership is the `kinesumer_leader` gauge; joining is not worth a series.
+            Event::Joined { .. }
+            | Event::LeaderGained { .. }
+            | Event::LeaderLost { .. }
+            | Event::Missed { .. } => return,
+        };
+        metrics::event(app, name, stream.map(String::as_str));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+    use crate::metrics::tests::{id, values};
+    use crate::metrics::{FENCINGS, LEASE_LOSSES, LEASE_RELEASES, LEASE_TAKES, SHARDS_FINISHED};
+
+    #[test]
+    fn lease_events_count_per_app_and_stream() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let taken = |stream: &str| Event::LeaseTaken {
+            stream: stream.into(),
+            shard_id: "shardId-1".into(),
+        };
+        ::metrics::with_local_recorder(&recorder, || {
+            for e in [
+                taken("s"),
+                taken("s"),
+                taken("t"),
+                Event::LeaseReleased {
+                    stream: "s".into(),
+                    shard_id: "shardId-1".into(),
+                },
+                Event::LeaseLost {
+                    stream: "t".into(),
+                    shard_id: "shardId-1".into(),
+                },
+                Event::ShardFinished {
+                    stream: "s".into(),
+                    shard_id: "shardId-1".into(),
+                },
+                Event::Fenced {
+                    reason: "test".into(),
+                },
+                Event::LeaderGained { term: 1 },
+            ] {
+                e.count("app");
+            }
+        });
+        let got = values(&snapshotter);
+        let s = [("app", "app"), ("stream", "s")];
+        let t = [("app", "app"), ("stream", "t")];
+        let want = BTreeMap::from([
+            (id(LEASE_TAKES, s), DebugValue::Counter(2)),
+            (id(LEASE_TAKES, t), DebugValue::Counter(1)),
+            (id(LEASE_RELEASES, s), DebugValue::Counter(1)),
+            (id(LEASE_LOSSES, t), DebugValue::Counter(1)),
+            (id(SHARDS_FINISHED, s), DebugValue::Counter(1)),
+            (id(FENCINGS, [("app", "app")]), DebugValue::Counter(1)),
+        ]);
+        assert_eq!(
+            got, want,
+            "and leadership events record nothing of their own"
+        );
+    }
+}
