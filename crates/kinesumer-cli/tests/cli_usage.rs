@@ -187,7 +187,7 @@ async fn an_unreachable_endpoint_is_one_line_naming_it() {
     assert_eq!(lines.len(), 1, "{stderr}");
     for want in [
         "http://127.0.0.1:1",
-        "cannot reach the service",
+        "cannot reach DynamoDB",
         "Connection refused",
     ] {
         assert!(lines[0].contains(want), "{want:?} in {stderr}");

@@ -32,6 +32,7 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_config::{Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_types::timeout::TimeoutConfig;
 
 use crate::config::{Config, ConfigError};
@@ -187,37 +188,36 @@ fn session_name(app: &str) -> String {
         .collect()
 }
 
-/// What an AWS SDK error says, in one line a person reads: the Display of each error in
-/// its source chain, each once — never the `Debug` dump `DisplayErrorContext` appends. A
-/// request that never reached the service (a refused connection, a DNS failure, a
-/// timeout) says so first: "cannot reach the service: tcp connect error: Connection
-/// refused (os error 111)". The SDK's errors carry neither credentials nor payloads.
-pub(crate) fn sdk_message(error: &(dyn std::error::Error + 'static)) -> String {
-    // The SDK's wrappers of a request that did not reach the service: they say nothing a
-    // reader needs once "cannot reach the service" is said.
-    const UNREACHED: [&str; 4] = [
-        "dispatch failure",
-        "io error",
-        "client error (Connect)",
-        "timeout",
-    ];
+/// What an AWS SDK error of a request to `service` says, in one line a person reads: the
+/// Display of each error in its source chain, each once — never the `Debug` dump
+/// `DisplayErrorContext` appends. A request that got no answer (a refused connection, a
+/// DNS failure, a connect timeout) says so first: "cannot reach DynamoDB: tcp connect
+/// error: Connection refused (os error 111)". The SDK's errors carry neither credentials
+/// nor payloads.
+pub(crate) fn sdk_message(service: &str, error: &(dyn std::error::Error + 'static)) -> String {
+    // The SDK's and hyper's wrappers around the cause: they say nothing a reader needs.
+    const WRAPPERS: [&str; 2] = ["dispatch failure", "client error (Connect)"];
     let mut parts: Vec<String> = Vec::new();
     let mut unreached = false;
     let mut next = Some(error);
     while let Some(e) = next {
-        let text = e.to_string();
         next = e.source();
-        if UNREACHED.contains(&text.as_str()) {
-            unreached = true;
+        // The connector error's text is only its kind ("io error", "timeout", "other").
+        // I/O and timeouts mean no answer; "other" is also how a request ends when no
+        // credentials could be loaded, which no network fix helps.
+        if let Some(connector) = e.downcast_ref::<ConnectorError>() {
+            unreached |= connector.is_io() || connector.is_timeout();
             continue;
         }
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
+        let text = e.to_string();
+        if WRAPPERS.contains(&text.as_str()) || parts.iter().any(|p| p.contains(&text)) {
+            continue;
         }
+        parts.push(text);
     }
     let text = parts.join(": ");
     if unreached {
-        format!("cannot reach the service: {text}")
+        format!("cannot reach {service}: {text}")
     } else {
         text
     }
@@ -305,5 +305,34 @@ mod tests {
             .unwrap();
         let err = sdk_clients_from(&config, &sdk(None)).await.unwrap_err();
         assert_eq!(err.field, "dynamodb_region");
+    }
+
+    #[test]
+    fn sdk_messages_say_what_got_no_answer_and_nothing_else() {
+        use aws_smithy_runtime_api::client::result::SdkError;
+        use std::io::{Error, ErrorKind};
+
+        let message = |connector: ConnectorError| {
+            sdk_message(
+                "DynamoDB",
+                &SdkError::<Error, ()>::dispatch_failure(connector),
+            )
+        };
+        let refused = Error::new(ErrorKind::ConnectionRefused, "Connection refused");
+        assert_eq!(
+            message(ConnectorError::io(refused.into())),
+            "cannot reach DynamoDB: Connection refused"
+        );
+        assert_eq!(
+            message(ConnectorError::timeout(
+                Error::other("connect timed out").into()
+            )),
+            "cannot reach DynamoDB: connect timed out"
+        );
+        let no_credentials = Error::other("an error occurred while loading credentials");
+        assert_eq!(
+            message(ConnectorError::other(no_credentials.into(), None)),
+            "an error occurred while loading credentials"
+        );
     }
 }

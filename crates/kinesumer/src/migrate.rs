@@ -293,7 +293,7 @@ pub async fn read_lease_table(
             .await
             .map_err(|e| MigrateError::LeaseTable {
                 table: table.to_owned(),
-                message: crate::aws::sdk_message(&e),
+                message: crate::aws::sdk_message("DynamoDB", &e),
             })?;
         for item in page.items() {
             leases.extend(parse_item(item)?);

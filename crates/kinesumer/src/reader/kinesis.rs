@@ -551,7 +551,7 @@ where
         "ResourceInUseException" => KinesisError::ResourceInUse {
             operation,
             stream,
-            message: crate::aws::sdk_message(&err),
+            message: crate::aws::sdk_message("Kinesis", &err),
         },
         "AccessDeniedException"
         | "UnrecognizedClientException"
@@ -559,12 +559,12 @@ where
         | "InvalidSignatureException" => KinesisError::AccessDenied {
             operation,
             stream,
-            message: crate::aws::sdk_message(&err),
+            message: crate::aws::sdk_message("Kinesis", &err),
         },
         _ => KinesisError::Other {
             operation,
             stream,
-            message: crate::aws::sdk_message(&err),
+            message: crate::aws::sdk_message("Kinesis", &err),
         },
     }
 }

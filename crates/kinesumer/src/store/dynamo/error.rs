@@ -33,7 +33,7 @@ where
         ) => StoreError::Throttled { op },
         _ => StoreError::Unavailable {
             op,
-            message: crate::aws::sdk_message(err),
+            message: crate::aws::sdk_message("DynamoDB", err),
         },
     }
 }

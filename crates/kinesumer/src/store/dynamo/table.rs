@@ -128,7 +128,7 @@ pub async fn create_table(
             op: Operation::CreateTable,
             message: format!(
                 "table {table:?} not ACTIVE within {ACTIVE_DEADLINE:?}: {}",
-                crate::aws::sdk_message(&e)
+                crate::aws::sdk_message("DynamoDB", &e)
             ),
         })?;
     check_schema(table, &describe(client, table).await?)
