@@ -857,36 +857,47 @@ mod tests {
         input.members[member].capacity * total / weight
     }
 
-    /// The best plan's highest ratio, by trying every one.
-    fn best_worst_ratio(input: &LoadInput) -> f64 {
-        let members: Vec<&String> = input.members.keys().collect();
+    /// Calls `each` with every plan of the shards of stream `s` (in shard order, the
+    /// member index of each) and the members' loads under it (in client id order).
+    fn every_plan(input: &LoadInput, mut each: impl FnMut(&[usize], &[f64])) {
+        let members = input.members.len();
         let loads: Vec<f64> = input.shards["s"].values().map(|s| s.load).collect();
-        let mut best = f64::INFINITY;
         let mut choice = vec![0; loads.len()];
         loop {
-            let mut sums = vec![0.0; members.len()];
+            let mut sums = vec![0.0; members];
             for (l, &c) in loads.iter().zip(&choice) {
                 sums[c] += l;
             }
-            let worst = members
-                .iter()
-                .zip(&sums)
-                .map(|(m, s)| s / target(input, m))
-                .fold(0.0, f64::max);
-            best = best.min(worst);
+            each(&choice, &sums);
+            // Next plan, like an odometer; done when every digit wraps around.
             let mut wrapped = true;
             for c in &mut choice {
                 *c += 1;
-                if *c < members.len() {
+                if *c < members {
                     wrapped = false;
                     break;
                 }
                 *c = 0;
             }
             if wrapped {
-                return best;
+                return;
             }
         }
+    }
+
+    /// The best plan's highest ratio, by trying every one.
+    fn best_worst_ratio(input: &LoadInput) -> f64 {
+        let targets: Vec<f64> = input.members.keys().map(|m| target(input, m)).collect();
+        let mut best = f64::INFINITY;
+        every_plan(input, |_, sums| {
+            let worst = sums
+                .iter()
+                .zip(&targets)
+                .map(|(s, t)| s / t)
+                .fold(0.0, f64::max);
+            best = best.min(worst);
+        });
+        best
     }
 
     /// How far the members' loads (in client id order) are outside their bands, summed.
@@ -914,32 +925,22 @@ mod tests {
     /// bands (its [`excess`] no higher than `at_most`), by trying every plan.
     fn fewest_as_good(input: &LoadInput, at_most: f64) -> usize {
         let members: Vec<&String> = input.members.keys().collect();
-        let shards: Vec<&LoadShard> = input.shards["s"].values().collect();
+        let holders: Vec<Option<&str>> = input.shards["s"]
+            .values()
+            .map(|s| s.holder.as_deref())
+            .collect();
         let mut fewest = usize::MAX;
-        let mut choice = vec![0; shards.len()];
-        loop {
-            let mut sums = vec![0.0; members.len()];
-            let mut moves = 0;
-            for (shard, &c) in shards.iter().zip(&choice) {
-                sums[c] += shard.load;
-                moves += usize::from(shard.holder.as_deref() != Some(members[c].as_str()));
-            }
-            if excess(input, &sums) <= at_most + 1e-9 {
+        every_plan(input, |choice, sums| {
+            if excess(input, sums) <= at_most + 1e-9 {
+                let moves = holders
+                    .iter()
+                    .zip(choice)
+                    .filter(|(h, &c)| **h != Some(members[c].as_str()))
+                    .count();
                 fewest = fewest.min(moves);
             }
-            let mut wrapped = true;
-            for c in &mut choice {
-                *c += 1;
-                if *c < members.len() {
-                    wrapped = false;
-                    break;
-                }
-                *c = 0;
-            }
-            if wrapped {
-                return fewest;
-            }
-        }
+        });
+        fewest
     }
 
     proptest! {
