@@ -319,6 +319,7 @@ impl Kinesumer {
             clock: self.clock.clone(),
             signals: self.signals.clone(),
             sink,
+            load: crate::load::LoadMeter::new(self.config.load_window),
         });
         let (cmds, cmd_rx) = mpsc::channel(16);
         let task = Coordinator::start(

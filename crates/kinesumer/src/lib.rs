@@ -40,6 +40,7 @@ mod error;
 mod event;
 pub(crate) mod fence;
 pub mod group;
+pub mod load;
 pub mod metrics;
 pub mod migrate;
 mod random;
@@ -59,7 +60,9 @@ pub use aws::ca_bundle_http_client;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use clock::TestClock;
 pub use clock::{Clock, SystemClock};
-pub use config::{Aggregation, Config, ConfigBuilder, ConfigError, InitialPosition, ReadMode};
+pub use config::{
+    Aggregation, Balancing, Config, ConfigBuilder, ConfigError, InitialPosition, ReadMode,
+};
 pub use consumer::{Consuming, Kinesumer};
 pub use delivery::{Handler, Records};
 pub use error::{Error, Result};

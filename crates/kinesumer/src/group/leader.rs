@@ -557,6 +557,7 @@ mod tests {
             heartbeat: hb,
             streams: streams.iter().map(|s| s.to_string()).collect(),
             last_update: None,
+            load: None,
         }
     }
 

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::{aggregation, IteratorStart, KinesisError, RawRecord};
 use crate::backoff::Backoff;
 use crate::config::Aggregation;
+use crate::load::{LoadMeter, ShardMeter};
 use crate::metrics::ReadMetrics;
 use crate::seq::{Position, SequenceNumber};
 use crate::shards::StoredStart;
@@ -111,6 +112,8 @@ pub(crate) struct Feed {
     last_sent: Option<Position>,
     backoff: Backoff,
     metrics: ReadMetrics,
+    /// Counts what is read into the member's load meter (`balance = load`).
+    load: Option<ShardMeter>,
 }
 
 impl Feed {
@@ -122,6 +125,7 @@ impl Feed {
         aggregation: Aggregation,
         out: mpsc::Sender<ReadItem>,
         cancel: CancellationToken,
+        load: Option<&LoadMeter>,
     ) -> Self {
         let (start, skip_through) = match from {
             // AT_SEQUENCE_NUMBER: the checkpoint is inside an aggregated record whose other
@@ -135,6 +139,7 @@ impl Feed {
         };
         Self {
             metrics: ReadMetrics::new(&stream, &shard_id),
+            load: load.map(|m| m.track(stream.clone(), shard_id.clone())),
             stream,
             shard_id,
             aggregation,
@@ -198,6 +203,9 @@ impl Feed {
         }
         self.metrics.records.increment(records.len() as u64);
         self.metrics.bytes.increment(bytes as u64);
+        if let Some(load) = &self.load {
+            load.record(records.len(), bytes);
+        }
         if let Some(m) = millis_behind {
             self.metrics.behind.set(m as f64);
         }
