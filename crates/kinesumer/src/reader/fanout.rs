@@ -98,15 +98,8 @@ pub(crate) async fn read_shard(
 ) -> ReaderEnd {
     let span = tracing::debug_span!("fan_out", stream = %stream, shard = %shard_id);
     let reader = Reader {
-        feed: Feed::new(
-            stream,
-            shard_id,
-            from,
-            cfg.aggregation,
-            out,
-            cancel,
-            cfg.load.as_ref(),
-        ),
+        feed: Feed::new(stream, shard_id, from, cfg.aggregation, out, cancel)
+            .metered(cfg.load.as_ref()),
         next_end_check: Instant::now() + cfg.end_check_interval,
         api,
         cfg,

@@ -125,7 +125,6 @@ impl Feed {
         aggregation: Aggregation,
         out: mpsc::Sender<ReadItem>,
         cancel: CancellationToken,
-        load: Option<&LoadMeter>,
     ) -> Self {
         let (start, skip_through) = match from {
             // AT_SEQUENCE_NUMBER: the checkpoint is inside an aggregated record whose other
@@ -139,7 +138,7 @@ impl Feed {
         };
         Self {
             metrics: ReadMetrics::new(&stream, &shard_id),
-            load: load.map(|m| m.track(stream.clone(), shard_id.clone())),
+            load: None,
             stream,
             shard_id,
             aggregation,
@@ -151,6 +150,12 @@ impl Feed {
             last_sent: None,
             backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP),
         }
+    }
+
+    /// Counts what this feed reads into `load`, the member's load meter, if any.
+    pub(crate) fn metered(mut self, load: Option<&LoadMeter>) -> Self {
+        self.load = load.map(|m| m.track(self.stream.clone(), self.shard_id.clone()));
+        self
     }
 
     /// Where reading starts again (a new iterator, a new subscription): after the last
