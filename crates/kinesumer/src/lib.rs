@@ -66,7 +66,7 @@ pub use config::{
 pub use consumer::{Consuming, Kinesumer};
 pub use delivery::{Handler, Records};
 pub use error::{Error, Result};
-pub use event::Event;
+pub use event::{Event, MoveReason};
 pub use reader::KinesisError;
 pub use record::Record;
 pub use seq::{Position, SequenceNumber};

@@ -66,6 +66,8 @@ pub const LEASE_RELEASES: &str = "kinesumer_lease_releases_total";
 pub const LEASE_LOSSES: &str = "kinesumer_lease_losses_total";
 /// Closed shards read to their end and finished.
 pub const SHARDS_FINISHED: &str = "kinesumer_shards_finished_total";
+/// Shards the leader planned onto another member.
+pub const SHARD_MOVES: &str = "kinesumer_shard_moves_total";
 /// Times this member fenced itself and rejoined.
 pub const FENCINGS: &str = "kinesumer_fencings_total";
 /// Times this member fenced itself again and again within a short window.
@@ -174,6 +176,8 @@ pub const ALL: &[Metric] = &[
         "Leases lost: another owner took the lease, or a handoff timed out with records in the application's hands (the LeaseLost event)."),
     metric(SHARDS_FINISHED, Kind::Counter, Unit::Count, APP_STREAM,
         "Closed shards read to their end with every record processed (the ShardFinished event)."),
+    metric(SHARD_MOVES, Kind::Counter, Unit::Count, APP_STREAM,
+        "Shards this member, as leader, planned onto another member (the ShardMoved event, whose reason says why)."),
     metric(FENCINGS, Kind::Counter, Unit::Count, APP,
         "Times this member fenced itself (stopped every reader) and rejoined (the Fenced event)."),
     metric(REPEATED_FENCING, Kind::Counter, Unit::Count, APP,
