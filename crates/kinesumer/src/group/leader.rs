@@ -671,8 +671,9 @@ async fn retire(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::MoveReason;
     use crate::group::plan::Judged;
-    use crate::store::PlanStart;
+    use crate::store::{LoadReport, PlanStart, ShardLoad};
 
     const FAILOVER: Duration = Duration::from_secs(2);
 
@@ -914,6 +915,92 @@ mod tests {
         assert!(!entry.owner_gone);
         assert_eq!(plans["a"].term, 7);
         assert_eq!(plans["a"].token, "ta");
+    }
+
+    #[test]
+    fn every_move_names_its_reason() {
+        let mut parent = shard("p");
+        parent.closed = true;
+        let mut child = shard("c");
+        child.parent = Some("p".into());
+        let mut l = leader_with(&["gone", "free", "new"]);
+        l.listings
+            .get_mut("s")
+            .unwrap()
+            .shards
+            .extend([parent, child]);
+        l.observe_members(
+            &[
+                member("a", "ta", 1, &["s"]),
+                member("dead", "td", 1, &["s"]),
+            ],
+            Duration::ZERO,
+        );
+        // "dead" stops beating: gone after the failover.
+        l.observe_members(
+            &[
+                member("a", "ta", 3, &["s"]),
+                member("dead", "td", 1, &["s"]),
+            ],
+            FAILOVER,
+        );
+        let mut done = lease("p", None, 2);
+        done.shard_end = true;
+        let held = leases(vec![
+            lease("gone", Some(owner("dead", "td")), 1),
+            lease("free", None, 4),
+            done,
+        ]);
+        let observed = l.observed(FAILOVER, FAILOVER, InitialPosition::Latest, &held);
+        let reasons: BTreeMap<String, (Option<String>, MoveReason)> = plan::plan(&observed)
+            .moves
+            .into_iter()
+            .map(|m| (m.shard_id, (m.from, m.reason)))
+            .collect();
+        let expected = BTreeMap::from([
+            (
+                "gone".to_string(),
+                (Some("dead".to_string()), MoveReason::Crash),
+            ),
+            ("free".to_string(), (None, MoveReason::Leave)),
+            ("new".to_string(), (None, MoveReason::New)),
+            ("c".to_string(), (None, MoveReason::Reshard)),
+        ]);
+        assert_eq!(reasons, expected);
+    }
+
+    #[test]
+    fn a_shards_load_is_learned_from_its_holder_only() {
+        let mut l = leader_with(&["x"]);
+        let report = |bytes_per_sec| {
+            let mut r = LoadReport {
+                capacity: 1.0,
+                shards: BTreeMap::new(),
+            };
+            let load = ShardLoad {
+                bytes_per_sec,
+                records_per_sec: 0.0,
+            };
+            r.shards
+                .entry("s".into())
+                .or_default()
+                .insert("x".into(), load);
+            Some(r)
+        };
+        let mut holder = member("a", "ta", 1, &["s"]);
+        holder.load = report(1_048_576.0);
+        // "b" still reports the shard it handed over, and a stale incarnation of "a".
+        let mut previous = member("b", "tb", 1, &["s"]);
+        previous.load = report(4.0 * 1_048_576.0);
+        let held = leases(vec![lease("x", Some(owner("a", "ta")), 3)]);
+        l.learn_loads(&[previous, holder.clone()], &held);
+        assert_eq!(l.loads["s"]["x"], 1.0);
+        holder.incarnation = Some("old".into());
+        holder.load = report(0.0);
+        l.learn_loads(&[holder], &held);
+        assert_eq!(l.loads["s"]["x"], 1.0, "kept until its holder reports");
+        l.learn_loads(&[], &leases(vec![]));
+        assert!(l.loads.is_empty(), "forgotten once not leased");
     }
 
     #[test]

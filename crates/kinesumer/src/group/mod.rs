@@ -81,6 +81,8 @@ impl Ctx {
 #[cfg(test)]
 mod hardening;
 #[cfg(test)]
+mod load_tests;
+#[cfg(test)]
 mod randomized;
 #[cfg(test)]
 mod scenarios;
