@@ -46,10 +46,11 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::checkpoint::PendingMark;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ReadMode};
-use crate::delivery::{Handler, Records, Sink};
+use crate::delivery::{Records, Sink};
 use crate::error::{Error, Result};
 use crate::group::member::{Command, Coordinator, Status};
 use crate::group::Ctx;
+use crate::handler::{ErrorPolicy, Handler};
 use crate::reader::fanout::ConsumerArns;
 use crate::reader::{KinesisApi, SdkKinesis};
 use crate::record::Record;
@@ -74,6 +75,7 @@ pub struct Kinesumer {
     signals: Signals,
     status: Arc<Mutex<Status>>,
     pending: PendingMark,
+    error_policy: ErrorPolicy,
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -211,8 +213,31 @@ impl Kinesumer {
             signals,
             status: Arc::default(),
             pending: Arc::default(),
+            error_policy: ErrorPolicy::default(),
             running: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// What a handler's failures lead to ([`consume_with`](Kinesumer::consume_with)):
+    /// retries, then a stop or a dead letter. Default: [`ErrorPolicy::default`] (3
+    /// attempts, then stop the shard).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(member: kinesumer::Kinesumer) -> kinesumer::Result<()> {
+    /// let member = member.with_error_policy(kinesumer::ErrorPolicy::stop_after(5));
+    /// let consuming = member
+    ///     .consume_with(["orders"], |record: kinesumer::Record| async move {
+    ///         std::str::from_utf8(&record.data).map(drop)
+    ///     })
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_error_policy(mut self, policy: ErrorPolicy) -> Self {
+        self.error_policy = policy;
+        self
     }
 
     /// This member's client id.
@@ -255,7 +280,8 @@ impl Kinesumer {
 
     /// Joins the group and calls `handler` for each record: in order within a shard,
     /// concurrently across shards. With auto-commit, a record counts as processed when
-    /// its handler returns.
+    /// its handler returns `Ok` (or `()`). A failure or a panic goes to the member's
+    /// [`ErrorPolicy`] ([`with_error_policy`](Kinesumer::with_error_policy)).
     ///
     /// Returns once the member has joined, with a [`Consuming`] handle: a future that
     /// completes when the member stops — with the result of [`close`](Kinesumer::close),
@@ -293,7 +319,10 @@ impl Kinesumer {
         H: Handler,
     {
         let outcome = self
-            .start(streams, Sink::Handler(Arc::new(handler)))
+            .start(
+                streams,
+                Sink::Handler(Arc::new(handler), self.error_policy.clone()),
+            )
             .await?;
         Ok(Consuming::new(outcome))
     }

@@ -10,51 +10,33 @@
 //! §6, exclusivity), and handing it out and processing it move the lease's marks.
 
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
 use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{flush_pending, PendingMark, ShardTrack};
+use crate::handler::{handle, ErrorPolicy, Handled, Handler};
 use crate::reader::feed::ReadItem;
 use crate::record::Record;
-
-/// A per-shard record handler: called for each record of a shard in order, for many
-/// shards at once. See [`Kinesumer::consume_with`](crate::Kinesumer::consume_with).
-pub trait Handler: Send + Sync + 'static {
-    /// Processes one record. With auto-commit, the record counts as processed when the
-    /// returned future completes.
-    fn handle(&self, record: Record) -> BoxFuture<'static, ()>;
-}
-
-impl<F, Fut> Handler for F
-where
-    F: Fn(Record) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    fn handle(&self, record: Record) -> BoxFuture<'static, ()> {
-        Box::pin(self(record))
-    }
-}
+use crate::signals::Signals;
 
 /// Where shard tasks put records.
 #[derive(Clone)]
 pub(crate) enum Sink {
     /// The merged stream.
     Stream(mpsc::Sender<Record>),
-    /// A per-shard handler.
-    Handler(Arc<dyn Handler>),
+    /// A per-shard handler, and what to do when it fails.
+    Handler(Arc<dyn Handler>, ErrorPolicy),
 }
 
 impl fmt::Debug for Sink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Sink::Stream(_) => f.write_str("Sink::Stream"),
-            Sink::Handler(_) => f.write_str("Sink::Handler"),
+            Sink::Handler(_, policy) => write!(f, "Sink::Handler({policy:?})"),
         }
     }
 }
@@ -141,6 +123,8 @@ pub(crate) enum DeliveryEnd {
     StreamDropped,
     /// A record could not be handed out: the fence tripped.
     NotAllowed,
+    /// The error policy stopped the shard at a record that kept failing.
+    HandlerStopped(String),
 }
 
 /// Moves records from the shard's buffer to the application, in order.
@@ -149,6 +133,7 @@ pub(crate) async fn deliver(
     track: Arc<ShardTrack>,
     sink: Sink,
     auto_commit: bool,
+    signals: Signals,
 ) -> DeliveryEnd {
     while let Some(item) = rx.recv().await {
         track.set_millis_behind(item.millis_behind);
@@ -160,14 +145,20 @@ pub(crate) async fn deliver(
                     return DeliveryEnd::StreamDropped;
                 }
             }
-            Sink::Handler(handler) => {
+            Sink::Handler(handler, policy) => {
                 if !track.may_hand_out() {
                     return DeliveryEnd::NotAllowed;
                 }
                 track.handed_out(&pos, record.data.len());
-                handler.handle(record).await;
-                if auto_commit {
-                    track.mark(&pos);
+                match handle(&**handler, policy, &record, &signals).await {
+                    Handled::Done if auto_commit => track.mark(&pos),
+                    Handled::Done => {}
+                    Handled::Stopped(reason) => {
+                        // Nothing of this shard is in the application's hands any more:
+                        // the release need not wait for the failed record.
+                        track.give_back();
+                        return DeliveryEnd::HandlerStopped(reason);
+                    }
                 }
             }
         }

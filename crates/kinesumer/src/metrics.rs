@@ -66,6 +66,12 @@ pub const LEASE_RELEASES: &str = "kinesumer_lease_releases_total";
 pub const LEASE_LOSSES: &str = "kinesumer_lease_losses_total";
 /// Closed shards read to their end and finished.
 pub const SHARDS_FINISHED: &str = "kinesumer_shards_finished_total";
+/// Failed handler attempts (the RecordFailed event).
+pub const HANDLER_FAILURES: &str = "kinesumer_handler_failures_total";
+/// Records written to the dead-letter sink (the RecordDeadLettered event).
+pub const DEAD_LETTERS: &str = "kinesumer_dead_letters_total";
+/// Shards whose delivery the application stopped (the DeliveryStopped event).
+pub const DELIVERY_STOPS: &str = "kinesumer_delivery_stops_total";
 /// Times this member fenced itself and rejoined.
 pub const FENCINGS: &str = "kinesumer_fencings_total";
 /// Times this member fenced itself again and again within a short window.
@@ -174,6 +180,12 @@ pub const ALL: &[Metric] = &[
         "Leases lost: another owner took the lease, or a handoff timed out with records in the application's hands (the LeaseLost event)."),
     metric(SHARDS_FINISHED, Kind::Counter, Unit::Count, APP_STREAM,
         "Closed shards read to their end with every record processed (the ShardFinished event)."),
+    metric(HANDLER_FAILURES, Kind::Counter, Unit::Count, APP_STREAM,
+        "Handler attempts that failed (an error or a panic); each is retried or given up on by the error policy (the RecordFailed event)."),
+    metric(DEAD_LETTERS, Kind::Counter, Unit::Count, APP_STREAM,
+        "Records the handler gave up on that were written to the dead-letter sink (the RecordDeadLettered event)."),
+    metric(DELIVERY_STOPS, Kind::Counter, Unit::Count, APP_STREAM,
+        "Shards released because the application stopped taking their records: the error policy gave up on a record, or the record stream was dropped (the DeliveryStopped event)."),
     metric(FENCINGS, Kind::Counter, Unit::Count, APP,
         "Times this member fenced itself (stopped every reader) and rejoined (the Fenced event)."),
     metric(REPEATED_FENCING, Kind::Counter, Unit::Count, APP,

@@ -142,6 +142,7 @@ impl LeaseCheckpoint {
         let track = ShardTrack::new(
             key.stream.as_str().into(),
             key.shard_id.as_str().into(),
+            self.lease.counter,
             self.fence.clone(),
         );
         if let Some(committed) = &self.committed {

@@ -21,6 +21,8 @@ use crate::seq::Position;
 pub(crate) struct ShardTrack {
     pub(crate) stream: Arc<str>,
     pub(crate) shard_id: Arc<str>,
+    /// The lease counter of the take: the fencing token of this lease's records.
+    pub(crate) token: u64,
     fence: Arc<Fence>,
     active: AtomicBool,
     /// MillisBehindLatest of the last record read, `i64::MIN` when unknown.
@@ -40,11 +42,12 @@ struct Marks {
 }
 
 impl ShardTrack {
-    pub(crate) fn new(stream: Arc<str>, shard_id: Arc<str>, fence: Arc<Fence>) -> Self {
+    pub(crate) fn new(stream: Arc<str>, shard_id: Arc<str>, token: u64, fence: Arc<Fence>) -> Self {
         Self {
             metrics: DeliveryMetrics::new(&stream, &shard_id),
             stream,
             shard_id,
+            token,
             fence,
             active: AtomicBool::new(true),
             millis_behind: AtomicI64::new(i64::MIN),
@@ -108,6 +111,15 @@ impl ShardTrack {
     /// Stops handing out this lease's records: those still buffered are dropped.
     pub(crate) fn deactivate(&self) {
         self.active.store(false, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Takes back what was handed out and not marked: the application will not process
+    /// it (its delivery stopped), so nothing is waited for.
+    pub(crate) fn give_back(&self) {
+        let mut m = self.marks();
+        m.handed = m.marked.clone();
+        drop(m);
         self.changed.notify_waiters();
     }
 
@@ -177,7 +189,7 @@ pub(crate) mod tests {
             Duration::from_secs(60),
             clock.fencing_now(),
         ));
-        Arc::new(ShardTrack::new("s".into(), "shard-0".into(), fence))
+        Arc::new(ShardTrack::new("s".into(), "shard-0".into(), 1, fence))
     }
 
     pub(crate) fn pos(n: u64) -> Position {

@@ -24,6 +24,7 @@ use crate::delivery::{deliver, DeliveryEnd};
 use crate::error::Error;
 use crate::event::Event;
 use crate::fence::Fence;
+use crate::handler::panic_message;
 use crate::reader::fanout::{self, FanOutConfig};
 use crate::reader::feed::{ReadFrom, ReadItem, ReaderEnd};
 use crate::reader::polling::{self, PollingConfig};
@@ -463,6 +464,7 @@ impl ShardTask {
                 track.clone(),
                 self.ctx.sink.clone(),
                 self.ctx.cfg.auto_commit,
+                self.ctx.signals.clone(),
             )
             .in_current_span(),
         ));
@@ -666,10 +668,12 @@ impl ShardTask {
                         // The fence tripped: the coordinator stops this task.
                         Ok(DeliveryEnd::NotAllowed) => continue,
                         Ok(DeliveryEnd::StreamDropped) => "the application dropped its record stream".to_owned(),
-                        Err(join) if join.is_panic() => format!("the handler panicked: {}", panic_message(join.into_panic())),
+                        Ok(DeliveryEnd::HandlerStopped(reason)) => reason,
+                        Err(join) if join.is_panic() => format!("the delivery task panicked: {}", panic_message(&*join.into_panic())),
                         Err(join) => format!("the delivery task ended: {join}"),
                     };
                     tracing::warn!(%reason, "delivery stopped; releasing the shard");
+                    self.event_lease(|stream, shard_id| Event::DeliveryStopped { stream, shard_id });
                     self.ctx.signals.error(Error::DeliveryStopped {
                         stream: self.key.stream.clone(),
                         shard_id: self.key.shard_id.clone(),
@@ -754,15 +758,6 @@ fn after_failed_release(item: Option<&LeaseItem>, me: &Owner, counter: u64) -> O
         return None;
     }
     Some(item.owner.is_none() && item.lease_counter == Some(counter + 1))
-}
-
-/// The text of a panic's payload, if it has one.
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 #[cfg(test)]
