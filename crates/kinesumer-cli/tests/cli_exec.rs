@@ -99,7 +99,8 @@ async fn a_missing_dead_letter_stream_fails_the_start_and_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("dead-letter stream no-such-dlq") && stderr.contains("not found; create it"),
+        stderr.contains("dead-letter stream no-such-dlq")
+            && stderr.contains("not found; create it"),
         "{stderr}"
     );
 }

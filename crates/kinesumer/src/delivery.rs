@@ -18,7 +18,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{flush_pending, PendingMark, ShardTrack};
-use crate::handler::{handle, ErrorPolicy, Handled, Handler};
+use crate::handler::{handle, ErrorPolicy, Handled, Handler, OnRecord};
 use crate::reader::feed::ReadItem;
 use crate::record::Record;
 use crate::signals::Signals;
@@ -150,7 +150,11 @@ pub(crate) async fn deliver(
                     return DeliveryEnd::NotAllowed;
                 }
                 track.handed_out(&pos, record.data.len());
-                match handle(&**handler, policy, &record, &signals).await {
+                let mut work = OnRecord {
+                    handler: &**handler,
+                    record: &record,
+                };
+                match handle(&mut work, std::slice::from_ref(&record), policy, &signals).await {
                     Handled::Done if auto_commit => track.mark(&pos),
                     Handled::Done => {}
                     Handled::Stopped(reason) => {

@@ -240,26 +240,67 @@ pub(crate) enum Handled {
     Stopped(String),
 }
 
-/// Runs `handler` on `record` under `policy`: attempts, backoff, dead letter.
+/// One more try at what failed: a record's handler, or a batch's processor.
+pub(crate) trait Attempt {
+    /// Runs once; a panic is caught and comes back as an error.
+    fn attempt(&mut self) -> impl Future<Output = Result<(), String>> + Send + '_;
+}
+
+/// A handler on one record.
+pub(crate) struct OnRecord<'a> {
+    pub(crate) handler: &'a dyn Handler,
+    pub(crate) record: &'a Record,
+}
+
+impl Attempt for OnRecord<'_> {
+    fn attempt(&mut self) -> impl Future<Output = Result<(), String>> + Send + '_ {
+        caught(|| self.handler.handle(self.record.clone()))
+    }
+}
+
+/// Runs `start()` and its future, a panic in either caught as an error.
+pub(crate) async fn caught<F>(start: impl FnOnce() -> F) -> Result<(), String>
+where
+    F: Future<Output = Result<(), HandlerError>>,
+{
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
+        Ok(running) => AssertUnwindSafe(running).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    match outcome {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(panic) => Err(format!("the handler panicked: {}", panic_message(&*panic))),
+    }
+}
+
+/// Runs `work` on `records` (one record, or a batch in order) under `policy`: attempts,
+/// backoff, dead letters.
 pub(crate) async fn handle(
-    handler: &dyn Handler,
+    work: &mut impl Attempt,
+    records: &[Record],
     policy: &ErrorPolicy,
-    record: &Record,
     signals: &Signals,
 ) -> Handled {
+    let Some(first) = records.first() else {
+        return Handled::Done;
+    };
+    let what = match records.len() {
+        1 => format!("record {}", first.sequence_number),
+        n => format!("the batch of {n} records from {}", first.sequence_number),
+    };
     let started = tokio::time::Instant::now();
     let mut failures = 0u32;
     loop {
-        let error = match attempt(handler, record.clone()).await {
+        let error = match work.attempt().await {
             Ok(()) => return Handled::Done,
             Err(e) => e,
         };
         failures += 1;
         let step = policy.after_failure(failures, started.elapsed());
         signals.event(Event::RecordFailed {
-            stream: record.stream.to_string(),
-            shard_id: record.shard_id.to_string(),
-            sequence_number: record.sequence_number.to_string(),
+            stream: first.stream.to_string(),
+            shard_id: first.shard_id.to_string(),
+            sequence_number: first.sequence_number.to_string(),
             attempt: failures,
             error: error.clone(),
             will_retry: matches!(step, Step::Retry(_)),
@@ -268,28 +309,21 @@ pub(crate) async fn handle(
             Step::Retry(delay) => tokio::time::sleep(delay).await,
             Step::Stop => {
                 return Handled::Stopped(format!(
-                    "record {} failed {failures} times, the last time with: {error}",
-                    record.sequence_number
+                    "{what} failed {failures} times, the last time with: {error}"
                 ))
             }
             Step::DeadLetter(sink) => {
-                let letter = DeadLetter::new(record, error, failures);
-                return dead_letter(&*sink, policy, &letter, signals).await;
+                for record in records {
+                    let letter = DeadLetter::new(record, error.clone(), failures);
+                    if let Handled::Stopped(why) =
+                        dead_letter(&*sink, policy, &letter, signals).await
+                    {
+                        return Handled::Stopped(why);
+                    }
+                }
+                return Handled::Done;
             }
         }
-    }
-}
-
-/// One attempt; a panic is a failure like an error.
-async fn attempt(handler: &dyn Handler, record: Record) -> Result<(), String> {
-    let started = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(record)));
-    let outcome = match started {
-        Ok(running) => AssertUnwindSafe(running).catch_unwind().await,
-        Err(panic) => Err(panic),
-    };
-    match outcome {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(panic) => Err(format!("the handler panicked: {}", panic_message(&*panic))),
     }
 }
 

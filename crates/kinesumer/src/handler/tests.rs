@@ -74,6 +74,20 @@ impl DeadLetterSink for Letters {
     }
 }
 
+async fn handle_one(
+    handler: &Scripted,
+    policy: &ErrorPolicy,
+    n: u64,
+    signals: &Signals,
+) -> Handled {
+    let record = record(n);
+    let mut work = OnRecord {
+        handler,
+        record: &record,
+    };
+    handle(&mut work, std::slice::from_ref(&record), policy, signals).await
+}
+
 fn events(rx: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Event> {
     std::iter::from_fn(|| rx.try_recv().ok()).collect()
 }
@@ -105,7 +119,7 @@ async fn a_record_failing_three_times_is_handled_four_times_and_retries_are_even
         script: Arc::new(BTreeMap::from([(7, 3)])),
         ..Scripted::default()
     };
-    let handled = handle(&handler, &ErrorPolicy::stop_after(4), &record(7), &signals).await;
+    let handled = handle_one(&handler, &ErrorPolicy::stop_after(4), 7, &signals).await;
     assert_eq!(handled, Handled::Done);
     assert_eq!(handler.attempts.lock().unwrap()[&7], 4);
     let retries: Vec<(u32, bool)> = events(&mut rx)
@@ -137,7 +151,7 @@ async fn a_panic_is_a_failure_and_exhausted_attempts_stop() {
         panics: true,
         ..Scripted::default()
     };
-    let handled = handle(&handler, &ErrorPolicy::stop_after(2), &record(3), &signals).await;
+    let handled = handle_one(&handler, &ErrorPolicy::stop_after(2), 3, &signals).await;
     let Handled::Stopped(reason) = handled else {
         panic!("expected a stop, got {handled:?}");
     };
@@ -174,7 +188,7 @@ async fn a_dead_letter_carries_the_record_and_why_and_a_failing_sink_is_retried(
     };
     let policy = ErrorPolicy::dead_letter_after(3, sink.clone());
     assert_eq!(
-        handle(&handler, &policy, &record(9), &signals).await,
+        handle_one(&handler, &policy, 9, &signals).await,
         Handled::Done
     );
     let got = sink.got.lock().unwrap().clone();
@@ -207,7 +221,7 @@ async fn a_sink_that_refuses_for_good_stops_the_shard() {
         ..Scripted::default()
     };
     let policy = ErrorPolicy::dead_letter_after(1, sink.clone());
-    let handled = handle(&handler, &policy, &record(1), &signals).await;
+    let handled = handle_one(&handler, &policy, 1, &signals).await;
     assert!(
         matches!(&handled, Handled::Stopped(r) if r.contains("dead-letter sink refused")),
         "{handled:?}"
