@@ -51,6 +51,7 @@ use crate::error::{Error, Result};
 use crate::group::member::{Command, Coordinator, Status};
 use crate::group::Ctx;
 use crate::handler::{ErrorPolicy, Handler};
+use crate::processor::{Batching, ProcessorFactory};
 use crate::reader::fanout::ConsumerArns;
 use crate::reader::{KinesisApi, SdkKinesis};
 use crate::record::Record;
@@ -324,6 +325,64 @@ impl Kinesumer {
                 Sink::Handler(Arc::new(handler), self.error_policy.clone()),
             )
             .await?;
+        Ok(Consuming::new(outcome))
+    }
+
+    /// Joins the group and runs a [`Processor`](crate::processor::Processor) per shard it
+    /// is given, made by `factory` when the lease is taken: told where reading starts,
+    /// handed the shard's records in batches (`batching`), and told when the shard is
+    /// revoked (flush now), lost, or ended. In order within a shard, concurrently across
+    /// shards. With auto-commit, a batch counts as processed when `process` returns `Ok`;
+    /// a failure or a panic goes to the member's [`ErrorPolicy`].
+    ///
+    /// Returns once the member has joined, with a [`Consuming`] handle, as
+    /// [`consume_with`](Kinesumer::consume_with).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use kinesumer::processor::{Batch, Batching, Checkpointer, Processor};
+    /// use kinesumer::store::ShardRef;
+    /// use kinesumer::HandlerError;
+    ///
+    /// struct Count(usize);
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Processor for Count {
+    ///     async fn process(&mut self, batch: &Batch) -> Result<(), HandlerError> {
+    ///         self.0 += batch.len();
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # async fn run(member: kinesumer::Kinesumer) -> kinesumer::Result<()> {
+    /// let consuming = member
+    ///     .consume_processors(["orders"], |_: &ShardRef, _: Checkpointer| Count(0), Batching::default())
+    ///     .await?;
+    /// consuming.await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`consume`](Kinesumer::consume).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`consume`](Kinesumer::consume).
+    pub async fn consume_processors<I, S, F>(
+        &self,
+        streams: I,
+        factory: F,
+        batching: Batching,
+    ) -> Result<Consuming>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+        F: ProcessorFactory,
+    {
+        let sink = Sink::Processor(Arc::new(factory), self.error_policy.clone(), batching);
+        let outcome = self.start(streams, sink).await?;
         Ok(Consuming::new(outcome))
     }
 

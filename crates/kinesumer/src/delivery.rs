@@ -2,7 +2,9 @@
 //!
 //! ```text
 //!  reader (per shard) ──▶ shard buffer ──▶ shard task ──┬─▶ merged channel ──▶ Records (Stream)
-//!                                                       └─▶ handler(record), in order per shard
+//!                                                       ├─▶ handler(record), in order per shard
+//!                                                       └─▶ processor: assigned, process(batch) …,
+//!                                                           revoking | lost | shard_ended
 //! ```
 //!
 //! Every record carries its lease's [`ShardTrack`](crate::checkpoint::ShardTrack): a record
@@ -13,12 +15,14 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use crate::checkpoint::{flush_pending, PendingMark, ShardTrack};
+use crate::checkpoint::{flush_pending, Leaving, PendingMark, ShardTrack};
 use crate::handler::{handle, ErrorPolicy, Handled, Handler, OnRecord};
+use crate::processor::{Assigned, Batch, Batching, Checkpointer, OnBatch, ProcessorFactory, Start};
 use crate::reader::feed::ReadItem;
 use crate::record::Record;
 use crate::signals::Signals;
@@ -30,6 +34,16 @@ pub(crate) enum Sink {
     Stream(mpsc::Sender<Record>),
     /// A per-shard handler, and what to do when it fails.
     Handler(Arc<dyn Handler>, ErrorPolicy),
+    /// A processor per shard, fed batches.
+    Processor(Arc<dyn ProcessorFactory>, ErrorPolicy, Batching),
+}
+
+impl Sink {
+    /// Whether the application hears of the lease's end (a processor): the shard task
+    /// then waits for its delivery to end rather than for its records' marks.
+    pub(crate) fn follows_lease(&self) -> bool {
+        matches!(self, Sink::Processor(..))
+    }
 }
 
 impl fmt::Debug for Sink {
@@ -37,6 +51,9 @@ impl fmt::Debug for Sink {
         match self {
             Sink::Stream(_) => f.write_str("Sink::Stream"),
             Sink::Handler(_, policy) => write!(f, "Sink::Handler({policy:?})"),
+            Sink::Processor(_, policy, batching) => {
+                write!(f, "Sink::Processor({policy:?}, {batching:?})")
+            }
         }
     }
 }
@@ -129,12 +146,42 @@ pub(crate) enum DeliveryEnd {
 
 /// Moves records from the shard's buffer to the application, in order.
 pub(crate) async fn deliver(
+    rx: mpsc::Receiver<ReadItem>,
+    track: Arc<ShardTrack>,
+    to: Delivery,
+) -> DeliveryEnd {
+    match &to.sink {
+        Sink::Processor(factory, policy, batching) => {
+            process(rx, track, &**factory, policy, *batching, &to).await
+        }
+        _ => deliver_each(rx, track, to).await,
+    }
+}
+
+/// Where a shard's records go, and what the application is told.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) sink: Sink,
+    pub(crate) auto_commit: bool,
+    pub(crate) signals: Signals,
+    /// Where reading starts (for a processor's `assigned`).
+    pub(crate) start: Start,
+    /// How long a handoff waits (a processor's `revoking` deadline).
+    pub(crate) handoff_timeout: Duration,
+}
+
+/// Delivers record by record, to the stream or a handler.
+async fn deliver_each(
     mut rx: mpsc::Receiver<ReadItem>,
     track: Arc<ShardTrack>,
-    sink: Sink,
-    auto_commit: bool,
-    signals: Signals,
+    to: Delivery,
 ) -> DeliveryEnd {
+    let Delivery {
+        sink,
+        auto_commit,
+        signals,
+        ..
+    } = to;
     while let Some(item) = rx.recv().await {
         track.set_millis_behind(item.millis_behind);
         let record = Record::new(item, track.clone());
@@ -165,9 +212,125 @@ pub(crate) async fn deliver(
                     }
                 }
             }
+            Sink::Processor(..) => unreachable!("processors get batches"),
         }
     }
     DeliveryEnd::Drained
+}
+
+/// Runs a shard's processor: assigned, batches, then revoking, lost or shard_ended.
+async fn process(
+    mut rx: mpsc::Receiver<ReadItem>,
+    track: Arc<ShardTrack>,
+    factory: &dyn ProcessorFactory,
+    policy: &ErrorPolicy,
+    batching: Batching,
+    to: &Delivery,
+) -> DeliveryEnd {
+    let shard = crate::store::ShardRef {
+        stream: track.stream.to_string(),
+        shard_id: track.shard_id.to_string(),
+    };
+    let mut processor = factory.create(&shard, Checkpointer::new(track.clone()));
+    processor
+        .assigned(&Assigned {
+            stream: shard.stream,
+            shard_id: shard.shard_id,
+            fencing_token: track.token,
+            start: to.start.clone(),
+        })
+        .await;
+    let mut leaving = track.leaving();
+    loop {
+        // A shard's end is heard once every record read was processed; a revoke or a
+        // loss at once (after the batch in hand).
+        let taken_away = |w: &Option<Leaving>| matches!(w, Some(Leaving::Revoked | Leaving::Lost));
+        let first = tokio::select! {
+            biased;
+            _ = leaving.wait_for(taken_away) => break,
+            item = rx.recv() => item,
+        };
+        let Some(first) = first else {
+            // The reader ended: at a shard's end, or by a failure the shard task reports.
+            let _ = leaving.wait_for(Option::is_some).await;
+            break;
+        };
+        let batch = collect(first, &mut rx, batching, &track).await;
+        if !track.may_hand_out() {
+            break;
+        }
+        for record in batch.records() {
+            track.handed_out(&record.position(), record.data.len());
+        }
+        let mut work = OnBatch {
+            processor: &mut *processor,
+            batch: &batch,
+        };
+        match handle(&mut work, batch.records(), policy, &to.signals).await {
+            Handled::Done if to.auto_commit => {
+                if let Some(last) = batch.records().last() {
+                    track.mark(&last.position());
+                }
+            }
+            Handled::Done => {}
+            Handled::Stopped(reason) => {
+                // The shard is released next: what the processor holds may be flushed.
+                processor
+                    .revoking(tokio::time::Instant::now() + to.handoff_timeout)
+                    .await;
+                track.give_back();
+                return DeliveryEnd::HandlerStopped(reason);
+            }
+        }
+    }
+    let why = *leaving.borrow();
+    match why {
+        Some(Leaving::Revoked) => {
+            processor
+                .revoking(tokio::time::Instant::now() + to.handoff_timeout)
+                .await;
+            // What the processor did not mark by now it will not process.
+            track.give_back();
+            DeliveryEnd::NotAllowed
+        }
+        Some(Leaving::Ended) => {
+            processor.shard_ended().await;
+            DeliveryEnd::Drained
+        }
+        Some(Leaving::Lost) | None => {
+            processor.lost().await;
+            DeliveryEnd::NotAllowed
+        }
+    }
+}
+
+/// A batch that starts with `first`: what else is buffered, and what arrives within
+/// `max_wait`, up to the limits.
+async fn collect(
+    first: ReadItem,
+    rx: &mut mpsc::Receiver<ReadItem>,
+    batching: Batching,
+    track: &Arc<ShardTrack>,
+) -> Batch {
+    let deadline = tokio::time::Instant::now() + batching.max_wait;
+    let mut bytes = first.record.data.len();
+    track.set_millis_behind(first.millis_behind);
+    let mut records = vec![Record::new(first, track.clone())];
+    while !batching.full(records.len(), bytes) {
+        let next = match rx.try_recv() {
+            Ok(item) => Some(item),
+            Err(_) if batching.max_wait.is_zero() => None,
+            Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .ok()
+                .flatten(),
+        };
+        let Some(item) = next else { break };
+        bytes += item.record.data.len();
+        track.set_millis_behind(item.millis_behind);
+        records.push(Record::new(item, track.clone()));
+    }
+    Batch::new(records)
 }
 
 #[cfg(test)]

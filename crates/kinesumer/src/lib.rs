@@ -44,6 +44,7 @@ pub mod group;
 mod handler;
 pub mod metrics;
 pub mod migrate;
+pub mod processor;
 mod random;
 pub mod reader;
 mod record;

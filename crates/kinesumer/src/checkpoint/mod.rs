@@ -38,7 +38,7 @@ use crate::store::{self, CheckpointWrite, Operation, Owner, ShardRef, StateStore
 
 #[cfg(test)]
 pub(crate) use track::tests as track_tests;
-pub(crate) use track::{flush_pending, PendingMark, ShardTrack};
+pub(crate) use track::{flush_pending, Leaving, PendingMark, ShardTrack};
 
 /// The most often a shard commits by records handed out ([`Config::commit_records`]).
 ///

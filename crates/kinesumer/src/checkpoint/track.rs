@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::fence::Fence;
 use crate::metrics::DeliveryMetrics;
@@ -31,8 +31,21 @@ pub(crate) struct ShardTrack {
     handed_count: AtomicU64,
     marks: Mutex<Marks>,
     changed: Notify,
+    /// Why the lease is ending, once it is: what a processor is told.
+    leaving: watch::Sender<Option<Leaving>>,
     /// Records handed out, and the commits of this lease.
     pub(crate) metrics: DeliveryMetrics,
+}
+
+/// Why a lease's delivery ends, as its processor hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leaving {
+    /// Given up gracefully (a handoff, a close, a failure): revoking.
+    Revoked,
+    /// Taken away, or the member fenced itself or stopped: lost.
+    Lost,
+    /// The reader reached the end of a closed shard: ended, once all is processed.
+    Ended,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +67,7 @@ impl ShardTrack {
             handed_count: AtomicU64::new(0),
             marks: Mutex::new(Marks::default()),
             changed: Notify::new(),
+            leaving: watch::Sender::new(None),
         }
     }
 
@@ -112,6 +126,19 @@ impl ShardTrack {
     pub(crate) fn deactivate(&self) {
         self.active.store(false, Ordering::Release);
         self.changed.notify_waiters();
+    }
+
+    /// Says why the lease's delivery ends; a revoked or lost lease is deactivated too.
+    pub(crate) fn leave(&self, why: Leaving) {
+        self.leaving.send_replace(Some(why));
+        if why != Leaving::Ended {
+            self.deactivate();
+        }
+    }
+
+    /// Why the lease's delivery ends, once it does.
+    pub(crate) fn leaving(&self) -> watch::Receiver<Option<Leaving>> {
+        self.leaving.subscribe()
     }
 
     /// Takes back what was handed out and not marked: the application will not process

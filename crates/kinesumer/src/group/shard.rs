@@ -18,13 +18,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::Ctx;
+use crate::checkpoint::Leaving;
 use crate::checkpoint::{CommitEnd, CommitTimer, HeldLease, LeaseCheckpoint, ShardTrack};
 use crate::config::ReadMode;
-use crate::delivery::{deliver, DeliveryEnd};
+use crate::delivery::{deliver, Delivery, DeliveryEnd};
 use crate::error::Error;
 use crate::event::Event;
 use crate::fence::Fence;
 use crate::handler::panic_message;
+use crate::processor::Start;
 use crate::reader::fanout::{self, FanOutConfig};
 use crate::reader::feed::{ReadFrom, ReadItem, ReaderEnd};
 use crate::reader::polling::{self, PollingConfig};
@@ -40,6 +42,9 @@ const PLAN_SHOWS_NEWER: &str = "the leader's plan shows a newer lease of this sh
 /// How often a taker re-reads a lease still held by a live owner (DESIGN §3: 100–200 ms).
 const HANDOFF_POLL: Duration = Duration::from_millis(150);
 /// How long a shard whose reader failed for good is left before it is taken again.
+/// How long a processor may take to hear that its lease was lost (its batch in hand,
+/// then `lost`) before its delivery is stopped: the new holder reads meanwhile.
+const LOST_GRACE: Duration = Duration::from_secs(1);
 pub(crate) const FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
 
 /// What the coordinator asks of a shard task.
@@ -458,15 +463,15 @@ impl ShardTask {
             tx,
             reader_cancel.clone(),
         ));
+        let to = Delivery {
+            sink: self.ctx.sink.clone(),
+            auto_commit: self.ctx.cfg.auto_commit,
+            signals: self.ctx.signals.clone(),
+            start: Start::from(&held.from),
+            handoff_timeout: self.ctx.cfg.handoff_timeout,
+        };
         let mut deliver = Owned(tokio::spawn(
-            deliver(
-                rx,
-                track.clone(),
-                self.ctx.sink.clone(),
-                self.ctx.cfg.auto_commit,
-                self.ctx.signals.clone(),
-            )
-            .in_current_span(),
+            deliver(rx, track.clone(), to).in_current_span(),
         ));
         let mut reader_done = false;
         let end = self
@@ -482,11 +487,23 @@ impl ShardTask {
         if !reader_done {
             let _ = (&mut reader.0).await;
         }
-        track.deactivate();
+        match end {
+            HoldEnd::Release | HoldEnd::Failed => track.leave(Leaving::Revoked),
+            HoldEnd::Lost(_) | HoldEnd::Fenced | HoldEnd::Stopped => track.leave(Leaving::Lost),
+            // The processor heard of the end before the shard was finished.
+            HoldEnd::Finished => track.deactivate(),
+        }
+        let handoff = self.ctx.cfg.handoff_timeout;
         let outcome = match end {
             HoldEnd::Release | HoldEnd::Failed => {
-                let processed = track.wait_processed(self.ctx.cfg.handoff_timeout).await;
-                deliver.0.abort();
+                let processed = if self.ctx.sink.follows_lease() {
+                    // The processor's revoking marks what it flushed, and gives back the rest.
+                    self.end_delivery(&mut deliver.0, handoff).await
+                } else {
+                    let processed = track.wait_processed(handoff).await;
+                    deliver.0.abort();
+                    processed
+                };
                 if !processed {
                     // Rebalancing must not hang on a stuck application: release anyway;
                     // the records in its hands may be delivered again by the next owner.
@@ -506,11 +523,11 @@ impl ShardTask {
                 }
             }
             HoldEnd::Lost(reason) => {
-                deliver.0.abort();
+                self.end_delivery(&mut deliver.0, LOST_GRACE).await;
                 self.lost(reason)
             }
             HoldEnd::Fenced => {
-                deliver.0.abort();
+                self.end_delivery(&mut deliver.0, LOST_GRACE).await;
                 // Finished work survives the fence: a write refused because the lease
                 // moved on is as it should be; an unreachable store is said.
                 if let Err(CommitEnd::Failed(e)) = held.checkpoint.commit_after_fence(&track).await
@@ -525,12 +542,22 @@ impl ShardTask {
                 Outcome::Finished
             }
             HoldEnd::Stopped => {
-                deliver.0.abort();
+                self.end_delivery(&mut deliver.0, LOST_GRACE).await;
                 Outcome::Stopped
             }
         };
         self.counter.store(0, Ordering::Release);
         outcome
+    }
+
+    /// Lets a processor hear how its lease ended — revoking, lost — for up to `within`,
+    /// then stops the delivery. Returns whether it ended in time.
+    async fn end_delivery(&self, deliver: &mut JoinHandle<DeliveryEnd>, within: Duration) -> bool {
+        let ended = !self.ctx.sink.follows_lease()
+            || deliver.is_finished()
+            || tokio::time::timeout(within, &mut *deliver).await.is_ok();
+        deliver.abort();
+        ended
     }
 
     /// Starts the shard's reader of the configured [`ReadMode`]; both send to `out` and
@@ -643,10 +670,12 @@ impl ShardTask {
                             // Finished once the last item sent is processed (the last user
                             // record of an aggregate stands for the whole record).
                             info!(?children, "read to the end of a closed shard");
+                            track.leave(Leaving::Ended);
                             ending = Some(last);
                         }
                         Ok(ReaderEnd::ShardGone { last }) => {
                             info!("the shard expired past retention");
+                            track.leave(Leaving::Ended);
                             ending = Some(last);
                         }
                         Ok(ReaderEnd::Fatal(e)) => {
@@ -681,7 +710,8 @@ impl ShardTask {
                     });
                     return HoldEnd::Failed;
                 }
-                _ = end_processed, if ending.is_some() => {
+                // A processor hears of the end (shard_ended) before the shard is finished.
+                _ = end_processed, if ending.is_some() && !(delivering && self.ctx.sink.follows_lease()) => {
                     return match held.checkpoint.finish(track).await {
                         Ok(()) => HoldEnd::Finished,
                         Err(CommitEnd::Lost) => HoldEnd::Lost(COMMIT_REFUSED),

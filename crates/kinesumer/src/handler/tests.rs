@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::checkpoint::track_tests::{pos, track};
 use crate::dead_letter::DeadLetterError;
-use crate::delivery::{deliver, DeliveryEnd, Sink};
+use crate::delivery::{deliver, Delivery, DeliveryEnd, Sink};
 use crate::reader::feed::ReadItem;
 use crate::reader::RawRecord;
 
@@ -286,8 +286,14 @@ proptest! {
                 tx.send(item(i)).await.unwrap();
             }
             drop(tx);
-            let sink = Sink::Handler(Arc::new(handler.clone()), policy);
-            deliver(rx, t.clone(), sink, true, Signals::new("app", 1024)).await
+            let to = Delivery {
+                sink: Sink::Handler(Arc::new(handler.clone()), policy),
+                auto_commit: true,
+                signals: Signals::new("app", 1024),
+                start: crate::processor::Start::TrimHorizon,
+                handoff_timeout: Duration::from_secs(5),
+            };
+            deliver(rx, t.clone(), to).await
         });
         let marked: u64 = t.marked().map_or(0, |p| p.sequence.as_str().parse().unwrap());
         let succeeded = handler.succeeded.lock().unwrap().clone();
