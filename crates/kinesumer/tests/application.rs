@@ -13,6 +13,8 @@ use std::time::Duration;
 use common::*;
 use futures::{FutureExt, StreamExt};
 use kinesumer::dead_letter::KinesisSink;
+use kinesumer::processor::{Batch, Batching, Checkpointer, Processor};
+use kinesumer::store::ShardRef;
 use kinesumer::store::StateStore;
 use kinesumer::{Error, ErrorPolicy, Event, Kinesumer, Record};
 
@@ -359,4 +361,119 @@ async fn after_a_failover_the_stale_holders_downstream_write_is_refused_by_its_t
         "the new holder's write stands"
     );
     within("close", new.close()).await.expect("close");
+}
+
+/// A processor that keeps what it is given and marks it only when its shard is revoked:
+/// every record it heard, and each revoke, go to the shared log as `(member, what)`.
+struct Buffering {
+    member: &'static str,
+    log: Arc<Mutex<Vec<(&'static str, String)>>>,
+    buffer: Vec<Record>,
+    checkpointer: Checkpointer,
+}
+
+#[async_trait::async_trait]
+impl Processor for Buffering {
+    async fn process(&mut self, batch: &Batch) -> Result<(), kinesumer::HandlerError> {
+        let mut log = self.log.lock().unwrap();
+        log.extend(batch.records().iter().map(|r| (self.member, text(r))));
+        self.buffer.extend_from_slice(batch.records());
+        Ok(())
+    }
+
+    async fn revoking(&mut self, _deadline: tokio::time::Instant) {
+        if let Some(last) = self.buffer.last() {
+            self.checkpointer.mark(last);
+        }
+        self.log
+            .lock()
+            .unwrap()
+            .push((self.member, "revoked".into()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_with_records_in_a_processors_buffer_duplicates_nothing_when_it_flushes() {
+    init_tracing();
+    let f = fresh("revoke", 2).await;
+    let log: Arc<Mutex<Vec<(&'static str, String)>>> = Arc::default();
+    let start = |id: &'static str| {
+        let (f, log) = (&f, log.clone());
+        async move {
+            let config = config(&f.app, &f.table, id)
+                .auto_commit(false)
+                .build()
+                .unwrap();
+            let m = within("new", Kinesumer::new(config)).await.unwrap();
+            let factory = move |_: &ShardRef, checkpointer| Buffering {
+                member: id,
+                log: log.clone(),
+                buffer: Vec::new(),
+                checkpointer,
+            };
+            let consuming = m
+                .consume_processors([f.stream.as_str()], factory, Batching::default())
+                .await
+                .unwrap();
+            (m, consuming)
+        }
+    };
+    let heard = |log: &Arc<Mutex<Vec<(&'static str, String)>>>| -> Vec<String> {
+        let log = log.lock().unwrap();
+        log.iter()
+            .filter(|(_, w)| w != "revoked")
+            .map(|(_, w)| w.clone())
+            .collect()
+    };
+    let (a, _a) = start("a").await;
+    eventually("a holds both shards", Duration::from_secs(30), || async {
+        (a.held_shards().len() == 2).then_some(())
+    })
+    .await;
+    let first = numbered("first", 40, 8);
+    put_records(&f.kinesis, &f.stream, &first).await;
+    eventually("a heard every record", Duration::from_secs(30), || async {
+        (heard(&log).len() == 40).then_some(())
+    })
+    .await;
+
+    // Nothing is marked yet: the shard b is given is handed over mid-buffer.
+    let (b, _b) = start("b").await;
+    eventually("one shard each", Duration::from_secs(30), || async {
+        (a.held_shards().len() == 1 && b.held_shards().len() == 1).then_some(())
+    })
+    .await;
+    let second = numbered("second", 40, 8);
+    put_records(&f.kinesis, &f.stream, &second).await;
+    eventually("every record heard", Duration::from_secs(30), || async {
+        let got: std::collections::BTreeSet<String> = heard(&log).into_iter().collect();
+        (got.len() == 80).then_some(())
+    })
+    .await;
+    within("close a", a.close()).await.expect("close a");
+    within("close b", b.close()).await.expect("close b");
+
+    let all = heard(&log);
+    let distinct: std::collections::BTreeSet<&String> = all.iter().collect();
+    assert_eq!(
+        all.len(),
+        distinct.len(),
+        "a record was processed twice: {all:?}"
+    );
+    let revokes: Vec<(&str, String)> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, w)| w == "revoked")
+        .cloned()
+        .collect();
+    assert_eq!(
+        revokes.len(),
+        3,
+        "the handoff, then each close: {revokes:?}"
+    );
+    assert_eq!(
+        revokes[0].0, "a",
+        "a revoked the shard it handed to b first"
+    );
 }
