@@ -139,8 +139,10 @@ pub struct Config {
     pub(crate) prune_age: Duration,
     pub(crate) latest_skew_margin: Duration,
     pub(crate) shard_buffer: usize,
+    pub(crate) shard_buffer_bytes: usize,
     pub(crate) stream_buffer: usize,
     pub(crate) event_buffer: usize,
+    pub(crate) max_records_per_second: Option<u32>,
 }
 
 impl fmt::Debug for Config {
@@ -219,10 +221,14 @@ getters! {
     latest_skew_margin: Duration,
     /// Records buffered per shard.
     shard_buffer: usize,
+    /// Payload bytes buffered per shard.
+    shard_buffer_bytes: usize,
     /// Records buffered in the merged stream.
     stream_buffer: usize,
     /// Errors and events buffered before the oldest are dropped.
     event_buffer: usize,
+    /// Records handed to the application per second at most, across the member's shards.
+    max_records_per_second: Option<u32>,
 }
 
 impl Config {
@@ -354,8 +360,10 @@ impl ConfigBuilder {
                 prune_age: Duration::from_secs(300),
                 latest_skew_margin: Duration::from_secs(60),
                 shard_buffer: 1000,
+                shard_buffer_bytes: 16 * 1024 * 1024,
                 stream_buffer: 1000,
                 event_buffer: 1024,
+                max_records_per_second: None,
             },
             client_id_set: false,
         }
@@ -569,6 +577,21 @@ impl ConfigBuilder {
         self
     }
 
+    /// Payload bytes buffered per shard before its reader waits (one record larger than
+    /// this still passes alone). Default: 16 MiB.
+    pub fn shard_buffer_bytes(mut self, n: usize) -> Self {
+        self.config.shard_buffer_bytes = n;
+        self
+    }
+
+    /// Records handed to the application per second at most, across all the member's
+    /// shards (a token bucket with a second's worth of burst). Shards over it wait, their
+    /// buffers fill, and their readers stop reading. Default: no limit.
+    pub fn max_records_per_second(mut self, n: u32) -> Self {
+        self.config.max_records_per_second = Some(n);
+        self
+    }
+
     /// Records buffered in the merged stream. Default: 1,000.
     pub fn stream_buffer(mut self, n: usize) -> Self {
         self.config.stream_buffer = n;
@@ -717,7 +740,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     for (field, n) in [
         ("shard_buffer", c.shard_buffer),
+        ("shard_buffer_bytes", c.shard_buffer_bytes),
         ("stream_buffer", c.stream_buffer),
+        (
+            "max_records_per_second",
+            c.max_records_per_second.map_or(1, |n| n as usize),
+        ),
         ("event_buffer", c.event_buffer),
     ] {
         if n == 0 {

@@ -48,6 +48,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ReadMode};
 use crate::delivery::{Records, Sink};
 use crate::error::{Error, Result};
+use crate::flow::Flow;
 use crate::group::member::{Command, Coordinator, Status};
 use crate::group::Ctx;
 use crate::handler::{ErrorPolicy, Handler};
@@ -77,6 +78,7 @@ pub struct Kinesumer {
     status: Arc<Mutex<Status>>,
     pending: PendingMark,
     error_policy: ErrorPolicy,
+    flow: Flow,
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -205,6 +207,7 @@ impl Kinesumer {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let signals = Signals::new(&config.app, config.event_buffer);
+        let flow = Flow::new(config.max_records_per_second);
         Self {
             config: Arc::new(config),
             store,
@@ -215,6 +218,7 @@ impl Kinesumer {
             status: Arc::default(),
             pending: Arc::default(),
             error_policy: ErrorPolicy::default(),
+            flow,
             running: tokio::sync::Mutex::new(None),
         }
     }
@@ -407,6 +411,7 @@ impl Kinesumer {
             clock: self.clock.clone(),
             signals: self.signals.clone(),
             sink,
+            flow: self.flow.clone(),
         });
         let (cmds, cmd_rx) = mpsc::channel(16);
         let task = Coordinator::start(
@@ -531,6 +536,42 @@ impl Kinesumer {
     /// [`Events`].
     pub fn events(&self) -> Events {
         Events::events(self.signals.events.subscribe())
+    }
+
+    /// Stops handing out the records of `shard` until [`resume`](Kinesumer::resume):
+    /// the record in hand is finished, later ones wait in the shard's buffer, and once it
+    /// is full the shard's reader stops reading. The lease is kept (heartbeats and
+    /// commits go on); a handoff of a paused shard proceeds as usual, and the pause
+    /// applies again if the shard comes back.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(member: kinesumer::Kinesumer) {
+    /// // A downstream that is down for maintenance: stop everything, then go on.
+    /// member.pause_all();
+    /// tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    /// member.resume_all();
+    /// # }
+    /// ```
+    pub fn pause(&self, shard: &ShardRef) {
+        self.flow.pause(Some(shard));
+    }
+
+    /// Hands out the records of `shard` again (see [`pause`](Kinesumer::pause)).
+    pub fn resume(&self, shard: &ShardRef) {
+        self.flow.resume(Some(shard));
+    }
+
+    /// Pauses every shard this member holds or will hold (see
+    /// [`pause`](Kinesumer::pause)).
+    pub fn pause_all(&self) {
+        self.flow.pause(None);
+    }
+
+    /// Lifts [`pause_all`](Kinesumer::pause_all); shards paused one by one stay paused.
+    pub fn resume_all(&self) {
+        self.flow.resume(None);
     }
 
     /// The shards this member holds now.

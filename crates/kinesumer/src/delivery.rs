@@ -21,8 +21,10 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{flush_pending, Leaving, PendingMark, ShardTrack};
+use crate::flow::Flow;
 use crate::handler::{handle, ErrorPolicy, Handled, Handler, OnRecord};
 use crate::processor::{Assigned, Batch, Batching, Checkpointer, OnBatch, ProcessorFactory, Start};
+use crate::reader::buffer::BufferRx;
 use crate::reader::feed::ReadItem;
 use crate::record::Record;
 use crate::signals::Signals;
@@ -145,11 +147,7 @@ pub(crate) enum DeliveryEnd {
 }
 
 /// Moves records from the shard's buffer to the application, in order.
-pub(crate) async fn deliver(
-    rx: mpsc::Receiver<ReadItem>,
-    track: Arc<ShardTrack>,
-    to: Delivery,
-) -> DeliveryEnd {
+pub(crate) async fn deliver(rx: BufferRx, track: Arc<ShardTrack>, to: Delivery) -> DeliveryEnd {
     match &to.sink {
         Sink::Processor(factory, policy, batching) => {
             process(rx, track, &**factory, policy, *batching, &to).await
@@ -168,21 +166,31 @@ pub(crate) struct Delivery {
     pub(crate) start: Start,
     /// How long a handoff waits (a processor's `revoking` deadline).
     pub(crate) handoff_timeout: Duration,
+    /// Pauses and the rate limit.
+    pub(crate) flow: Flow,
+}
+
+/// The next record of the shard once it is not paused, admitted by the rate limit;
+/// `None` once the reader ended and everything read was taken.
+async fn next(rx: &mut BufferRx, flow: &Flow, track: &ShardTrack) -> Option<ReadItem> {
+    flow.unpaused(&track.stream, &track.shard_id).await;
+    let item = rx.recv().await?;
+    // A pause that came while this waited for the record holds it too.
+    flow.unpaused(&track.stream, &track.shard_id).await;
+    flow.admit(1).await;
+    Some(item)
 }
 
 /// Delivers record by record, to the stream or a handler.
-async fn deliver_each(
-    mut rx: mpsc::Receiver<ReadItem>,
-    track: Arc<ShardTrack>,
-    to: Delivery,
-) -> DeliveryEnd {
+async fn deliver_each(mut rx: BufferRx, track: Arc<ShardTrack>, to: Delivery) -> DeliveryEnd {
     let Delivery {
         sink,
         auto_commit,
         signals,
+        flow,
         ..
     } = to;
-    while let Some(item) = rx.recv().await {
+    while let Some(item) = next(&mut rx, &flow, &track).await {
         track.set_millis_behind(item.millis_behind);
         let record = Record::new(item, track.clone());
         let pos = record.position();
@@ -220,7 +228,7 @@ async fn deliver_each(
 
 /// Runs a shard's processor: assigned, batches, then revoking, lost or shard_ended.
 async fn process(
-    mut rx: mpsc::Receiver<ReadItem>,
+    mut rx: BufferRx,
     track: Arc<ShardTrack>,
     factory: &dyn ProcessorFactory,
     policy: &ErrorPolicy,
@@ -248,7 +256,10 @@ async fn process(
         let first = tokio::select! {
             biased;
             _ = leaving.wait_for(taken_away) => break,
-            item = rx.recv() => item,
+            item = async {
+                to.flow.unpaused(&track.stream, &track.shard_id).await;
+                rx.recv().await
+            } => item,
         };
         let Some(first) = first else {
             // The reader ended: at a shard's end, or by a failure the shard task reports.
@@ -256,6 +267,8 @@ async fn process(
             break;
         };
         let batch = collect(first, &mut rx, batching, &track).await;
+        to.flow.unpaused(&track.stream, &track.shard_id).await;
+        to.flow.admit(batch.len()).await;
         if !track.may_hand_out() {
             break;
         }
@@ -308,7 +321,7 @@ async fn process(
 /// `max_wait`, up to the limits.
 async fn collect(
     first: ReadItem,
-    rx: &mut mpsc::Receiver<ReadItem>,
+    rx: &mut BufferRx,
     batching: Batching,
     track: &Arc<ShardTrack>,
 ) -> Batch {
@@ -318,9 +331,9 @@ async fn collect(
     let mut records = vec![Record::new(first, track.clone())];
     while !batching.full(records.len(), bytes) {
         let next = match rx.try_recv() {
-            Ok(item) => Some(item),
-            Err(_) if batching.max_wait.is_zero() => None,
-            Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+            Some(item) => Some(item),
+            None if batching.max_wait.is_zero() => None,
+            None => tokio::time::timeout_at(deadline, rx.recv())
                 .await
                 .ok()
                 .flatten(),

@@ -40,6 +40,7 @@ mod delivery;
 mod error;
 mod event;
 pub(crate) mod fence;
+mod flow;
 pub mod group;
 mod handler;
 pub mod metrics;

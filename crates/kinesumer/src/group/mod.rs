@@ -46,6 +46,7 @@ pub(crate) struct Ctx {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) signals: Signals,
     pub(crate) sink: Sink,
+    pub(crate) flow: crate::flow::Flow,
 }
 
 impl Ctx {

@@ -27,8 +27,9 @@ use crate::event::Event;
 use crate::fence::Fence;
 use crate::handler::panic_message;
 use crate::processor::Start;
+use crate::reader::buffer::{self, BufferTx};
 use crate::reader::fanout::{self, FanOutConfig};
-use crate::reader::feed::{ReadFrom, ReadItem, ReaderEnd};
+use crate::reader::feed::{ReadFrom, ReaderEnd};
 use crate::reader::polling::{self, PollingConfig};
 use crate::reader::KinesisError;
 use crate::seq::Position;
@@ -454,7 +455,7 @@ impl ShardTask {
         info!(counter = held.checkpoint.counter(), "lease taken");
         self.event_lease(|stream, shard_id| Event::LeaseTaken { stream, shard_id });
         let track = held.checkpoint.track();
-        let (tx, rx) = mpsc::channel(self.ctx.cfg.shard_buffer);
+        let (tx, rx) = buffer::channel(self.ctx.cfg.shard_buffer, self.ctx.cfg.shard_buffer_bytes);
         let reader_cancel = self.cancel.child_token();
         let mut reader = Owned(self.spawn_reader(
             track.stream.clone(),
@@ -469,6 +470,7 @@ impl ShardTask {
             signals: self.ctx.signals.clone(),
             start: Start::from(&held.from),
             handoff_timeout: self.ctx.cfg.handoff_timeout,
+            flow: self.ctx.flow.clone(),
         };
         let mut deliver = Owned(tokio::spawn(
             deliver(rx, track.clone(), to).in_current_span(),
@@ -567,7 +569,7 @@ impl ShardTask {
         stream: Arc<str>,
         shard_id: Arc<str>,
         from: ReadFrom,
-        out: mpsc::Sender<ReadItem>,
+        out: BufferTx,
         cancel: CancellationToken,
     ) -> JoinHandle<ReaderEnd> {
         let cfg = &self.ctx.cfg;

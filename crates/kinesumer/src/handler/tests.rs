@@ -2,7 +2,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use proptest::prelude::*;
-use tokio::sync::mpsc;
 
 use super::*;
 use crate::checkpoint::track_tests::{pos, track};
@@ -281,7 +280,7 @@ proptest! {
         };
         let t = track();
         let end = runtime.block_on(async {
-            let (tx, rx) = mpsc::channel(16);
+            let (tx, rx) = crate::reader::buffer::channel(16, usize::MAX);
             for i in 1..=n {
                 tx.send(item(i)).await.unwrap();
             }
@@ -292,6 +291,7 @@ proptest! {
                 signals: Signals::new("app", 1024),
                 start: crate::processor::Start::TrimHorizon,
                 handoff_timeout: Duration::from_secs(5),
+                flow: crate::flow::Flow::new(None),
             };
             deliver(rx, t.clone(), to).await
         });
