@@ -28,7 +28,6 @@ use futures::future::BoxFuture;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
-use crate::record::Record;
 use crate::seq::SequenceNumber;
 
 /// A record its handler gave up on, and why.
@@ -62,22 +61,6 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub(crate) fn new(record: &Record, error: String, attempts: u32) -> Self {
-        Self {
-            stream: record.stream.to_string(),
-            shard_id: record.shard_id.to_string(),
-            sequence_number: record.sequence_number.clone(),
-            sub_sequence_number: record.sub_sequence_number,
-            partition_key: record.partition_key.clone(),
-            data: record.data.clone(),
-            approximate_arrival: record.approximate_arrival,
-            error,
-            attempts,
-            fencing_token: record.fencing_token(),
-            failed_at: Utc::now(),
-        }
-    }
-
     /// The dead letter as one JSON object: the fields above, with `data` base64-encoded
     /// and times in RFC 3339.
     pub fn to_json(&self) -> serde_json::Value {

@@ -314,7 +314,7 @@ pub(crate) async fn handle(
             }
             Step::DeadLetter(sink) => {
                 for record in records {
-                    let letter = DeadLetter::new(record, error.clone(), failures);
+                    let letter = dead_letter_of(record, error.clone(), failures);
                     if let Handled::Stopped(why) =
                         dead_letter(&*sink, policy, &letter, signals).await
                     {
@@ -324,6 +324,23 @@ pub(crate) async fn handle(
                 return Handled::Done;
             }
         }
+    }
+}
+
+/// The dead letter of `record`, given up after `attempts` attempts with `error`.
+fn dead_letter_of(record: &Record, error: String, attempts: u32) -> DeadLetter {
+    DeadLetter {
+        stream: record.stream.to_string(),
+        shard_id: record.shard_id.to_string(),
+        sequence_number: record.sequence_number.clone(),
+        sub_sequence_number: record.sub_sequence_number,
+        partition_key: record.partition_key.clone(),
+        data: record.data.clone(),
+        approximate_arrival: record.approximate_arrival,
+        error,
+        attempts,
+        fencing_token: record.fencing_token(),
+        failed_at: chrono::Utc::now(),
     }
 }
 
