@@ -359,6 +359,10 @@ pub(crate) struct ConsumeArgs {
     /// between them).
     #[arg(long, requires = "exec", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub(crate) max_attempts: u32,
+    /// A command still running after this long is killed and counts as a failed
+    /// attempt. Default: none.
+    #[arg(long, requires = "exec", value_name = "MS", value_parser = parse_millis)]
+    pub(crate) attempt_timeout_ms: Option<Duration>,
 }
 
 /// What a record that keeps failing leads to (`--on-error`).

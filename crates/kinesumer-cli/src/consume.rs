@@ -85,7 +85,13 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     let config = builder.build()?;
     // Before joining: a dead-letter stream or file that cannot be used fails the start.
     let policy = match &args.exec {
-        Some(_) => Some(exec::error_policy(aws, &args.on_error, args.max_attempts).await?),
+        Some(_) => {
+            let policy = exec::error_policy(aws, &args.on_error, args.max_attempts).await?;
+            Some(match args.attempt_timeout_ms {
+                Some(limit) => policy.attempt_timeout(limit),
+                None => policy,
+            })
+        }
         None => None,
     };
     // Before the first request: a SIGTERM while the state store or Kinesis is slow to

@@ -73,6 +73,8 @@ pub(crate) async fn run(
 /// Runs `command` on one record; `Err` says how it failed.
 async fn run_command(command: Arc<str>, record: Record) -> Result<(), String> {
     let mut child = tokio::process::Command::new("sh")
+        // Its own process group, so that everything it started can be killed with it.
+        .process_group(0)
         .arg("-c")
         .arg(&*command)
         .env("KINESUMER_STREAM", &*record.stream)
@@ -84,9 +86,13 @@ async fn run_command(command: Arc<str>, record: Record) -> Result<(), String> {
             record.fencing_token().to_string(),
         )
         .stdin(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start sh: {e}"))?;
+    let group = KillOnDrop(
+        child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
+    );
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let feed = async move {
         // A command that does not read its input is not a failure: a closed pipe is
@@ -94,10 +100,32 @@ async fn run_command(command: Arc<str>, record: Record) -> Result<(), String> {
         let _ = stdin.write_all(&record.data).await;
     };
     let (_, status) = tokio::join!(feed, child.wait());
+    group.disarm();
     let status = status.map_err(|e| format!("waiting for the command: {e}"))?;
     if status.success() {
         Ok(())
     } else {
         Err(format!("the command exited with {status}"))
+    }
+}
+
+/// Kills a command's process group unless disarmed: a command whose attempt timed out or
+/// whose shard moved away is stopped with everything it started (a pipeline, a `sleep`),
+/// none of which may keep the member's stdout open.
+struct KillOnDrop(Option<rustix::process::Pid>);
+
+impl KillOnDrop {
+    /// The command was waited for: its group is left alone (its id may be reused).
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            // Already gone is fine: there is nothing left to stop.
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
     }
 }

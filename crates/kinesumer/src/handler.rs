@@ -124,6 +124,7 @@ where
 pub struct ErrorPolicy {
     max_attempts: u32,
     time_budget: Option<Duration>,
+    attempt_timeout: Option<Duration>,
     backoff_initial: Duration,
     backoff_max: Duration,
     exhausted: Exhausted,
@@ -147,6 +148,7 @@ impl fmt::Debug for ErrorPolicy {
         f.debug_struct("ErrorPolicy")
             .field("max_attempts", &self.max_attempts)
             .field("time_budget", &self.time_budget)
+            .field("attempt_timeout", &self.attempt_timeout)
             .field("backoff_initial", &self.backoff_initial)
             .field("backoff_max", &self.backoff_max)
             .field(
@@ -166,6 +168,7 @@ impl ErrorPolicy {
         Self {
             max_attempts: max_attempts.max(1),
             time_budget: None,
+            attempt_timeout: None,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             exhausted: Exhausted::Stop,
@@ -193,6 +196,14 @@ impl ErrorPolicy {
     /// than `budget` after its first, even with attempts left. Default: none.
     pub fn time_budget(mut self, budget: Duration) -> Self {
         self.time_budget = Some(budget);
+        self
+    }
+
+    /// Counts an attempt that has not finished after `timeout` as failed (it is dropped,
+    /// and retried or given up on like any failure): a handler that hangs does not hold
+    /// its shard for ever. Default: none — a handler may take as long as it needs.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
         self
     }
 
@@ -291,7 +302,13 @@ pub(crate) async fn handle(
     let started = tokio::time::Instant::now();
     let mut failures = 0u32;
     loop {
-        let error = match work.attempt().await {
+        let outcome = match policy.attempt_timeout {
+            Some(limit) => tokio::time::timeout(limit, work.attempt())
+                .await
+                .unwrap_or_else(|_| Err(format!("the attempt did not finish within {limit:?}"))),
+            None => work.attempt().await,
+        };
+        let error = match outcome {
             Ok(()) => return Handled::Done,
             Err(e) => e,
         };

@@ -208,6 +208,28 @@ async fn a_dead_letter_carries_the_record_and_why_and_a_failing_sink_is_retried(
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_attempt_past_its_timeout_is_a_failure() {
+    struct Hangs;
+    impl Handler for Hangs {
+        fn handle(&self, _: Record) -> BoxFuture<'static, Result<(), HandlerError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+    let signals = Signals::new("app", 64);
+    let policy = ErrorPolicy::stop_after(2).attempt_timeout(Duration::from_secs(1));
+    let record = record(4);
+    let mut work = OnRecord {
+        handler: &Hangs,
+        record: &record,
+    };
+    let handled = handle(&mut work, std::slice::from_ref(&record), &policy, &signals).await;
+    assert!(
+        matches!(&handled, Handled::Stopped(r) if r.contains("did not finish within 1s")),
+        "{handled:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_sink_that_refuses_for_good_stops_the_shard() {
     let signals = Signals::new("app", 64);
     let sink = Letters {
