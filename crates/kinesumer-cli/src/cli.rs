@@ -341,6 +341,56 @@ pub(crate) struct ConsumeArgs {
     pub(crate) metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub(crate) consumer: FanOutConsumer,
+    /// Run this shell command (`sh -c`) for each record instead of writing it to stdout:
+    /// the payload on its stdin; KINESUMER_STREAM, KINESUMER_SHARD_ID,
+    /// KINESUMER_SEQUENCE_NUMBER, KINESUMER_PARTITION_KEY and KINESUMER_FENCING_TOKEN in
+    /// its environment; its stdout and stderr are the member's. Exit status 0 counts the
+    /// record processed, any other is a failure for --on-error. In order within a shard,
+    /// shards in parallel.
+    #[arg(long, value_name = "COMMAND")]
+    pub(crate) exec: Option<String>,
+    /// What a record whose --exec command failed --max-attempts times leads to: `stop`
+    /// (the shard stops at the record, is released and read again from it),
+    /// `dead-letter=kinesis:STREAM` or `dead-letter=file:PATH` (the record is written
+    /// there with why, and the shard moves on).
+    #[arg(long, requires = "exec", default_value = "stop", value_parser = parse_on_error, value_name = "POLICY")]
+    pub(crate) on_error: OnError,
+    /// Attempts per record before --on-error applies (waits of 100 ms doubling up to 10 s
+    /// between them).
+    #[arg(long, requires = "exec", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub(crate) max_attempts: u32,
+    /// A command still running after this long is killed and counts as a failed
+    /// attempt. Default: none.
+    #[arg(long, requires = "exec", value_name = "MS", value_parser = parse_millis)]
+    pub(crate) attempt_timeout_ms: Option<Duration>,
+}
+
+/// What a record that keeps failing leads to (`--on-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OnError {
+    /// Stop the shard at the record.
+    Stop,
+    /// Put the record on this Kinesis stream.
+    DeadLetterKinesis(String),
+    /// Append the record to this JSON-lines file.
+    DeadLetterFile(std::path::PathBuf),
+}
+
+fn parse_on_error(s: &str) -> Result<OnError, String> {
+    const EXPECTED: &str = "expected stop, dead-letter=kinesis:STREAM or dead-letter=file:PATH";
+    if s == "stop" {
+        return Ok(OnError::Stop);
+    }
+    let target = s
+        .strip_prefix("dead-letter=")
+        .ok_or_else(|| format!("{s:?}: {EXPECTED}"))?;
+    match target.split_once(':') {
+        Some(("kinesis", stream)) if !stream.is_empty() => {
+            Ok(OnError::DeadLetterKinesis(stream.to_owned()))
+        }
+        Some(("file", path)) if !path.is_empty() => Ok(OnError::DeadLetterFile(path.into())),
+        _ => Err(format!("{s:?}: {EXPECTED}")),
+    }
 }
 
 /// The name of the app's enhanced fan-out stream consumer.

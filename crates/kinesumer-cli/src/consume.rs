@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::aws::Aws;
 use crate::cli::{ConsumeArgs, Format};
+use crate::exec;
 use crate::prometheus;
 
 /// Records written per flush at most: what is buffered already goes out in one write.
@@ -51,7 +52,8 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
         .transpose()?;
     let mut builder = Config::builder(args.group.app, args.group.table)
         .initial_position(args.from)
-        .auto_commit(false)
+        // Stdout marks after each flush; --exec marks when the command succeeded.
+        .auto_commit(args.exec.is_some())
         .commit_interval(args.commit_interval_ms);
     if let Some(id) = args.client_id {
         builder = builder.client_id(id);
@@ -81,15 +83,29 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
         builder = builder.region(region);
     }
     let config = builder.build()?;
+    // Before joining: a dead-letter stream or file that cannot be used fails the start.
+    let policy = match &args.exec {
+        Some(_) => {
+            let policy = exec::error_policy(aws, &args.on_error, args.max_attempts).await?;
+            Some(match args.attempt_timeout_ms {
+                Some(limit) => policy.attempt_timeout(limit),
+                None => policy,
+            })
+        }
+        None => None,
+    };
     // Before the first request: a SIGTERM while the state store or Kinesis is slow to
     // answer ends the process with 0 rather than killing it.
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let member = tokio::select! {
+    let mut member = tokio::select! {
         member = Kinesumer::from_sdk_config(config, aws.sdk()) => member.context("joining the group")?,
         _ = term.recv() => return Ok(()),
         _ = int.recv() => return Ok(()),
     };
+    if let Some(policy) = policy {
+        member = member.with_error_policy(policy);
+    }
     let mut errors = member.errors();
     let warnings = AbortOnDrop(tokio::spawn(async move {
         // Runtime errors carry no payload and no credential: safe to print.
@@ -97,21 +113,53 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
             eprintln!("kinesumer: warning: {e}");
         }
     }));
+    let stop = async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    let outcome = match args.exec {
+        Some(command) => exec::run(&member, args.streams, command, stop).await,
+        None => write_stdout(&member, args.streams, args.format, stop).await,
+    };
+    // A close that could not write everything — the store unreachable during a SIGTERM —
+    // is said, not an exit failure: the process stopped as asked, and what it could not
+    // commit or release is read again by the next owner (after the failover).
+    let closed = match member.close().await {
+        Err(e @ kinesumer::Error::CloseIncomplete { .. }) => {
+            eprintln!("kinesumer: warning: leaving the group: {e}");
+            Ok(())
+        }
+        closed => closed.context("leaving the group"),
+    };
+    drop(warnings);
+    outcome.and(closed)
+}
+
+/// Writes the records to stdout until `stop` completes or stdout closes; marks each
+/// batch once it is flushed.
+async fn write_stdout(
+    member: &Kinesumer,
+    streams: Vec<String>,
+    format: Format,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut records = member
-        .consume(args.streams)
+        .consume(streams)
         .await
         .context("starting to consume")?;
+    tokio::pin!(stop);
     let mut live = std::io::stderr().is_terminal().then(LiveStatus::default);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let stdout = StdoutThread::spawn(args.format).context("starting the stdout thread")?;
+    let stdout = StdoutThread::spawn(format).context("starting the stdout thread")?;
     // The batch being written; no record is taken from the member meanwhile, so the
     // member's own bounded queue is what holds back reading.
     let mut writing: Option<oneshot::Receiver<Written>> = None;
 
     let outcome = loop {
         tokio::select! {
-            _ = term.recv() => break Ok(()),
-            _ = int.recv() => break Ok(()),
+            _ = &mut stop => break Ok(()),
             _ = tick.tick(), if live.is_some() => {
                 if let Some(live) = &mut live {
                     live.show(member.held_shards().len());
@@ -164,18 +212,7 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     if live.is_some() {
         eprintln!();
     }
-    // A close that could not write everything — the store unreachable during a SIGTERM —
-    // is said, not an exit failure: the process stopped as asked, and what it could not
-    // commit or release is read again by the next owner (after the failover).
-    let closed = match member.close().await {
-        Err(e @ kinesumer::Error::CloseIncomplete { .. }) => {
-            eprintln!("kinesumer: warning: leaving the group: {e}");
-            Ok(())
-        }
-        closed => closed.context("leaving the group"),
-    };
-    drop(warnings);
-    outcome.and(closed)
+    outcome
 }
 
 /// A task aborted when this is dropped.

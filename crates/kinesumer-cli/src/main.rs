@@ -8,6 +8,7 @@ mod aws;
 mod cli;
 mod consume;
 mod deregister;
+mod exec;
 mod groups;
 mod iam;
 mod migrate;

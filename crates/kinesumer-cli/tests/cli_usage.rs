@@ -41,6 +41,26 @@ async fn usage_errors_exit_2_and_say_why() {
     )
     .await;
     usage_error(&["deregister-consumer", "--app", "a"], "--stream <STREAM>").await;
+    let consume = ["consume", "--app", "a", "--table", "t", "--stream", "s"];
+    usage_error(
+        &[&consume[..], &["--on-error", "dead-letter=file:x"]].concat(),
+        "--exec <COMMAND>",
+    )
+    .await;
+    usage_error(
+        &[
+            &consume[..],
+            &["--exec", "cat", "--on-error", "dead-letter=s3:x"],
+        ]
+        .concat(),
+        "expected stop, dead-letter=kinesis:STREAM or dead-letter=file:PATH",
+    )
+    .await;
+    usage_error(
+        &[&consume[..], &["--exec", "cat", "--max-attempts", "0"]].concat(),
+        "0 is not in 1..",
+    )
+    .await;
     usage_error(
         &[
             "--ca-bundle",

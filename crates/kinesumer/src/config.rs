@@ -153,6 +153,7 @@ pub struct Config {
     pub(crate) prune_age: Duration,
     pub(crate) latest_skew_margin: Duration,
     pub(crate) shard_buffer: usize,
+    pub(crate) shard_buffer_bytes: usize,
     pub(crate) stream_buffer: usize,
     pub(crate) event_buffer: usize,
     pub(crate) balance: Balancing,
@@ -160,6 +161,7 @@ pub struct Config {
     pub(crate) load_tolerance: f64,
     pub(crate) load_max_moves: usize,
     pub(crate) load_window: Duration,
+    pub(crate) max_records_per_second: Option<u32>,
 }
 
 impl fmt::Debug for Config {
@@ -240,6 +242,8 @@ getters! {
     latest_skew_margin: Duration,
     /// Records buffered per shard.
     shard_buffer: usize,
+    /// Payload bytes buffered per shard.
+    shard_buffer_bytes: usize,
     /// Records buffered in the merged stream.
     stream_buffer: usize,
     /// Errors and events buffered before the oldest are dropped.
@@ -254,6 +258,8 @@ getters! {
     load_max_moves: usize,
     /// The time constant of the load measurement, and how long a moved shard stays put.
     load_window: Duration,
+    /// Records handed to the application per second at most, across the member's shards.
+    max_records_per_second: Option<u32>,
 }
 
 impl Config {
@@ -385,6 +391,7 @@ impl ConfigBuilder {
                 prune_age: Duration::from_secs(300),
                 latest_skew_margin: Duration::from_secs(60),
                 shard_buffer: 1000,
+                shard_buffer_bytes: 16 * 1024 * 1024,
                 stream_buffer: 1000,
                 event_buffer: 1024,
                 balance: Balancing::Count,
@@ -392,6 +399,7 @@ impl ConfigBuilder {
                 load_tolerance: 0.1,
                 load_max_moves: 32,
                 load_window: Duration::from_secs(30),
+                max_records_per_second: None,
             },
             client_id_set: false,
         }
@@ -605,6 +613,21 @@ impl ConfigBuilder {
         self
     }
 
+    /// Payload bytes buffered per shard before its reader waits (one record larger than
+    /// this still passes alone). Default: 16 MiB.
+    pub fn shard_buffer_bytes(mut self, n: usize) -> Self {
+        self.config.shard_buffer_bytes = n;
+        self
+    }
+
+    /// Records handed to the application per second at most, across all the member's
+    /// shards (a token bucket with a second's worth of burst). Shards over it wait, their
+    /// buffers fill, and their readers stop reading. Default: no limit.
+    pub fn max_records_per_second(mut self, n: u32) -> Self {
+        self.config.max_records_per_second = Some(n);
+        self
+    }
+
     /// Records buffered in the merged stream. Default: 1,000.
     pub fn stream_buffer(mut self, n: usize) -> Self {
         self.config.stream_buffer = n;
@@ -811,7 +834,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     for (field, n) in [
         ("load_max_moves", c.load_max_moves),
         ("shard_buffer", c.shard_buffer),
+        ("shard_buffer_bytes", c.shard_buffer_bytes),
         ("stream_buffer", c.stream_buffer),
+        (
+            "max_records_per_second",
+            c.max_records_per_second.map_or(1, |n| n as usize),
+        ),
         ("event_buffer", c.event_buffer),
     ] {
         if n == 0 {

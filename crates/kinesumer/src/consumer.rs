@@ -46,10 +46,13 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::checkpoint::PendingMark;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ReadMode};
-use crate::delivery::{Handler, Records, Sink};
+use crate::delivery::{Records, Sink};
 use crate::error::{Error, Result};
+use crate::flow::Flow;
 use crate::group::member::{Command, Coordinator, Status};
 use crate::group::Ctx;
+use crate::handler::{ErrorPolicy, Handler};
+use crate::processor::{Batching, ProcessorFactory};
 use crate::reader::fanout::ConsumerArns;
 use crate::reader::{KinesisApi, SdkKinesis};
 use crate::record::Record;
@@ -74,6 +77,8 @@ pub struct Kinesumer {
     signals: Signals,
     status: Arc<Mutex<Status>>,
     pending: PendingMark,
+    error_policy: ErrorPolicy,
+    flow: Flow,
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -202,6 +207,7 @@ impl Kinesumer {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let signals = Signals::new(&config.app, config.event_buffer);
+        let flow = Flow::new(config.max_records_per_second);
         Self {
             config: Arc::new(config),
             store,
@@ -211,8 +217,32 @@ impl Kinesumer {
             signals,
             status: Arc::default(),
             pending: Arc::default(),
+            error_policy: ErrorPolicy::default(),
+            flow,
             running: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// What a handler's failures lead to ([`consume_with`](Kinesumer::consume_with)):
+    /// retries, then a stop or a dead letter. Default: [`ErrorPolicy::default`] (3
+    /// attempts, then stop the shard).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(member: kinesumer::Kinesumer) -> kinesumer::Result<()> {
+    /// let member = member.with_error_policy(kinesumer::ErrorPolicy::stop_after(5));
+    /// let consuming = member
+    ///     .consume_with(["orders"], |record: kinesumer::Record| async move {
+    ///         std::str::from_utf8(&record.data).map(drop)
+    ///     })
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_error_policy(mut self, policy: ErrorPolicy) -> Self {
+        self.error_policy = policy;
+        self
     }
 
     /// This member's client id.
@@ -255,7 +285,8 @@ impl Kinesumer {
 
     /// Joins the group and calls `handler` for each record: in order within a shard,
     /// concurrently across shards. With auto-commit, a record counts as processed when
-    /// its handler returns.
+    /// its handler returns `Ok` (or `()`). A failure or a panic goes to the member's
+    /// [`ErrorPolicy`] ([`with_error_policy`](Kinesumer::with_error_policy)).
     ///
     /// Returns once the member has joined, with a [`Consuming`] handle: a future that
     /// completes when the member stops — with the result of [`close`](Kinesumer::close),
@@ -293,8 +324,69 @@ impl Kinesumer {
         H: Handler,
     {
         let outcome = self
-            .start(streams, Sink::Handler(Arc::new(handler)))
+            .start(
+                streams,
+                Sink::Handler(Arc::new(handler), self.error_policy.clone()),
+            )
             .await?;
+        Ok(Consuming::new(outcome))
+    }
+
+    /// Joins the group and runs a [`Processor`](crate::processor::Processor) per shard it
+    /// is given, made by `factory` when the lease is taken: told where reading starts,
+    /// handed the shard's records in batches (`batching`), and told when the shard is
+    /// revoked (flush now), lost, or ended. In order within a shard, concurrently across
+    /// shards. With auto-commit, a batch counts as processed when `process` returns `Ok`;
+    /// a failure or a panic goes to the member's [`ErrorPolicy`].
+    ///
+    /// Returns once the member has joined, with a [`Consuming`] handle, as
+    /// [`consume_with`](Kinesumer::consume_with).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use kinesumer::processor::{Batch, Batching, Checkpointer, Processor};
+    /// use kinesumer::store::ShardRef;
+    /// use kinesumer::HandlerError;
+    ///
+    /// struct Count(usize);
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Processor for Count {
+    ///     async fn process(&mut self, batch: &Batch) -> Result<(), HandlerError> {
+    ///         self.0 += batch.len();
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # async fn run(member: kinesumer::Kinesumer) -> kinesumer::Result<()> {
+    /// let consuming = member
+    ///     .consume_processors(["orders"], |_: &ShardRef, _: Checkpointer| Count(0), Batching::default())
+    ///     .await?;
+    /// consuming.await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`consume`](Kinesumer::consume).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`consume`](Kinesumer::consume).
+    pub async fn consume_processors<I, S, F>(
+        &self,
+        streams: I,
+        factory: F,
+        batching: Batching,
+    ) -> Result<Consuming>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+        F: ProcessorFactory,
+    {
+        let sink = Sink::Processor(Arc::new(factory), self.error_policy.clone(), batching);
+        let outcome = self.start(streams, sink).await?;
         Ok(Consuming::new(outcome))
     }
 
@@ -320,6 +412,7 @@ impl Kinesumer {
             signals: self.signals.clone(),
             sink,
             load: crate::load::LoadMeter::new(self.config.load_window),
+            flow: self.flow.clone(),
         });
         let (cmds, cmd_rx) = mpsc::channel(16);
         let task = Coordinator::start(
@@ -444,6 +537,42 @@ impl Kinesumer {
     /// [`Events`].
     pub fn events(&self) -> Events {
         Events::events(self.signals.events.subscribe())
+    }
+
+    /// Stops handing out the records of `shard` until [`resume`](Kinesumer::resume):
+    /// the record in hand is finished, later ones wait in the shard's buffer, and once it
+    /// is full the shard's reader stops reading. The lease is kept (heartbeats and
+    /// commits go on); a handoff of a paused shard proceeds as usual, and the pause
+    /// applies again if the shard comes back.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(member: kinesumer::Kinesumer) {
+    /// // A downstream that is down for maintenance: stop everything, then go on.
+    /// member.pause_all();
+    /// tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    /// member.resume_all();
+    /// # }
+    /// ```
+    pub fn pause(&self, shard: &ShardRef) {
+        self.flow.pause(Some(shard));
+    }
+
+    /// Hands out the records of `shard` again (see [`pause`](Kinesumer::pause)).
+    pub fn resume(&self, shard: &ShardRef) {
+        self.flow.resume(Some(shard));
+    }
+
+    /// Pauses every shard this member holds or will hold (see
+    /// [`pause`](Kinesumer::pause)).
+    pub fn pause_all(&self) {
+        self.flow.pause(None);
+    }
+
+    /// Lifts [`pause_all`](Kinesumer::pause_all); shards paused one by one stay paused.
+    pub fn resume_all(&self) {
+        self.flow.resume(None);
     }
 
     /// The shards this member holds now.

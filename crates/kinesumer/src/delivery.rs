@@ -2,7 +2,9 @@
 //!
 //! ```text
 //!  reader (per shard) ──▶ shard buffer ──▶ shard task ──┬─▶ merged channel ──▶ Records (Stream)
-//!                                                       └─▶ handler(record), in order per shard
+//!                                                       ├─▶ handler(record), in order per shard
+//!                                                       └─▶ processor: assigned, process(batch) …,
+//!                                                           revoking | lost | shard_ended
 //! ```
 //!
 //! Every record carries its lease's [`ShardTrack`](crate::checkpoint::ShardTrack): a record
@@ -10,51 +12,50 @@
 //! §6, exclusivity), and handing it out and processing it move the lease's marks.
 
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use futures::future::BoxFuture;
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use crate::checkpoint::{flush_pending, PendingMark, ShardTrack};
+use crate::checkpoint::{flush_pending, Leaving, PendingMark, ShardTrack};
+use crate::flow::Flow;
+use crate::handler::{handle, ErrorPolicy, Handled, Handler, OnRecord};
+use crate::processor::{Assigned, Batch, Batching, Checkpointer, OnBatch, ProcessorFactory, Start};
+use crate::reader::buffer::BufferRx;
 use crate::reader::feed::ReadItem;
 use crate::record::Record;
-
-/// A per-shard record handler: called for each record of a shard in order, for many
-/// shards at once. See [`Kinesumer::consume_with`](crate::Kinesumer::consume_with).
-pub trait Handler: Send + Sync + 'static {
-    /// Processes one record. With auto-commit, the record counts as processed when the
-    /// returned future completes.
-    fn handle(&self, record: Record) -> BoxFuture<'static, ()>;
-}
-
-impl<F, Fut> Handler for F
-where
-    F: Fn(Record) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    fn handle(&self, record: Record) -> BoxFuture<'static, ()> {
-        Box::pin(self(record))
-    }
-}
+use crate::signals::Signals;
 
 /// Where shard tasks put records.
 #[derive(Clone)]
 pub(crate) enum Sink {
     /// The merged stream.
     Stream(mpsc::Sender<Record>),
-    /// A per-shard handler.
-    Handler(Arc<dyn Handler>),
+    /// A per-shard handler, and what to do when it fails.
+    Handler(Arc<dyn Handler>, ErrorPolicy),
+    /// A processor per shard, fed batches.
+    Processor(Arc<dyn ProcessorFactory>, ErrorPolicy, Batching),
+}
+
+impl Sink {
+    /// Whether the application hears of the lease's end (a processor): the shard task
+    /// then waits for its delivery to end rather than for its records' marks.
+    pub(crate) fn follows_lease(&self) -> bool {
+        matches!(self, Sink::Processor(..))
+    }
 }
 
 impl fmt::Debug for Sink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Sink::Stream(_) => f.write_str("Sink::Stream"),
-            Sink::Handler(_) => f.write_str("Sink::Handler"),
+            Sink::Handler(_, policy) => write!(f, "Sink::Handler({policy:?})"),
+            Sink::Processor(_, policy, batching) => {
+                write!(f, "Sink::Processor({policy:?}, {batching:?})")
+            }
         }
     }
 }
@@ -141,16 +142,55 @@ pub(crate) enum DeliveryEnd {
     StreamDropped,
     /// A record could not be handed out: the fence tripped.
     NotAllowed,
+    /// The error policy stopped the shard at a record that kept failing.
+    HandlerStopped(String),
 }
 
 /// Moves records from the shard's buffer to the application, in order.
-pub(crate) async fn deliver(
-    mut rx: mpsc::Receiver<ReadItem>,
-    track: Arc<ShardTrack>,
-    sink: Sink,
-    auto_commit: bool,
-) -> DeliveryEnd {
-    while let Some(item) = rx.recv().await {
+pub(crate) async fn deliver(rx: BufferRx, track: Arc<ShardTrack>, to: Delivery) -> DeliveryEnd {
+    match &to.sink {
+        Sink::Processor(factory, policy, batching) => {
+            process(rx, track, &**factory, policy, *batching, &to).await
+        }
+        _ => deliver_each(rx, track, to).await,
+    }
+}
+
+/// Where a shard's records go, and what the application is told.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) sink: Sink,
+    pub(crate) auto_commit: bool,
+    pub(crate) signals: Signals,
+    /// Where reading starts (for a processor's `assigned`).
+    pub(crate) start: Start,
+    /// How long a handoff waits (a processor's `revoking` deadline).
+    pub(crate) handoff_timeout: Duration,
+    /// Pauses and the rate limit.
+    pub(crate) flow: Flow,
+}
+
+/// The next record of the shard once it is not paused, admitted by the rate limit;
+/// `None` once the reader ended and everything read was taken.
+async fn next(rx: &mut BufferRx, flow: &Flow, track: &ShardTrack) -> Option<ReadItem> {
+    flow.unpaused(&track.stream, &track.shard_id).await;
+    let item = rx.recv().await?;
+    // A pause that came while this waited for the record holds it too.
+    flow.unpaused(&track.stream, &track.shard_id).await;
+    flow.admit(1).await;
+    Some(item)
+}
+
+/// Delivers record by record, to the stream or a handler.
+async fn deliver_each(mut rx: BufferRx, track: Arc<ShardTrack>, to: Delivery) -> DeliveryEnd {
+    let Delivery {
+        sink,
+        auto_commit,
+        signals,
+        flow,
+        ..
+    } = to;
+    while let Some(item) = next(&mut rx, &flow, &track).await {
         track.set_millis_behind(item.millis_behind);
         let record = Record::new(item, track.clone());
         let pos = record.position();
@@ -160,19 +200,150 @@ pub(crate) async fn deliver(
                     return DeliveryEnd::StreamDropped;
                 }
             }
-            Sink::Handler(handler) => {
+            Sink::Handler(handler, policy) => {
                 if !track.may_hand_out() {
                     return DeliveryEnd::NotAllowed;
                 }
                 track.handed_out(&pos, record.data.len());
-                handler.handle(record).await;
-                if auto_commit {
-                    track.mark(&pos);
+                let mut work = OnRecord {
+                    handler: &**handler,
+                    record: &record,
+                };
+                match handle(&mut work, std::slice::from_ref(&record), policy, &signals).await {
+                    Handled::Done if auto_commit => track.mark(&pos),
+                    Handled::Done => {}
+                    Handled::Stopped(reason) => {
+                        // Nothing of this shard is in the application's hands any more:
+                        // the release need not wait for the failed record.
+                        track.give_back();
+                        return DeliveryEnd::HandlerStopped(reason);
+                    }
                 }
             }
+            Sink::Processor(..) => unreachable!("processors get batches"),
         }
     }
     DeliveryEnd::Drained
+}
+
+/// Runs a shard's processor: assigned, batches, then revoking, lost or shard_ended.
+async fn process(
+    mut rx: BufferRx,
+    track: Arc<ShardTrack>,
+    factory: &dyn ProcessorFactory,
+    policy: &ErrorPolicy,
+    batching: Batching,
+    to: &Delivery,
+) -> DeliveryEnd {
+    let shard = crate::store::ShardRef {
+        stream: track.stream.to_string(),
+        shard_id: track.shard_id.to_string(),
+    };
+    let mut processor = factory.create(&shard, Checkpointer::new(track.clone()));
+    processor
+        .assigned(&Assigned {
+            stream: shard.stream,
+            shard_id: shard.shard_id,
+            fencing_token: track.token,
+            start: to.start.clone(),
+        })
+        .await;
+    let mut leaving = track.leaving();
+    loop {
+        // A shard's end is heard once every record read was processed; a revoke or a
+        // loss at once (after the batch in hand).
+        let taken_away = |w: &Option<Leaving>| matches!(w, Some(Leaving::Revoked | Leaving::Lost));
+        let first = tokio::select! {
+            biased;
+            _ = leaving.wait_for(taken_away) => break,
+            item = async {
+                to.flow.unpaused(&track.stream, &track.shard_id).await;
+                rx.recv().await
+            } => item,
+        };
+        let Some(first) = first else {
+            // The reader ended: at a shard's end, or by a failure the shard task reports.
+            let _ = leaving.wait_for(Option::is_some).await;
+            break;
+        };
+        let batch = collect(first, &mut rx, batching, &track).await;
+        to.flow.unpaused(&track.stream, &track.shard_id).await;
+        to.flow.admit(batch.len()).await;
+        if !track.may_hand_out() {
+            break;
+        }
+        for record in batch.records() {
+            track.handed_out(&record.position(), record.data.len());
+        }
+        let mut work = OnBatch {
+            processor: &mut *processor,
+            batch: &batch,
+        };
+        match handle(&mut work, batch.records(), policy, &to.signals).await {
+            Handled::Done if to.auto_commit => {
+                if let Some(last) = batch.records().last() {
+                    track.mark(&last.position());
+                }
+            }
+            Handled::Done => {}
+            Handled::Stopped(reason) => {
+                // The shard is released next: what the processor holds may be flushed.
+                processor
+                    .revoking(tokio::time::Instant::now() + to.handoff_timeout)
+                    .await;
+                track.give_back();
+                return DeliveryEnd::HandlerStopped(reason);
+            }
+        }
+    }
+    let why = *leaving.borrow();
+    match why {
+        Some(Leaving::Revoked) => {
+            processor
+                .revoking(tokio::time::Instant::now() + to.handoff_timeout)
+                .await;
+            // What the processor did not mark by now it will not process.
+            track.give_back();
+            DeliveryEnd::NotAllowed
+        }
+        Some(Leaving::Ended) => {
+            processor.shard_ended().await;
+            DeliveryEnd::Drained
+        }
+        Some(Leaving::Lost) | None => {
+            processor.lost().await;
+            DeliveryEnd::NotAllowed
+        }
+    }
+}
+
+/// A batch that starts with `first`: what else is buffered, and what arrives within
+/// `max_wait`, up to the limits.
+async fn collect(
+    first: ReadItem,
+    rx: &mut BufferRx,
+    batching: Batching,
+    track: &Arc<ShardTrack>,
+) -> Batch {
+    let deadline = tokio::time::Instant::now() + batching.max_wait;
+    let mut bytes = first.record.data.len();
+    track.set_millis_behind(first.millis_behind);
+    let mut records = vec![Record::new(first, track.clone())];
+    while !batching.full(records.len(), bytes) {
+        let next = match rx.try_recv() {
+            Some(item) => Some(item),
+            None if batching.max_wait.is_zero() => None,
+            None => tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .ok()
+                .flatten(),
+        };
+        let Some(item) = next else { break };
+        bytes += item.record.data.len();
+        track.set_millis_behind(item.millis_behind);
+        records.push(Record::new(item, track.clone()));
+    }
+    Batch::new(records)
 }
 
 #[cfg(test)]

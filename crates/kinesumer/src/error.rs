@@ -46,9 +46,9 @@ pub enum Error {
         /// The state-store error.
         source: StoreError,
     },
-    /// The application stopped taking a shard's records (its handler panicked, or it
-    /// dropped the record stream): the shard is released and read again from its
-    /// checkpoint by whoever takes it next.
+    /// The application stopped taking a shard's records (the error policy gave up on a
+    /// record, or it dropped the record stream): the shard is released and read again
+    /// from its checkpoint by whoever takes it next.
     #[error("delivery of {stream}/{shard_id} stopped: {reason}; the shard is released and read again from its checkpoint")]
     DeliveryStopped {
         /// The stream.
@@ -58,6 +58,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A dead letter could not be written; it is written again (the shard waits).
+    #[error(transparent)]
+    DeadLetter(#[from] crate::dead_letter::DeadLetterError),
     /// This member fenced itself again and again: its state-store requests are too slow
     /// for its timeouts. It keeps rejoining (and keeps the work its application
     /// finished), but it cannot hold shards for long until the timeouts fit the store.

@@ -40,6 +40,44 @@ pub enum Event {
         /// The shard.
         shard_id: String,
     },
+    /// A record's handler failed (returned an error or panicked). The error policy
+    /// retries it, or gives up on it (a dead letter, or a stop).
+    RecordFailed {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+        /// The record's sequence number.
+        sequence_number: String,
+        /// Which attempt failed, counting from 1.
+        attempt: u32,
+        /// The handler's error, or the panic message.
+        error: String,
+        /// Whether the record is tried again.
+        will_retry: bool,
+    },
+    /// A record its handler gave up on was written to the dead-letter sink; it counts as
+    /// processed.
+    RecordDeadLettered {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+        /// The record's sequence number.
+        sequence_number: String,
+        /// How many attempts it had.
+        attempts: u32,
+    },
+    /// The application stopped taking a shard's records (the error policy gave up on a
+    /// record, or the record stream was dropped): the shard is released and read again
+    /// from its checkpoint. [`Error::DeliveryStopped`](crate::Error::DeliveryStopped)
+    /// says why.
+    DeliveryStopped {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+    },
     /// This member became the leader.
     LeaderGained {
         /// The leader term.
@@ -128,6 +166,9 @@ impl Event {
             Event::LeaseLost { stream, .. } => (metrics::LEASE_LOSSES, Some(stream)),
             Event::ShardFinished { stream, .. } => (metrics::SHARDS_FINISHED, Some(stream)),
             Event::ShardMoved { stream, .. } => (metrics::SHARD_MOVES, Some(stream)),
+            Event::RecordFailed { stream, .. } => (metrics::HANDLER_FAILURES, Some(stream)),
+            Event::RecordDeadLettered { stream, .. } => (metrics::DEAD_LETTERS, Some(stream)),
+            Event::DeliveryStopped { stream, .. } => (metrics::DELIVERY_STOPS, Some(stream)),
             Event::Fenced { .. } => (metrics::FENCINGS, None),
             Event::Superseded => (metrics::SUPERSEDED, None),
             // Leadership is the `kinesumer_leader` gauge; joining is not worth a series.

@@ -68,6 +68,12 @@ pub const LEASE_LOSSES: &str = "kinesumer_lease_losses_total";
 pub const SHARDS_FINISHED: &str = "kinesumer_shards_finished_total";
 /// Shards the leader planned onto another member.
 pub const SHARD_MOVES: &str = "kinesumer_shard_moves_total";
+/// Failed handler attempts (the RecordFailed event).
+pub const HANDLER_FAILURES: &str = "kinesumer_handler_failures_total";
+/// Records written to the dead-letter sink (the RecordDeadLettered event).
+pub const DEAD_LETTERS: &str = "kinesumer_dead_letters_total";
+/// Shards whose delivery the application stopped (the DeliveryStopped event).
+pub const DELIVERY_STOPS: &str = "kinesumer_delivery_stops_total";
 /// Times this member fenced itself and rejoined.
 pub const FENCINGS: &str = "kinesumer_fencings_total";
 /// Times this member fenced itself again and again within a short window.
@@ -178,6 +184,12 @@ pub const ALL: &[Metric] = &[
         "Closed shards read to their end with every record processed (the ShardFinished event)."),
     metric(SHARD_MOVES, Kind::Counter, Unit::Count, APP_STREAM,
         "Shards this member, as leader, planned onto another member (the ShardMoved event, whose reason says why)."),
+    metric(HANDLER_FAILURES, Kind::Counter, Unit::Count, APP_STREAM,
+        "Handler attempts that failed (an error or a panic); each is retried or given up on by the error policy (the RecordFailed event)."),
+    metric(DEAD_LETTERS, Kind::Counter, Unit::Count, APP_STREAM,
+        "Records the handler gave up on that were written to the dead-letter sink (the RecordDeadLettered event)."),
+    metric(DELIVERY_STOPS, Kind::Counter, Unit::Count, APP_STREAM,
+        "Shards released because the application stopped taking their records: the error policy gave up on a record, or the record stream was dropped (the DeliveryStopped event)."),
     metric(FENCINGS, Kind::Counter, Unit::Count, APP,
         "Times this member fenced itself (stopped every reader) and rejoined (the Fenced event)."),
     metric(REPEATED_FENCING, Kind::Counter, Unit::Count, APP,

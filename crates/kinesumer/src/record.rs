@@ -65,6 +65,15 @@ impl Record {
     pub fn position(&self) -> Position {
         self.position.clone()
     }
+
+    /// The fencing token of the lease this record was read under: the lease counter of
+    /// its take, which strictly increases with every take of the shard. A downstream
+    /// store that keeps the highest token it saw per shard and refuses writes with a
+    /// lower one refuses the writes of a stale holder after a failover (docs/processing.md,
+    /// "Fencing tokens").
+    pub fn fencing_token(&self) -> u64 {
+        self.track.token
+    }
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -94,7 +103,7 @@ impl Record {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         // A fence that never trips: there is no lease to lose.
         let fence = Fence::new(clock.clone(), std::time::Duration::MAX, clock.fencing_now());
-        let track = ShardTrack::new(stream.into(), shard_id.into(), Arc::new(fence));
+        let track = ShardTrack::new(stream.into(), shard_id.into(), 1, Arc::new(fence));
         Self {
             stream: track.stream.clone(),
             shard_id: track.shard_id.clone(),

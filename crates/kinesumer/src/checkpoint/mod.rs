@@ -38,7 +38,7 @@ use crate::store::{self, CheckpointWrite, Operation, Owner, ShardRef, StateStore
 
 #[cfg(test)]
 pub(crate) use track::tests as track_tests;
-pub(crate) use track::{flush_pending, PendingMark, ShardTrack};
+pub(crate) use track::{flush_pending, Leaving, PendingMark, ShardTrack};
 
 /// The most often a shard commits by records handed out ([`Config::commit_records`]).
 ///
@@ -142,6 +142,7 @@ impl LeaseCheckpoint {
         let track = ShardTrack::new(
             key.stream.as_str().into(),
             key.shard_id.as_str().into(),
+            self.lease.counter,
             self.fence.clone(),
         );
         if let Some(committed) = &self.committed {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::fence::Fence;
 use crate::metrics::DeliveryMetrics;
@@ -21,6 +21,8 @@ use crate::seq::Position;
 pub(crate) struct ShardTrack {
     pub(crate) stream: Arc<str>,
     pub(crate) shard_id: Arc<str>,
+    /// The lease counter of the take: the fencing token of this lease's records.
+    pub(crate) token: u64,
     fence: Arc<Fence>,
     active: AtomicBool,
     /// MillisBehindLatest of the last record read, `i64::MIN` when unknown.
@@ -29,8 +31,21 @@ pub(crate) struct ShardTrack {
     handed_count: AtomicU64,
     marks: Mutex<Marks>,
     changed: Notify,
+    /// Why the lease is ending, once it is: what a processor is told.
+    leaving: watch::Sender<Option<Leaving>>,
     /// Records handed out, and the commits of this lease.
     pub(crate) metrics: DeliveryMetrics,
+}
+
+/// Why a lease's delivery ends, as its processor hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leaving {
+    /// Given up gracefully (a handoff, a close, a failure): revoking.
+    Revoked,
+    /// Taken away, or the member fenced itself or stopped: lost.
+    Lost,
+    /// The reader reached the end of a closed shard: ended, once all is processed.
+    Ended,
 }
 
 #[derive(Debug, Default)]
@@ -40,17 +55,19 @@ struct Marks {
 }
 
 impl ShardTrack {
-    pub(crate) fn new(stream: Arc<str>, shard_id: Arc<str>, fence: Arc<Fence>) -> Self {
+    pub(crate) fn new(stream: Arc<str>, shard_id: Arc<str>, token: u64, fence: Arc<Fence>) -> Self {
         Self {
             metrics: DeliveryMetrics::new(&stream, &shard_id),
             stream,
             shard_id,
+            token,
             fence,
             active: AtomicBool::new(true),
             millis_behind: AtomicI64::new(i64::MIN),
             handed_count: AtomicU64::new(0),
             marks: Mutex::new(Marks::default()),
             changed: Notify::new(),
+            leaving: watch::Sender::new(None),
         }
     }
 
@@ -108,6 +125,28 @@ impl ShardTrack {
     /// Stops handing out this lease's records: those still buffered are dropped.
     pub(crate) fn deactivate(&self) {
         self.active.store(false, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Says why the lease's delivery ends; a revoked or lost lease is deactivated too.
+    pub(crate) fn leave(&self, why: Leaving) {
+        self.leaving.send_replace(Some(why));
+        if why != Leaving::Ended {
+            self.deactivate();
+        }
+    }
+
+    /// Why the lease's delivery ends, once it does.
+    pub(crate) fn leaving(&self) -> watch::Receiver<Option<Leaving>> {
+        self.leaving.subscribe()
+    }
+
+    /// Takes back what was handed out and not marked: the application will not process
+    /// it (its delivery stopped), so nothing is waited for.
+    pub(crate) fn give_back(&self) {
+        let mut m = self.marks();
+        m.handed = m.marked.clone();
+        drop(m);
         self.changed.notify_waiters();
     }
 
@@ -177,7 +216,7 @@ pub(crate) mod tests {
             Duration::from_secs(60),
             clock.fencing_now(),
         ));
-        Arc::new(ShardTrack::new("s".into(), "shard-0".into(), fence))
+        Arc::new(ShardTrack::new("s".into(), "shard-0".into(), 1, fence))
     }
 
     pub(crate) fn pos(n: u64) -> Position {

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use crate::clock::TestClock;
 use crate::sim::{Fault, Rule, Sim, SimKinesis};
 use crate::store::{MemoryStore, Operation, Registration, StateStore};
-use crate::{Config, Error, InitialPosition, Kinesumer, Record};
+use crate::{Config, ConfigBuilder, Error, InitialPosition, Kinesumer, Record};
 
 const STREAM: &str = "orders";
 
@@ -31,11 +31,17 @@ impl World {
     }
 
     fn member(&self) -> Kinesumer {
-        let config = Config::builder("app", "table")
-            .client_id("a")
-            .initial_position(InitialPosition::TrimHorizon)
-            .build()
-            .unwrap();
+        self.member_with(|c| c)
+    }
+
+    fn member_with(&self, tune: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Kinesumer {
+        let config = tune(
+            Config::builder("app", "table")
+                .client_id("a")
+                .initial_position(InitialPosition::TrimHorizon),
+        )
+        .build()
+        .unwrap();
         Kinesumer::with_parts(
             config,
             Arc::new(self.store.clone()),
@@ -171,4 +177,131 @@ async fn close_reports_what_did_not_finish() {
         matches!(failures.as_slice(), [Error::Store(_)]),
         "only the leave failed: {failures:?}"
     );
+}
+
+/// A handler that counts what it handled per shard, and never returns for records whose
+/// payload starts with "block".
+fn counting(handled: &Arc<std::sync::Mutex<Vec<String>>>) -> impl crate::Handler {
+    let handled = handled.clone();
+    move |record: Record| {
+        let handled = handled.clone();
+        async move {
+            if record.data.starts_with(b"block") {
+                std::future::pending::<()>().await;
+            }
+            handled.lock().unwrap().push(record.shard_id.to_string());
+        }
+    }
+}
+
+/// Puts `n` records of `size` bytes each; their payloads start with `prefix`.
+fn put(world: &World, n: usize, size: usize, prefix: &str) {
+    for i in 0..n {
+        let mut data = format!("{prefix}-{i}-").into_bytes();
+        data.resize(size.max(data.len()), b'.');
+        world.kinesis.put(STREAM, &format!("key-{i}"), &data);
+    }
+}
+
+/// Lets the stalled member run on: GetRecords calls stop once its buffers are full, and
+/// what it read stays under `most`.
+async fn reading_stops(world: &World, most: u64) {
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let before = world.kinesis.reads();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let after = world.kinesis.reads();
+    assert_eq!(
+        before, after,
+        "GetRecords went on while the application was stalled"
+    );
+    assert!(
+        after.records <= most,
+        "{} records read into memory, more than {most}",
+        after.records
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_handler_stops_reading_and_memory_stays_flat() {
+    let world = World::new();
+    put(&world, 2, 10, "block");
+    put(&world, 3000, 10, "r");
+    let member = world.member_with(|c| c.shard_buffer(50).scan_limit(100));
+    let handled = Arc::default();
+    let _consuming = member
+        .consume_with([STREAM], counting(&handled))
+        .await
+        .unwrap();
+    // Per shard: the record in the handler, 50 buffered, and a page of 100 the reader
+    // holds while it waits to send.
+    reading_stops(&world, 2 * (1 + 50 + 100)).await;
+    assert!(handled.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_buffer_is_bounded_in_bytes_too() {
+    let world = World::new();
+    put(&world, 2, 1000, "block");
+    put(&world, 3000, 1000, "r");
+    let member = world.member_with(|c| {
+        c.shard_buffer(10_000)
+            .shard_buffer_bytes(10_000)
+            .scan_limit(100)
+    });
+    let handled = Arc::default();
+    let _consuming = member
+        .consume_with([STREAM], counting(&handled))
+        .await
+        .unwrap();
+    // Per shard: the record in the handler, 10 of 1,000 bytes, and a page of 100.
+    reading_stops(&world, 2 * (1 + 10 + 100)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_shard_waits_while_the_others_go_on_until_it_is_resumed() {
+    let world = World::new();
+    let member = world.member();
+    let handled: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let _consuming = member
+        .consume_with([STREAM], counting(&handled))
+        .await
+        .unwrap();
+    wait_until("both shards held", || member.held_shards().len() == 2).await;
+    let paused = member.held_shards()[0].clone();
+    member.pause(&paused);
+    put(&world, 200, 10, "r");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let of_paused = |h: &[String]| h.iter().filter(|s| **s == paused.shard_id).count();
+    let during = handled.lock().unwrap().clone();
+    assert_eq!(of_paused(&during), 0, "the paused shard handed nothing out");
+    assert!(!during.is_empty(), "the other shard went on");
+    member.resume(&paused);
+    wait_until("everything handled", || {
+        handled.lock().unwrap().len() == 200
+    })
+    .await;
+    member.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_record_rate_is_limited_across_shards() {
+    let world = World::new();
+    put(&world, 1000, 10, "r");
+    let member = world.member_with(|c| c.max_records_per_second(100));
+    let handled: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let _consuming = member
+        .consume_with([STREAM], counting(&handled))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let in_three_seconds = handled.lock().unwrap().len();
+    assert!(
+        (100..=400).contains(&in_three_seconds),
+        "a second's burst and 100 a second: {in_three_seconds} in 3 s"
+    );
+    wait_until("everything handled", || {
+        handled.lock().unwrap().len() == 1000
+    })
+    .await;
+    member.close().await.unwrap();
 }

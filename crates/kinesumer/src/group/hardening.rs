@@ -275,7 +275,10 @@ async fn d06_a_panicking_handler_is_reported_and_its_shard_does_not_stall() {
         Arc::new(store),
         kinesis.clone(),
         Arc::new(crate::clock::TestClock::new(chrono::Utc::now())),
-    );
+    )
+    // One attempt: the panic stops the shard at once (with retries, the second
+    // attempt would succeed).
+    .with_error_policy(crate::ErrorPolicy::stop_after(1));
     let mut errors = member.errors();
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();

@@ -49,6 +49,7 @@ pub(crate) struct Ctx {
     pub(crate) sink: Sink,
     /// What this member's readers read, for its heartbeats' load reports.
     pub(crate) load: LoadMeter,
+    pub(crate) flow: crate::flow::Flow,
 }
 
 impl Ctx {

@@ -18,14 +18,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::Ctx;
+use crate::checkpoint::Leaving;
 use crate::checkpoint::{CommitEnd, CommitTimer, HeldLease, LeaseCheckpoint, ShardTrack};
 use crate::config::ReadMode;
-use crate::delivery::{deliver, DeliveryEnd};
+use crate::delivery::{deliver, Delivery, DeliveryEnd};
 use crate::error::Error;
 use crate::event::Event;
 use crate::fence::Fence;
+use crate::handler::panic_message;
+use crate::processor::Start;
+use crate::reader::buffer::{self, BufferTx};
 use crate::reader::fanout::{self, FanOutConfig};
-use crate::reader::feed::{ReadFrom, ReadItem, ReaderEnd};
+use crate::reader::feed::{ReadFrom, ReaderEnd};
 use crate::reader::polling::{self, PollingConfig};
 use crate::reader::KinesisError;
 use crate::seq::Position;
@@ -39,6 +43,9 @@ const PLAN_SHOWS_NEWER: &str = "the leader's plan shows a newer lease of this sh
 /// How often a taker re-reads a lease still held by a live owner (DESIGN §3: 100–200 ms).
 const HANDOFF_POLL: Duration = Duration::from_millis(150);
 /// How long a shard whose reader failed for good is left before it is taken again.
+/// How long a processor may take to hear that its lease was lost (its batch in hand,
+/// then `lost`) before its delivery is stopped: the new holder reads meanwhile.
+const LOST_GRACE: Duration = Duration::from_secs(1);
 pub(crate) const FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
 
 /// What the coordinator asks of a shard task.
@@ -448,7 +455,7 @@ impl ShardTask {
         info!(counter = held.checkpoint.counter(), "lease taken");
         self.event_lease(|stream, shard_id| Event::LeaseTaken { stream, shard_id });
         let track = held.checkpoint.track();
-        let (tx, rx) = mpsc::channel(self.ctx.cfg.shard_buffer);
+        let (tx, rx) = buffer::channel(self.ctx.cfg.shard_buffer, self.ctx.cfg.shard_buffer_bytes);
         let reader_cancel = self.cancel.child_token();
         let mut reader = Owned(self.spawn_reader(
             track.stream.clone(),
@@ -457,14 +464,16 @@ impl ShardTask {
             tx,
             reader_cancel.clone(),
         ));
+        let to = Delivery {
+            sink: self.ctx.sink.clone(),
+            auto_commit: self.ctx.cfg.auto_commit,
+            signals: self.ctx.signals.clone(),
+            start: Start::from(&held.from),
+            handoff_timeout: self.ctx.cfg.handoff_timeout,
+            flow: self.ctx.flow.clone(),
+        };
         let mut deliver = Owned(tokio::spawn(
-            deliver(
-                rx,
-                track.clone(),
-                self.ctx.sink.clone(),
-                self.ctx.cfg.auto_commit,
-            )
-            .in_current_span(),
+            deliver(rx, track.clone(), to).in_current_span(),
         ));
         let mut reader_done = false;
         let end = self
@@ -480,11 +489,23 @@ impl ShardTask {
         if !reader_done {
             let _ = (&mut reader.0).await;
         }
-        track.deactivate();
+        match end {
+            HoldEnd::Release | HoldEnd::Failed => track.leave(Leaving::Revoked),
+            HoldEnd::Lost(_) | HoldEnd::Fenced | HoldEnd::Stopped => track.leave(Leaving::Lost),
+            // The processor heard of the end before the shard was finished.
+            HoldEnd::Finished => track.deactivate(),
+        }
+        let handoff = self.ctx.cfg.handoff_timeout;
         let outcome = match end {
             HoldEnd::Release | HoldEnd::Failed => {
-                let processed = track.wait_processed(self.ctx.cfg.handoff_timeout).await;
-                deliver.0.abort();
+                let processed = if self.ctx.sink.follows_lease() {
+                    // The processor's revoking marks what it flushed, and gives back the rest.
+                    self.end_delivery(&mut deliver.0, handoff).await
+                } else {
+                    let processed = track.wait_processed(handoff).await;
+                    deliver.0.abort();
+                    processed
+                };
                 if !processed {
                     // Rebalancing must not hang on a stuck application: release anyway;
                     // the records in its hands may be delivered again by the next owner.
@@ -504,11 +525,11 @@ impl ShardTask {
                 }
             }
             HoldEnd::Lost(reason) => {
-                deliver.0.abort();
+                self.end_delivery(&mut deliver.0, LOST_GRACE).await;
                 self.lost(reason)
             }
             HoldEnd::Fenced => {
-                deliver.0.abort();
+                self.end_delivery(&mut deliver.0, LOST_GRACE).await;
                 // Finished work survives the fence: a write refused because the lease
                 // moved on is as it should be; an unreachable store is said.
                 if let Err(CommitEnd::Failed(e)) = held.checkpoint.commit_after_fence(&track).await
@@ -523,12 +544,22 @@ impl ShardTask {
                 Outcome::Finished
             }
             HoldEnd::Stopped => {
-                deliver.0.abort();
+                self.end_delivery(&mut deliver.0, LOST_GRACE).await;
                 Outcome::Stopped
             }
         };
         self.counter.store(0, Ordering::Release);
         outcome
+    }
+
+    /// Lets a processor hear how its lease ended — revoking, lost — for up to `within`,
+    /// then stops the delivery. Returns whether it ended in time.
+    async fn end_delivery(&self, deliver: &mut JoinHandle<DeliveryEnd>, within: Duration) -> bool {
+        let ended = !self.ctx.sink.follows_lease()
+            || deliver.is_finished()
+            || tokio::time::timeout(within, &mut *deliver).await.is_ok();
+        deliver.abort();
+        ended
     }
 
     /// Starts the shard's reader of the configured [`ReadMode`]; both send to `out` and
@@ -538,7 +569,7 @@ impl ShardTask {
         stream: Arc<str>,
         shard_id: Arc<str>,
         from: ReadFrom,
-        out: mpsc::Sender<ReadItem>,
+        out: BufferTx,
         cancel: CancellationToken,
     ) -> JoinHandle<ReaderEnd> {
         let cfg = &self.ctx.cfg;
@@ -643,10 +674,12 @@ impl ShardTask {
                             // Finished once the last item sent is processed (the last user
                             // record of an aggregate stands for the whole record).
                             info!(?children, "read to the end of a closed shard");
+                            track.leave(Leaving::Ended);
                             ending = Some(last);
                         }
                         Ok(ReaderEnd::ShardGone { last }) => {
                             info!("the shard expired past retention");
+                            track.leave(Leaving::Ended);
                             ending = Some(last);
                         }
                         Ok(ReaderEnd::Fatal(e)) => {
@@ -668,10 +701,12 @@ impl ShardTask {
                         // The fence tripped: the coordinator stops this task.
                         Ok(DeliveryEnd::NotAllowed) => continue,
                         Ok(DeliveryEnd::StreamDropped) => "the application dropped its record stream".to_owned(),
-                        Err(join) if join.is_panic() => format!("the handler panicked: {}", panic_message(join.into_panic())),
+                        Ok(DeliveryEnd::HandlerStopped(reason)) => reason,
+                        Err(join) if join.is_panic() => format!("the delivery task panicked: {}", panic_message(&*join.into_panic())),
                         Err(join) => format!("the delivery task ended: {join}"),
                     };
                     tracing::warn!(%reason, "delivery stopped; releasing the shard");
+                    self.event_lease(|stream, shard_id| Event::DeliveryStopped { stream, shard_id });
                     self.ctx.signals.error(Error::DeliveryStopped {
                         stream: self.key.stream.clone(),
                         shard_id: self.key.shard_id.clone(),
@@ -679,7 +714,8 @@ impl ShardTask {
                     });
                     return HoldEnd::Failed;
                 }
-                _ = end_processed, if ending.is_some() => {
+                // A processor hears of the end (shard_ended) before the shard is finished.
+                _ = end_processed, if ending.is_some() && !(delivering && self.ctx.sink.follows_lease()) => {
                     return match held.checkpoint.finish(track).await {
                         Ok(()) => HoldEnd::Finished,
                         Err(CommitEnd::Lost) => HoldEnd::Lost(COMMIT_REFUSED),
@@ -756,15 +792,6 @@ fn after_failed_release(item: Option<&LeaseItem>, me: &Owner, counter: u64) -> O
         return None;
     }
     Some(item.owner.is_none() && item.lease_counter == Some(counter + 1))
-}
-
-/// The text of a panic's payload, if it has one.
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 #[cfg(test)]

@@ -32,12 +32,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use super::buffer::BufferTx;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::feed::{Feed, ReadFrom, ReadItem, ReaderEnd};
+use super::feed::{Feed, ReadFrom, ReaderEnd};
 use super::{FanOutEvent, KinesisApi, KinesisError, Subscription};
 use crate::config::Aggregation;
 use crate::load::LoadMeter;
@@ -93,7 +93,7 @@ pub(crate) async fn read_shard(
     from: ReadFrom,
     cfg: FanOutConfig,
     may_subscribe: MaySubscribe,
-    out: mpsc::Sender<ReadItem>,
+    out: BufferTx,
     cancel: CancellationToken,
 ) -> ReaderEnd {
     let span = tracing::debug_span!("fan_out", stream = %stream, shard = %shard_id);

@@ -27,7 +27,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use super::buffer::BufferTx;
 use tokio_util::sync::CancellationToken;
 
 use super::{aggregation, IteratorStart, KinesisError, RawRecord};
@@ -100,7 +100,7 @@ pub(crate) struct Feed {
     pub(crate) stream: Arc<str>,
     pub(crate) shard_id: Arc<str>,
     aggregation: Aggregation,
-    out: mpsc::Sender<ReadItem>,
+    out: BufferTx,
     cancel: CancellationToken,
     /// The start before anything was read.
     start: IteratorStart,
@@ -123,7 +123,7 @@ impl Feed {
         shard_id: Arc<str>,
         from: ReadFrom,
         aggregation: Aggregation,
-        out: mpsc::Sender<ReadItem>,
+        out: BufferTx,
         cancel: CancellationToken,
     ) -> Self {
         let (start, skip_through) = match from {

@@ -4,6 +4,7 @@
 //! same feed (`reader/feed.rs`: checkpoint skip, aggregation splitting, error handling).
 
 pub mod aggregation;
+pub(crate) mod buffer;
 pub(crate) mod fanout;
 pub(crate) mod feed;
 mod kinesis;

@@ -23,12 +23,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use super::buffer::BufferTx;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::feed::{Feed, ReadFrom, ReadItem, ReaderEnd};
+use super::feed::{Feed, ReadFrom, ReaderEnd};
 use super::{within, KinesisApi, KinesisError, RecordsPage};
 use crate::config::Aggregation;
 use crate::load::LoadMeter;
@@ -71,7 +71,7 @@ pub(crate) async fn read_shard(
     shard_id: Arc<str>,
     from: ReadFrom,
     cfg: PollingConfig,
-    out: mpsc::Sender<ReadItem>,
+    out: BufferTx,
     cancel: CancellationToken,
 ) -> ReaderEnd {
     let span = tracing::debug_span!("read_shard", stream = %stream, shard = %shard_id);
@@ -192,6 +192,8 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
+    use crate::reader::buffer::{self, BufferRx};
+    use crate::reader::feed::ReadItem;
     use crate::reader::{aggregation, IteratorStart, RawRecord, StreamShards};
     use crate::seq::{Position, SequenceNumber};
     use crate::shards::StoredStart;
@@ -323,7 +325,7 @@ mod tests {
     }
 
     struct Running {
-        rx: mpsc::Receiver<ReadItem>,
+        rx: BufferRx,
         cancel: CancellationToken,
         task: tokio::task::JoinHandle<ReaderEnd>,
     }
@@ -360,7 +362,7 @@ mod tests {
         capacity: usize,
         aggregation: Aggregation,
     ) -> Running {
-        let (tx, rx) = mpsc::channel(capacity);
+        let (tx, rx) = buffer::channel(capacity, usize::MAX);
         let cancel = CancellationToken::new();
         let cfg = PollingConfig {
             limit: 100,

@@ -40,6 +40,17 @@ struct State {
     streams: BTreeMap<String, Vec<Shard>>,
     created: BTreeMap<String, DateTime<Utc>>,
     next_sequence: u64,
+    reads: Reads,
+}
+
+/// What GetRecords has returned so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reads {
+    /// GetRecords calls answered.
+    pub calls: u64,
+    /// Records returned.
+    pub records: u64,
 }
 
 /// An in-memory Kinesis. Records arrive at the wall time of its clock.
@@ -72,6 +83,11 @@ impl SimKinesis {
             state: Mutex::default(),
             clock,
         }
+    }
+
+    /// What GetRecords has returned so far, over every stream.
+    pub fn reads(&self) -> Reads {
+        self.state().reads
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -263,7 +279,7 @@ impl KinesisApi for SimKinesis {
         iterator: &str,
         limit: i32,
     ) -> Result<RecordsPage, KinesisError> {
-        let state = self.state();
+        let mut state = self.state();
         let shard = Self::find(&state, stream, shard_id)?;
         let from: usize = iterator.parse().map_err(|_| KinesisError::Other {
             operation: "GetRecords",
@@ -274,6 +290,8 @@ impl KinesisApi for SimKinesis {
         let records: Vec<RawRecord> = shard.records[from.min(to)..to].to_vec();
         let closed = shard.info.as_ref().is_some_and(|i| i.closed);
         let at_end = to == shard.records.len();
+        state.reads.calls += 1;
+        state.reads.records += records.len() as u64;
         Ok(RecordsPage {
             bytes: records.iter().map(|r| r.data.len()).sum(),
             records,

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use async_trait::async_trait;
 
 use super::*;
+use crate::reader::buffer;
 use crate::reader::{IteratorStart, RawRecord, RecordsPage, StreamShards};
 use crate::seq::{Position, SequenceNumber};
 use crate::shards::{ShardInfo, StoredStart};
@@ -189,7 +190,7 @@ async fn run(
     from: ReadFrom,
     may_subscribe: MaySubscribe,
 ) -> (Vec<u64>, ReaderEnd) {
-    let (tx, mut rx) = mpsc::channel(100);
+    let (tx, mut rx) = buffer::channel(100, usize::MAX);
     let cfg = FanOutConfig {
         consumer_arn: "arn:consumer".into(),
         aggregation: Aggregation::Split,
@@ -312,7 +313,7 @@ async fn a_closed_and_drained_shard_ends_without_child_shards() {
 #[tokio::test(start_paused = true)]
 async fn an_open_shard_is_not_ended_by_quiet_subscriptions() {
     let fake = Fake::new(vec![(0..40).map(|_| event(&[], 1)).collect()]);
-    let (tx, _rx) = mpsc::channel(10);
+    let (tx, _rx) = buffer::channel(10, usize::MAX);
     let cfg = FanOutConfig {
         consumer_arn: "arn:consumer".into(),
         aggregation: Aggregation::Split,
