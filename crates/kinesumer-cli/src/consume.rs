@@ -26,12 +26,12 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use chrono::{SecondsFormat, Utc};
 use futures::{FutureExt, StreamExt};
-use kinesumer::{Config, Kinesumer, ReadMode, Record};
+use kinesumer::{Balancing, Config, Kinesumer, ReadMode, Record};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
 use crate::aws::Aws;
-use crate::cli::{ConsumeArgs, Format};
+use crate::cli::{Balance, ConsumeArgs, Format};
 use crate::exec;
 use crate::prometheus;
 
@@ -78,6 +78,13 @@ pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
     }
     if args.efo {
         builder = builder.read_mode(ReadMode::FanOut);
+    }
+    if args.balance == Balance::Load {
+        builder = builder.balance(Balancing::Load);
+    }
+    builder = builder.capacity(args.capacity);
+    if let Some(d) = args.load_window_ms {
+        builder = builder.load_window(d);
     }
     if let Some(region) = args.consumer.consumer_region {
         builder = builder.region(region);

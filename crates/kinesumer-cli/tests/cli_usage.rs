@@ -43,6 +43,23 @@ async fn usage_errors_exit_2_and_say_why() {
     usage_error(&["deregister-consumer", "--app", "a"], "--stream <STREAM>").await;
     let consume = ["consume", "--app", "a", "--table", "t", "--stream", "s"];
     usage_error(
+        &[
+            "consume",
+            "--app",
+            "a",
+            "--table",
+            "table",
+            "--stream",
+            "s",
+            "--balance",
+            "load",
+            "--capacity",
+            "0",
+        ],
+        "capacity: must be over 0",
+    )
+    .await;
+    usage_error(
         &[&consume[..], &["--on-error", "dead-letter=file:x"]].concat(),
         "--exec <COMMAND>",
     )
