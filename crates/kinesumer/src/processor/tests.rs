@@ -193,3 +193,76 @@ async fn a_revoked_processors_flush_is_committed_at_the_handoff() {
         "what revoking marked was committed"
     );
 }
+
+/// Buffers every batch without marking it, and fails the batches that hold `bad`.
+struct FailsOn(&'static [u8]);
+
+#[async_trait]
+impl Processor for FailsOn {
+    async fn process(&mut self, batch: &Batch) -> Result<(), HandlerError> {
+        match batch.records().iter().any(|r| r.data == self.0) {
+            true => Err("cannot write".into()),
+            false => Ok(()),
+        }
+    }
+}
+
+/// A sink that keeps what it is given.
+#[derive(Clone, Default)]
+struct Kept(Arc<Mutex<Vec<String>>>);
+
+impl crate::dead_letter::DeadLetterSink for Kept {
+    fn send<'a>(
+        &'a self,
+        letter: &'a crate::dead_letter::DeadLetter,
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::dead_letter::DeadLetterError>> {
+        let data = String::from_utf8_lossy(&letter.data).into_owned();
+        self.0.lock().unwrap().push(data);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_covers_what_a_buffering_processor_had_not_marked() {
+    let kinesis = Arc::new(SimKinesis::new());
+    kinesis.create_stream(S, 1);
+    let mut last = String::new();
+    for n in 1..=4 {
+        last = kinesis.put(S, "k", format!("r-{n}").as_bytes()).1;
+    }
+    let store = MemoryStore::new("sim");
+    let kept = Kept::default();
+    let m = member(&kinesis, &store)
+        .with_error_policy(crate::ErrorPolicy::dead_letter_after(1, kept.clone()));
+    let batching = Batching {
+        max_records: 2,
+        ..Batching::default()
+    };
+    let _consuming = m
+        .consume_processors([S], |_: &ShardRef, _| FailsOn(b"r-3"), batching)
+        .await
+        .unwrap();
+    let wait = async {
+        while kept.0.lock().unwrap().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(LONG, wait)
+        .await
+        .expect("dead letters");
+    assert_eq!(
+        *kept.0.lock().unwrap(),
+        ["r-1", "r-2", "r-3", "r-4"],
+        "the first batch was never marked: the mark past the failed one covers it too"
+    );
+    m.close().await.unwrap();
+    let stored = store
+        .lease(S, "shardId-000000000000")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.checkpoint.map(|p| p.sequence.to_string()),
+        Some(last)
+    );
+}
