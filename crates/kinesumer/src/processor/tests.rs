@@ -78,10 +78,14 @@ async fn start() -> (Arc<SimKinesis>, MemoryStore, Kinesumer, Heard) {
 }
 
 fn member(kinesis: &Arc<SimKinesis>, store: &MemoryStore) -> Kinesumer {
+    member_with(kinesis, store, false)
+}
+
+fn member_with(kinesis: &Arc<SimKinesis>, store: &MemoryStore, auto_commit: bool) -> Kinesumer {
     let config = Config::builder("app", "table")
         .client_id("a")
         .initial_position(InitialPosition::TrimHorizon)
-        .auto_commit(false)
+        .auto_commit(auto_commit)
         .build()
         .unwrap();
     Kinesumer::with_parts(
@@ -264,5 +268,53 @@ async fn a_dead_letter_covers_what_a_buffering_processor_had_not_marked() {
     assert_eq!(
         stored.checkpoint.map(|p| p.sequence.to_string()),
         Some(last)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_processor_hears_its_lease_was_lost_when_another_owner_took_it() {
+    let kinesis = Arc::new(SimKinesis::new());
+    kinesis.create_stream(S, 1);
+    let store = MemoryStore::new("sim");
+    let m = member_with(&kinesis, &store, true);
+    let heard = Heard::default();
+    consume(&m, &heard).await;
+    let shard = "shardId-000000000000";
+    kinesis.put(S, "k", b"r-1");
+    until("r-1", &heard, |h| {
+        position_of(h, shard, "record r-1").is_some()
+    })
+    .await;
+    // Another owner takes the lease (as after this member went silent): the holder's
+    // next commit is refused.
+    let lease = store.lease(S, shard).await.unwrap().unwrap();
+    let seen = crate::store::LeaseSeen {
+        exists: true,
+        owner: lease.owner.clone(),
+        lease_counter: lease.lease_counter,
+    };
+    let thief = crate::store::Owner {
+        client_id: "b".into(),
+        token: "t".into(),
+    };
+    store
+        .take_lease(
+            S,
+            shard,
+            &thief,
+            &seen,
+            &crate::store::StoredStart::TrimHorizon,
+        )
+        .await
+        .unwrap();
+    until("lost", &heard, |h| position_of(h, shard, "lost").is_some()).await;
+    let h = heard.lock().unwrap().clone();
+    assert!(
+        position_of(&h, shard, "record r-1") < position_of(&h, shard, "lost"),
+        "{h:?}"
+    );
+    assert!(
+        position_of(&h, shard, "revoking").is_none(),
+        "a loss is not a revoke: {h:?}"
     );
 }
