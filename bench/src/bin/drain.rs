@@ -191,7 +191,7 @@ async fn raw(args: &[String]) -> Result<(), Error> {
         .ok_or("--stream is missing")?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-    let limit = Config::builder("a", "t").build()?.scan_limit();
+    let limit = Config::builder("floor", "floor").build()?.scan_limit();
     let shards = kinesis.list_shards().stream_name(stream).send().await?;
     let mut iterators = Vec::new();
     for shard in shards.shards() {
