@@ -4,7 +4,11 @@
 //!
 //! ```sh
 //! cargo run --release -p kinesumer-bench --bin scale [-- --max-members 100 --max-shards 1000]
+//!     [--only protocol|balance]
 //! ```
+//!
+//! Two tables: the protocol (`sim::scale::run`), and balancing on skewed loads by count,
+//! by load and by the KCL 3 rule (`sim::scale::load`).
 //!
 //! The leader's time per tick is the library's `kinesumer_leader_tick_seconds` histogram
 //! (`kinesumer::metrics::LEADER_TICK`): wall time of the tick, which on the in-memory
@@ -13,13 +17,79 @@
 
 use std::time::Instant;
 
+use kinesumer::sim::scale::load::{self as balance, Decider, LoadRunReport, LoadScale};
 use kinesumer::sim::scale::{self, Scale, ScaleReport};
-use kinesumer_bench::{arg, Error};
+use kinesumer_bench::{arg, arg_str, Error};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
-fn main() -> Result<(), Error> {
+/// The sizes to run, within the limits given on the command line.
+fn sizes() -> Vec<(usize, usize)> {
     let max_members = arg("--max-members", 1000) as usize;
     let max_shards = arg("--max-shards", 10_000) as usize;
+    let members = [10, 100, 1000].into_iter().filter(|&m| m <= max_members);
+    members
+        .flat_map(|m| {
+            let shards = [100, 1000, 10_000].into_iter().filter(|&s| s <= max_shards);
+            shards.map(move |s| (m, s))
+        })
+        .collect()
+}
+
+fn main() -> Result<(), Error> {
+    let only = arg_str("--only");
+    if only.as_deref() != Some("balance") {
+        protocol()?;
+    }
+    if only.as_deref() != Some("protocol") {
+        balancing();
+    }
+    Ok(())
+}
+
+/// The table of balancing on skewed loads, one row per size and decider.
+fn balancing() {
+    println!(
+        "\n| members | shards | decider | start: ticks, moves / min, worst (divisible) | hot shard | cooled | join 10 % | wall |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (members, shards) in sizes() {
+        for decider in [Decider::Count, Decider::Load, Decider::Kcl3] {
+            let started = Instant::now();
+            let scale = LoadScale {
+                members,
+                shards,
+                seed: 1,
+            };
+            let report = balance::run(&scale, decider);
+            balance_row(&report, started.elapsed());
+        }
+    }
+}
+
+fn balance_row(r: &LoadRunReport, wall: std::time::Duration) {
+    let cells: Vec<String> = r
+        .phases
+        .iter()
+        .map(|p| {
+            let ticks = p.ticks.map_or("unsettled".to_owned(), |t| t.to_string());
+            format!(
+                "{ticks}, {} / {}, {:.2} ({:.2})",
+                p.moves, p.min_moves, p.worst_over_mean, p.worst_divisible
+            )
+        })
+        .collect();
+    println!(
+        "| {} | {} | {} | {} | {:.1} s |",
+        r.scale.members,
+        r.scale.shards,
+        r.decider.name(),
+        cells.join(" | "),
+        wall.as_secs_f64(),
+    );
+}
+
+/// The table of the protocol at every size.
+fn protocol() -> Result<(), Error> {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     recorder.install()?;
@@ -27,21 +97,19 @@ fn main() -> Result<(), Error> {
         "| members | shards | start (ticks) | join 10 % (ticks) | moves / min | crash 10 % (ticks after failover) | moves / min | leader req/tick | others req/tick mean (max) | leader tick p50 / max | wall |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for members in [10, 100, 1000].into_iter().filter(|&m| m <= max_members) {
-        for shards in [100, 1000, 10_000].into_iter().filter(|&s| s <= max_shards) {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .start_paused(true)
-                .build()?;
-            leader_ticks(&snapshotter);
-            let started = Instant::now();
-            let report = runtime.block_on(scale::run(&Scale {
-                members,
-                shards,
-                seed: 1,
-            }));
-            row(&report, &leader_ticks(&snapshotter), started.elapsed());
-        }
+    for (members, shards) in sizes() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()?;
+        leader_ticks(&snapshotter);
+        let started = Instant::now();
+        let report = runtime.block_on(scale::run(&Scale {
+            members,
+            shards,
+            seed: 1,
+        }));
+        row(&report, &leader_ticks(&snapshotter), started.elapsed());
     }
     Ok(())
 }

@@ -381,6 +381,19 @@ pub(crate) struct MemberArgs {
     /// stream consumer is registered on each stream (or found) and must become ACTIVE.
     #[arg(long)]
     pub(crate) efo: bool,
+    /// How the leader spreads shards over the members: count (even shard counts per
+    /// stream) or load (measured throughput in proportion to each member's capacity;
+    /// docs/design.md). Give every member the same: the leader's decides.
+    #[arg(long, value_enum, default_value_t = Balance::Count)]
+    pub(crate) balance: Balance,
+    /// This member's capacity under --balance load: a weight over 0, at most 1000; a
+    /// member of capacity 2 is given twice the load of one of capacity 1.
+    #[arg(long, default_value = "1", value_name = "WEIGHT")]
+    pub(crate) capacity: f64,
+    /// Under --balance load, the time constant of the load measurement and how long a
+    /// moved shard stays put (library default: 30000).
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub(crate) load_window_ms: Option<Duration>,
     /// Serve the member's metrics in the Prometheus text format on this address, at
     /// http://HOST:PORT/metrics (docs/operations.md lists them). An address that does not
     /// resolve or cannot be listened on is a usage error.
@@ -457,6 +470,15 @@ pub(crate) struct DeregisterConsumerArgs {
     pub(crate) streams: Vec<String>,
     #[command(flatten)]
     pub(crate) consumer: FanOutConsumer,
+}
+
+/// How `consume --balance` spreads shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Balance {
+    /// Even shard counts per stream.
+    Count,
+    /// Measured load per capacity, then counts.
+    Load,
 }
 
 /// The record format of `consume`.

@@ -11,11 +11,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt;
 use kinesumer::processor::Batching;
-use kinesumer::{Config, ConfigBuilder, ErrorPolicy, Kinesumer, ReadMode};
+use kinesumer::{Balancing, Config, ConfigBuilder, ErrorPolicy, Kinesumer, ReadMode};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::aws::Aws;
-use crate::cli::{ErrorArgs, Format, MemberArgs};
+use crate::cli::{Balance, ErrorArgs, Format, MemberArgs};
 use crate::{consume, exec, prometheus, run};
 
 /// What the member does with its records.
@@ -133,6 +133,13 @@ fn config(aws: &Aws, args: &MemberArgs, auto_commit: bool) -> anyhow::Result<Con
     }
     if args.efo {
         builder = builder.read_mode(ReadMode::FanOut);
+    }
+    if args.balance == Balance::Load {
+        builder = builder.balance(Balancing::Load);
+    }
+    builder = builder.capacity(args.capacity);
+    if let Some(d) = args.load_window_ms {
+        builder = builder.load_window(d);
     }
     if let Some(region) = &args.consumer.consumer_region {
         builder = builder.region(region);

@@ -109,6 +109,7 @@ mod tests {
             heartbeat,
             streams: vec!["s".into()],
             last_update: None,
+            load: None,
         }
     }
 

@@ -46,6 +46,11 @@ struct MemberRow {
     streams: Vec<String>,
     /// Leases of the reported streams that name this incarnation.
     shards_held: usize,
+    /// Its capacity (weight), as its last heartbeat reported it (`balance = load`).
+    capacity: Option<f64>,
+    /// The load of the shards it reported, in shard units (a shard written at its limit
+    /// weighs 1), as its last heartbeat reported it (`balance = load`).
+    load: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -268,6 +273,8 @@ fn report(
                     .flat_map(|s| &s.shards)
                     .filter(|s| owner.is_some() && s.owner == owner)
                     .count(),
+                capacity: m.item.load.as_ref().map(|l| l.capacity),
+                load: m.item.load.as_ref().map(|l| l.units()),
             }
         })
         .collect();
@@ -344,6 +351,8 @@ fn render(r: &Report) -> String {
         "LEADER",
         "LAST BEAT",
         "SHARDS",
+        "LOAD",
+        "CAPACITY",
         "STREAMS",
     ]
     .map(String::from)
@@ -357,6 +366,8 @@ fn render(r: &Report) -> String {
                 .map(|ms| format!("{} ago", seconds(ms)))
                 .unwrap_or_else(|| "-".into()),
             m.shards_held.to_string(),
+            m.load.map_or_else(|| "-".into(), |l| format!("{l:.3}")),
+            m.capacity.map_or_else(|| "-".into(), |c| format!("{c}")),
             m.streams.join(","),
         ]
     }));

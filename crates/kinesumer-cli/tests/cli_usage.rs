@@ -42,6 +42,13 @@ async fn usage_errors_exit_2_and_say_why() {
     .await;
     usage_error(&["deregister-consumer", "--app", "a"], "--stream <STREAM>").await;
     let consume = ["consume", "--app", "a", "--table", "t", "--stream", "s"];
+    // A valid table name: the configuration is checked past it.
+    let valid = ["consume", "--app", "a", "--table", "table", "--stream", "s"];
+    usage_error(
+        &[&valid[..], &["--balance", "load", "--capacity", "0"]].concat(),
+        "capacity: must be over 0",
+    )
+    .await;
     usage_error(
         &[&consume[..], &["--on-error", "dead-letter=file:x"]].concat(),
         "--exec <COMMAND>",

@@ -86,6 +86,20 @@ pub enum Aggregation {
     Raw,
 }
 
+/// How the leader spreads shards over the members (docs/design.md, "Balancing by load").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Balancing {
+    /// By shard count: per stream, any two members' counts differ by at most one. No
+    /// load is measured or reported.
+    #[default]
+    Count,
+    /// By measured load, in proportion to each member's `capacity`, within
+    /// `load_tolerance`, then by count; at most `load_max_moves` moves per tick. Members
+    /// measure their shards' throughput and report it with their heartbeats.
+    Load,
+}
+
 /// A configuration the builder refused: which field, and why.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 #[error("invalid configuration: {field}: {reason}")]
@@ -142,6 +156,11 @@ pub struct Config {
     pub(crate) shard_buffer_bytes: usize,
     pub(crate) stream_buffer: usize,
     pub(crate) event_buffer: usize,
+    pub(crate) balance: Balancing,
+    pub(crate) capacity: f64,
+    pub(crate) load_tolerance: f64,
+    pub(crate) load_max_moves: usize,
+    pub(crate) load_window: Duration,
     pub(crate) max_records_per_second: Option<u32>,
 }
 
@@ -165,6 +184,8 @@ impl fmt::Debug for Config {
             .field("sync_interval", &self.sync_interval)
             .field("failover_timeout", &self.failover_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("balance", &self.balance)
+            .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
 }
@@ -227,6 +248,16 @@ getters! {
     stream_buffer: usize,
     /// Errors and events buffered before the oldest are dropped.
     event_buffer: usize,
+    /// How the leader spreads shards over the members.
+    balance: Balancing,
+    /// This member's capacity (weight) under [`Balancing::Load`].
+    capacity: f64,
+    /// The band around each member's share of the load within which nothing moves.
+    load_tolerance: f64,
+    /// The most shards the leader moves for balance per tick under [`Balancing::Load`].
+    load_max_moves: usize,
+    /// The time constant of the load measurement, and how long a moved shard stays put.
+    load_window: Duration,
     /// Records handed to the application per second at most, across the member's shards.
     max_records_per_second: Option<u32>,
 }
@@ -363,6 +394,11 @@ impl ConfigBuilder {
                 shard_buffer_bytes: 16 * 1024 * 1024,
                 stream_buffer: 1000,
                 event_buffer: 1024,
+                balance: Balancing::Count,
+                capacity: 1.0,
+                load_tolerance: 0.1,
+                load_max_moves: 32,
+                load_window: Duration::from_secs(30),
                 max_records_per_second: None,
             },
             client_id_set: false,
@@ -605,6 +641,45 @@ impl ConfigBuilder {
         self
     }
 
+    /// How the leader spreads shards over the members: by count (the default) or by
+    /// measured load. The leader's setting decides; give every member the same one.
+    pub fn balance(mut self, b: Balancing) -> Self {
+        self.config.balance = b;
+        self
+    }
+
+    /// This member's capacity under [`Balancing::Load`]: a weight, over 0 and at most
+    /// 1,000; a member of capacity 2 is given twice the load of one of capacity 1.
+    /// Default: 1.
+    pub fn capacity(mut self, weight: f64) -> Self {
+        self.config.capacity = weight;
+        self
+    }
+
+    /// Under [`Balancing::Load`], the band around each member's share of the load within
+    /// which no shard moves for load, as a fraction of the share, over 0 and under 1
+    /// (it is widened to one shard's load where a shard is heavier). Default: 0.1 (±10 %).
+    pub fn load_tolerance(mut self, fraction: f64) -> Self {
+        self.config.load_tolerance = fraction;
+        self
+    }
+
+    /// Under [`Balancing::Load`], the most held shards the leader moves per tick to
+    /// balance (shards whose holder is gone are placed at once, not counted), at least 1.
+    /// Default: 32.
+    pub fn load_max_moves(mut self, n: usize) -> Self {
+        self.config.load_max_moves = n;
+        self
+    }
+
+    /// Under [`Balancing::Load`], the time constant over which each shard's throughput is
+    /// smoothed, and how long a shard stays where it was moved before it may move again
+    /// (its new holder measures it meanwhile). At least `sync_interval`. Default: 30 s.
+    pub fn load_window(mut self, d: Duration) -> Self {
+        self.config.load_window = d;
+        self
+    }
+
     /// Checks the configuration.
     ///
     /// # Errors
@@ -738,7 +813,26 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    if !(c.capacity > 0.0 && c.capacity <= 1000.0) {
+        return Err(ConfigError::new(
+            "capacity",
+            "must be over 0 and at most 1,000",
+        ));
+    }
+    if !(c.load_tolerance > 0.0 && c.load_tolerance < 1.0) {
+        return Err(ConfigError::new(
+            "load_tolerance",
+            "must be over 0 and under 1",
+        ));
+    }
+    if c.load_window < c.sync_interval {
+        return Err(ConfigError::new(
+            "load_window",
+            "must be at least sync_interval: a rate is sampled once a tick",
+        ));
+    }
     for (field, n) in [
+        ("load_max_moves", c.load_max_moves),
         ("shard_buffer", c.shard_buffer),
         ("shard_buffer_bytes", c.shard_buffer_bytes),
         ("stream_buffer", c.stream_buffer),
@@ -805,6 +899,14 @@ mod tests {
             ),
             (builder().prune_age(Duration::from_secs(1)), "prune_age"),
             (builder().shard_buffer(0), "shard_buffer"),
+            (builder().capacity(0.0), "capacity"),
+            (builder().capacity(f64::NAN), "capacity"),
+            (builder().load_tolerance(1.0), "load_tolerance"),
+            (builder().load_max_moves(0), "load_max_moves"),
+            (
+                builder().load_window(Duration::from_millis(1)),
+                "load_window",
+            ),
             (
                 Config::builder("my app", "table").read_mode(ReadMode::FanOut),
                 "app",

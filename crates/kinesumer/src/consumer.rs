@@ -411,6 +411,7 @@ impl Kinesumer {
             clock: self.clock.clone(),
             signals: self.signals.clone(),
             sink,
+            load: crate::load::LoadMeter::new(self.config.load_window),
             flow: self.flow.clone(),
         });
         let (cmds, cmd_rx) = mpsc::channel(16);

@@ -95,12 +95,64 @@ pub enum Event {
     },
     /// Another process took over this client id; this one stopped for good.
     Superseded,
+    /// As leader, this member planned a shard onto another member (one event per move,
+    /// when it is first planned; a log line says the same).
+    ShardMoved {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+        /// The client id of the lease's owner when it was planned, if any.
+        from: Option<String>,
+        /// The client id it is planned to.
+        to: String,
+        /// Why.
+        reason: MoveReason,
+    },
     /// The listener of [`Kinesumer::events`](crate::Kinesumer::events) fell behind and
     /// missed this many events.
     Missed {
         /// How many.
         count: u64,
     },
+}
+
+/// Why the leader planned a shard onto another member ([`Event::ShardMoved`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum MoveReason {
+    /// Rebalancing by count after a member joined (or started consuming the stream).
+    Join,
+    /// Its owner left: released it, stopped consuming the stream, or restarted.
+    Leave,
+    /// Its owner was judged gone (its heartbeat stopped).
+    Crash,
+    /// A child of a split or merge, now that its parents are finished.
+    Reshard,
+    /// Rebalancing by load (`balance = load`).
+    Load,
+    /// A shard never leased before (a new stream, or the group's first start).
+    New,
+}
+
+impl MoveReason {
+    /// The reason as one lowercase word, as logs and metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveReason::Join => "join",
+            MoveReason::Leave => "leave",
+            MoveReason::Crash => "crash",
+            MoveReason::Reshard => "reshard",
+            MoveReason::Load => "load",
+            MoveReason::New => "new",
+        }
+    }
+}
+
+impl std::fmt::Display for MoveReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Event {
@@ -113,6 +165,7 @@ impl Event {
             Event::LeaseReleased { stream, .. } => (metrics::LEASE_RELEASES, Some(stream)),
             Event::LeaseLost { stream, .. } => (metrics::LEASE_LOSSES, Some(stream)),
             Event::ShardFinished { stream, .. } => (metrics::SHARDS_FINISHED, Some(stream)),
+            Event::ShardMoved { stream, .. } => (metrics::SHARD_MOVES, Some(stream)),
             Event::RecordFailed { stream, .. } => (metrics::HANDLER_FAILURES, Some(stream)),
             Event::RecordDeadLettered { stream, .. } => (metrics::DEAD_LETTERS, Some(stream)),
             Event::DeliveryStopped { stream, .. } => (metrics::DELIVERY_STOPS, Some(stream)),

@@ -43,6 +43,7 @@ pub(crate) mod fence;
 mod flow;
 pub mod group;
 mod handler;
+pub mod load;
 pub mod metrics;
 pub mod migrate;
 pub mod processor;
@@ -63,11 +64,13 @@ pub use aws::ca_bundle_http_client;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use clock::TestClock;
 pub use clock::{Clock, SystemClock};
-pub use config::{Aggregation, Config, ConfigBuilder, ConfigError, InitialPosition, ReadMode};
+pub use config::{
+    Aggregation, Balancing, Config, ConfigBuilder, ConfigError, InitialPosition, ReadMode,
+};
 pub use consumer::{Consuming, Kinesumer};
 pub use delivery::Records;
 pub use error::{Error, Result};
-pub use event::Event;
+pub use event::{Event, MoveReason};
 pub use handler::{ErrorPolicy, Handler, HandlerError, HandlerOutput};
 pub use reader::KinesisError;
 pub use record::Record;

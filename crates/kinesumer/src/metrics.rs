@@ -66,6 +66,8 @@ pub const LEASE_RELEASES: &str = "kinesumer_lease_releases_total";
 pub const LEASE_LOSSES: &str = "kinesumer_lease_losses_total";
 /// Closed shards read to their end and finished.
 pub const SHARDS_FINISHED: &str = "kinesumer_shards_finished_total";
+/// Shards the leader planned onto another member.
+pub const SHARD_MOVES: &str = "kinesumer_shard_moves_total";
 /// Failed handler attempts (the RecordFailed event).
 pub const HANDLER_FAILURES: &str = "kinesumer_handler_failures_total";
 /// Records written to the dead-letter sink (the RecordDeadLettered event).
@@ -180,6 +182,8 @@ pub const ALL: &[Metric] = &[
         "Leases lost: another owner took the lease, or a handoff timed out with records in the application's hands (the LeaseLost event)."),
     metric(SHARDS_FINISHED, Kind::Counter, Unit::Count, APP_STREAM,
         "Closed shards read to their end with every record processed (the ShardFinished event)."),
+    metric(SHARD_MOVES, Kind::Counter, Unit::Count, APP_STREAM,
+        "Shards this member, as leader, planned onto another member (the ShardMoved event, whose reason says why)."),
     metric(HANDLER_FAILURES, Kind::Counter, Unit::Count, APP_STREAM,
         "Handler attempts that failed (an error or a panic); each is retried or given up on by the error policy (the RecordFailed event)."),
     metric(DEAD_LETTERS, Kind::Counter, Unit::Count, APP_STREAM,

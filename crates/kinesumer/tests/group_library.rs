@@ -96,7 +96,7 @@ async fn a_member_that_lost_its_lease_cannot_move_the_checkpoint() {
     let beating = store.clone();
     let beats = tokio::spawn(async move {
         loop {
-            let _ = beating.heartbeat("thief", "t", &streams).await;
+            let _ = beating.heartbeat("thief", "t", &streams, None).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });

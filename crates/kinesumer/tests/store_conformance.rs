@@ -15,9 +15,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{TimeZone, Utc};
 use kinesumer::store::LeaseDeletion::{Retire, Tombstone};
 use kinesumer::store::{
-    create_table, CheckpointWrite, DynamoStore, HeartbeatOutcome, LeaseSeen, LockItem, MemoryStore,
-    Operation, Owner, PlanItem, PlanStart, PlannedShard, Registration, ShardCache, ShardInfo,
-    ShardRef, StateStore, StoreError, StoredStart, TableBilling,
+    create_table, CheckpointWrite, DynamoStore, HeartbeatOutcome, LeaseSeen, LoadReport, LockItem,
+    MemoryStore, Operation, Owner, PlanItem, PlanStart, PlannedShard, Registration, ShardCache,
+    ShardInfo, ShardLoad, ShardRef, StateStore, StoreError, StoredStart, TableBilling,
 };
 use kinesumer::{Position, SequenceNumber};
 
@@ -81,6 +81,7 @@ macro_rules! conformance {
 
 conformance!(
     register_and_heartbeat,
+    heartbeat_carries_the_load_report,
     rejoin_with_old_new_and_other_token,
     leave_only_own_incarnation,
     prune_only_at_seen_heartbeat,
@@ -163,11 +164,11 @@ async fn register_and_heartbeat(f: Fixture) {
 
     let empty: Vec<String> = Vec::new();
     assert_eq!(
-        s.heartbeat("a", "t1", &empty).await.unwrap(),
+        s.heartbeat("a", "t1", &empty, None).await.unwrap(),
         HeartbeatOutcome::Beat(1)
     );
     assert_eq!(
-        s.heartbeat("a", "t1", &empty).await.unwrap(),
+        s.heartbeat("a", "t1", &empty, None).await.unwrap(),
         HeartbeatOutcome::Beat(2)
     );
     let m = s.members().await.unwrap();
@@ -177,12 +178,12 @@ async fn register_and_heartbeat(f: Fixture) {
     );
 
     assert_eq!(
-        s.heartbeat("a", "t0", &empty).await.unwrap(),
+        s.heartbeat("a", "t0", &empty, None).await.unwrap(),
         HeartbeatOutcome::Superseded(Some("t1".into()))
     );
     assert_eq!(s.members().await.unwrap()[0].heartbeat, 2, "unchanged");
     assert_eq!(
-        s.heartbeat("b", "t1", &empty).await.unwrap(),
+        s.heartbeat("b", "t1", &empty, None).await.unwrap(),
         HeartbeatOutcome::Missing
     );
     assert_eq!(
@@ -202,6 +203,34 @@ async fn register_and_heartbeat(f: Fixture) {
     );
 }
 
+async fn heartbeat_carries_the_load_report(f: Fixture) {
+    let s = f.s;
+    s.register("a", "t1", &[], &Registration::Start)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.members().await.unwrap()[0].load,
+        None,
+        "none until reported"
+    );
+    let mut report = LoadReport {
+        capacity: 2.0,
+        shards: BTreeMap::new(),
+    };
+    report.shards.entry("x".into()).or_default().insert(
+        "shardId-000000000007".into(),
+        ShardLoad {
+            bytes_per_sec: 2048.0,
+            records_per_sec: 12.5,
+        },
+    );
+    s.heartbeat("a", "t1", &[], Some(&report)).await.unwrap();
+    assert_eq!(s.members().await.unwrap()[0].load.as_ref(), Some(&report));
+    // A heartbeat without a report keeps the last one.
+    s.heartbeat("a", "t1", &[], None).await.unwrap();
+    assert_eq!(s.members().await.unwrap()[0].load.as_ref(), Some(&report));
+}
+
 async fn rejoin_with_old_new_and_other_token(f: Fixture) {
     let s = f.s;
     let none: Vec<String> = Vec::new();
@@ -211,7 +240,7 @@ async fn rejoin_with_old_new_and_other_token(f: Fixture) {
     // No item: allowed.
     s.register("a", "t1", &none, &rejoin("t0")).await.unwrap();
     assert_eq!(s.members().await.unwrap()[0].heartbeat, 1);
-    s.heartbeat("a", "t1", &none).await.unwrap();
+    s.heartbeat("a", "t1", &none, None).await.unwrap();
     // The old token: allowed, and the counter moves on.
     s.register("a", "t2", &none, &rejoin("t1")).await.unwrap();
     let m = &s.members().await.unwrap()[0];
@@ -244,7 +273,7 @@ async fn prune_only_at_seen_heartbeat(f: Fixture) {
     s.register("a", "t1", &[], &Registration::Start)
         .await
         .unwrap();
-    s.heartbeat("a", "t1", &[]).await.unwrap();
+    s.heartbeat("a", "t1", &[], None).await.unwrap();
     refused(s.prune("a", 0, Some("t1")).await);
     assert_eq!(s.members().await.unwrap().len(), 1);
     s.prune("a", 1, Some("t1")).await.unwrap();
@@ -739,8 +768,8 @@ async fn requests_are_counted(f: Fixture) {
     s.register("a", "t", &[], &Registration::Start)
         .await
         .unwrap();
-    s.heartbeat("a", "t", &[]).await.unwrap();
-    s.heartbeat("a", "x", &[]).await.unwrap();
+    s.heartbeat("a", "t", &[], None).await.unwrap();
+    s.heartbeat("a", "x", &[], None).await.unwrap();
     refused(s.renew_lock(&owner("a", "t"), 1).await);
     let before = s.requests();
     s.read_lock_and_plan("a").await.unwrap();
@@ -932,7 +961,7 @@ async fn dynamo_reads_go_client_items() {
     let m = within("members", s.members()).await.unwrap();
     assert_eq!((m[0].incarnation.as_ref(), m[0].heartbeat), (None, 0));
     assert_eq!(
-        within("hb", s.heartbeat("go-client", "t", &[]))
+        within("hb", s.heartbeat("go-client", "t", &[], None))
             .await
             .unwrap(),
         HeartbeatOutcome::Superseded(None)

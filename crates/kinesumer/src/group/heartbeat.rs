@@ -113,7 +113,10 @@ async fn heartbeat(ctx: &Ctx, me: &Owner, fence: &Fence, beat: &Beat) -> Result<
         }
         let streams = beat.advertised();
         let sent = fence.now();
-        let request = ctx.store.heartbeat(&me.client_id, &me.token, &streams);
+        let load = ctx.load_report();
+        let request = ctx
+            .store
+            .heartbeat(&me.client_id, &me.token, &streams, load.as_ref());
         let answer = ctx.timed(Operation::Heartbeat, request).await;
         let took = fence.now().saturating_sub(sent);
         crate::metrics::heartbeat(&ctx.cfg.app, took);

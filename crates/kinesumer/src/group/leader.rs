@@ -12,11 +12,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
-use super::plan::{self, Observed, Seen};
+use super::assign::load::Balance;
+use super::plan::{self, LoadView, Observed, PlannedMove, Seen};
 use super::Ctx;
 use crate::backoff::Backoff;
-use crate::config::InitialPosition;
+use crate::config::{Balancing, Config, InitialPosition};
 use crate::error::Error;
+use crate::event::Event;
 use crate::fence::Fence;
 use crate::reader::{within, KinesisError, StreamShards};
 use crate::store::{
@@ -73,6 +75,16 @@ pub(crate) struct Leader {
     written: BTreeMap<String, PlanItem>,
     /// The version of this term's last plan write or delete.
     version: u64,
+    /// Stream → shard id → load in shard units, as its holder last reported it
+    /// (`balance = load`); kept across a move until the new holder reports.
+    loads: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Stream → shard id → when this term last planned it onto another member.
+    moved_at: BTreeMap<String, BTreeMap<String, Duration>>,
+    /// Stream → the shards moved within the load window: they stay where they are.
+    cooling: BTreeMap<String, BTreeSet<String>>,
+    /// (stream, shard id) → the member its pending move was announced to: each move is
+    /// logged and sent as an event once, not at every tick until the take.
+    announced: BTreeMap<(String, String), String>,
 }
 
 impl Leader {
@@ -87,6 +99,10 @@ impl Leader {
             finished: BTreeMap::new(),
             written: BTreeMap::new(),
             version: 0,
+            loads: BTreeMap::new(),
+            moved_at: BTreeMap::new(),
+            cooling: BTreeMap::new(),
+            announced: BTreeMap::new(),
         }
     }
 
@@ -130,9 +146,25 @@ impl Leader {
         // cache is stored) would be missing from every plan, and its holders would release
         // every shard of it: no plan is written until it is known.
         if self.refresh_listings(ctx, &streams, &mut leases, now).await {
+            let balance = balance(&ctx.cfg);
+            if balance.is_some() {
+                self.learn_loads(&members, &leases);
+            }
+            self.cool(now, ctx.cfg.load_window);
             let observed = self.observed(now, failover, ctx.cfg.initial_position, &leases);
-            let plans = plan::plan(&observed).changed(&self.written);
+            let observed = Observed {
+                load: balance.map(|balance| LoadView {
+                    balance,
+                    loads: &self.loads,
+                    cooling: &self.cooling,
+                }),
+                ..observed
+            };
+            let mut planned = plan::plan(&observed);
+            let plans = planned.changed(&self.written);
+            let moves = std::mem::take(&mut planned.moves);
             self.write_plans(ctx, fence, plans).await?;
+            self.announce(ctx, moves, now);
         } else {
             debug!("a stream's shards are unknown; no plan is written this tick");
         }
@@ -142,6 +174,88 @@ impl Leader {
         self.prune(ctx, fence, now).await?;
         crate::metrics::leader_tick(&ctx.cfg.app, started.elapsed());
         Ok(&self.written)
+    }
+
+    /// Keeps the load each holder reported of the shards it holds (its current
+    /// incarnation, by the lease), and forgets shards no longer leased.
+    fn learn_loads(
+        &mut self,
+        members: &[MemberItem],
+        leases: &BTreeMap<String, BTreeMap<String, LeaseItem>>,
+    ) {
+        for member in members {
+            let Some(report) = &member.load else { continue };
+            for (stream, shards) in &report.shards {
+                let Some(stream_leases) = leases.get(stream) else {
+                    continue;
+                };
+                for (shard_id, load) in shards {
+                    let holds = stream_leases
+                        .get(shard_id)
+                        .and_then(|l| l.owner.as_ref())
+                        .is_some_and(|o| {
+                            o.client_id == member.client_id
+                                && member.incarnation.as_deref() == Some(o.token.as_str())
+                        });
+                    if holds {
+                        let loads = self.loads.entry(stream.clone()).or_default();
+                        loads.insert(shard_id.clone(), load.units());
+                    }
+                }
+            }
+        }
+        self.loads.retain(|stream, shards| {
+            let leased = leases.get(stream);
+            shards.retain(|id, _| leased.is_some_and(|l| l.contains_key(id)));
+            !shards.is_empty()
+        });
+    }
+
+    /// The shards moved within `window` cool: they stay where they were moved.
+    fn cool(&mut self, now: Duration, window: Duration) {
+        self.moved_at.retain(|_, shards| {
+            shards.retain(|_, &mut at| now.saturating_sub(at) < window);
+            !shards.is_empty()
+        });
+        self.cooling = self
+            .moved_at
+            .iter()
+            .map(|(stream, shards)| (stream.clone(), shards.keys().cloned().collect()))
+            .collect();
+    }
+
+    /// Logs and sends an event for each move not announced yet, and starts its cooling.
+    fn announce(&mut self, ctx: &Ctx, moves: Vec<PlannedMove>, now: Duration) {
+        let pending: BTreeSet<(&str, &str)> = moves
+            .iter()
+            .map(|m| (m.stream.as_str(), m.shard_id.as_str()))
+            .collect();
+        self.announced
+            .retain(|(stream, shard), _| pending.contains(&(stream.as_str(), shard.as_str())));
+        for m in moves {
+            let key = (m.stream.clone(), m.shard_id.clone());
+            if self.announced.get(&key) == Some(&m.to) {
+                continue;
+            }
+            info!(
+                stream = %m.stream,
+                shard = %m.shard_id,
+                from = m.from.as_deref().unwrap_or("-"),
+                to = %m.to,
+                reason = %m.reason,
+                "shard moved"
+            );
+            let moved = self.moved_at.entry(m.stream.clone()).or_default();
+            moved.insert(m.shard_id.clone(), now);
+            self.announced.insert(key, m.to.clone());
+            ctx.signals.event(Event::ShardMoved {
+                stream: m.stream,
+                shard_id: m.shard_id,
+                from: m.from,
+                to: m.to,
+                reason: m.reason,
+            });
+        }
     }
 
     /// Updates what was seen of the members; returns the client ids whose items vanished.
@@ -168,6 +282,7 @@ impl Leader {
                     token_since: now,
                     streams: streams.clone(),
                     dropped: BTreeMap::new(),
+                    capacity: 1.0,
                 });
             if seen.incarnation != item.incarnation {
                 seen.incarnation = item.incarnation.clone();
@@ -178,6 +293,7 @@ impl Leader {
                 seen.changed_at = now;
             }
             seen.heartbeat = item.heartbeat;
+            seen.capacity = item.load.as_ref().map_or(1.0, |l| l.capacity);
             for gone in seen.streams.difference(&streams) {
                 seen.dropped.entry(gone.clone()).or_insert(now);
             }
@@ -363,6 +479,7 @@ impl Leader {
             now,
             failover,
             initial,
+            load: None,
         }
     }
 
@@ -455,6 +572,15 @@ impl Leader {
     }
 }
 
+/// The knobs of the load balancing, when the group balances by load.
+fn balance(cfg: &Config) -> Option<Balance> {
+    (cfg.balance == Balancing::Load).then(|| Balance {
+        tolerance: cfg.load_tolerance,
+        max_moves: cfg.load_max_moves,
+        ..Balance::default()
+    })
+}
+
 /// A member paused (or suspended) past its fence deadline writes no plan and prunes no
 /// member when it wakes (scenario 5): the fence is checked right before each such write.
 fn may_write(fence: &Fence) -> Result<(), TickError> {
@@ -545,8 +671,9 @@ async fn retire(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::MoveReason;
     use crate::group::plan::Judged;
-    use crate::store::PlanStart;
+    use crate::store::{LoadReport, PlanStart, ShardLoad};
 
     const FAILOVER: Duration = Duration::from_secs(2);
 
@@ -557,6 +684,7 @@ mod tests {
             heartbeat: hb,
             streams: streams.iter().map(|s| s.to_string()).collect(),
             last_update: None,
+            load: None,
         }
     }
 
@@ -787,6 +915,92 @@ mod tests {
         assert!(!entry.owner_gone);
         assert_eq!(plans["a"].term, 7);
         assert_eq!(plans["a"].token, "ta");
+    }
+
+    #[test]
+    fn every_move_names_its_reason() {
+        let mut parent = shard("p");
+        parent.closed = true;
+        let mut child = shard("c");
+        child.parent = Some("p".into());
+        let mut l = leader_with(&["gone", "free", "new"]);
+        l.listings
+            .get_mut("s")
+            .unwrap()
+            .shards
+            .extend([parent, child]);
+        l.observe_members(
+            &[
+                member("a", "ta", 1, &["s"]),
+                member("dead", "td", 1, &["s"]),
+            ],
+            Duration::ZERO,
+        );
+        // "dead" stops beating: gone after the failover.
+        l.observe_members(
+            &[
+                member("a", "ta", 3, &["s"]),
+                member("dead", "td", 1, &["s"]),
+            ],
+            FAILOVER,
+        );
+        let mut done = lease("p", None, 2);
+        done.shard_end = true;
+        let held = leases(vec![
+            lease("gone", Some(owner("dead", "td")), 1),
+            lease("free", None, 4),
+            done,
+        ]);
+        let observed = l.observed(FAILOVER, FAILOVER, InitialPosition::Latest, &held);
+        let reasons: BTreeMap<String, (Option<String>, MoveReason)> = plan::plan(&observed)
+            .moves
+            .into_iter()
+            .map(|m| (m.shard_id, (m.from, m.reason)))
+            .collect();
+        let expected = BTreeMap::from([
+            (
+                "gone".to_string(),
+                (Some("dead".to_string()), MoveReason::Crash),
+            ),
+            ("free".to_string(), (None, MoveReason::Leave)),
+            ("new".to_string(), (None, MoveReason::New)),
+            ("c".to_string(), (None, MoveReason::Reshard)),
+        ]);
+        assert_eq!(reasons, expected);
+    }
+
+    #[test]
+    fn a_shards_load_is_learned_from_its_holder_only() {
+        let mut l = leader_with(&["x"]);
+        let report = |bytes_per_sec| {
+            let mut r = LoadReport {
+                capacity: 1.0,
+                shards: BTreeMap::new(),
+            };
+            let load = ShardLoad {
+                bytes_per_sec,
+                records_per_sec: 0.0,
+            };
+            r.shards
+                .entry("s".into())
+                .or_default()
+                .insert("x".into(), load);
+            Some(r)
+        };
+        let mut holder = member("a", "ta", 1, &["s"]);
+        holder.load = report(1_048_576.0);
+        // "b" still reports the shard it handed over, and a stale incarnation of "a".
+        let mut previous = member("b", "tb", 1, &["s"]);
+        previous.load = report(4.0 * 1_048_576.0);
+        let held = leases(vec![lease("x", Some(owner("a", "ta")), 3)]);
+        l.learn_loads(&[previous, holder.clone()], &held);
+        assert_eq!(l.loads["s"]["x"], 1.0);
+        holder.incarnation = Some("old".into());
+        holder.load = report(0.0);
+        l.learn_loads(&[holder], &held);
+        assert_eq!(l.loads["s"]["x"], 1.0, "kept until its holder reports");
+        l.learn_loads(&[], &leases(vec![]));
+        assert!(l.loads.is_empty(), "forgotten once not leased");
     }
 
     #[test]

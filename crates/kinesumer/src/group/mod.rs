@@ -28,8 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Balancing, Config};
 use crate::delivery::Sink;
+use crate::load::{LoadMeter, LoadReport};
 use crate::reader::fanout::ConsumerArns;
 use crate::reader::KinesisApi;
 use crate::signals::Signals;
@@ -46,6 +47,8 @@ pub(crate) struct Ctx {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) signals: Signals,
     pub(crate) sink: Sink,
+    /// What this member's readers read, for its heartbeats' load reports.
+    pub(crate) load: LoadMeter,
     pub(crate) flow: crate::flow::Flow,
 }
 
@@ -59,6 +62,17 @@ impl Ctx {
         crate::store::timed(op, self.cfg.request_timeout, request).await
     }
 
+    /// The load meter for a shard's reader, when the group balances by load (otherwise
+    /// nothing is measured).
+    pub(crate) fn load_meter(&self) -> Option<LoadMeter> {
+        (self.cfg.balance == Balancing::Load).then(|| self.load.clone())
+    }
+
+    /// The load report for the next heartbeat, when the group balances by load.
+    pub(crate) fn load_report(&self) -> Option<LoadReport> {
+        (self.cfg.balance == Balancing::Load).then(|| self.load.report(self.cfg.capacity))
+    }
+
     /// `sync_interval` spread by up to ± `jitter`, so members do not beat in lockstep.
     pub(crate) fn jittered_interval(&self) -> Duration {
         let spread = self.cfg.jitter * (2.0 * crate::random::unit() - 1.0);
@@ -67,6 +81,8 @@ impl Ctx {
 }
 #[cfg(test)]
 mod hardening;
+#[cfg(test)]
+mod load_tests;
 #[cfg(test)]
 mod randomized;
 #[cfg(test)]

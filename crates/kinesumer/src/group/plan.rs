@@ -14,8 +14,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
+use super::assign::load::{self, Balance, LoadInput, LoadMember, LoadShard, MoveKind};
 use super::assign::{self, AssignInput, Assignment};
 use crate::config::InitialPosition;
+use crate::event::MoveReason;
 use crate::shards::ShardInfo;
 use crate::store::{LeaseItem, Owner, PlanItem, PlanStart, PlannedShard, ShardRef};
 
@@ -31,6 +33,8 @@ pub(super) struct Seen {
     pub(super) streams: BTreeSet<String>,
     /// Streams this member stopped consuming, and when that was first seen.
     pub(super) dropped: BTreeMap<String, Duration>,
+    /// Its capacity, as its last load report said (1 without one).
+    pub(super) capacity: f64,
 }
 
 /// Whether member `client_id` is alive: its counter moved within the failover. The
@@ -81,6 +85,18 @@ pub(super) struct Observed<'a> {
     pub(super) now: Duration,
     pub(super) failover: Duration,
     pub(super) initial: InitialPosition,
+    /// Balancing by load: the shards' loads; `None` balances by count.
+    pub(super) load: Option<LoadView<'a>>,
+}
+
+/// What balancing by load plans from, besides the members' capacities.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LoadView<'a> {
+    pub(super) balance: Balance,
+    /// Stream → shard id → load in shard units, as last reported by a holder.
+    pub(super) loads: &'a BTreeMap<String, BTreeMap<String, f64>>,
+    /// Stream → the shards moved recently, which stay where they are.
+    pub(super) cooling: &'a BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Observed<'_> {
@@ -158,6 +174,40 @@ struct Candidates<'a> {
     entries: HashMap<(&'a str, &'a str), PlannedShard>,
     /// (stream, shard, client id) of each shard a live member holds.
     holders: Vec<(&'a str, &'a str, String)>,
+    /// Why each shard would move if planned away from its preferred holder.
+    priors: HashMap<(&'a str, &'a str), Prior>,
+}
+
+/// What a shard was before this plan, for the reason of a move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prior {
+    /// A live member holds it.
+    Held,
+    /// Its owner was judged gone.
+    Gone,
+    /// Its owner is not a live holder but not gone yet (it left the stream, restarted).
+    Pending,
+    /// Leased before, no owner now: released.
+    Released,
+    /// Never leased: a child of a split or merge, or not.
+    Unleased { child: bool },
+}
+
+impl Prior {
+    /// The reason of a move away from what the shard was; `kind`, for a held shard
+    /// moved by the load balancing.
+    fn reason(self, kind: Option<MoveKind>) -> MoveReason {
+        match self {
+            Prior::Held => match kind {
+                Some(MoveKind::Load | MoveKind::Alone) => MoveReason::Load,
+                Some(MoveKind::Count) | None => MoveReason::Join,
+            },
+            Prior::Gone => MoveReason::Crash,
+            Prior::Pending | Prior::Released => MoveReason::Leave,
+            Prior::Unleased { child: true } => MoveReason::Reshard,
+            Prior::Unleased { child: false } => MoveReason::New,
+        }
+    }
 }
 
 fn candidates<'a>(obs: &Observed<'a>) -> Candidates<'a> {
@@ -168,6 +218,7 @@ fn candidates<'a>(obs: &Observed<'a>) -> Candidates<'a> {
     };
     let mut entries = HashMap::new();
     let mut holders = Vec::new();
+    let mut priors = HashMap::new();
     let no_leases = BTreeMap::new();
     for &(stream, listing) in &obs.listings {
         let stream_leases = obs.leases.get(stream).unwrap_or(&no_leases);
@@ -201,6 +252,16 @@ fn candidates<'a>(obs: &Observed<'a>) -> Candidates<'a> {
             if let Some(id) = &holder {
                 holders.push((stream, shard_id, id.clone()));
             }
+            let prior = match (&judged, lease) {
+                (Some(Judged::Holder(_)), _) => Prior::Held,
+                (Some(Judged::Gone), _) => Prior::Gone,
+                (Some(Judged::Pending), _) => Prior::Pending,
+                (None, Some(l)) if l.lease_counter.is_some() => Prior::Released,
+                (None, _) => Prior::Unleased {
+                    child: info.parent.is_some() || info.adjacent_parent.is_some(),
+                },
+            };
+            priors.insert((stream, shard_id), prior);
             // A member that fenced and rejoined keeps the shards its previous incarnation
             // held (it takes them back at once): sticky across a rejoin.
             let preferred = holder.or_else(|| {
@@ -225,7 +286,83 @@ fn candidates<'a>(obs: &Observed<'a>) -> Candidates<'a> {
         input,
         entries,
         holders,
+        priors,
     }
+}
+
+/// The count assignment's input with each member's capacity and each shard's load.
+fn load_input(input: &AssignInput, obs: &Observed<'_>, view: &LoadView<'_>) -> LoadInput {
+    let members = input
+        .members
+        .iter()
+        .map(|(id, streams)| {
+            let capacity = obs.members.get(id).map_or(1.0, |m| m.capacity);
+            let streams = streams.clone();
+            (id.clone(), LoadMember { streams, capacity })
+        })
+        .collect();
+    let shards = input
+        .shards
+        .iter()
+        .map(|(stream, shards)| {
+            let loads = view.loads.get(stream);
+            let cooling = view.cooling.get(stream);
+            let shards = shards
+                .iter()
+                .map(|(id, holder)| {
+                    let shard = LoadShard {
+                        holder: holder.clone(),
+                        load: loads.and_then(|l| l.get(id)).copied().unwrap_or(0.0),
+                        cooling: cooling.is_some_and(|c| c.contains(id)),
+                    };
+                    (id.clone(), shard)
+                })
+                .collect();
+            (stream.clone(), shards)
+        })
+        .collect();
+    LoadInput { members, shards }
+}
+
+/// A shard planned onto another member than its preferred holder, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PlannedMove {
+    pub(super) stream: String,
+    pub(super) shard_id: String,
+    /// The client id of its lease's owner, if any.
+    pub(super) from: Option<String>,
+    pub(super) to: String,
+    pub(super) reason: MoveReason,
+}
+
+/// Every shard `assignment` gives to a member other than its preferred holder.
+fn planned_moves(
+    candidates: &Candidates<'_>,
+    assignment: &Assignment,
+    kinds: &BTreeMap<(String, String), MoveKind>,
+) -> Vec<PlannedMove> {
+    let mut moves = Vec::new();
+    for (to, streams) in assignment {
+        for (stream, shards) in streams {
+            for shard_id in shards {
+                let preferred = candidates.input.shards[stream][shard_id].as_ref();
+                if preferred == Some(to) {
+                    continue;
+                }
+                let key = (stream.as_str(), shard_id.as_str());
+                let kind = kinds.get(&(stream.clone(), shard_id.clone())).copied();
+                let from = candidates.entries[&key].owner.as_ref();
+                moves.push(PlannedMove {
+                    stream: stream.clone(),
+                    shard_id: shard_id.clone(),
+                    from: from.map(|o| o.client_id.clone()),
+                    to: to.clone(),
+                    reason: candidates.priors[&key].reason(kind),
+                });
+            }
+        }
+    }
+    moves
 }
 
 /// A live holder whose shard is planned elsewhere (or no longer planned) is told to
@@ -258,24 +395,31 @@ pub(super) struct Plans<'a> {
     entries: HashMap<(&'a str, &'a str), PlannedShard>,
     assignment: Assignment,
     releases: HashMap<String, Vec<ShardRef>>,
+    /// The shards planned onto another member than their preferred holder, and why.
+    pub(super) moves: Vec<PlannedMove>,
 }
 
 /// Plans from what was observed: judges the owners, chooses the starts, assigns, and
 /// lists the releases.
 pub(super) fn plan<'a>(obs: &Observed<'a>) -> Plans<'a> {
-    let Candidates {
-        input,
-        entries,
-        holders,
-    } = candidates(obs);
-    let assignment = assign::assign(&input);
-    let releases = releases(&holders, &assignment);
+    let candidates = candidates(obs);
+    let (assignment, kinds) = match &obs.load {
+        None => (assign::assign(&candidates.input), BTreeMap::new()),
+        Some(view) => {
+            let planned =
+                load::assign_by_load(&load_input(&candidates.input, obs, view), &view.balance);
+            (planned.assignment, planned.moved)
+        }
+    };
+    let moves = planned_moves(&candidates, &assignment, &kinds);
+    let releases = releases(&candidates.holders, &assignment);
     Plans {
         term: obs.term,
         members: obs.members,
-        entries,
+        entries: candidates.entries,
         assignment,
         releases,
+        moves,
     }
 }
 
@@ -381,6 +525,7 @@ mod tests {
                 now: NOW,
                 failover: FAILOVER,
                 initial: InitialPosition::Latest,
+                load: None,
             }
         }
     }
@@ -406,6 +551,7 @@ mod tests {
                     token_since: Duration::ZERO,
                     streams,
                     dropped: BTreeMap::new(),
+                    capacity: 1.0,
                 },
             );
         }

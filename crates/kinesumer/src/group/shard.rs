@@ -581,6 +581,7 @@ impl ShardTask {
                     scan_interval: cfg.scan_interval,
                     scan_timeout: cfg.scan_timeout,
                     aggregation: cfg.aggregation,
+                    load: self.ctx.load_meter(),
                 };
                 let read =
                     polling::read_shard(kinesis, stream, shard_id, from, polling, out, cancel);
@@ -600,6 +601,7 @@ impl ShardTask {
                     consumer_arn,
                     aggregation: cfg.aggregation,
                     end_check_interval: cfg.shard_sync_interval,
+                    load: self.ctx.load_meter(),
                 };
                 let fence = self.fence.clone();
                 let may_subscribe = Arc::new(move || fence.check());

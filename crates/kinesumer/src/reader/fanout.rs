@@ -40,6 +40,7 @@ use tracing::Instrument;
 use super::feed::{Feed, ReadFrom, ReaderEnd};
 use super::{FanOutEvent, KinesisApi, KinesisError, Subscription};
 use crate::config::Aggregation;
+use crate::load::LoadMeter;
 
 /// How long a subscription may go without any event before it is judged broken and
 /// replaced. The service sends an event at least every few seconds, empty or not.
@@ -78,6 +79,8 @@ pub(crate) struct FanOutConfig {
     pub(crate) aggregation: Aggregation,
     /// How often a quiet subscription checks whether its shard is closed and drained.
     pub(crate) end_check_interval: Duration,
+    /// The member's load meter, when it balances by load.
+    pub(crate) load: Option<LoadMeter>,
 }
 
 /// Reads shard `shard_id` of `stream` from `from` into `out` over fan-out until the shard
@@ -95,7 +98,8 @@ pub(crate) async fn read_shard(
 ) -> ReaderEnd {
     let span = tracing::debug_span!("fan_out", stream = %stream, shard = %shard_id);
     let reader = Reader {
-        feed: Feed::new(stream, shard_id, from, cfg.aggregation, out, cancel),
+        feed: Feed::new(stream, shard_id, from, cfg.aggregation, out, cancel)
+            .metered(cfg.load.as_ref()),
         next_end_check: Instant::now() + cfg.end_check_interval,
         api,
         cfg,

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::{aggregation, IteratorStart, KinesisError, RawRecord};
 use crate::backoff::Backoff;
 use crate::config::Aggregation;
+use crate::load::{LoadMeter, ShardMeter};
 use crate::metrics::ReadMetrics;
 use crate::seq::{Position, SequenceNumber};
 use crate::shards::StoredStart;
@@ -111,6 +112,8 @@ pub(crate) struct Feed {
     last_sent: Option<Position>,
     backoff: Backoff,
     metrics: ReadMetrics,
+    /// Counts what is read into the member's load meter (`balance = load`).
+    load: Option<ShardMeter>,
 }
 
 impl Feed {
@@ -135,6 +138,7 @@ impl Feed {
         };
         Self {
             metrics: ReadMetrics::new(&stream, &shard_id),
+            load: None,
             stream,
             shard_id,
             aggregation,
@@ -146,6 +150,12 @@ impl Feed {
             last_sent: None,
             backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP),
         }
+    }
+
+    /// Counts what this feed reads into `load`, the member's load meter, if any.
+    pub(crate) fn metered(mut self, load: Option<&LoadMeter>) -> Self {
+        self.load = load.map(|m| m.track(self.stream.clone(), self.shard_id.clone()));
+        self
     }
 
     /// Where reading starts again (a new iterator, a new subscription): after the last
@@ -198,6 +208,9 @@ impl Feed {
         }
         self.metrics.records.increment(records.len() as u64);
         self.metrics.bytes.increment(bytes as u64);
+        if let Some(load) = &self.load {
+            load.record(records.len(), bytes);
+        }
         if let Some(m) = millis_behind {
             self.metrics.behind.set(m as f64);
         }

@@ -31,6 +31,7 @@ use tracing::Instrument;
 use super::feed::{Feed, ReadFrom, ReaderEnd};
 use super::{within, KinesisApi, KinesisError, RecordsPage};
 use crate::config::Aggregation;
+use crate::load::LoadMeter;
 
 /// Kinesis allows 5 GetRecords calls per second per shard, shared by every reader of
 /// the stream ("Kinesis Data Streams quotas and limits", GetRecords): at least 200 ms
@@ -54,6 +55,8 @@ pub(crate) struct PollingConfig {
     pub(crate) scan_timeout: Duration,
     /// Whether aggregated records are split into their user records.
     pub(crate) aggregation: Aggregation,
+    /// The member's load meter, when it balances by load.
+    pub(crate) load: Option<LoadMeter>,
 }
 
 /// Reads shard `shard_id` of `stream` from `from` into `out` until the shard ends, it is
@@ -73,7 +76,8 @@ pub(crate) async fn read_shard(
 ) -> ReaderEnd {
     let span = tracing::debug_span!("read_shard", stream = %stream, shard = %shard_id);
     let reader = Reader {
-        feed: Feed::new(stream, shard_id, from, cfg.aggregation, out, cancel),
+        feed: Feed::new(stream, shard_id, from, cfg.aggregation, out, cancel)
+            .metered(cfg.load.as_ref()),
         api,
         cfg,
     };
@@ -365,6 +369,7 @@ mod tests {
             scan_interval: Duration::from_secs(1),
             scan_timeout: Duration::from_secs(3),
             aggregation,
+            load: None,
         };
         let task = tokio::spawn(read_shard(
             fake.clone(),

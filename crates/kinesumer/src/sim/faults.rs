@@ -27,9 +27,9 @@ use tokio::sync::Notify;
 use super::monitor::Monitor;
 use crate::seq::Position;
 use crate::store::{
-    CheckpointWrite, HeartbeatOutcome, LeaseDeletion, LeaseItem, LeaseSeen, LockItem, MemberItem,
-    Operation, Owner, PlanItem, Registration, RequestCounter, RequestCounts, ShardCache, ShardRef,
-    StateStore, StoreError, StoredStart,
+    CheckpointWrite, HeartbeatOutcome, LeaseDeletion, LeaseItem, LeaseSeen, LoadReport, LockItem,
+    MemberItem, Operation, Owner, PlanItem, Registration, RequestCounter, RequestCounts,
+    ShardCache, ShardRef, StateStore, StoreError, StoredStart,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -538,11 +538,13 @@ impl StateStore for FaultyStore {
         client_id: &str,
         token: &str,
         streams: &[String],
+        load: Option<&LoadReport>,
     ) -> Result<HeartbeatOutcome, StoreError> {
         let (c, t, s) = (client_id.to_owned(), token.to_owned(), streams.to_vec());
+        let l = load.cloned();
         self.call(
             req(Operation::Heartbeat),
-            apply!(|st| st.heartbeat(&c, &t, &s)),
+            apply!(|st| st.heartbeat(&c, &t, &s, l.as_ref())),
         )
         .await
     }

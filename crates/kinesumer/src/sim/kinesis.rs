@@ -22,6 +22,19 @@ struct Shard {
     records: Vec<RawRecord>,
 }
 
+/// The open shard (index into the stream's shards) a partition key hashes to.
+fn shard_index(shards: &[Shard], partition_key: &str) -> usize {
+    let open: Vec<usize> = (0..shards.len())
+        .filter(|&i| shards[i].info.as_ref().is_some_and(|s| !s.closed))
+        .collect();
+    let hash = partition_key
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    open[(hash % open.len() as u64) as usize]
+}
+
 #[derive(Debug, Default)]
 struct State {
     streams: BTreeMap<String, Vec<Shard>>,
@@ -122,15 +135,7 @@ impl SimKinesis {
         state.next_sequence += 1;
         let sequence = format!("{:020}", state.next_sequence);
         let shards = state.streams.get_mut(stream).expect("stream exists");
-        let open: Vec<usize> = (0..shards.len())
-            .filter(|&i| shards[i].info.as_ref().is_some_and(|s| !s.closed))
-            .collect();
-        let hash = partition_key
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            });
-        let index = open[(hash % open.len() as u64) as usize];
+        let index = shard_index(shards, partition_key);
         let shard = &mut shards[index];
         shard.records.push(RawRecord {
             sequence_number: sequence.parse().expect("digits"),
@@ -144,6 +149,14 @@ impl SimKinesis {
             .map(|s| s.shard_id.clone())
             .unwrap_or_default();
         (id, sequence)
+    }
+
+    /// The shard id a record with `partition_key` would go to now.
+    pub fn shard_for(&self, stream: &str, partition_key: &str) -> String {
+        let state = self.state();
+        let shards = &state.streams[stream];
+        let info = shards[shard_index(shards, partition_key)].info.as_ref();
+        info.map(|s| s.shard_id.clone()).unwrap_or_default()
     }
 
     /// Closes `shard` and opens two children (a split).

@@ -314,6 +314,26 @@ impl Sim {
         }
     }
 
+    /// Puts exactly `n` records on `shard_id`, each with a fresh partition key that hashes
+    /// there (unlike [`Sim::put_on`], nothing lands on other shards).
+    pub fn put_only_on(&mut self, stream: &str, shard_id: &str, n: usize) {
+        let mut on = 0;
+        let mut attempt = 0;
+        while on < n {
+            let key = format!("key-{}-{attempt}", self.put.len());
+            attempt += 1;
+            if self.kinesis.shard_for(stream, &key) == shard_id {
+                let (shard_id, seq) = self.kinesis.put(stream, &key, b"x");
+                let shard = ShardRef {
+                    stream: stream.to_owned(),
+                    shard_id,
+                };
+                self.put.insert(seq, shard);
+                on += 1;
+            }
+        }
+    }
+
     /// The records put but never handed out to any member.
     pub fn lost(&self) -> BTreeSet<String> {
         let handed: BTreeSet<String> = self

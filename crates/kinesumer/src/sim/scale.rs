@@ -23,6 +23,8 @@
 //! # }
 //! ```
 
+pub mod load;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -42,9 +42,9 @@ use aws_sdk_dynamodb::types::{
 use self::codec::{attr, key, n, now, s, start_value, string_list, Attrs, Item, Keys, PlanBody};
 use self::expr::{with_expr, Expr};
 use super::{
-    CheckpointWrite, HeartbeatOutcome, LeaseDeletion, LeaseItem, LeaseSeen, LockItem, MemberItem,
-    Operation, Owner, PlanItem, Registration, RequestCounter, RequestCounts, ShardCache,
-    StateStore, StoreError, StoredStart,
+    CheckpointWrite, HeartbeatOutcome, LeaseDeletion, LeaseItem, LeaseSeen, LoadReport, LockItem,
+    MemberItem, Operation, Owner, PlanItem, Registration, RequestCounter, RequestCounts,
+    ShardCache, StateStore, StoreError, StoredStart,
 };
 use crate::seq::Position;
 
@@ -580,6 +580,7 @@ impl StateStore for DynamoStore {
         client_id: &str,
         token: &str,
         streams: &[String],
+        load: Option<&LoadReport>,
     ) -> Result<HeartbeatOutcome, StoreError> {
         let op = Operation::Heartbeat;
         let name = member_name(client_id);
@@ -587,6 +588,10 @@ impl StateStore for DynamoStore {
         e.increment(attr::HEARTBEAT)
             .set(attr::STREAMS, string_list(streams))
             .set(attr::LAST_UPDATE, now());
+        if let Some(load) = load {
+            e.set(attr::CAPACITY, n(load.capacity))
+                .set(attr::LOAD, s(load.shards_json()));
+        }
         let c = e.eq(attr::INCARNATION, s(token));
         e.cond(c);
         self.begin(op, &name);

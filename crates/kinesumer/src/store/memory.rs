@@ -27,9 +27,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::{
-    CheckpointWrite, HeartbeatOutcome, LeaseDeletion, LeaseItem, LeaseSeen, LockItem, MemberItem,
-    Operation, Owner, PlanItem, Registration, RequestCounter, RequestCounts, ShardCache,
-    StateStore, StoreError, StoredStart,
+    CheckpointWrite, HeartbeatOutcome, LeaseDeletion, LeaseItem, LeaseSeen, LoadReport, LockItem,
+    MemberItem, Operation, Owner, PlanItem, Registration, RequestCounter, RequestCounts,
+    ShardCache, StateStore, StoreError, StoredStart,
 };
 use crate::seq::Position;
 
@@ -147,6 +147,7 @@ impl StateStore for MemoryStore {
                     heartbeat,
                     streams: streams.to_vec(),
                     last_update: Some(Utc::now()),
+                    load: None,
                 },
             );
             Ok(())
@@ -158,6 +159,7 @@ impl StateStore for MemoryStore {
         client_id: &str,
         token: &str,
         streams: &[String],
+        load: Option<&LoadReport>,
     ) -> Result<HeartbeatOutcome, StoreError> {
         self.with(Operation::Heartbeat, |d| {
             Ok(match d.members.get_mut(client_id) {
@@ -169,6 +171,9 @@ impl StateStore for MemoryStore {
                     m.heartbeat += 1;
                     m.streams = streams.to_vec();
                     m.last_update = Some(Utc::now());
+                    if let Some(load) = load {
+                        m.load = Some(load.clone());
+                    }
                     HeartbeatOutcome::Beat(m.heartbeat)
                 }
             })

@@ -29,6 +29,7 @@ use thiserror::Error;
 
 use crate::seq::Position;
 
+pub use crate::load::{LoadReport, ShardLoad};
 pub use crate::shards::{ShardInfo, StoredStart};
 
 pub use dynamo::{create_table, AppItems, DynamoStore, TableBilling, LSI_NAME};
@@ -68,7 +69,7 @@ impl fmt::Display for Owner {
 }
 
 /// A member item (`pk = client#<app>`, `sk = client id`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MemberItem {
     /// The client id.
     pub client_id: String,
@@ -80,6 +81,10 @@ pub struct MemberItem {
     pub streams: Vec<String>,
     /// The writer's wall clock at its last write (informational only).
     pub last_update: Option<DateTime<Utc>>,
+    /// Its capacity and its shards' recent load, as its last heartbeat reported them
+    /// (attributes `capacity` and `load`); `None` from a member that does not balance by
+    /// load.
+    pub load: Option<LoadReport>,
 }
 
 /// The leader lock (`pk = leader#<app>`, `sk = leader`).
@@ -562,13 +567,14 @@ pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static
         how: &Registration,
     ) -> Result<(), StoreError>;
 
-    /// `heartbeat + 1`, `last_update`, `streams`, conditional on the token; never creates
-    /// the item.
+    /// `heartbeat + 1`, `last_update`, `streams` and, with a `load` report, `capacity`
+    /// and `load`, conditional on the token; never creates the item.
     async fn heartbeat(
         &self,
         client_id: &str,
         token: &str,
         streams: &[String],
+        load: Option<&LoadReport>,
     ) -> Result<HeartbeatOutcome, StoreError>;
 
     /// Deletes the member item if it still holds `token` (graceful leave). An item

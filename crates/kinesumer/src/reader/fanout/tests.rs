@@ -195,6 +195,7 @@ async fn run(
         consumer_arn: "arn:consumer".into(),
         aggregation: Aggregation::Split,
         end_check_interval: Duration::from_secs(2),
+        load: None,
     };
     let task = tokio::spawn(read_shard(
         fake.clone(),
@@ -317,6 +318,7 @@ async fn an_open_shard_is_not_ended_by_quiet_subscriptions() {
         consumer_arn: "arn:consumer".into(),
         aggregation: Aggregation::Split,
         end_check_interval: Duration::from_secs(2),
+        load: None,
     };
     let read = read_shard(
         fake.clone(),

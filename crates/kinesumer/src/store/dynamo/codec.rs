@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::super::{
-    format_time, parse_time, LeaseItem, LockItem, MemberItem, Owner, PlannedShard, ShardCache,
-    ShardInfo, ShardRef, StoreError, StoredStart,
+    format_time, parse_time, LeaseItem, LoadReport, LockItem, MemberItem, Owner, PlannedShard,
+    ShardCache, ShardInfo, ShardRef, StoreError, StoredStart,
 };
 use crate::seq::{Position, SequenceNumber};
 
@@ -30,6 +30,8 @@ pub(super) mod attr {
     pub(crate) const HEARTBEAT: &str = "heartbeat";
     pub(crate) const STREAMS: &str = "streams";
     pub(crate) const VERSION: &str = "version";
+    pub(crate) const CAPACITY: &str = "capacity";
+    pub(crate) const LOAD: &str = "load";
     // lock, lease
     pub(crate) const OWNER: &str = "owner";
     pub(crate) const TERM: &str = "term";
@@ -244,6 +246,12 @@ pub(super) fn member(item: &Item) -> Result<MemberItem, StoreError> {
         heartbeat: a.n(attr::HEARTBEAT)?.unwrap_or(0),
         streams: a.string_list(attr::STREAMS)?,
         last_update: a.time(attr::LAST_UPDATE)?,
+        load: match (a.n::<f64>(attr::CAPACITY)?, a.s(attr::LOAD)?) {
+            (Some(capacity), Some(json)) => Some(
+                LoadReport::from_json(capacity, json).map_err(|e| a.malformed(attr::LOAD, e))?,
+            ),
+            _ => None,
+        },
         client_id,
     })
 }

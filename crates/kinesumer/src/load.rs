@@ -1,0 +1,299 @@
+//! What a member measures of its shards' load and reports with its heartbeat
+//! (`balance = load`, issue 21): each reader counts the records and bytes it reads into a
+//! [`LoadMeter`]; each heartbeat samples the meter into a [`LoadReport`] — smoothed
+//! rates per shard and the member's capacity — which the state store keeps in the member
+//! item the leader already reads every tick. So the leader learns every shard's load at
+//! no extra request.
+//!
+//! Rates are exponentially smoothed with the time constant `load_window`: a burst
+//! shorter than the window moves a shard's rate little, a lasting change shows fully
+//! within a few windows. A shard is reported only once its reader has run for one window
+//! (its smoothed rate means something by then); until then the leader keeps the rate the
+//! previous holder reported.
+//!
+//! The rate is what the reader reads: the shard's write rate once it is caught up, more
+//! while it catches up — which is real work for the member too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// The bytes per second a shard accepts (1 MiB/s): one shard unit of bytes.
+const SHARD_BYTES_PER_SEC: f64 = 1_048_576.0;
+/// The records per second a shard accepts: one shard unit of records.
+const SHARD_RECORDS_PER_SEC: f64 = 1_000.0;
+
+/// The recent load of one shard, as its reader measured it.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(from = "(f64, f64)", into = "(f64, f64)")]
+pub struct ShardLoad {
+    /// Bytes read per second, smoothed.
+    pub bytes_per_sec: f64,
+    /// Records read per second, smoothed (a KPL aggregate counts as one).
+    pub records_per_sec: f64,
+}
+
+impl ShardLoad {
+    /// The load as one number, in *shard units*: the larger of the bytes per second over
+    /// 1 MiB/s and the records per second over 1,000 — the write limits of one shard, so
+    /// a shard written at its limit weighs 1.
+    pub fn units(&self) -> f64 {
+        (self.bytes_per_sec / SHARD_BYTES_PER_SEC).max(self.records_per_sec / SHARD_RECORDS_PER_SEC)
+    }
+}
+
+/// Stored as `[bytes per second, records per second]`, rounded (to the byte and to a
+/// hundredth of a record) to keep the member item small.
+impl From<ShardLoad> for (f64, f64) {
+    fn from(l: ShardLoad) -> Self {
+        (
+            l.bytes_per_sec.round(),
+            (l.records_per_sec * 100.0).round() / 100.0,
+        )
+    }
+}
+
+impl From<(f64, f64)> for ShardLoad {
+    fn from((bytes_per_sec, records_per_sec): (f64, f64)) -> Self {
+        Self {
+            bytes_per_sec,
+            records_per_sec,
+        }
+    }
+}
+
+/// What a member reports with each heartbeat: its capacity and its shards' load.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadReport {
+    /// The member's capacity (weight; `Config::capacity`).
+    pub capacity: f64,
+    /// Stream → shard id → load, for the shards whose reader has run for a load window.
+    pub shards: BTreeMap<String, BTreeMap<String, ShardLoad>>,
+}
+
+impl LoadReport {
+    /// The member's total load, in shard units.
+    pub fn units(&self) -> f64 {
+        self.shards
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(ShardLoad::units)
+            .sum()
+    }
+
+    /// The shards' loads as the state store keeps them (the `load` attribute):
+    /// `{"stream": {"shard id": [bytes/s, records/s]}}`.
+    pub fn shards_json(&self) -> String {
+        serde_json::to_string(&self.shards).unwrap_or_default()
+    }
+
+    /// Reads what [`LoadReport::shards_json`] wrote, with the capacity stored beside it.
+    ///
+    /// # Errors
+    ///
+    /// The text is not such JSON.
+    pub fn from_json(capacity: f64, shards: &str) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            capacity,
+            shards: serde_json::from_str(shards)?,
+        })
+    }
+}
+
+/// Counts per shard since the last sample, and the smoothed rates.
+#[derive(Debug)]
+struct Rate {
+    records: u64,
+    bytes: u64,
+    /// When counting started (the reader's start).
+    started: Instant,
+    /// The last sample; `None` before the first.
+    sampled: Option<(Instant, ShardLoad)>,
+}
+
+type Key = (Arc<str>, Arc<str>);
+
+/// The member's meter: every running reader counts into it, every heartbeat samples it.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadMeter {
+    window: Duration,
+    rates: Arc<Mutex<HashMap<Key, Rate>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LoadMeter {
+    /// A meter smoothing with time constant `window`.
+    pub(crate) fn new(window: Duration) -> Self {
+        Self {
+            window,
+            rates: Arc::default(),
+        }
+    }
+
+    /// Starts counting a shard's reads; they stop counting when the returned handle is
+    /// dropped (the reader ends).
+    pub(crate) fn track(&self, stream: Arc<str>, shard_id: Arc<str>) -> ShardMeter {
+        let key = (stream, shard_id);
+        lock(&self.rates).insert(
+            key.clone(),
+            Rate {
+                records: 0,
+                bytes: 0,
+                started: Instant::now(),
+                sampled: None,
+            },
+        );
+        ShardMeter {
+            meter: self.clone(),
+            key,
+        }
+    }
+
+    /// Samples every shard's rates since the last sample, smooths them, and reports the
+    /// shards whose reader has run for a window.
+    pub(crate) fn report(&self, capacity: f64) -> LoadReport {
+        let now = Instant::now();
+        let mut report = LoadReport {
+            capacity,
+            shards: BTreeMap::new(),
+        };
+        for ((stream, shard_id), rate) in lock(&self.rates).iter_mut() {
+            let since = rate.sampled.map_or(rate.started, |(at, _)| at);
+            let elapsed = now.saturating_duration_since(since).as_secs_f64();
+            if elapsed > 0.0 {
+                let raw = ShardLoad {
+                    bytes_per_sec: rate.bytes as f64 / elapsed,
+                    records_per_sec: rate.records as f64 / elapsed,
+                };
+                let smoothed = match rate.sampled {
+                    None => raw,
+                    Some((_, old)) => {
+                        let alpha = 1.0 - (-elapsed / self.window.as_secs_f64()).exp();
+                        let ease = |old: f64, new: f64| old + alpha * (new - old);
+                        ShardLoad {
+                            bytes_per_sec: ease(old.bytes_per_sec, raw.bytes_per_sec),
+                            records_per_sec: ease(old.records_per_sec, raw.records_per_sec),
+                        }
+                    }
+                };
+                rate.sampled = Some((now, smoothed));
+                rate.records = 0;
+                rate.bytes = 0;
+            }
+            let warm = now.saturating_duration_since(rate.started) >= self.window;
+            if let Some((_, smoothed)) = rate.sampled.filter(|_| warm) {
+                report
+                    .shards
+                    .entry(stream.to_string())
+                    .or_default()
+                    .insert(shard_id.to_string(), smoothed);
+            }
+        }
+        report
+    }
+}
+
+/// One reader's handle on the meter.
+#[derive(Debug)]
+pub(crate) struct ShardMeter {
+    meter: LoadMeter,
+    key: Key,
+}
+
+impl ShardMeter {
+    /// Counts what one read returned.
+    pub(crate) fn record(&self, records: usize, bytes: usize) {
+        if let Some(rate) = lock(&self.meter.rates).get_mut(&self.key) {
+            rate.records += records as u64;
+            rate.bytes += bytes as u64;
+        }
+    }
+}
+
+impl Drop for ShardMeter {
+    fn drop(&mut self) {
+        lock(&self.meter.rates).remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn units_are_the_larger_share_of_a_shards_write_limit() {
+        let records = ShardLoad {
+            bytes_per_sec: 100_000.0,
+            records_per_sec: 500.0,
+        };
+        assert_eq!(records.units(), 0.5);
+        let bytes = ShardLoad {
+            bytes_per_sec: 2.0 * SHARD_BYTES_PER_SEC,
+            records_per_sec: 10.0,
+        };
+        assert_eq!(bytes.units(), 2.0);
+    }
+
+    #[test]
+    fn a_report_round_trips_through_its_stored_form() {
+        let mut report = LoadReport {
+            capacity: 2.0,
+            shards: BTreeMap::new(),
+        };
+        report.shards.entry("s".into()).or_default().insert(
+            "shardId-000000000001".into(),
+            ShardLoad {
+                bytes_per_sec: 1234.4,
+                records_per_sec: 5.678,
+            },
+        );
+        let json = report.shards_json();
+        assert_eq!(json, r#"{"s":{"shardId-000000000001":[1234.0,5.68]}}"#);
+        let back = LoadReport::from_json(2.0, &json).unwrap();
+        assert_eq!(
+            back.shards["s"]["shardId-000000000001"].records_per_sec,
+            5.68
+        );
+        assert!(LoadReport::from_json(1.0, "[").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_is_reported_after_a_window_with_its_smoothed_rate() {
+        let meter = LoadMeter::new(WINDOW);
+        let shard = meter.track("s".into(), "a".into());
+        // 100 records a second for 5 s: sampled every second, not yet a window.
+        for _ in 0..5 {
+            shard.record(100, 10_000);
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert!(meter.report(1.0).shards.is_empty());
+        }
+        for _ in 0..5 {
+            shard.record(100, 10_000);
+            tokio::time::advance(Duration::from_secs(1)).await;
+            meter.report(1.0);
+        }
+        let load = meter.report(1.0).shards["s"]["a"];
+        assert!((load.records_per_sec - 100.0).abs() < 10.0, "{load:?}");
+        // It stops: the rate decays with the window, not at once.
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            meter.report(1.0);
+        }
+        let load = meter.report(1.0).shards["s"]["a"];
+        assert!(
+            load.records_per_sec > 30.0 && load.records_per_sec < 70.0,
+            "{load:?}"
+        );
+        // A reader that ends is no longer reported.
+        drop(shard);
+        assert!(meter.report(1.0).shards.is_empty());
+    }
+}
