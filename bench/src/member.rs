@@ -100,6 +100,11 @@ impl Member {
         })
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw_nonzero().get() as u32
+    }
+
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: Signal) -> Result<(), Error> {
         kill_process(self.pid, signal)?;

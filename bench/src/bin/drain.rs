@@ -1,6 +1,9 @@
 //! Drain: one member reads `--records` records of 200 bytes, pre-loaded in a 4-shard
 //! stream, from TRIM_HORIZON, in a process of its own; `--runs` times, each as a new app
-//! (so from the start again).
+//! (so from the start again). Each run is followed by one of the floor: a raw loop over
+//! the same SDK in a process of its own — GetRecords on every shard with the library's
+//! default limit, records discarded, no group — and the member's CPU per record is
+//! reported as a ratio to the floor's.
 //!
 //! ```text
 //! scripts/local-stack start && eval "$(scripts/local-stack env)"
@@ -46,21 +49,27 @@ async fn main() -> Result<(), Error> {
     if args.iter().any(|a| a == "--member") {
         return member(&args).await;
     }
+    if args.iter().any(|a| a == "--raw") {
+        return raw(&args).await;
+    }
     let records = arg("--records", 50_000);
     let runs = arg("--runs", 5);
     let Backlog { stream, table } = Backlog::on_moto("drain", SHARDS, records, PAYLOAD).await?;
     let mut all = Vec::new();
+    let mut floor = Vec::new();
     for i in 0..runs {
         let app = format!("drain-{i}-{:08x}", rand::random::<u32>());
-        let run = spawn_member(&app, &table, &stream, records).await?;
-        println!(
-            "run {i}: {:.0} records/s ({:.0} from the first record), {:.3} CPU-s per 10,000 records, peak RSS {:.1} MB",
-            run.records as f64 / run.wall,
-            run.records as f64 / run.reading,
-            run.cpu * 10_000.0 / run.records as f64,
-            run.rss_mb
-        );
-        all.push(run);
+        for (mode, runs) in [("--member", &mut all), ("--raw", &mut floor)] {
+            let run = spawn(mode, &app, &table, &stream, records).await?;
+            println!(
+                "run {i} {mode}: {:.0} records/s ({:.0} from the first record), {:.3} CPU-s per 10,000 records, peak RSS {:.1} MB",
+                run.records as f64 / run.wall,
+                run.records as f64 / run.reading,
+                run.cpu * 10_000.0 / run.records as f64,
+                run.rss_mb
+            );
+            runs.push(run);
+        }
     }
     let per = |f: fn(&Run) -> f64| all.iter().map(f).collect::<Vec<f64>>();
     summary("records/s", "", per(|r| r.records as f64 / r.wall));
@@ -75,15 +84,39 @@ async fn main() -> Result<(), Error> {
         per(|r| r.cpu * 10_000.0 / r.records as f64),
     );
     summary("peak RSS", "MB", per(|r| r.rss_mb));
+    let floor_cpu = |r: &Run| r.cpu * 10_000.0 / r.records as f64;
+    summary(
+        "raw SDK loop: CPU-s per 10k records",
+        "s",
+        floor.iter().map(floor_cpu).collect(),
+    );
+    summary(
+        "raw SDK loop: peak RSS",
+        "MB",
+        floor.iter().map(|r| r.rss_mb).collect(),
+    );
+    summary(
+        "member CPU / raw SDK loop CPU (same run)",
+        "",
+        all.iter()
+            .zip(&floor)
+            .map(|(m, f)| (m.cpu / m.records as f64) / (f.cpu / f.records as f64))
+            .collect(),
+    );
     Ok(())
 }
 
-async fn spawn_member(app: &str, table: &str, stream: &str, records: u64) -> Result<Run, Error> {
+/// Runs this program as a member (`--member`) or as the raw loop (`--raw`).
+async fn spawn(
+    mode: &str,
+    app: &str,
+    table: &str,
+    stream: &str,
+    records: u64,
+) -> Result<Run, Error> {
     let exe = std::env::current_exe()?;
     let child = tokio::process::Command::new(exe)
-        .args([
-            "--member", "--app", app, "--table", table, "--stream", stream,
-        ])
+        .args([mode, "--app", app, "--table", table, "--stream", stream])
         .args(["--records", &records.to_string()])
         .stdout(Stdio::piped())
         .spawn()?;
@@ -141,6 +174,62 @@ async fn member(args: &[String]) -> Result<(), Error> {
     let wall = started.elapsed();
     let (cpu, rss_mb) = self_usage()?;
     consumer.close().await?;
+    report(got, wall, reading, cpu, rss_mb);
+    Ok(())
+}
+
+/// The floor: GetRecords on every shard, from TRIM_HORIZON, with the library's default
+/// limit, until `--records` records came; nothing else.
+async fn raw(args: &[String]) -> Result<(), Error> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let started = Instant::now();
+    let want = arg("--records", 50_000);
+    let stream = args
+        .iter()
+        .position(|a| a == "--stream")
+        .and_then(|i| args.get(i + 1))
+        .ok_or("--stream is missing")?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let limit = Config::builder("floor", "floor").build()?.scan_limit();
+    let shards = kinesis.list_shards().stream_name(stream).send().await?;
+    let mut iterators = Vec::new();
+    for shard in shards.shards() {
+        let it = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await?;
+        iterators.push(it.shard_iterator().map(str::to_owned));
+    }
+    let (mut got, mut first) = (0u64, None);
+    while got < want {
+        for it in iterators.iter_mut() {
+            let Some(current) = it.take() else { continue };
+            let page = kinesis
+                .get_records()
+                .shard_iterator(current)
+                .limit(limit)
+                .send()
+                .await?;
+            if !page.records().is_empty() {
+                first.get_or_insert_with(Instant::now);
+            }
+            got += page.records().len() as u64;
+            *it = page.next_shard_iterator().map(str::to_owned);
+        }
+    }
+    let reading = first.map_or(Duration::ZERO, |f| f.elapsed());
+    let wall = started.elapsed();
+    let (cpu, rss_mb) = self_usage()?;
+    report(got, wall, reading, cpu, rss_mb);
+    Ok(())
+}
+
+/// What a measured process prints: one JSON line.
+fn report(got: u64, wall: Duration, reading: Duration, cpu: f64, rss_mb: f64) {
     println!(
         "{}",
         serde_json::json!({
@@ -151,7 +240,6 @@ async fn member(args: &[String]) -> Result<(), Error> {
             "rss_mb": rss_mb,
         })
     );
-    Ok(())
 }
 
 /// This process's CPU seconds (user + system) and peak resident set in MB.

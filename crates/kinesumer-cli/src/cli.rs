@@ -70,6 +70,10 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Join a group as a member and write every record it is given to stdout.
     Consume(ConsumeArgs),
+    /// Join a group as a member and process every shard it is given with a child process
+    /// speaking the record-processor protocol (docs/processor-protocol.md):
+    /// `kinesumer run --app A --table T --stream S -- python3 handler.py`.
+    Run(RunArgs),
     /// Move the checkpoints of a stream's shards: prints, per shard, the checkpoint now
     /// and after; --execute writes. Refuses while members of the group are alive, unless
     /// --force.
@@ -301,6 +305,53 @@ pub(crate) struct StatusArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ConsumeArgs {
     #[command(flatten)]
+    pub(crate) member: MemberArgs,
+    /// The output format: jsonl (one JSON object per record) or raw (the payload bytes
+    /// followed by a newline).
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    pub(crate) format: Format,
+    /// Run this shell command (`sh -c`) for each record instead of writing it to stdout:
+    /// the payload on its stdin; KINESUMER_STREAM, KINESUMER_SHARD_ID,
+    /// KINESUMER_SEQUENCE_NUMBER, KINESUMER_PARTITION_KEY and KINESUMER_FENCING_TOKEN in
+    /// its environment; its stdout and stderr are the member's. Exit status 0 counts the
+    /// record processed, any other is a failure for --on-error. In order within a shard,
+    /// shards in parallel.
+    #[arg(long, value_name = "COMMAND")]
+    pub(crate) exec: Option<String>,
+    #[command(flatten)]
+    pub(crate) errors: ErrorArgs,
+}
+
+/// `kinesumer run`
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) member: MemberArgs,
+    #[command(flatten)]
+    pub(crate) errors: ErrorArgs,
+    /// Records delivered to a child and not checkpointed by it, at most: past this, the
+    /// shard waits for the child's checkpoints (and its reading stops).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub(crate) max_in_flight: u64,
+    /// Records per `records` message, at most.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub(crate) batch_max_records: u64,
+    /// How long a batch waits for more records after its first (default: none, what was
+    /// read already goes).
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub(crate) batch_max_wait_ms: Option<Duration>,
+    /// The processor: a program and its arguments (not run through a shell), started once
+    /// per shard and spoken to with the record-processor protocol
+    /// (docs/processor-protocol.md) on its stdin and stdout.
+    // Named "exec" so that the error options, which need a command, are satisfied here.
+    #[arg(id = "exec", last = true, required = true, num_args = 1.., value_name = "COMMAND")]
+    pub(crate) command: Vec<String>,
+}
+
+/// What every member the CLI runs is configured with.
+#[derive(Debug, Args)]
+pub(crate) struct MemberArgs {
+    #[command(flatten)]
     pub(crate) group: Group,
     /// A stream to consume (repeatable).
     #[arg(long = "stream", value_name = "STREAM", required = true)]
@@ -313,10 +364,6 @@ pub(crate) struct ConsumeArgs {
     /// time.
     #[arg(long, default_value = "latest", value_parser = parse_from, value_name = "WHERE")]
     pub(crate) from: kinesumer::InitialPosition,
-    /// The output format: jsonl (one JSON object per record) or raw (the payload bytes
-    /// followed by a newline).
-    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
-    pub(crate) format: Format,
     /// How often processed records are checkpointed.
     #[arg(long, default_value = "5000", value_name = "MS", value_parser = parse_millis)]
     pub(crate) commit_interval_ms: Duration,
@@ -354,26 +401,23 @@ pub(crate) struct ConsumeArgs {
     pub(crate) metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub(crate) consumer: FanOutConsumer,
-    /// Run this shell command (`sh -c`) for each record instead of writing it to stdout:
-    /// the payload on its stdin; KINESUMER_STREAM, KINESUMER_SHARD_ID,
-    /// KINESUMER_SEQUENCE_NUMBER, KINESUMER_PARTITION_KEY and KINESUMER_FENCING_TOKEN in
-    /// its environment; its stdout and stderr are the member's. Exit status 0 counts the
-    /// record processed, any other is a failure for --on-error. In order within a shard,
-    /// shards in parallel.
-    #[arg(long, value_name = "COMMAND")]
-    pub(crate) exec: Option<String>,
-    /// What a record whose --exec command failed --max-attempts times leads to: `stop`
+}
+
+/// The error policy of a member that runs commands.
+#[derive(Debug, Args)]
+pub(crate) struct ErrorArgs {
+    /// What a record whose command failed --max-attempts times leads to: `stop`
     /// (the shard stops at the record, is released and read again from it),
     /// `dead-letter=kinesis:STREAM` or `dead-letter=file:PATH` (the record is written
     /// there with why, and the shard moves on).
     #[arg(long, requires = "exec", default_value = "stop", value_parser = parse_on_error, value_name = "POLICY")]
     pub(crate) on_error: OnError,
-    /// Attempts per record before --on-error applies (waits of 100 ms doubling up to 10 s
-    /// between them).
+    /// Attempts per record (or batch) before --on-error applies (waits of 100 ms doubling
+    /// up to 10 s between them).
     #[arg(long, requires = "exec", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub(crate) max_attempts: u32,
-    /// A command still running after this long is killed and counts as a failed
-    /// attempt. Default: none.
+    /// An attempt still running after this long is abandoned (the command killed) and
+    /// counts as failed. Default: none.
     #[arg(long, requires = "exec", value_name = "MS", value_parser = parse_millis)]
     pub(crate) attempt_timeout_ms: Option<Duration>,
 }

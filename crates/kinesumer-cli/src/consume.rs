@@ -2,10 +2,9 @@
 //!
 //! A record counts as processed once it is written and stdout is flushed: the member runs
 //! without auto-commit and marks records only after the flush, so a crash loses nothing
-//! that did not reach stdout. SIGINT and SIGTERM close the member gracefully (commit,
-//! release, leave) and exit 0 — also when the state store cannot be reached to do so,
-//! which is said on stderr; so does a closed stdout (`kinesumer consume … | head`).
-//! With `--metrics-addr`, the member's metrics are served for Prometheus meanwhile.
+//! that did not reach stdout. A closed stdout (`kinesumer consume … | head`) leaves the
+//! group gracefully, as a signal does (`member.rs`). With `--exec`, records go to a
+//! command instead (`exec.rs`).
 //!
 //! Stdout is written on a thread of its own, one batch at a time:
 //!
@@ -26,14 +25,12 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use chrono::{SecondsFormat, Utc};
 use futures::{FutureExt, StreamExt};
-use kinesumer::{Balancing, Config, Kinesumer, ReadMode, Record};
-use tokio::signal::unix::{signal, SignalKind};
+use kinesumer::{Kinesumer, Record};
 use tokio::sync::oneshot;
 
 use crate::aws::Aws;
-use crate::cli::{Balance, ConsumeArgs, Format};
-use crate::exec;
-use crate::prometheus;
+use crate::cli::{ConsumeArgs, Format};
+use crate::member::{self, Job};
 
 /// Records written per flush at most: what is buffered already goes out in one write.
 const BATCH: usize = 500;
@@ -45,108 +42,17 @@ const WRITE_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs `kinesumer consume`.
 pub(crate) async fn run(aws: &Aws, args: ConsumeArgs) -> anyhow::Result<()> {
-    // Listening first: a bad address fails before the member joins the group.
-    let _exporter = args
-        .metrics_addr
-        .map(|addr| prometheus::serve(addr).map(AbortOnDrop))
-        .transpose()?;
-    let mut builder = Config::builder(args.group.app, args.group.table)
-        .initial_position(args.from)
-        // Stdout marks after each flush; --exec marks when the command succeeded.
-        .auto_commit(args.exec.is_some())
-        .commit_interval(args.commit_interval_ms);
-    if let Some(id) = args.client_id {
-        builder = builder.client_id(id);
-    }
-    if let Some(d) = args.sync_interval_ms {
-        builder = builder.sync_interval(d);
-    }
-    if let Some(d) = args.failover_timeout_ms {
-        builder = builder.failover_timeout(d);
-    }
-    if let Some(d) = args.request_timeout_ms {
-        builder = builder.request_timeout(d);
-    }
-    if let Some(arn) = &aws.role_arn {
-        builder = builder.role_arn(arn);
-    }
-    if let Some(url) = &aws.kinesis_endpoint {
-        builder = builder.kinesis_endpoint(url);
-    }
-    if let Some(url) = &aws.dynamodb_endpoint {
-        builder = builder.dynamodb_endpoint(url);
-    }
-    if args.efo {
-        builder = builder.read_mode(ReadMode::FanOut);
-    }
-    if args.balance == Balance::Load {
-        builder = builder.balance(Balancing::Load);
-    }
-    builder = builder.capacity(args.capacity);
-    if let Some(d) = args.load_window_ms {
-        builder = builder.load_window(d);
-    }
-    if let Some(region) = args.consumer.consumer_region {
-        builder = builder.region(region);
-    }
-    let config = builder.build()?;
-    // Before joining: a dead-letter stream or file that cannot be used fails the start.
-    let policy = match &args.exec {
-        Some(_) => {
-            let policy = exec::error_policy(aws, &args.on_error, args.max_attempts).await?;
-            Some(match args.attempt_timeout_ms {
-                Some(limit) => policy.attempt_timeout(limit),
-                None => policy,
-            })
+    match args.exec {
+        Some(command) => {
+            member::serve(aws, args.member, Some(&args.errors), Job::Exec(command)).await
         }
-        None => None,
-    };
-    // Before the first request: a SIGTERM while the state store or Kinesis is slow to
-    // answer ends the process with 0 rather than killing it.
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut member = tokio::select! {
-        member = Kinesumer::from_sdk_config(config, aws.sdk()) => member.context("joining the group")?,
-        _ = term.recv() => return Ok(()),
-        _ = int.recv() => return Ok(()),
-    };
-    if let Some(policy) = policy {
-        member = member.with_error_policy(policy);
+        None => member::serve(aws, args.member, None, Job::Stdout(args.format)).await,
     }
-    let mut errors = member.errors();
-    let warnings = AbortOnDrop(tokio::spawn(async move {
-        // Runtime errors carry no payload and no credential: safe to print.
-        while let Some(e) = errors.next().await {
-            eprintln!("kinesumer: warning: {e}");
-        }
-    }));
-    let stop = async {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    };
-    let outcome = match args.exec {
-        Some(command) => exec::run(&member, args.streams, command, stop).await,
-        None => write_stdout(&member, args.streams, args.format, stop).await,
-    };
-    // A close that could not write everything — the store unreachable during a SIGTERM —
-    // is said, not an exit failure: the process stopped as asked, and what it could not
-    // commit or release is read again by the next owner (after the failover).
-    let closed = match member.close().await {
-        Err(e @ kinesumer::Error::CloseIncomplete { .. }) => {
-            eprintln!("kinesumer: warning: leaving the group: {e}");
-            Ok(())
-        }
-        closed => closed.context("leaving the group"),
-    };
-    drop(warnings);
-    outcome.and(closed)
 }
 
 /// Writes the records to stdout until `stop` completes or stdout closes; marks each
 /// batch once it is flushed.
-async fn write_stdout(
+pub(crate) async fn write_stdout(
     member: &Kinesumer,
     streams: Vec<String>,
     format: Format,
@@ -220,15 +126,6 @@ async fn write_stdout(
         eprintln!();
     }
     outcome
-}
-
-/// A task aborted when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// A batch handed to the stdout thread, and how writing it ended.

@@ -88,11 +88,7 @@ async fn run_command(command: Arc<str>, record: Record) -> Result<(), String> {
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start sh: {e}"))?;
-    let group = KillOnDrop(
-        child
-            .id()
-            .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
-    );
+    let mut group = KillOnDrop::group_of(&child);
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let feed = async move {
         // A command that does not read its input is not a failure: a closed pipe is
@@ -112,11 +108,20 @@ async fn run_command(command: Arc<str>, record: Record) -> Result<(), String> {
 /// Kills a command's process group unless disarmed: a command whose attempt timed out or
 /// whose shard moved away is stopped with everything it started (a pipeline, a `sleep`),
 /// none of which may keep the member's stdout open.
-struct KillOnDrop(Option<rustix::process::Pid>);
+pub(crate) struct KillOnDrop(Option<rustix::process::Pid>);
 
 impl KillOnDrop {
+    /// Kills the process group of `child` (started with `process_group(0)`) when dropped.
+    pub(crate) fn group_of(child: &tokio::process::Child) -> Self {
+        Self(
+            child
+                .id()
+                .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
+        )
+    }
+
     /// The command was waited for: its group is left alone (its id may be reused).
-    fn disarm(mut self) {
+    pub(crate) fn disarm(&mut self) {
         self.0 = None;
     }
 }

@@ -11,11 +11,13 @@ mod deregister;
 mod exec;
 mod groups;
 mod iam;
+mod member;
 mod migrate;
 mod observe;
 mod prometheus;
 mod put;
 mod reset;
+mod run;
 mod status;
 mod stream;
 mod table;
@@ -69,6 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stream(cmd) => stream::run(&aws, cmd).await,
         Command::Status(args) => status::run(&aws, args).await,
         Command::Consume(args) => consume::run(&aws, args).await,
+        Command::Run(args) => run::serve(&aws, args).await,
         Command::Reset(args) => reset::run(&aws, args).await,
         Command::Export(args) => reset::export(&aws, args).await,
         Command::Groups(args) => groups::list(&aws, args).await,

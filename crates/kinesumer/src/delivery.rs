@@ -210,8 +210,8 @@ async fn deliver_each(mut rx: BufferRx, track: Arc<ShardTrack>, to: Delivery) ->
                     record: &record,
                 };
                 match handle(&mut work, std::slice::from_ref(&record), policy, &signals).await {
-                    Handled::Done if auto_commit => track.mark(&pos),
-                    Handled::Done => {}
+                    Handled::Done | Handled::DeadLettered if auto_commit => track.mark(&pos),
+                    Handled::Done | Handled::DeadLettered => {}
                     Handled::Stopped(reason) => {
                         // Nothing of this shard is in the application's hands any more:
                         // the release need not wait for the failed record.
@@ -249,6 +249,8 @@ async fn process(
         })
         .await;
     let mut leaving = track.leaving();
+    // Records handed to the processor and not marked, oldest first.
+    let mut unmarked: Vec<Record> = Vec::new();
     loop {
         // A shard's end is heard once every record read was processed; a revoke or a
         // loss at once (after the batch in hand).
@@ -275,17 +277,21 @@ async fn process(
         for record in batch.records() {
             track.handed_out(&record.position(), record.data.len());
         }
+        // What a failure covers: this batch, and what the processor was given before and
+        // has not marked (a buffering processor's) — all of it is dead-lettered, since
+        // the mark after a dead letter moves past it.
+        let marked = track.marked();
+        unmarked.retain(|r| marked.as_ref().is_none_or(|m| r.position() > *m));
+        unmarked.extend_from_slice(batch.records());
         let mut work = OnBatch {
             processor: &mut *processor,
             batch: &batch,
         };
-        match handle(&mut work, batch.records(), policy, &to.signals).await {
-            Handled::Done if to.auto_commit => {
-                if let Some(last) = batch.records().last() {
-                    track.mark(&last.position());
-                }
-            }
+        let last = batch.records().last().map(Record::position);
+        match handle(&mut work, &unmarked, policy, &to.signals).await {
+            Handled::Done if to.auto_commit => last.iter().for_each(|p| track.mark(p)),
             Handled::Done => {}
+            Handled::DeadLettered => last.iter().for_each(|p| track.mark(p)),
             Handled::Stopped(reason) => {
                 // The shard is released next: what the processor holds may be flushed.
                 processor

@@ -245,8 +245,11 @@ enum Step {
 /// How handling one record ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Handled {
-    /// Processed (or dead-lettered): mark it.
+    /// Processed: mark it.
     Done,
+    /// Given up on and written to the dead-letter sink: processed as far as the shard
+    /// goes, mark it.
+    DeadLettered,
     /// The policy stopped the shard: the record stays unprocessed.
     Stopped(String),
 }
@@ -332,13 +335,11 @@ pub(crate) async fn handle(
             Step::DeadLetter(sink) => {
                 for record in records {
                     let letter = dead_letter_of(record, error.clone(), failures);
-                    if let Handled::Stopped(why) =
-                        dead_letter(&*sink, policy, &letter, signals).await
-                    {
+                    if let Err(why) = dead_letter(&*sink, policy, &letter, signals).await {
                         return Handled::Stopped(why);
                     }
                 }
-                return Handled::Done;
+                return Handled::DeadLettered;
             }
         }
     }
@@ -361,13 +362,14 @@ fn dead_letter_of(record: &Record, error: String, attempts: u32) -> DeadLetter {
     }
 }
 
-/// Writes `letter` to `sink` until it lands; a refusal for good stops the shard.
+/// Writes `letter` to `sink` until it lands; a refusal for good stops the shard (the
+/// error says why).
 async fn dead_letter(
     sink: &dyn DeadLetterSink,
     policy: &ErrorPolicy,
     letter: &DeadLetter,
     signals: &Signals,
-) -> Handled {
+) -> Result<(), String> {
     let mut failures = 0u32;
     loop {
         match sink.send(letter).await {
@@ -378,10 +380,10 @@ async fn dead_letter(
                     sequence_number: letter.sequence_number.to_string(),
                     attempts: letter.attempts,
                 });
-                return Handled::Done;
+                return Ok(());
             }
             Err(e) if !e.retryable => {
-                return Handled::Stopped(format!(
+                return Err(format!(
                     "record {} failed {} times and the dead-letter sink refused it: {e}",
                     letter.sequence_number, letter.attempts
                 ))

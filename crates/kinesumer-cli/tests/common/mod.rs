@@ -318,3 +318,50 @@ pub async fn received_all(members: &[&Member], want: &[Vec<u8>]) -> Vec<Line> {
     })
     .await
 }
+
+/// A `kinesumer run` process; killed (SIGKILL) when dropped, its stderr (its children's
+/// too) printed if the test fails.
+pub struct RunMember {
+    child: Child,
+    log: ProcessLog,
+}
+
+impl RunMember {
+    /// Starts a member of `app` running `command` per shard of `stream` from
+    /// TRIM_HORIZON, committing every 500 ms; `env` goes to it and to its children.
+    pub fn start(
+        app: &str,
+        table: &str,
+        stream: &str,
+        client_id: &str,
+        options: &[&str],
+        env: &[(&str, &str)],
+        command: &[&str],
+    ) -> Self {
+        let log = ProcessLog::create(client_id);
+        let child = kinesumer()
+            .args(["run", "--app", app, "--table", table, "--stream", stream])
+            .args(["--client-id", client_id, "--from", "trim-horizon"])
+            .args(["--commit-interval-ms", "500"])
+            .args(options)
+            .arg("--")
+            .args(command)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", member_log_filter())
+            .stdout(Stdio::null())
+            .stderr(log.stdio())
+            .spawn()
+            .expect("start kinesumer run");
+        Self { child, log }
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        terminate(&mut self.child, None).await
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.log.text()
+    }
+}

@@ -188,7 +188,7 @@ async fn a_dead_letter_carries_the_record_and_why_and_a_failing_sink_is_retried(
     let policy = ErrorPolicy::dead_letter_after(3, sink.clone());
     assert_eq!(
         handle_one(&handler, &policy, 9, &signals).await,
-        Handled::Done
+        Handled::DeadLettered
     );
     let got = sink.got.lock().unwrap().clone();
     assert_eq!(got.len(), 1);

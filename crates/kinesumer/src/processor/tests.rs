@@ -78,10 +78,14 @@ async fn start() -> (Arc<SimKinesis>, MemoryStore, Kinesumer, Heard) {
 }
 
 fn member(kinesis: &Arc<SimKinesis>, store: &MemoryStore) -> Kinesumer {
+    member_with(kinesis, store, false)
+}
+
+fn member_with(kinesis: &Arc<SimKinesis>, store: &MemoryStore, auto_commit: bool) -> Kinesumer {
     let config = Config::builder("app", "table")
         .client_id("a")
         .initial_position(InitialPosition::TrimHorizon)
-        .auto_commit(false)
+        .auto_commit(auto_commit)
         .build()
         .unwrap();
     Kinesumer::with_parts(
@@ -191,5 +195,126 @@ async fn a_revoked_processors_flush_is_committed_at_the_handoff() {
         stored.checkpoint.map(|p| p.sequence.to_string()),
         Some(last),
         "what revoking marked was committed"
+    );
+}
+
+/// Buffers every batch without marking it, and fails the batches that hold `bad`.
+struct FailsOn(&'static [u8]);
+
+#[async_trait]
+impl Processor for FailsOn {
+    async fn process(&mut self, batch: &Batch) -> Result<(), HandlerError> {
+        match batch.records().iter().any(|r| r.data == self.0) {
+            true => Err("cannot write".into()),
+            false => Ok(()),
+        }
+    }
+}
+
+/// A sink that keeps what it is given.
+#[derive(Clone, Default)]
+struct Kept(Arc<Mutex<Vec<String>>>);
+
+impl crate::dead_letter::DeadLetterSink for Kept {
+    fn send<'a>(
+        &'a self,
+        letter: &'a crate::dead_letter::DeadLetter,
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::dead_letter::DeadLetterError>> {
+        let data = String::from_utf8_lossy(&letter.data).into_owned();
+        self.0.lock().unwrap().push(data);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_covers_what_a_buffering_processor_had_not_marked() {
+    let kinesis = Arc::new(SimKinesis::new());
+    kinesis.create_stream(S, 1);
+    let mut last = String::new();
+    for n in 1..=4 {
+        last = kinesis.put(S, "k", format!("r-{n}").as_bytes()).1;
+    }
+    let store = MemoryStore::new("sim");
+    let kept = Kept::default();
+    let m = member(&kinesis, &store)
+        .with_error_policy(crate::ErrorPolicy::dead_letter_after(1, kept.clone()));
+    let batching = Batching {
+        max_records: 2,
+        ..Batching::default()
+    };
+    let _consuming = m
+        .consume_processors([S], |_: &ShardRef, _| FailsOn(b"r-3"), batching)
+        .await
+        .unwrap();
+    let wait = async {
+        while kept.0.lock().unwrap().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(LONG, wait)
+        .await
+        .expect("dead letters");
+    assert_eq!(
+        *kept.0.lock().unwrap(),
+        ["r-1", "r-2", "r-3", "r-4"],
+        "the first batch was never marked: the mark past the failed one covers it too"
+    );
+    m.close().await.unwrap();
+    let stored = store
+        .lease(S, "shardId-000000000000")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.checkpoint.map(|p| p.sequence.to_string()),
+        Some(last)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_processor_hears_its_lease_was_lost_when_another_owner_took_it() {
+    let kinesis = Arc::new(SimKinesis::new());
+    kinesis.create_stream(S, 1);
+    let store = MemoryStore::new("sim");
+    let m = member_with(&kinesis, &store, true);
+    let heard = Heard::default();
+    consume(&m, &heard).await;
+    let shard = "shardId-000000000000";
+    kinesis.put(S, "k", b"r-1");
+    until("r-1", &heard, |h| {
+        position_of(h, shard, "record r-1").is_some()
+    })
+    .await;
+    // Another owner takes the lease (as after this member went silent): the holder's
+    // next commit is refused.
+    let lease = store.lease(S, shard).await.unwrap().unwrap();
+    let seen = crate::store::LeaseSeen {
+        exists: true,
+        owner: lease.owner.clone(),
+        lease_counter: lease.lease_counter,
+    };
+    let thief = crate::store::Owner {
+        client_id: "b".into(),
+        token: "t".into(),
+    };
+    store
+        .take_lease(
+            S,
+            shard,
+            &thief,
+            &seen,
+            &crate::store::StoredStart::TrimHorizon,
+        )
+        .await
+        .unwrap();
+    until("lost", &heard, |h| position_of(h, shard, "lost").is_some()).await;
+    let h = heard.lock().unwrap().clone();
+    assert!(
+        position_of(&h, shard, "record r-1") < position_of(&h, shard, "lost"),
+        "{h:?}"
+    );
+    assert!(
+        position_of(&h, shard, "revoking").is_none(),
+        "a loss is not a revoke: {h:?}"
     );
 }

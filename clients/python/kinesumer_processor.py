@@ -1,0 +1,116 @@
+"""A record processor for `kinesumer run -- python3 handler.py`.
+
+The member speaks a line protocol on this process's stdin and stdout
+(docs/processor-protocol.md); this module turns it into calls of
+
+    def process(records, checkpointer): ...
+
+the shape KCL users know. Standard library only; Python 3.8+.
+
+    import kinesumer_processor
+
+    def process(records, checkpointer):
+        for r in records:
+            print(r.partition_key, r.data, file=sys.stderr)  # stdout is the protocol's
+
+    kinesumer_processor.run(process)
+
+After `process` returns, everything it was given is checkpointed (pass
+auto_checkpoint=False to call `checkpointer.checkpoint(record)` yourself). An
+exception in `process` is reported to the member, whose error policy retries the
+records or gives up on them. Print to stderr, never to stdout.
+"""
+
+import base64
+import json
+import sys
+import time
+
+PROTOCOL = 1
+
+
+class Record:
+    """One record: data (bytes), partition_key, sequence_number,
+    sub_sequence_number, approximate_arrival (RFC 3339 or None), fencing_token."""
+
+    __slots__ = ("data", "partition_key", "sequence_number", "sub_sequence_number",
+                 "approximate_arrival", "fencing_token")
+
+    def __init__(self, raw, fencing_token):
+        self.data = base64.b64decode(raw["data"])
+        self.partition_key = raw["partition_key"]
+        self.sequence_number = raw["sequence_number"]
+        self.sub_sequence_number = raw.get("sub_sequence_number")
+        self.approximate_arrival = raw.get("approximate_arrival")
+        self.fencing_token = fencing_token
+
+
+class Shard:
+    """The shard this process serves: stream, shard_id, fencing_token, start."""
+
+    def __init__(self, msg):
+        self.stream = msg["stream"]
+        self.shard_id = msg["shard_id"]
+        self.fencing_token = msg["fencing_token"]
+        self.start = msg["start"]
+
+
+def _send(message):
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+class Checkpointer:
+    """Marks records processed; the member commits them."""
+
+    def checkpoint(self, record=None):
+        """Everything delivered so far, or `record` and everything before it."""
+        if record is None:
+            _send({"type": "checkpoint"})
+        else:
+            _send({"type": "checkpoint", "sequence_number": record.sequence_number,
+                   "sub_sequence_number": record.sub_sequence_number})
+
+
+def run(process, initialize=None, revoking=None, shard_ended=None, lost=None,
+        auto_checkpoint=True):
+    """Serves the member until it closes stdin.
+
+    initialize(shard), revoking(checkpointer, deadline) (deadline: a time.monotonic()
+    value; flush and checkpoint before it), shard_ended(checkpointer) and lost() are
+    optional; without `revoking`, a revoked shard checkpoints what was processed."""
+    checkpointer = Checkpointer()
+    shard = None
+    for line in sys.stdin:
+        msg = json.loads(line)
+        kind = msg["type"]
+        if kind == "initialize":
+            if msg.get("protocol") != PROTOCOL:
+                _send({"type": "error", "error": "protocol %r not supported" % msg.get("protocol")})
+                continue
+            shard = Shard(msg)
+            if initialize:
+                initialize(shard)
+        elif kind == "records":
+            records = [Record(r, msg["fencing_token"]) for r in msg["records"]]
+            try:
+                process(records, checkpointer)
+            except Exception as e:  # reported; the member's error policy decides
+                _send({"type": "error", "error": "%s: %s" % (type(e).__name__, e)})
+                continue
+            if auto_checkpoint and records:
+                checkpointer.checkpoint()
+        elif kind == "revoking":
+            deadline = time.monotonic() + msg["deadline_ms"] / 1000.0
+            if revoking:
+                revoking(checkpointer, deadline)
+        elif kind == "shard_ended":
+            if shard_ended:
+                shard_ended(checkpointer)
+        elif kind == "lost":
+            if lost:
+                lost()
+            return
+        else:
+            continue  # a newer member's message this version does not know
+        _send({"type": "ok"})

@@ -1,0 +1,463 @@
+//! `kinesumer run -- COMMAND`: a member whose shards are each processed by a child
+//! process speaking the record-processor protocol (docs/processor-protocol.md).
+//!
+//! ```text
+//!  shard's batches ──▶ Child (a Processor) ──stdin: initialize, records, revoking…──▶ COMMAND
+//!                           ▲                                                          │
+//!                           └──── marks ◀── stdout: checkpoint, ok, error ─────────────┘
+//!                                          stderr ──▶ "[stream/shard] …" on the member's stderr
+//! ```
+//!
+//! A record counts as processed when the child checkpoints it. The child gets the next
+//! batch after `ok`, and no more than `--max-in-flight` records are delivered and not
+//! checkpointed. A failure — `error`, an exit, a line that is not the protocol, an attempt
+//! past its timeout — goes to the error policy; the next attempt sends again everything
+//! not checkpointed, to a new child unless the old one answered `error`.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use base64::Engine as _;
+use chrono::SecondsFormat;
+use kinesumer::processor::{Assigned, Batch, Batching, Checkpointer, Processor, Start};
+use kinesumer::store::ShardRef;
+use kinesumer::{HandlerError, Kinesumer, Position, Record};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{ChildStdin, ChildStdout};
+use tokio::time::Instant;
+
+use crate::exec::KillOnDrop;
+use crate::member::AbortOnDrop;
+
+/// The protocol version this member speaks.
+const PROTOCOL: u64 = 1;
+
+/// How long a child may take to exit once its stdin is closed, before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `kinesumer run`.
+pub(crate) async fn serve(aws: &crate::aws::Aws, args: crate::cli::RunArgs) -> anyhow::Result<()> {
+    let job = crate::member::Job::Processors {
+        command: args.command,
+        batching: Batching {
+            max_records: usize::try_from(args.batch_max_records).unwrap_or(usize::MAX),
+            max_wait: args.batch_max_wait_ms.unwrap_or_default(),
+            ..Batching::default()
+        },
+        max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
+    };
+    crate::member::serve(aws, args.member, Some(&args.errors), job).await
+}
+
+/// Consumes `streams` with a `command` child per shard until `stop` completes or the
+/// member stops for good.
+pub(crate) async fn run(
+    member: &Kinesumer,
+    streams: Vec<String>,
+    command: Vec<String>,
+    batching: Batching,
+    max_in_flight: usize,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let command: Arc<[String]> = command.into();
+    let factory = move |shard: &ShardRef, checkpointer| Child {
+        command: command.clone(),
+        label: format!("[{}/{}]", shard.stream, shard.shard_id),
+        shard: shard.clone(),
+        checkpointer,
+        max_in_flight,
+        start: None,
+        token: 0,
+        running: None,
+        delivered: VecDeque::new(),
+        sent: None,
+        checkpointed: None,
+        resend: false,
+    };
+    let consuming = member
+        .consume_processors(streams, factory, batching)
+        .await
+        .context("starting to consume")?;
+    tokio::select! {
+        stopped = consuming => stopped.context("the member stopped"),
+        () = stop => Ok(()),
+    }
+}
+
+/// One shard's processor: a child process, restarted when it fails.
+struct Child {
+    command: Arc<[String]>,
+    /// `[stream/shard]`: the prefix of its stderr lines and its name in errors.
+    label: String,
+    shard: ShardRef,
+    checkpointer: Checkpointer,
+    max_in_flight: usize,
+    /// Where the shard's reading started, and the lease's fencing token.
+    start: Option<Start>,
+    token: u64,
+    running: Option<Running>,
+    /// Delivered to a child and not checkpointed, oldest first.
+    delivered: VecDeque<Record>,
+    /// The last record ever sent.
+    sent: Option<Position>,
+    /// The last record checkpointed.
+    checkpointed: Option<Position>,
+    /// The last attempt failed: send everything not checkpointed again.
+    resend: bool,
+}
+
+/// A started child.
+struct Running {
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    process: tokio::process::Child,
+    /// Kills it with everything it started, unless it exited by itself.
+    group: KillOnDrop,
+    _stderr: AbortOnDrop,
+    /// A message is being written or answered: an attempt abandoned meanwhile (its
+    /// timeout) leaves the stream out of step, and the child is replaced.
+    busy: bool,
+}
+
+/// How a child answered a message.
+enum Answer {
+    Ok,
+    Error(String),
+}
+
+impl Child {
+    /// Starts a child and initializes it to read after the last checkpoint.
+    async fn spawn(&mut self) -> Result<(), String> {
+        let (program, args) = self.command.split_first().expect("clap requires a command");
+        let mut process = tokio::process::Command::new(program)
+            .args(args)
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
+        let group = KillOnDrop::group_of(&process);
+        let (Some(stdin), Some(stdout), Some(stderr)) = (
+            process.stdin.take(),
+            process.stdout.take(),
+            process.stderr.take(),
+        ) else {
+            unreachable!("all three are piped")
+        };
+        let label = self.label.clone();
+        let forward = tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut out = tokio::io::stderr();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = out.write_all(format!("{label} {line}\n").as_bytes()).await;
+            }
+        });
+        self.running = Some(Running {
+            stdin,
+            stdout: BufReader::new(stdout).lines(),
+            process,
+            group,
+            _stderr: AbortOnDrop(forward),
+            busy: false,
+        });
+        let start = match (&self.checkpointed, &self.start) {
+            (Some(p), _) => start_json(&Start::After(p.clone())),
+            (None, Some(start)) => start_json(start),
+            (None, None) => unreachable!("assigned comes first"),
+        };
+        let init = json!({
+            "type": "initialize",
+            "protocol": PROTOCOL,
+            "stream": self.shard.stream,
+            "shard_id": self.shard.shard_id,
+            "fencing_token": self.token,
+            "start": start,
+        });
+        match self.exchange(&init).await? {
+            Answer::Ok => Ok(()),
+            Answer::Error(e) => Err(format!("initialize refused: {e}")),
+        }
+    }
+
+    /// Sends `message` and reads until the child answers it, applying checkpoints.
+    async fn exchange(&mut self, message: &Value) -> Result<Answer, String> {
+        let running = self.running.as_mut().expect("a running child");
+        running.busy = true;
+        let mut line = message.to_string();
+        line.push('\n');
+        if let Err(e) = running.stdin.write_all(line.as_bytes()).await {
+            return Err(self.died(&format!("writing to it failed: {e}")).await);
+        }
+        loop {
+            match self.next_message().await? {
+                Reply::Checkpoint(at) => self.checkpoint(at)?,
+                Reply::Ok => break Ok(self.idle(Answer::Ok)),
+                Reply::Error(e) => break Ok(self.idle(Answer::Error(e))),
+            }
+        }
+    }
+
+    fn idle(&mut self, answer: Answer) -> Answer {
+        if let Some(running) = &mut self.running {
+            running.busy = false;
+        }
+        answer
+    }
+
+    /// The next message on the child's stdout.
+    async fn next_message(&mut self) -> Result<Reply, String> {
+        let running = self.running.as_mut().expect("a running child");
+        let line = match running.stdout.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => return Err(self.died("it closed its stdout").await),
+            Err(e) => return Err(self.died(&format!("reading its stdout failed: {e}")).await),
+        };
+        match Reply::parse(&line) {
+            Some(reply) => Ok(reply),
+            None => {
+                // Out of step for good: a new child gets everything again.
+                self.running = None;
+                let shown: String = line.chars().take(200).collect();
+                Err(format!(
+                    "{} wrote a line that is not the protocol (stdout is the protocol's; log to stderr): {shown:?}",
+                    self.label
+                ))
+            }
+        }
+    }
+
+    /// The child is gone or unusable: says how it ended.
+    async fn died(&mut self, what: &str) -> String {
+        let status = match self.running.take() {
+            Some(mut running) => {
+                let status =
+                    tokio::time::timeout(Duration::from_secs(1), running.process.wait()).await;
+                match status {
+                    Ok(Ok(status)) => {
+                        running.group.disarm();
+                        format!(" ({status})")
+                    }
+                    _ => String::new(),
+                }
+            }
+            None => String::new(),
+        };
+        format!("{} stopped: {what}{status}", self.label)
+    }
+
+    /// Applies a checkpoint: everything delivered (`None`), or up to a position.
+    fn checkpoint(&mut self, at: Option<Position>) -> Result<(), String> {
+        let through = match at {
+            None => self.delivered.len(),
+            Some(at) => match self.delivered.iter().position(|r| r.position() == at) {
+                Some(i) => i + 1,
+                // Already checkpointed: nothing moves.
+                None if self.checkpointed.as_ref().is_some_and(|c| at <= *c) => 0,
+                None => {
+                    return Err(format!(
+                        "{} checkpointed {}, a record it was not given",
+                        self.label, at.sequence
+                    ))
+                }
+            },
+        };
+        if let Some(last) = self.delivered.drain(..through).last() {
+            self.checkpointer.mark(&last);
+            self.checkpointed = Some(last.position());
+        }
+        Ok(())
+    }
+
+    /// One attempt at a batch.
+    async fn attempt(&mut self, batch: &Batch) -> Result<(), String> {
+        if self.running.as_ref().is_some_and(|r| r.busy) {
+            // The last attempt was abandoned mid-message: replace the child.
+            self.running = None;
+            self.resend = true;
+        }
+        if self.running.is_none() {
+            self.resend = true;
+            self.spawn().await?;
+        }
+        let fresh: Vec<Record> = batch
+            .records()
+            .iter()
+            .filter(|r| self.sent.as_ref().is_none_or(|s| r.position() > *s))
+            .cloned()
+            .collect();
+        let mut records: Vec<&Record> = Vec::new();
+        if self.resend {
+            records.extend(self.delivered.iter());
+        }
+        records.extend(fresh.iter());
+        if !records.is_empty() {
+            let message = json!({
+                "type": "records",
+                "records": records.iter().map(|r| record_json(r)).collect::<Vec<_>>(),
+                "fencing_token": self.token,
+            });
+            if let Some(last) = fresh.last() {
+                self.sent = Some(last.position());
+            }
+            self.delivered.extend(fresh);
+            if let Answer::Error(e) = self.exchange(&message).await? {
+                return Err(format!("{} failed: {e}", self.label));
+            }
+        }
+        // Back-pressure: no more until the child checkpointed enough.
+        while self.delivered.len() > self.max_in_flight {
+            if let Some(running) = &mut self.running {
+                running.busy = true;
+            }
+            match self.next_message().await? {
+                Reply::Checkpoint(at) => self.checkpoint(at)?,
+                Reply::Ok | Reply::Error(_) => {
+                    return Err(format!("{} answered a message it was not sent", self.label))
+                }
+            }
+            self.idle(Answer::Ok);
+        }
+        self.resend = false;
+        Ok(())
+    }
+
+    /// Sends a last message (revoking, shard_ended) and waits for its answer until
+    /// `deadline`; then closes the child's stdin and lets it exit.
+    async fn last_word(&mut self, message: Value, deadline: Instant) -> bool {
+        let answered = match &self.running {
+            Some(running) if !running.busy => {
+                matches!(
+                    tokio::time::timeout_at(deadline, self.exchange(&message)).await,
+                    Ok(Ok(Answer::Ok))
+                )
+            }
+            _ => false,
+        };
+        self.shut_down().await;
+        answered
+    }
+
+    /// Closes the child's stdin and waits for it to exit, killing it past the grace.
+    async fn shut_down(&mut self) {
+        if let Some(running) = self.running.take() {
+            let Running {
+                stdin,
+                mut process,
+                mut group,
+                ..
+            } = running;
+            drop(stdin);
+            if let Ok(Ok(_)) = tokio::time::timeout(EXIT_GRACE, process.wait()).await {
+                group.disarm();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Processor for Child {
+    async fn assigned(&mut self, assigned: &Assigned) {
+        self.start = Some(assigned.start.clone());
+        self.token = assigned.fencing_token;
+        if let Start::After(p) = &assigned.start {
+            self.checkpointed = Some(p.clone());
+            self.sent = Some(p.clone());
+        }
+    }
+
+    async fn process(&mut self, batch: &Batch) -> Result<(), HandlerError> {
+        let result = self.attempt(batch).await;
+        if result.is_err() {
+            self.resend = true;
+        }
+        result.map_err(Into::into)
+    }
+
+    async fn revoking(&mut self, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = json!({"type": "revoking", "deadline_ms": left.as_millis() as u64});
+        self.last_word(message, deadline).await;
+    }
+
+    async fn lost(&mut self) {
+        if let Some(running) = &mut self.running {
+            let _ = running.stdin.write_all(b"{\"type\":\"lost\"}\n").await;
+        }
+        self.shut_down().await;
+    }
+
+    async fn shard_ended(&mut self) {
+        // The answer stands for a checkpoint of everything delivered.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        if self
+            .last_word(json!({"type": "shard_ended"}), deadline)
+            .await
+        {
+            let _ = self.checkpoint(None);
+        }
+    }
+}
+
+/// A line the child wrote.
+enum Reply {
+    Ok,
+    Error(String),
+    Checkpoint(Option<Position>),
+}
+
+impl Reply {
+    fn parse(line: &str) -> Option<Self> {
+        let v: Value = serde_json::from_str(line).ok()?;
+        match v.get("type")?.as_str()? {
+            "ok" => Some(Reply::Ok),
+            "error" => Some(Reply::Error(
+                v.get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("(no error text)")
+                    .to_owned(),
+            )),
+            "checkpoint" => match v.get("sequence_number") {
+                None | Some(Value::Null) => Some(Reply::Checkpoint(None)),
+                Some(seq) => Some(Reply::Checkpoint(Some(Position {
+                    sequence: seq.as_str()?.parse().ok()?,
+                    sub_sequence: v.get("sub_sequence_number").and_then(Value::as_u64),
+                }))),
+            },
+            _ => None,
+        }
+    }
+}
+
+fn start_json(start: &Start) -> Value {
+    match start {
+        Start::After(p) => json!({
+            "kind": "after",
+            "sequence_number": p.sequence.as_str(),
+            "sub_sequence_number": p.sub_sequence,
+        }),
+        Start::TrimHorizon => json!({"kind": "trim_horizon"}),
+        Start::AtTimestamp(t) => json!({
+            "kind": "at_timestamp",
+            "timestamp": t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        }),
+        _ => json!({"kind": "unknown"}),
+    }
+}
+
+fn record_json(r: &Record) -> Value {
+    json!({
+        "sequence_number": r.sequence_number.as_str(),
+        "sub_sequence_number": r.sub_sequence_number,
+        "partition_key": r.partition_key,
+        "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+        "approximate_arrival": r
+            .approximate_arrival
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+    })
+}

@@ -1,0 +1,221 @@
+//! `kinesumer run -- COMMAND` on the local stack, with real child processes in Python
+//! and Node speaking the record-processor protocol (docs/processor-protocol.md).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+
+fn processor(name: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/processors");
+    dir.join(name).display().to_string()
+}
+
+/// A file for a test's children to write to, and what they wrote: one JSON object per
+/// line.
+struct Out(PathBuf);
+
+impl Out {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(random_name("run-out")))
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    fn lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn data(&self) -> Vec<String> {
+        self.lines()
+            .iter()
+            .map(|l| l["data"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Waits until the children wrote every one of `want`.
+    async fn has_all(&self, want: &[Vec<u8>]) -> Vec<String> {
+        let want: BTreeSet<String> = want
+            .iter()
+            .map(|w| String::from_utf8(w.clone()).unwrap())
+            .collect();
+        eventually(
+            "every record processed",
+            Duration::from_secs(40),
+            || async {
+                let got = self.data();
+                let seen: BTreeSet<&String> = got.iter().collect();
+                want.iter().all(|w| seen.contains(w)).then_some(got.clone())
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(self.0.with_extension("crashed"));
+    }
+}
+
+fn payloads(prefix: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("{prefix}-{i}").into_bytes())
+        .collect()
+}
+
+/// A member running `record.py` per shard.
+fn python_member(
+    app: &str,
+    table: &str,
+    stream: &str,
+    id: &str,
+    options: &[&str],
+    env: &[(&str, &str)],
+) -> RunMember {
+    let command = ["python3", &processor("record.py")];
+    RunMember::start(app, table, stream, id, options, env, &command)
+}
+
+#[tokio::test]
+async fn a_python_processor_gets_every_record_once_with_its_token() {
+    let (table, stream) = table_and_stream(2).await;
+    let app = random_name("app");
+    let out = Out::new();
+    let mut member = python_member(&app, &table, &stream, "py-1", &[], &[("OUT", out.path())]);
+    let records = payloads("r", 60);
+    put(&stream, &records, &[]).await;
+    let got = out.has_all(&records).await;
+    assert_eq!(got.len(), 60, "each record once: {got:?}");
+    assert!(out.lines().iter().all(|l| l["token"].as_u64() >= Some(1)));
+    assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
+}
+
+#[tokio::test]
+async fn a_child_that_exits_mid_batch_is_restarted_and_nothing_is_lost() {
+    let (table, stream) = table_and_stream(1).await;
+    let app = random_name("app");
+    let out = Out::new();
+    let crashed = out.0.with_extension("crashed");
+    let mut member = python_member(
+        &app,
+        &table,
+        &stream,
+        "py-crash",
+        &[],
+        &[("OUT", out.path()), ("CRASH_ON", "r-20")],
+    );
+    let records = payloads("r", 40);
+    put(&stream, &records, &[]).await;
+    let got = out.has_all(&records).await;
+    assert!(crashed.exists(), "the child crashed at r-20");
+    let pids: BTreeSet<u64> = out
+        .lines()
+        .iter()
+        .map(|l| l["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "a second child took over: {pids:?}");
+    // What the crashed child had processed of its batch, unacknowledged, came again.
+    assert!(got.len() >= 40, "{got:?}");
+    assert!(
+        member
+            .stderr()
+            .contains("stopped: it closed its stdout (exit status: 3)"),
+        "the member says the child exited: {}",
+        member.stderr()
+    );
+    assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
+}
+
+#[tokio::test]
+async fn a_child_that_never_checkpoints_stops_its_shard_at_the_in_flight_bound() {
+    let (table, stream) = table_and_stream(1).await;
+    let app = random_name("app");
+    let out = Out::new();
+    let mut member = python_member(
+        &app,
+        &table,
+        &stream,
+        "py-stuck",
+        &["--max-in-flight", "20", "--batch-max-records", "5"],
+        &[("OUT", out.path()), ("MODE", "never-checkpoint")],
+    );
+    put(&stream, &payloads("r", 100), &[]).await;
+    eventually("the bound reached", Duration::from_secs(30), || async {
+        (out.data().len() >= 20).then_some(())
+    })
+    .await;
+    // Past the failover timeout: the member still heartbeats and holds its shard, and
+    // the child got no more than the bound and one batch.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let given = out.data().len();
+    assert!(
+        given <= 25,
+        "{given} records delivered past the bound of 20 (+ a batch of 5)"
+    );
+    let s = status(&app, &table, &stream).await;
+    let alive = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["alive"] == true && m["shards_held"] == 1);
+    assert!(alive, "the member heartbeats and holds the shard: {s:#}");
+    assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
+}
+
+#[tokio::test]
+async fn a_handoff_with_records_in_a_node_childs_buffer_duplicates_nothing() {
+    let (table, stream) = table_and_stream(2).await;
+    let app = random_name("app");
+    let out = Out::new();
+    let env = [("OUT", out.path())];
+    let command = ["node".to_owned(), processor("buffer.js")];
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let mut a = RunMember::start(&app, &table, &stream, "node-a", &[], &env, &command);
+    eventually("a holds both shards", Duration::from_secs(30), || async {
+        let s = status(&app, &table, &stream).await;
+        (owners(&s)
+            .values()
+            .filter(|o| o.as_deref() == Some("node-a"))
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    let first = payloads("first", 40);
+    put(&stream, &first, &[]).await;
+    // The children buffer: nothing is written (or checkpointed) until a revoke.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(out.data().is_empty(), "{:?}", out.data());
+
+    let mut b = RunMember::start(&app, &table, &stream, "node-b", &[], &env, &command);
+    eventually("one shard each", Duration::from_secs(30), || async {
+        let s = status(&app, &table, &stream).await;
+        let owners = owners(&s);
+        let held: BTreeSet<&str> = owners.values().flatten().map(String::as_str).collect();
+        (owners.len() == 2 && owners.values().all(Option::is_some) && held.len() == 2).then_some(())
+    })
+    .await;
+    let second = payloads("second", 40);
+    put(&stream, &second, &[]).await;
+    assert_eq!(a.terminate().await, Some(0), "{}", a.stderr());
+    assert_eq!(b.terminate().await, Some(0), "{}", b.stderr());
+    // What neither had been given before its close is read by the next member, which
+    // writes at once.
+    let mut c = python_member(&app, &table, &stream, "py-c", &[], &env);
+    let all = [first, second].concat();
+    out.has_all(&all).await;
+    assert_eq!(c.terminate().await, Some(0), "{}", c.stderr());
+    let got = out.data();
+    assert_eq!(got.len(), 80, "a record was processed twice: {got:?}");
+}
