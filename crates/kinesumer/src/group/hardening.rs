@@ -448,8 +448,14 @@ async fn f03_repeated_fencing_is_reported_with_the_heartbeat_durations() {
     }
     let mut repeated = Vec::new();
     while let Some(Some(e)) = errors.next().now_or_never() {
-        if let crate::Error::RepeatedFencing { fences, max, .. } = &e {
-            repeated.push((*fences, *max, e.to_string()));
+        if let crate::Error::RepeatedFencing {
+            fences,
+            max,
+            timed_out,
+            ..
+        } = &e
+        {
+            repeated.push((*fences, *max, *timed_out, e.to_string()));
         }
     }
     assert_eq!(
@@ -457,10 +463,17 @@ async fn f03_repeated_fencing_is_reported_with_the_heartbeat_durations() {
         1,
         "reported once, at the third fence: {repeated:?}"
     );
-    let (fences, max, text) = &repeated[0];
+    let (fences, max, timed_out, text) = &repeated[0];
     assert_eq!(*fences, 3);
     let timeout = Sim::config("x").build().unwrap().request_timeout();
     assert!(*max >= timeout, "the hung heartbeats show: {max:?}");
+    // The median and the longest understate a store that does not answer at all: how
+    // many heartbeats ran into the timeout says it.
+    assert!(
+        *timed_out >= 3,
+        "each fence followed hung heartbeats: {timed_out}"
+    );
+    assert!(text.contains("heartbeats timed out"), "{text}");
     assert!(
         text.contains("raise request_timeout and failover_timeout"),
         "{text}"

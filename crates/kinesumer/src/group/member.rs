@@ -698,13 +698,15 @@ impl Coordinator {
         if self.fences.len() < REPEATED_FENCES {
             return;
         }
-        let (median, max) = self.beat.latency();
+        let beats = self.beat.latency();
         crate::metrics::repeated_fencing(&self.ctx.cfg.app);
         self.ctx.signals.error(Error::RepeatedFencing {
             fences: self.fences.len(),
             window,
-            median,
-            max,
+            median: beats.median,
+            max: beats.max,
+            timed_out: beats.timed_out,
+            heartbeats: beats.of,
             request_timeout: self.ctx.cfg.request_timeout,
         });
     }
