@@ -559,3 +559,37 @@ async fn t01_a_refused_take_pauses_before_it_reads_again() {
     sim.member("a").store.clear();
     nothing_lost(&mut sim).await;
 }
+
+// A closed shard whose shard-end write failed slept a sync interval inside its task
+// before trying again, deaf meanwhile: a commit (or a release, a fence) waited for the
+// sleep. The wait for the retry is now a branch of the task's select.
+#[tokio::test(start_paused = true)]
+async fn h01_a_shard_retrying_its_finish_answers_commands_at_once() {
+    let sim = group(1, &["a"]).await;
+    settled(&sim).await;
+    let parent = super::scenarios::shard_id(0);
+    // Every shard-end write of the parent fails, for a while.
+    sim.member("a").store.push(
+        rule(Operation::Checkpoint, Fault::Fail)
+            .shard(S, &parent)
+            .times(1000),
+    );
+    sim.kinesis().split(S, &parent);
+    sim.wait_for("the finish failing", LONG, |s| {
+        s.member("a")
+            .store
+            .sent()
+            .iter()
+            .filter(|r| r.request.op == Operation::Checkpoint && r.fault.is_some())
+            .count()
+            >= 2
+    })
+    .await;
+    let asked = tokio::time::Instant::now();
+    let _ = sim.member("a").consumer.commit().await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_millis(100),
+        "a commit waited {took:?} for the finishing shard's retry sleep"
+    );
+}
