@@ -72,9 +72,12 @@ fn balance_row(r: &LoadRunReport, wall: std::time::Duration) {
         .iter()
         .map(|p| {
             let ticks = p.ticks.map_or("unsettled".to_owned(), |t| t.to_string());
+            let divisible = p
+                .worst_divisible
+                .map_or("-".to_owned(), |w| format!("{w:.2}"));
             format!(
-                "{ticks}, {} / {}, {:.2} ({:.2})",
-                p.moves, p.min_moves, p.worst_over_mean, p.worst_divisible
+                "{ticks}, {} / {}, {:.2} ({divisible})",
+                p.moves, p.min_moves, p.worst_over_mean
             )
         })
         .collect();

@@ -1,6 +1,6 @@
 //! What a member measures of its shards' load and reports with its heartbeat
 //! (`balance = load`, issue 21): each reader counts the records and bytes it reads into a
-//! [`LoadMeter`]; each heartbeat samples the meter into a [`LoadReport`] — smoothed
+//! meter; each heartbeat samples the meter into a [`LoadReport`] — smoothed
 //! rates per shard and the member's capacity — which the state store keeps in the member
 //! item the leader already reads every tick. So the leader learns every shard's load at
 //! no extra request.

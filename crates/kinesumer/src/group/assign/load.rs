@@ -210,9 +210,9 @@ pub fn ratios(input: &LoadInput, assignment: &Assignment) -> BTreeMap<String, f6
 }
 
 /// The fewest moves of held shards any plan needs to bring every member of `assignment`
-/// within its band, by a lower bound: a member above its band must give away at least as
-/// many shards as its heaviest ones it takes to get under — or, holding a shard heavier
-/// than its band, every other shard (that one is left alone) — and one below it must
+/// that can be within its band there, by a lower bound: a member above its band must give
+/// away at least as many shards as its heaviest ones it takes to get under (one holding a
+/// shard heavier than its band cannot get there and is left out), and one below it must
 /// take at least as many as the heaviest shards that fit its band it takes to get over;
 /// each move serves one giver and one taker.
 pub fn fewest_moves(input: &LoadInput, assignment: &Assignment, tolerance: f64) -> usize {
@@ -240,7 +240,7 @@ pub fn fewest_moves(input: &LoadInput, assignment: &Assignment, tolerance: f64) 
         loads.sort_by(|a, b| b.total_cmp(a));
         let load: f64 = loads.iter().sum();
         if loads.first().is_some_and(|&heaviest| heaviest > upper) {
-            give += loads.len() - 1;
+            // Over because of one shard: no move brings it within its band.
         } else if load > upper {
             let mut left = load;
             for l in &loads {
