@@ -401,6 +401,10 @@ pub(crate) struct MemberArgs {
     pub(crate) metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub(crate) consumer: FanOutConsumer,
+    /// Records handed out per second at most, across this member's shards (a downstream
+    /// that must not be flooded after a backlog); shards over it wait and stop reading.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_records_per_second: Option<u32>,
 }
 
 /// The error policy of a member that runs commands.

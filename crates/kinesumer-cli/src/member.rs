@@ -141,6 +141,9 @@ fn config(aws: &Aws, args: &MemberArgs, auto_commit: bool) -> anyhow::Result<Con
     if let Some(d) = args.load_window_ms {
         builder = builder.load_window(d);
     }
+    if let Some(n) = args.max_records_per_second {
+        builder = builder.max_records_per_second(n);
+    }
     if let Some(region) = &args.consumer.consumer_region {
         builder = builder.region(region);
     }

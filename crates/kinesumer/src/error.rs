@@ -66,7 +66,8 @@ pub enum Error {
     /// finished), but it cannot hold shards for long until the timeouts fit the store.
     #[error(
         "fenced {fences} times within {window:?}: heartbeats to the state store took {median:?} \
-         (median) and up to {max:?}, against a request_timeout of {request_timeout:?}; raise \
+         (median) and up to {max:?}, and {timed_out} of the last {heartbeats} heartbeats timed \
+         out, against a request_timeout of {request_timeout:?}; raise \
          request_timeout and failover_timeout together (see \"A slow or shared state store\" \
          in docs/configuration.md)"
     )]
@@ -77,8 +78,14 @@ pub enum Error {
         window: std::time::Duration,
         /// The median duration of the recent heartbeats.
         median: std::time::Duration,
-        /// The longest of the recent heartbeats.
+        /// The longest of the recent heartbeats (a timed-out one counts as the timeout).
         max: std::time::Duration,
+        /// How many of the recent heartbeats timed out (no answer within
+        /// `request_timeout`): a store that does not answer at all shows here, not in
+        /// the durations.
+        timed_out: usize,
+        /// How many recent heartbeats those figures are of.
+        heartbeats: usize,
         /// The configured request timeout.
         request_timeout: std::time::Duration,
     },

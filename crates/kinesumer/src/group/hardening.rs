@@ -448,8 +448,14 @@ async fn f03_repeated_fencing_is_reported_with_the_heartbeat_durations() {
     }
     let mut repeated = Vec::new();
     while let Some(Some(e)) = errors.next().now_or_never() {
-        if let crate::Error::RepeatedFencing { fences, max, .. } = &e {
-            repeated.push((*fences, *max, e.to_string()));
+        if let crate::Error::RepeatedFencing {
+            fences,
+            max,
+            timed_out,
+            ..
+        } = &e
+        {
+            repeated.push((*fences, *max, *timed_out, e.to_string()));
         }
     }
     assert_eq!(
@@ -457,10 +463,17 @@ async fn f03_repeated_fencing_is_reported_with_the_heartbeat_durations() {
         1,
         "reported once, at the third fence: {repeated:?}"
     );
-    let (fences, max, text) = &repeated[0];
+    let (fences, max, timed_out, text) = &repeated[0];
     assert_eq!(*fences, 3);
     let timeout = Sim::config("x").build().unwrap().request_timeout();
     assert!(*max >= timeout, "the hung heartbeats show: {max:?}");
+    // The median and the longest understate a store that does not answer at all: how
+    // many heartbeats ran into the timeout says it.
+    assert!(
+        *timed_out >= 3,
+        "each fence followed hung heartbeats: {timed_out}"
+    );
+    assert!(text.contains("heartbeats timed out"), "{text}");
     assert!(
         text.contains("raise request_timeout and failover_timeout"),
         "{text}"
@@ -545,4 +558,38 @@ async fn t01_a_refused_take_pauses_before_it_reads_again() {
     );
     sim.member("a").store.clear();
     nothing_lost(&mut sim).await;
+}
+
+// A closed shard whose shard-end write failed slept a sync interval inside its task
+// before trying again, deaf meanwhile: a commit (or a release, a fence) waited for the
+// sleep. The wait for the retry is now a branch of the task's select.
+#[tokio::test(start_paused = true)]
+async fn h01_a_shard_retrying_its_finish_answers_commands_at_once() {
+    let sim = group(1, &["a"]).await;
+    settled(&sim).await;
+    let parent = super::scenarios::shard_id(0);
+    // Every shard-end write of the parent fails, for a while.
+    sim.member("a").store.push(
+        rule(Operation::Checkpoint, Fault::Fail)
+            .shard(S, &parent)
+            .times(1000),
+    );
+    sim.kinesis().split(S, &parent);
+    sim.wait_for("the finish failing", LONG, |s| {
+        s.member("a")
+            .store
+            .sent()
+            .iter()
+            .filter(|r| r.request.op == Operation::Checkpoint && r.fault.is_some())
+            .count()
+            >= 2
+    })
+    .await;
+    let asked = tokio::time::Instant::now();
+    let _ = sim.member("a").consumer.commit().await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_millis(100),
+        "a commit waited {took:?} for the finishing shard's retry sleep"
+    );
 }

@@ -36,8 +36,9 @@ pub(crate) struct Beat {
     pub(crate) confirmed: Mutex<BTreeSet<String>>,
     /// The lock term this member holds, if it leads.
     pub(crate) leading: Mutex<Option<u64>>,
-    /// How long the recent heartbeats took (a timed-out one counts as the timeout).
-    latencies: Mutex<VecDeque<Duration>>,
+    /// How long the recent heartbeats took (a timed-out one counts as the timeout), and
+    /// whether each timed out.
+    latencies: Mutex<VecDeque<(Duration, bool)>>,
 }
 
 /// How many recent heartbeat durations are kept to explain repeated fencing.
@@ -68,21 +69,36 @@ impl Beat {
         *lock(&self.leading) = term;
     }
 
-    fn record_latency(&self, took: Duration) {
+    fn record_latency(&self, took: Duration, timed_out: bool) {
         let mut l = lock(&self.latencies);
         if l.len() == LATENCIES_KEPT {
             l.pop_front();
         }
-        l.push_back(took);
+        l.push_back((took, timed_out));
     }
 
-    /// The median and the longest of the recent heartbeats' durations.
-    pub(crate) fn latency(&self) -> (Duration, Duration) {
-        let mut l: Vec<Duration> = lock(&self.latencies).iter().copied().collect();
+    /// The recent heartbeats: their median and longest durations, and how many of how
+    /// many timed out.
+    pub(crate) fn latency(&self) -> HeartbeatStats {
+        let kept = lock(&self.latencies);
+        let mut l: Vec<Duration> = kept.iter().map(|(d, _)| *d).collect();
         l.sort();
-        let median = l.get(l.len() / 2).copied().unwrap_or_default();
-        (median, l.last().copied().unwrap_or_default())
+        HeartbeatStats {
+            median: l.get(l.len() / 2).copied().unwrap_or_default(),
+            max: l.last().copied().unwrap_or_default(),
+            timed_out: kept.iter().filter(|(_, t)| *t).count(),
+            of: kept.len(),
+        }
     }
+}
+
+/// What the recent heartbeats took ([`Beat::latency`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeartbeatStats {
+    pub(crate) median: Duration,
+    pub(crate) max: Duration,
+    pub(crate) timed_out: usize,
+    pub(crate) of: usize,
 }
 
 /// A short pause before retrying a failed request, so a refused connection does not spin
@@ -120,7 +136,7 @@ async fn heartbeat(ctx: &Ctx, me: &Owner, fence: &Fence, beat: &Beat) -> Result<
         let answer = ctx.timed(Operation::Heartbeat, request).await;
         let took = fence.now().saturating_sub(sent);
         crate::metrics::heartbeat(&ctx.cfg.app, took);
-        beat.record_latency(took);
+        beat.record_latency(took, took >= ctx.cfg.request_timeout);
         match answer {
             Ok(HeartbeatOutcome::Beat(_)) => {
                 fence.beat_ok(sent);

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
 use super::heartbeat::{self, Beat, Stop};
@@ -128,6 +128,9 @@ pub(crate) struct Coordinator {
     rebalance: RebalanceTimer,
     /// When (fencing clock) this member fenced itself recently.
     fences: VecDeque<Duration>,
+    /// `Kinesumer::commit` calls waiting for their shards' answers: owned here, so they
+    /// end with the coordinator.
+    commits: JoinSet<()>,
     /// Closed or superseded: the coordinator ends.
     stopped: bool,
     /// What the coordinator ends with: the close's result, or why it stopped for good.
@@ -200,6 +203,7 @@ impl Coordinator {
             planned: None,
             rebalance: RebalanceTimer::default(),
             fences: VecDeque::new(),
+            commits: JoinSet::new(),
             stopped: false,
             outcome: Ok(()),
         };
@@ -222,6 +226,7 @@ impl Coordinator {
                     }
                 }
                 Some(done) = self.done_rx.recv() => self.on_done(done),
+                Some(_) = self.commits.join_next(), if !self.commits.is_empty() => {}
                 cmd = self.cmds.recv() => self.on_command(cmd).await,
                 _ = tokio::time::sleep_until(next_tick) => {
                     self.tick().await;
@@ -561,7 +566,7 @@ impl Coordinator {
             }
         }
         let timeout = self.ctx.cfg.commit_timeout;
-        tokio::spawn(async move {
+        self.commits.spawn(async move {
             let all = futures::future::join_all(answers);
             let result = match tokio::time::timeout(timeout, all).await {
                 Ok(results) => results
@@ -698,13 +703,15 @@ impl Coordinator {
         if self.fences.len() < REPEATED_FENCES {
             return;
         }
-        let (median, max) = self.beat.latency();
+        let beats = self.beat.latency();
         crate::metrics::repeated_fencing(&self.ctx.cfg.app);
         self.ctx.signals.error(Error::RepeatedFencing {
             fences: self.fences.len(),
             window,
-            median,
-            max,
+            median: beats.median,
+            max: beats.max,
+            timed_out: beats.timed_out,
+            heartbeats: beats.of,
             request_timeout: self.ctx.cfg.request_timeout,
         });
     }

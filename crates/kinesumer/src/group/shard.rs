@@ -640,8 +640,13 @@ impl ShardTask {
         // Set when the reader reached the end of a closed shard (or the shard vanished):
         // the position that must be processed before the shard is finished.
         let mut ending: Option<Option<Position>> = None;
+        // After a failed shard-end write: when to try again.
+        let mut finish_again_at: Option<tokio::time::Instant> = None;
         loop {
             let end_processed = async {
+                if let Some(at) = finish_again_at {
+                    tokio::time::sleep_until(at).await;
+                }
                 match &ending {
                     Some(Some(last)) => {
                         track.wait_marked(last).await;
@@ -719,9 +724,10 @@ impl ShardTask {
                     return match held.checkpoint.finish(track).await {
                         Ok(()) => HoldEnd::Finished,
                         Err(CommitEnd::Lost) => HoldEnd::Lost(COMMIT_REFUSED),
-                        // Retried at the next commit tick by waiting again.
+                        // Retried a sync interval later, commands answered meanwhile.
                         Err(CommitEnd::Failed(_)) => {
-                            tokio::time::sleep(self.ctx.cfg.sync_interval).await;
+                            finish_again_at =
+                                Some(tokio::time::Instant::now() + self.ctx.cfg.sync_interval);
                             continue;
                         }
                     };
@@ -759,10 +765,10 @@ impl ShardTask {
                     return released;
                 }
             }
-            if self.cancel.is_cancelled() {
+            // A cancellation (the member dropped) ends the retries, during the wait too.
+            if !self.pause(backoff.next_delay()).await {
                 return false;
             }
-            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
