@@ -9,7 +9,7 @@
 //!     [--sync-ms 1000 --failover-ms 8000 --request-ms 1000]
 //! ```
 //!
-//! Both services are moto's (as in [`Backlog::on_moto`]): kinesis-local slows down with
+//! Both services are moto's (as in [`kinesumer_bench::Backlog::on_moto`]): kinesis-local slows down with
 //! 48 shards. The timings default to those of the chaos run, for 24 processes on two
 //! cores beside the emulators; `--sync-ms 400 --failover-ms 2200 --request-ms 250` are the
 //! library's. Phases:
