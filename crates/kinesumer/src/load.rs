@@ -103,6 +103,10 @@ impl LoadReport {
     }
 }
 
+/// The most shards one report names: about 45 bytes each, so at most about 135 KB (a plan
+/// item holds about as many shard entries).
+pub(crate) const MAX_REPORTED: usize = 3000;
+
 /// Counts per shard since the last sample, and the smoothed rates.
 #[derive(Debug)]
 struct Rate {
@@ -156,13 +160,12 @@ impl LoadMeter {
     }
 
     /// Samples every shard's rates since the last sample, smooths them, and reports the
-    /// shards whose reader has run for a window.
+    /// shards whose reader has run for a window — the [`MAX_REPORTED`] heaviest, so the
+    /// member item stays far below DynamoDB's 400 KB (the leader counts a shard it has
+    /// never been told of as idle, and keeps the last rate of one it has).
     pub(crate) fn report(&self, capacity: f64) -> LoadReport {
         let now = Instant::now();
-        let mut report = LoadReport {
-            capacity,
-            shards: BTreeMap::new(),
-        };
+        let mut warm = Vec::new();
         for ((stream, shard_id), rate) in lock(&self.rates).iter_mut() {
             let since = rate.sampled.map_or(rate.started, |(at, _)| at);
             let elapsed = now.saturating_duration_since(since).as_secs_f64();
@@ -186,14 +189,22 @@ impl LoadMeter {
                 rate.records = 0;
                 rate.bytes = 0;
             }
-            let warm = now.saturating_duration_since(rate.started) >= self.window;
-            if let Some((_, smoothed)) = rate.sampled.filter(|_| warm) {
-                report
-                    .shards
-                    .entry(stream.to_string())
-                    .or_default()
-                    .insert(shard_id.to_string(), smoothed);
+            let ran = now.saturating_duration_since(rate.started) >= self.window;
+            if let Some((_, smoothed)) = rate.sampled.filter(|_| ran) {
+                warm.push((stream.clone(), shard_id.clone(), smoothed));
             }
+        }
+        if warm.len() > MAX_REPORTED {
+            warm.sort_by(|a, b| b.2.units().total_cmp(&a.2.units()));
+            warm.truncate(MAX_REPORTED);
+        }
+        let mut report = LoadReport {
+            capacity,
+            shards: BTreeMap::new(),
+        };
+        for (stream, shard_id, load) in warm {
+            let shards = report.shards.entry(stream.to_string()).or_default();
+            shards.insert(shard_id.to_string(), load);
         }
         report
     }
@@ -263,6 +274,25 @@ mod tests {
             5.68
         );
         assert!(LoadReport::from_json(1.0, "[").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_names_at_most_the_heaviest_shards_that_fit_an_item() {
+        let meter = LoadMeter::new(WINDOW);
+        let shards: Vec<ShardMeter> = (0..MAX_REPORTED + 10)
+            .map(|i| meter.track("s".into(), format!("shardId-{i:012}").into()))
+            .collect();
+        for (i, shard) in shards.iter().enumerate() {
+            shard.record(i, 100 * i);
+        }
+        tokio::time::advance(WINDOW).await;
+        let report = meter.report(1.0);
+        assert_eq!(report.shards["s"].len(), MAX_REPORTED);
+        assert!(
+            !report.shards["s"].contains_key("shardId-000000000000"),
+            "the lightest left out"
+        );
+        assert!(report.shards_json().len() < 200_000);
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,7 @@ use super::Ctx;
 use crate::backoff::Backoff;
 use crate::config::{Balancing, Config, InitialPosition};
 use crate::error::Error;
-use crate::event::Event;
+use crate::event::{Event, MoveReason};
 use crate::fence::Fence;
 use crate::reader::{within, KinesisError, StreamShards};
 use crate::store::{
@@ -237,14 +237,14 @@ impl Leader {
             if self.announced.get(&key) == Some(&m.to) {
                 continue;
             }
-            info!(
-                stream = %m.stream,
-                shard = %m.shard_id,
-                from = m.from.as_deref().unwrap_or("-"),
-                to = %m.to,
-                reason = %m.reason,
-                "shard moved"
-            );
+            let from = m.from.as_deref().unwrap_or("-");
+            // A shard never leased is placed, not moved: a group's first start places
+            // every shard, which would flood the log at INFO.
+            if m.reason == MoveReason::New {
+                debug!(stream = %m.stream, shard = %m.shard_id, from, to = %m.to, reason = %m.reason, "shard moved");
+            } else {
+                info!(stream = %m.stream, shard = %m.shard_id, from, to = %m.to, reason = %m.reason, "shard moved");
+            }
             let moved = self.moved_at.entry(m.stream.clone()).or_default();
             moved.insert(m.shard_id.clone(), now);
             self.announced.insert(key, m.to.clone());
@@ -671,7 +671,6 @@ async fn retire(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::MoveReason;
     use crate::group::plan::Judged;
     use crate::store::{LoadReport, PlanStart, ShardLoad};
 
