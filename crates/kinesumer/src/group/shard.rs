@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use super::Ctx;
@@ -106,29 +107,15 @@ pub(crate) struct ShardHandle {
     pub(crate) cancel: CancellationToken,
     /// The lease counter while held; 0 while taking or when not ours.
     pub(crate) counter: Arc<AtomicU64>,
-    pub(crate) join: JoinHandle<()>,
+    /// The task, aborted when the handle is dropped (its member dropped without closing):
+    /// its reader and delivery, owned the same way, go with it.
+    pub(crate) _task: AbortOnDropHandle<()>,
 }
 
 impl ShardHandle {
     /// Whether the shard is held (taken) rather than being taken.
     pub(crate) fn held(&self) -> bool {
         self.counter.load(Ordering::Acquire) != 0
-    }
-}
-
-impl Drop for ShardHandle {
-    fn drop(&mut self) {
-        self.join.abort();
-    }
-}
-
-/// A task owned by its spawner: aborted when the guard is dropped, so a shard task that
-/// is aborted (its member dropped without closing) takes its reader and delivery along.
-struct Owned<T>(JoinHandle<T>);
-
-impl<T> Drop for Owned<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -173,7 +160,7 @@ pub(crate) fn spawn(
         cmds: cmd_tx,
         cancel,
         counter,
-        join,
+        _task: AbortOnDropHandle::new(join),
     }
 }
 
@@ -457,7 +444,7 @@ impl ShardTask {
         let track = held.checkpoint.track();
         let (tx, rx) = buffer::channel(self.ctx.cfg.shard_buffer, self.ctx.cfg.shard_buffer_bytes);
         let reader_cancel = self.cancel.child_token();
-        let mut reader = Owned(self.spawn_reader(
+        let mut reader = AbortOnDropHandle::new(self.spawn_reader(
             track.stream.clone(),
             track.shard_id.clone(),
             held.from.clone(),
@@ -472,7 +459,7 @@ impl ShardTask {
             handoff_timeout: self.ctx.cfg.handoff_timeout,
             flow: self.ctx.flow.clone(),
         };
-        let mut deliver = Owned(tokio::spawn(
+        let mut deliver = AbortOnDropHandle::new(tokio::spawn(
             deliver(rx, track.clone(), to).in_current_span(),
         ));
         let mut reader_done = false;
@@ -480,14 +467,14 @@ impl ShardTask {
             .hold_loop(
                 &mut held,
                 &track,
-                &mut reader.0,
+                &mut reader,
                 &mut reader_done,
-                &mut deliver.0,
+                &mut deliver,
             )
             .await;
         reader_cancel.cancel();
         if !reader_done {
-            let _ = (&mut reader.0).await;
+            let _ = (&mut reader).await;
         }
         match end {
             HoldEnd::Release | HoldEnd::Failed => track.leave(Leaving::Revoked),
@@ -500,10 +487,10 @@ impl ShardTask {
             HoldEnd::Release | HoldEnd::Failed => {
                 let processed = if self.ctx.sink.follows_lease() {
                     // The processor's revoking marks what it flushed, and gives back the rest.
-                    self.end_delivery(&mut deliver.0, handoff).await
+                    self.end_delivery(&mut deliver, handoff).await
                 } else {
                     let processed = track.wait_processed(handoff).await;
-                    deliver.0.abort();
+                    deliver.abort();
                     processed
                 };
                 if !processed {
@@ -525,11 +512,11 @@ impl ShardTask {
                 }
             }
             HoldEnd::Lost(reason) => {
-                self.end_delivery(&mut deliver.0, LOST_GRACE).await;
+                self.end_delivery(&mut deliver, LOST_GRACE).await;
                 self.lost(reason)
             }
             HoldEnd::Fenced => {
-                self.end_delivery(&mut deliver.0, LOST_GRACE).await;
+                self.end_delivery(&mut deliver, LOST_GRACE).await;
                 // Finished work survives the fence: a write refused because the lease
                 // moved on is as it should be; an unreachable store is said.
                 if let Err(CommitEnd::Failed(e)) = held.checkpoint.commit_after_fence(&track).await
@@ -539,12 +526,12 @@ impl ShardTask {
                 Outcome::Stopped
             }
             HoldEnd::Finished => {
-                deliver.0.abort();
+                deliver.abort();
                 self.event_lease(|stream, shard_id| Event::ShardFinished { stream, shard_id });
                 Outcome::Finished
             }
             HoldEnd::Stopped => {
-                self.end_delivery(&mut deliver.0, LOST_GRACE).await;
+                self.end_delivery(&mut deliver, LOST_GRACE).await;
                 Outcome::Stopped
             }
         };
@@ -554,7 +541,11 @@ impl ShardTask {
 
     /// Lets a processor hear how its lease ended — revoking, lost — for up to `within`,
     /// then stops the delivery. Returns whether it ended in time.
-    async fn end_delivery(&self, deliver: &mut JoinHandle<DeliveryEnd>, within: Duration) -> bool {
+    async fn end_delivery(
+        &self,
+        deliver: &mut AbortOnDropHandle<DeliveryEnd>,
+        within: Duration,
+    ) -> bool {
         let ended = !self.ctx.sink.follows_lease()
             || deliver.is_finished()
             || tokio::time::timeout(within, &mut *deliver).await.is_ok();
@@ -631,9 +622,9 @@ impl ShardTask {
         &mut self,
         held: &mut Held,
         track: &Arc<ShardTrack>,
-        reader: &mut JoinHandle<ReaderEnd>,
+        reader: &mut AbortOnDropHandle<ReaderEnd>,
         reader_done: &mut bool,
-        deliver: &mut JoinHandle<DeliveryEnd>,
+        deliver: &mut AbortOnDropHandle<DeliveryEnd>,
     ) -> HoldEnd {
         let mut delivering = true;
         let mut commit_timer = CommitTimer::start(self.ctx.cfg.commit_interval).await;
