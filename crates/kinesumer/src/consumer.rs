@@ -34,7 +34,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use aws_config::SdkConfig;
@@ -75,7 +75,8 @@ pub struct Kinesumer {
     consumer_arns: ConsumerArns,
     clock: Arc<dyn Clock>,
     signals: Signals,
-    status: Arc<Mutex<Status>>,
+    /// What the coordinator publishes after each step.
+    status: Arc<watch::Sender<Status>>,
     pending: PendingMark,
     error_policy: ErrorPolicy,
     flow: Flow,
@@ -215,7 +216,7 @@ impl Kinesumer {
             consumer_arns: ConsumerArns::default(),
             clock,
             signals,
-            status: Arc::default(),
+            status: Arc::new(watch::Sender::new(Status::default())),
             pending: Arc::default(),
             error_policy: ErrorPolicy::default(),
             flow,
@@ -591,10 +592,7 @@ impl Kinesumer {
     }
 
     fn status_now(&self) -> Status {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.status.borrow().clone()
     }
 
     /// Deregisters the app's enhanced fan-out stream consumer

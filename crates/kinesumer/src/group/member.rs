@@ -3,10 +3,10 @@
 //! (DESIGN §3).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
@@ -32,7 +32,7 @@ pub(crate) enum Command {
 }
 
 /// What the public handle can read of the member at any time.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Status {
     pub(crate) token: String,
     pub(crate) held: BTreeSet<ShardRef>,
@@ -121,7 +121,7 @@ pub(crate) struct Coordinator {
     cmds: mpsc::Receiver<Command>,
     /// Commands received during a rejoin, handled once it is done.
     deferred: VecDeque<Command>,
-    status: Arc<Mutex<Status>>,
+    status: Arc<watch::Sender<Status>>,
     pending: PendingMark,
     /// The shards of the plan last followed; `None` before the first, and after fencing.
     planned: Option<BTreeSet<ShardRef>>,
@@ -154,7 +154,7 @@ impl Coordinator {
         client_id: String,
         streams: Vec<String>,
         cmds: mpsc::Receiver<Command>,
-        status: Arc<Mutex<Status>>,
+        status: Arc<watch::Sender<Status>>,
         pending: PendingMark,
     ) -> Result<JoinHandle<Result<()>>> {
         // Everything this member logs carries its application and client id; shard tasks
@@ -264,10 +264,6 @@ impl Coordinator {
         }
     }
 
-    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Publishes the status and the member's metrics, and times a rebalance: settled once
     /// every shard task runs a held lease of the plan and nothing else.
     fn publish(&mut self) {
@@ -288,11 +284,17 @@ impl Coordinator {
                 info!(?took, shards = held.len(), "holding the planned shards");
             }
         }
-        let mut status = self.status();
-        status.token = self.me.token.clone();
-        status.held = held;
-        status.leader_term = self.leader.as_ref().map(|l| l.term);
-        status.running = !self.stopped;
+        let status = Status {
+            token: self.me.token.clone(),
+            held,
+            leader_term: self.leader.as_ref().map(|l| l.term),
+            running: !self.stopped,
+        };
+        self.status.send_if_modified(|now| {
+            let changed = *now != status;
+            *now = status;
+            changed
+        });
     }
 
     /// One tick (DESIGN §3 steps 2–4, and 6–10 for the leader).
