@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tracing::debug;
 
 use super::Ctx;
@@ -27,15 +28,15 @@ pub(crate) enum Stop {
 }
 
 /// What the heartbeat task shares with the coordinator.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Beat {
-    /// The streams the next heartbeat advertises.
-    pub(crate) advertised: Mutex<Vec<String>>,
+    /// The streams the next heartbeat advertises (the coordinator's to set).
+    advertised: watch::Sender<Vec<String>>,
     /// The streams of the last heartbeat that succeeded: shards of a stream are taken
     /// only once the leader can have seen this member consume it (scenario 21).
-    pub(crate) confirmed: Mutex<BTreeSet<String>>,
-    /// The lock term this member holds, if it leads.
-    pub(crate) leading: Mutex<Option<u64>>,
+    confirmed: watch::Sender<BTreeSet<String>>,
+    /// The lock term this member holds, if it leads (the coordinator's to set).
+    leading: watch::Sender<Option<u64>>,
     /// How long the recent heartbeats took (a timed-out one counts as the timeout), and
     /// whether each timed out.
     latencies: Mutex<VecDeque<(Duration, bool)>>,
@@ -49,24 +50,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Beat {
+    /// A beat of a member that joined advertising `streams`, confirmed by its
+    /// registration.
+    pub(crate) fn new(streams: Vec<String>) -> Self {
+        Self {
+            confirmed: watch::Sender::new(streams.iter().cloned().collect()),
+            advertised: watch::Sender::new(streams),
+            leading: watch::Sender::default(),
+            latencies: Mutex::default(),
+        }
+    }
+
+    /// A registration (a rejoin) advertised `streams`: they count as confirmed.
+    pub(crate) fn registered(&self, streams: &[String]) {
+        self.confirmed
+            .send_replace(streams.iter().cloned().collect());
+    }
+
     pub(crate) fn advertised(&self) -> Vec<String> {
-        lock(&self.advertised).clone()
+        self.advertised.borrow().clone()
     }
 
     pub(crate) fn set_advertised(&self, streams: Vec<String>) {
-        *lock(&self.advertised) = streams;
+        self.advertised.send_replace(streams);
     }
 
     pub(crate) fn confirmed(&self) -> BTreeSet<String> {
-        lock(&self.confirmed).clone()
+        self.confirmed.borrow().clone()
     }
 
     pub(crate) fn leading(&self) -> Option<u64> {
-        *lock(&self.leading)
+        *self.leading.borrow()
     }
 
     pub(crate) fn set_leading(&self, term: Option<u64>) {
-        *lock(&self.leading) = term;
+        self.leading.send_replace(term);
     }
 
     fn record_latency(&self, took: Duration, timed_out: bool) {
@@ -140,7 +158,7 @@ async fn heartbeat(ctx: &Ctx, me: &Owner, fence: &Fence, beat: &Beat) -> Result<
         match answer {
             Ok(HeartbeatOutcome::Beat(_)) => {
                 fence.beat_ok(sent);
-                *lock(&beat.confirmed) = streams.into_iter().collect();
+                beat.confirmed.send_replace(streams.into_iter().collect());
                 return Ok(());
             }
             Ok(HeartbeatOutcome::Superseded(_)) => return Err(Stop::Superseded),

@@ -170,9 +170,7 @@ impl Coordinator {
             ctx.cfg.fence_deadline(),
             sent,
         ));
-        let beat = Arc::new(Beat::default());
-        beat.set_advertised(streams.clone());
-        *beat.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = streams.into_iter().collect();
+        let beat = Arc::new(Beat::new(streams));
         let heartbeat = spawn_heartbeat(&ctx, &me, &fence, &beat, span.clone());
         span.in_scope(|| {
             ctx.signals.event(Event::Joined {
@@ -676,11 +674,7 @@ impl Coordinator {
             self.ctx.cfg.fence_deadline(),
             sent,
         ));
-        *self
-            .beat
-            .confirmed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = streams.into_iter().collect();
+        self.beat.registered(&streams);
         self.heartbeat = spawn_heartbeat(
             &self.ctx,
             &self.me,
