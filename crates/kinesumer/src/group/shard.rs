@@ -239,6 +239,16 @@ fn read_from(item: &LeaseItem, fallback: &crate::shards::StoredStart) -> ReadFro
     }
 }
 
+/// Where the reader stands on a closed shard's end.
+enum Ending {
+    /// Still reading.
+    Reading,
+    /// It read to the end of a closed shard (or the shard vanished): `last`, the last
+    /// position it sent (none under this lease), must be processed before the shard is
+    /// finished.
+    Ended { last: Option<Position> },
+}
+
 /// Why holding ended.
 enum HoldEnd {
     Release,
@@ -462,18 +472,12 @@ impl ShardTask {
         let mut deliver = AbortOnDropHandle::new(tokio::spawn(
             deliver(rx, track.clone(), to).in_current_span(),
         ));
-        let mut reader_done = false;
         let end = self
-            .hold_loop(
-                &mut held,
-                &track,
-                &mut reader,
-                &mut reader_done,
-                &mut deliver,
-            )
+            .hold_loop(&mut held, &track, &mut reader, &mut deliver)
             .await;
         reader_cancel.cancel();
-        if !reader_done {
+        // Read to its end by the loop already, or stopping now.
+        if !reader.is_finished() {
             let _ = (&mut reader).await;
         }
         match end {
@@ -623,14 +627,11 @@ impl ShardTask {
         held: &mut Held,
         track: &Arc<ShardTrack>,
         reader: &mut AbortOnDropHandle<ReaderEnd>,
-        reader_done: &mut bool,
         deliver: &mut AbortOnDropHandle<DeliveryEnd>,
     ) -> HoldEnd {
-        let mut delivering = true;
+        let (mut reading, mut delivering) = (true, true);
         let mut commit_timer = CommitTimer::start(self.ctx.cfg.commit_interval).await;
-        // Set when the reader reached the end of a closed shard (or the shard vanished):
-        // the position that must be processed before the shard is finished.
-        let mut ending: Option<Option<Position>> = None;
+        let mut ending = Ending::Reading;
         // After a failed shard-end write: when to try again.
         let mut finish_again_at: Option<tokio::time::Instant> = None;
         loop {
@@ -639,11 +640,11 @@ impl ShardTask {
                     tokio::time::sleep_until(at).await;
                 }
                 match &ending {
-                    Some(Some(last)) => {
+                    Ending::Ended { last: Some(last) } => {
                         track.wait_marked(last).await;
                     }
-                    Some(None) => {}
-                    None => std::future::pending::<()>().await,
+                    Ending::Ended { last: None } => {}
+                    Ending::Reading => std::future::pending::<()>().await,
                 }
             };
             tokio::select! {
@@ -663,20 +664,20 @@ impl ShardTask {
                     }
                     None => return HoldEnd::Stopped,
                 },
-                end = &mut *reader, if !*reader_done => {
-                    *reader_done = true;
+                end = &mut *reader, if reading => {
+                    reading = false;
                     match end {
                         Ok(ReaderEnd::ShardEnd { last, children }) => {
                             // Finished once the last item sent is processed (the last user
                             // record of an aggregate stands for the whole record).
                             info!(?children, "read to the end of a closed shard");
                             track.leave(Leaving::Ended);
-                            ending = Some(last);
+                            ending = Ending::Ended { last };
                         }
                         Ok(ReaderEnd::ShardGone { last }) => {
                             info!("the shard expired past retention");
                             track.leave(Leaving::Ended);
-                            ending = Some(last);
+                            ending = Ending::Ended { last };
                         }
                         Ok(ReaderEnd::Fatal(e)) => {
                             self.ctx.signals.error(Error::Kinesis(e));
@@ -711,7 +712,7 @@ impl ShardTask {
                     return HoldEnd::Failed;
                 }
                 // A processor hears of the end (shard_ended) before the shard is finished.
-                _ = end_processed, if ending.is_some() && !(delivering && self.ctx.sink.follows_lease()) => {
+                _ = end_processed, if matches!(ending, Ending::Ended { .. }) && !(delivering && self.ctx.sink.follows_lease()) => {
                     return match held.checkpoint.finish(track).await {
                         Ok(()) => HoldEnd::Finished,
                         Err(CommitEnd::Lost) => HoldEnd::Lost(COMMIT_REFUSED),
