@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::task::JoinMap;
 use tracing::{debug, info, warn, Instrument};
 
 use super::heartbeat::{self, Beat, Stop};
 use super::leader::{Leader, TickError};
-use super::shard::{self, Outcome, ShardCmd, ShardDone, ShardHandle, ShardJob, FAILURE_COOLDOWN};
+use super::shard::{self, Outcome, ShardCmd, ShardHandle, ShardJob, FAILURE_COOLDOWN};
 use super::Ctx;
 use crate::checkpoint::{flush_pending, PendingMark};
 use crate::error::{Error, Result};
@@ -108,8 +109,8 @@ pub(crate) struct Coordinator {
     beat: Arc<Beat>,
     heartbeat: JoinHandle<Stop>,
     shards: BTreeMap<ShardRef, Running>,
-    done_tx: mpsc::UnboundedSender<ShardDone>,
-    done_rx: mpsc::UnboundedReceiver<ShardDone>,
+    /// The shard tasks, by shard: owned here, each yielding its outcome when it ends.
+    tasks: JoinMap<ShardRef, Outcome>,
     leader: Option<Leader>,
     /// The lock as last seen, and when (fencing clock) it was first seen so.
     watch: Option<(LockItem, Duration)>,
@@ -178,7 +179,6 @@ impl Coordinator {
             });
             info!(incarnation = %me.token, "joined the group");
         });
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let mut coordinator = Coordinator {
             ctx,
             me,
@@ -187,8 +187,7 @@ impl Coordinator {
             beat,
             heartbeat,
             shards: BTreeMap::new(),
-            done_tx,
-            done_rx,
+            tasks: JoinMap::new(),
             leader: None,
             watch: None,
             take_sent: None,
@@ -223,7 +222,7 @@ impl Coordinator {
                         Stop::LockLost => self.fence_and_rejoin("another member took the leader lock").await,
                     }
                 }
-                Some(done) = self.done_rx.recv() => self.on_done(done),
+                Some((key, ended)) = self.tasks.join_next(), if !self.tasks.is_empty() => self.on_done(key, ended),
                 Some(_) = self.commits.join_next(), if !self.commits.is_empty() => {}
                 cmd = self.cmds.recv() => self.on_command(cmd).await,
                 _ = tokio::time::sleep_until(next_tick) => {
@@ -468,7 +467,7 @@ impl Coordinator {
             self.fence.clone(),
             key.clone(),
             job,
-            self.done_tx.clone(),
+            &mut self.tasks,
         );
         self.shards.insert(
             key,
@@ -480,25 +479,32 @@ impl Coordinator {
         );
     }
 
-    fn on_done(&mut self, done: ShardDone) {
-        let Some(running) = self.shards.remove(&done.key) else {
+    /// A shard task ended: with its outcome, by a panic (a failure), or aborted (forgotten
+    /// already: nothing to do).
+    fn on_done(&mut self, key: ShardRef, ended: Result<Outcome, tokio::task::JoinError>) {
+        let outcome = match ended {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_cancelled() => return,
+            Err(_) => Outcome::Failed,
+        };
+        let Some(running) = self.shards.remove(&key) else {
             return;
         };
-        match done.outcome {
+        match outcome {
             Outcome::NotAcquired { polled: true } => {
                 if let Some(planned) = running.planned {
-                    self.slow.insert(done.key, planned);
+                    self.slow.insert(key, planned);
                 }
             }
             Outcome::Failed => {
                 self.cooldown
-                    .insert(done.key, self.fence.now() + FAILURE_COOLDOWN);
+                    .insert(key, self.fence.now() + FAILURE_COOLDOWN);
             }
             // A tick-rate attempt after the fast poll ran out: keep the shard "slow", or
             // the next tick would poll fast for another window (scenario 3).
             Outcome::NotAcquired { polled: false } => {}
             _ => {
-                self.slow.remove(&done.key);
+                self.slow.remove(&key);
             }
         }
     }
@@ -538,8 +544,8 @@ impl Coordinator {
             + self.ctx.cfg.request_timeout * 8;
         let wait = async {
             while keys.iter().any(|k| self.shards.contains_key(k)) {
-                match self.done_rx.recv().await {
-                    Some(done) => self.on_done(done),
+                match self.tasks.join_next().await {
+                    Some((key, ended)) => self.on_done(key, ended),
                     None => break,
                 }
             }
@@ -549,6 +555,7 @@ impl Coordinator {
             warn!("shards did not release in time; stopping them");
             for key in keys {
                 if self.shards.remove(key).is_some() {
+                    self.tasks.abort(key);
                     stuck.push(key.clone());
                 }
             }
@@ -593,15 +600,16 @@ impl Coordinator {
         }
         let wait = async {
             while !self.shards.is_empty() {
-                match self.done_rx.recv().await {
-                    Some(done) => {
-                        self.shards.remove(&done.key);
+                match self.tasks.join_next().await {
+                    Some((key, _)) => {
+                        self.shards.remove(&key);
                     }
                     None => break,
                 }
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+        self.tasks.abort_all();
         self.shards.clear();
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
+use tokio_util::task::{AbortOnDropHandle, JoinMap};
 use tracing::{debug, info, warn, Instrument};
 
 use super::Ctx;
@@ -107,9 +107,6 @@ pub(crate) struct ShardHandle {
     pub(crate) cancel: CancellationToken,
     /// The lease counter while held; 0 while taking or when not ours.
     pub(crate) counter: Arc<AtomicU64>,
-    /// The task, aborted when the handle is dropped (its member dropped without closing):
-    /// its reader and delivery, owned the same way, go with it.
-    pub(crate) _task: AbortOnDropHandle<()>,
 }
 
 impl ShardHandle {
@@ -119,21 +116,15 @@ impl ShardHandle {
     }
 }
 
-/// A finished shard task's report.
-#[derive(Debug)]
-pub(crate) struct ShardDone {
-    pub(crate) key: ShardRef,
-    pub(crate) outcome: Outcome,
-}
-
-/// Starts a shard task.
+/// Starts a shard task in `tasks`, under its shard: the map owns it (aborting it when the
+/// member drops the map, and its reader and delivery with it) and yields its outcome.
 pub(crate) fn spawn(
     ctx: Arc<Ctx>,
     me: Owner,
     fence: Arc<Fence>,
     key: ShardRef,
     job: ShardJob,
-    done: mpsc::UnboundedSender<ShardDone>,
+    tasks: &mut JoinMap<ShardRef, Outcome>,
 ) -> ShardHandle {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
@@ -148,11 +139,12 @@ pub(crate) fn spawn(
         cmds: cmd_rx,
     };
     let span = tracing::info_span!("shard", stream = %key.stream, shard = %key.shard_id);
-    let join = tokio::spawn(
+    tasks.spawn(
+        key,
         async move {
             let outcome = task.run(job).await;
             debug!(?outcome, "shard task ended");
-            let _ = done.send(ShardDone { key, outcome });
+            outcome
         }
         .instrument(span),
     );
@@ -160,7 +152,6 @@ pub(crate) fn spawn(
         cmds: cmd_tx,
         cancel,
         counter,
-        _task: AbortOnDropHandle::new(join),
     }
 }
 
