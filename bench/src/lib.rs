@@ -8,6 +8,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
 pub mod check;
 pub mod member;
+pub mod procfs;
 pub mod proxy;
 
 /// The boxed error of the benchmark programs.

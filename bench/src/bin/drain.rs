@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kinesumer::{Config, InitialPosition, Kinesumer};
+use kinesumer_bench::procfs::{cpu_seconds, memory_mb};
 use kinesumer_bench::{arg, summary, Backlog, Error};
 
 const SHARDS: i32 = 4;
@@ -244,18 +245,5 @@ fn report(got: u64, wall: Duration, reading: Duration, cpu: f64, rss_mb: f64) {
 
 /// This process's CPU seconds (user + system) and peak resident set in MB.
 fn self_usage() -> Result<(f64, f64), Error> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // Fields after the command name (which ends with the last ')'): utime and stime are
-    // the 14th and 15th fields of the line, the 12th and 13th after it.
-    let after = stat.rsplit_once(')').ok_or("unexpected /proc/self/stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    let cpu = ticks / rustix::param::clock_ticks_per_second() as f64;
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let hwm_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or("no VmHWM in /proc/self/status")?;
-    Ok((cpu, hwm_kb / 1024.0))
+    Ok((cpu_seconds("self")?, memory_mb("self", "VmHWM")?))
 }

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use kinesumer::store::{DynamoStore, Operation, StateStore};
 use kinesumer_bench::member::Member;
+use kinesumer_bench::procfs::{cpu_seconds, memory_mb};
 use kinesumer_bench::{arg, arg_str, check, create_stream, put_numbered, summary, Error};
 use rustix::process::Signal;
 use tokio::process::Command;
@@ -157,20 +158,8 @@ async fn reqwest_lite(port: u16) -> Result<String, Error> {
 
 /// CPU seconds and resident MB of process `pid`.
 fn usage(pid: u32) -> Result<(f64, f64), Error> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').ok_or("unexpected /proc/PID/stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or("no VmRSS")?;
-    Ok((
-        ticks / rustix::param::clock_ticks_per_second() as f64,
-        rss_kb / 1024.0,
-    ))
+    let pid = pid.to_string();
+    Ok((cpu_seconds(&pid)?, memory_mb(&pid, "VmRSS")?))
 }
 
 #[tokio::main]

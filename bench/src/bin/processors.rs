@@ -17,6 +17,7 @@
 use std::process::Stdio;
 use std::time::Instant;
 
+use kinesumer_bench::procfs::cpu_seconds;
 use kinesumer_bench::{arg, arg_str, summary, Backlog, Error};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -152,11 +153,11 @@ async fn drain(
         };
     }
     let wall = started.elapsed().as_secs_f64();
-    let member_cpu = cpu_of(pid)?;
+    let member_cpu = cpu_seconds(&pid.to_string())?;
     // Folded from +0.0: an empty f64 sum is -0.0.
-    let children_cpu = children_of(pid)?
-        .into_iter()
-        .try_fold(0.0, |sum, child| Ok::<f64, Error>(sum + cpu_of(child)?))?;
+    let children_cpu = children_of(pid)?.into_iter().try_fold(0.0, |sum, child| {
+        Ok::<f64, Error>(sum + cpu_seconds(&child.to_string())?)
+    })?;
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid as i32).ok_or("pid")?,
         rustix::process::Signal::TERM,
@@ -171,15 +172,6 @@ async fn drain(
         member_cpu,
         children_cpu,
     })
-}
-
-/// CPU seconds (user + system) of process `pid` so far.
-fn cpu_of(pid: u32) -> Result<f64, Error> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').ok_or("unexpected /proc/PID/stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / rustix::param::clock_ticks_per_second() as f64)
 }
 
 /// The processes whose parent is `pid`.
