@@ -124,6 +124,26 @@ struct Running {
     busy: bool,
 }
 
+impl Running {
+    /// Closes the child's stdin and waits up to `grace` for it to exit: its status, or
+    /// `None` when it did not (it is then killed, with everything it started).
+    async fn exit(self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let Running {
+            stdin,
+            mut process,
+            mut group,
+            ..
+        } = self;
+        drop(stdin);
+        let status = tokio::time::timeout(grace, process.wait())
+            .await
+            .ok()?
+            .ok()?;
+        group.disarm();
+        Some(status)
+    }
+}
+
 /// How a child answered a message.
 enum Answer {
     Ok,
@@ -235,19 +255,10 @@ impl Child {
     /// The child is gone or unusable: says how it ended.
     async fn died(&mut self, what: &str) -> String {
         let status = match self.running.take() {
-            Some(mut running) => {
-                let status =
-                    tokio::time::timeout(Duration::from_secs(1), running.process.wait()).await;
-                match status {
-                    Ok(Ok(status)) => {
-                        running.group.disarm();
-                        format!(" ({status})")
-                    }
-                    _ => String::new(),
-                }
-            }
-            None => String::new(),
+            Some(running) => running.exit(Duration::from_secs(1)).await,
+            None => None,
         };
+        let status = status.map(|s| format!(" ({s})")).unwrap_or_default();
         format!("{} stopped: {what}{status}", self.label)
     }
 
@@ -346,16 +357,7 @@ impl Child {
     /// Closes the child's stdin and waits for it to exit, killing it past the grace.
     async fn shut_down(&mut self) {
         if let Some(running) = self.running.take() {
-            let Running {
-                stdin,
-                mut process,
-                mut group,
-                ..
-            } = running;
-            drop(stdin);
-            if let Ok(Ok(_)) = tokio::time::timeout(EXIT_GRACE, process.wait()).await {
-                group.disarm();
-            }
+            running.exit(EXIT_GRACE).await;
         }
     }
 }
