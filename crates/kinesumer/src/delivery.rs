@@ -149,10 +149,11 @@ pub(crate) enum DeliveryEnd {
 /// Moves records from the shard's buffer to the application, in order.
 pub(crate) async fn deliver(rx: BufferRx, track: Arc<ShardTrack>, to: Delivery) -> DeliveryEnd {
     match &to.sink {
+        Sink::Stream(tx) => to_stream(rx, track, tx, &to.flow).await,
+        Sink::Handler(handler, policy) => to_handler(rx, track, &**handler, policy, &to).await,
         Sink::Processor(factory, policy, batching) => {
             process(rx, track, &**factory, policy, *batching, &to).await
         }
-        _ => deliver_each(rx, track, to).await,
     }
 }
 
@@ -181,46 +182,58 @@ async fn next(rx: &mut BufferRx, flow: &Flow, track: &ShardTrack) -> Option<Read
     Some(item)
 }
 
-/// Delivers record by record, to the stream or a handler.
-async fn deliver_each(mut rx: BufferRx, track: Arc<ShardTrack>, to: Delivery) -> DeliveryEnd {
-    let Delivery {
-        sink,
-        auto_commit,
-        signals,
-        flow,
-        ..
-    } = to;
-    while let Some(item) = next(&mut rx, &flow, &track).await {
+/// Passes record by record to the merged stream (handed out when the application asks).
+async fn to_stream(
+    mut rx: BufferRx,
+    track: Arc<ShardTrack>,
+    tx: &mpsc::Sender<Record>,
+    flow: &Flow,
+) -> DeliveryEnd {
+    while let Some(item) = next(&mut rx, flow, &track).await {
+        track.set_millis_behind(item.millis_behind);
+        if tx.send(Record::new(item, track.clone())).await.is_err() {
+            return DeliveryEnd::StreamDropped;
+        }
+    }
+    DeliveryEnd::Drained
+}
+
+/// Hands record by record to a handler, under the error policy.
+async fn to_handler(
+    mut rx: BufferRx,
+    track: Arc<ShardTrack>,
+    handler: &dyn Handler,
+    policy: &ErrorPolicy,
+    to: &Delivery,
+) -> DeliveryEnd {
+    while let Some(item) = next(&mut rx, &to.flow, &track).await {
         track.set_millis_behind(item.millis_behind);
         let record = Record::new(item, track.clone());
         let pos = record.position();
-        match &sink {
-            Sink::Stream(tx) => {
-                if tx.send(record).await.is_err() {
-                    return DeliveryEnd::StreamDropped;
-                }
+        if !track.may_hand_out() {
+            return DeliveryEnd::NotAllowed;
+        }
+        track.handed_out(&pos, record.data.len());
+        let mut work = OnRecord {
+            handler,
+            record: &record,
+        };
+        match handle(
+            &mut work,
+            std::slice::from_ref(&record),
+            policy,
+            &to.signals,
+        )
+        .await
+        {
+            Handled::Done | Handled::DeadLettered if to.auto_commit => track.mark(&pos),
+            Handled::Done | Handled::DeadLettered => {}
+            Handled::Stopped(reason) => {
+                // Nothing of this shard is in the application's hands any more: the
+                // release need not wait for the failed record.
+                track.give_back();
+                return DeliveryEnd::HandlerStopped(reason);
             }
-            Sink::Handler(handler, policy) => {
-                if !track.may_hand_out() {
-                    return DeliveryEnd::NotAllowed;
-                }
-                track.handed_out(&pos, record.data.len());
-                let mut work = OnRecord {
-                    handler: &**handler,
-                    record: &record,
-                };
-                match handle(&mut work, std::slice::from_ref(&record), policy, &signals).await {
-                    Handled::Done | Handled::DeadLettered if auto_commit => track.mark(&pos),
-                    Handled::Done | Handled::DeadLettered => {}
-                    Handled::Stopped(reason) => {
-                        // Nothing of this shard is in the application's hands any more:
-                        // the release need not wait for the failed record.
-                        track.give_back();
-                        return DeliveryEnd::HandlerStopped(reason);
-                    }
-                }
-            }
-            Sink::Processor(..) => unreachable!("processors get batches"),
         }
     }
     DeliveryEnd::Drained
