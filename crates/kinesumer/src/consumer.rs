@@ -36,12 +36,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::task::AbortOnDropHandle;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::checkpoint::PendingMark;
 use crate::clock::{Clock, SystemClock};
@@ -414,7 +415,10 @@ impl Kinesumer {
             sink,
             load: crate::load::LoadMeter::new(self.config.load_window),
             flow: self.flow.clone(),
+            tasks: TaskTracker::new(),
         });
+        let tasks = ctx.tasks.clone();
+        let waited = self.config.handoff_timeout;
         let (cmds, cmd_rx) = mpsc::channel(16);
         let task = Coordinator::start(
             ctx,
@@ -432,6 +436,7 @@ impl Kinesumer {
         let task = AbortOnDropHandle::new(task);
         let watcher = tokio::spawn(async move {
             let result = task.await.unwrap_or(Err(Error::Closed));
+            let result = all_ended(&tasks, waited, result).await;
             outcome_tx.send_replace(Some(result));
         });
         *running = Some(Running {
@@ -623,7 +628,10 @@ impl Kinesumer {
 
     /// Leaves the group gracefully: stops reading, waits for records handed out to be
     /// processed (up to `handoff_timeout`), commits, releases every lease and the leader
-    /// lock, and deletes its member item. Takes as long as those requests take.
+    /// lock, and deletes its member item. Takes as long as those requests take. It
+    /// returns once every task of the member has ended, so no handler of it runs
+    /// afterwards (a handler blocking its thread is waited for up to `handoff_timeout`
+    /// more).
     ///
     /// With auto-commit, the last record the [`Records`] stream handed out counts as
     /// processed: close after you are done with it.
@@ -633,7 +641,8 @@ impl Kinesumer {
     /// # Errors
     ///
     /// [`Error::CloseIncomplete`] listing what did not finish (failed final commits,
-    /// leases lost or not released in time, a failed lock release or leave): the member
+    /// leases lost or not released in time, a failed lock release or leave, tasks still
+    /// running: [`Error::StillRunning`]): the member
     /// left anyway, and what it did not release moves after the failover timeout. Or the
     /// error that had stopped the member for good ([`Error::Superseded`]).
     ///
@@ -667,6 +676,32 @@ async fn wait_outcome(outcome: &mut watch::Receiver<Outcome>) -> Result<()> {
         Ok(done) => done.clone().unwrap_or(Err(Error::Closed)),
         // The watcher is gone without an outcome: the member was dropped.
         Err(_) => Err(Error::Closed),
+    }
+}
+
+/// Waits, for at most `waited`, until every task of the stopped member has ended (an
+/// aborted task ends at its next await, a handler blocking its thread only when it
+/// returns), so no code of the member runs once its close has returned. The ones still
+/// running after that make the outcome a [`Error::CloseIncomplete`].
+async fn all_ended(tasks: &TaskTracker, waited: Duration, outcome: Result<()>) -> Result<()> {
+    tasks.close();
+    if tokio::time::timeout(waited, tasks.wait()).await.is_ok() {
+        return outcome;
+    }
+    let running = Error::StillRunning {
+        tasks: tasks.len(),
+        waited,
+    };
+    tracing::warn!(error = %running, "closed with tasks still running");
+    match outcome {
+        Ok(()) => Err(Error::CloseIncomplete {
+            failures: vec![running],
+        }),
+        Err(Error::CloseIncomplete { mut failures }) => {
+            failures.push(running);
+            Err(Error::CloseIncomplete { failures })
+        }
+        Err(other) => Err(other),
     }
 }
 

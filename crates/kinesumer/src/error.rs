@@ -131,6 +131,20 @@ pub enum Error {
         /// failed lock release or leave.
         failures: Vec<Error>,
     },
+    /// Tasks of the member still ran when the close gave up waiting for them: most
+    /// likely a handler blocking its thread (a synchronous call in an async handler),
+    /// which no cancellation can interrupt. Reported inside [`Error::CloseIncomplete`].
+    #[error(
+        "{tasks} tasks of the member still ran {waited:?} after the close; a handler \
+         blocking its thread cannot be stopped: move blocking work to \
+         tokio::task::spawn_blocking"
+    )]
+    StillRunning {
+        /// How many tasks were still running.
+        tasks: usize,
+        /// How long the close waited for them.
+        waited: std::time::Duration,
+    },
     /// The listener of [`Kinesumer::errors`](crate::Kinesumer::errors) fell behind and
     /// missed this many errors (they were logged with `tracing`).
     #[error("missed {count} errors: the listener fell behind")]

@@ -305,3 +305,70 @@ async fn the_record_rate_is_limited_across_shards() {
     .await;
     member.close().await.unwrap();
 }
+
+/// A member whose handler blocks its thread for `block` on the first record, closed
+/// with the given handoff timeout once the handler started; the close's outcome, and
+/// whether the handler had returned when the close did. On a multi-threaded runtime in
+/// real time, since the handler holds a thread.
+async fn close_during_a_blocking_handler(
+    block: Duration,
+    handoff: Duration,
+) -> (Result<(), Error>, bool) {
+    let world = World::new();
+    put(&world, 1, 10, "r");
+    let member = world.member_with(|c| c.handoff_timeout(handoff));
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let started_tx = Arc::new(std::sync::Mutex::new(Some(started_tx)));
+    let returned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = returned.clone();
+    let _consuming = member
+        .consume_with([STREAM], move |_: Record| {
+            let started_tx = started_tx.lock().unwrap().take();
+            let flag = flag.clone();
+            async move {
+                if let Some(tx) = started_tx {
+                    let _ = tx.send(());
+                    std::thread::sleep(block);
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), started)
+        .await
+        .expect("the record reaches the handler")
+        .unwrap();
+    let closed = member.close().await;
+    (closed, returned.load(Ordering::SeqCst))
+}
+
+/// A handler that blocks its thread cannot be aborted: `close()` waits for it to return
+/// (up to a handoff timeout), so no application code of the member runs after the close
+/// returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_returns_after_a_handler_blocking_its_thread_has_returned() {
+    let (_, returned) =
+        close_during_a_blocking_handler(Duration::from_millis(1500), Duration::from_secs(1)).await;
+    assert!(
+        returned,
+        "close() returned while the handler was still running"
+    );
+}
+
+/// A handler blocking past what the close waits for is named in the close's outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_reports_a_handler_that_blocks_past_its_wait() {
+    let (closed, returned) =
+        close_during_a_blocking_handler(Duration::from_secs(3), Duration::from_millis(300)).await;
+    assert!(!returned);
+    let Err(Error::CloseIncomplete { failures }) = closed else {
+        panic!("the close names what still runs: {closed:?}");
+    };
+    assert!(
+        failures
+            .iter()
+            .any(|e| matches!(e, Error::StillRunning { tasks, .. } if *tasks >= 1)),
+        "{failures:?}"
+    );
+}

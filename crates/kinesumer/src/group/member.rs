@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::task::JoinMap;
+use tokio_util::task::{AbortOnDropHandle, JoinMap};
 use tracing::{debug, info, warn, Instrument};
 
 use super::heartbeat::{self, Beat, Stop};
@@ -84,9 +84,9 @@ fn spawn_heartbeat(
     fence: &Arc<Fence>,
     beat: &Arc<Beat>,
     span: tracing::Span,
-) -> JoinHandle<Stop> {
+) -> AbortOnDropHandle<Stop> {
     let run = heartbeat::run(ctx.clone(), me.clone(), fence.clone(), beat.clone());
-    tokio::spawn(run.instrument(span))
+    AbortOnDropHandle::new(ctx.tasks.spawn(run.instrument(span)))
 }
 
 /// A shard task and what it was started for.
@@ -107,7 +107,7 @@ pub(crate) struct Coordinator {
     predecessor: Option<Owner>,
     fence: Arc<Fence>,
     beat: Arc<Beat>,
-    heartbeat: JoinHandle<Stop>,
+    heartbeat: AbortOnDropHandle<Stop>,
     shards: BTreeMap<ShardRef, Running>,
     /// The shard tasks, by shard: owned here, each yielding its outcome when it ends.
     tasks: JoinMap<ShardRef, Outcome>,
@@ -136,12 +136,6 @@ pub(crate) struct Coordinator {
     stopped: bool,
     /// What the coordinator ends with: the close's result, or why it stopped for good.
     outcome: Result<()>,
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        self.heartbeat.abort();
-    }
 }
 
 impl Coordinator {
@@ -205,7 +199,8 @@ impl Coordinator {
             outcome: Ok(()),
         };
         coordinator.publish();
-        Ok(tokio::spawn(coordinator.run().instrument(span)))
+        let tasks = coordinator.ctx.tasks.clone();
+        Ok(tasks.spawn(coordinator.run().instrument(span)))
     }
 
     async fn run(mut self) -> Result<()> {

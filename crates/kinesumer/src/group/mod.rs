@@ -50,6 +50,9 @@ pub(crate) struct Ctx {
     /// What this member's readers read, for its heartbeats' load reports.
     pub(crate) load: LoadMeter,
     pub(crate) flow: crate::flow::Flow,
+    /// Every task of this member (coordinator, heartbeat, shard tasks, readers,
+    /// deliveries), so that a close returns only once they have all ended.
+    pub(crate) tasks: tokio_util::task::TaskTracker,
 }
 
 impl Ctx {

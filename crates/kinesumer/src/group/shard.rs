@@ -139,14 +139,16 @@ pub(crate) fn spawn(
         cmds: cmd_rx,
     };
     let span = tracing::info_span!("shard", stream = %key.stream, shard = %key.shard_id);
+    let tracker = task.ctx.tasks.clone();
     tasks.spawn(
         key,
-        async move {
-            let outcome = task.run(job).await;
-            debug!(?outcome, "shard task ended");
-            outcome
-        }
-        .instrument(span),
+        tracker
+            .track_future(async move {
+                let outcome = task.run(job).await;
+                debug!(?outcome, "shard task ended");
+                outcome
+            })
+            .instrument(span),
     );
     ShardHandle {
         cmds: cmd_tx,
@@ -460,9 +462,11 @@ impl ShardTask {
             handoff_timeout: self.ctx.cfg.handoff_timeout,
             flow: self.ctx.flow.clone(),
         };
-        let mut deliver = AbortOnDropHandle::new(tokio::spawn(
-            deliver(rx, track.clone(), to).in_current_span(),
-        ));
+        let mut deliver = AbortOnDropHandle::new(
+            self.ctx
+                .tasks
+                .spawn(deliver(rx, track.clone(), to).in_current_span()),
+        );
         let end = self
             .hold_loop(&mut held, &track, &mut reader, &mut deliver)
             .await;
@@ -571,7 +575,7 @@ impl ShardTask {
                 };
                 let read =
                     polling::read_shard(kinesis, stream, shard_id, from, polling, out, cancel);
-                tokio::spawn(read.in_current_span())
+                self.ctx.tasks.spawn(read.in_current_span())
             }
             ReadMode::FanOut => {
                 let Some(consumer_arn) = self.ctx.consumer_arns.get(&stream) else {
@@ -581,7 +585,7 @@ impl ShardTask {
                         consumer: cfg.fan_out_consumer_name(),
                         reason: "not registered by this member".to_owned(),
                     };
-                    return tokio::spawn(async move { ReaderEnd::Fatal(e) });
+                    return self.ctx.tasks.spawn(async move { ReaderEnd::Fatal(e) });
                 };
                 let fan_out = FanOutConfig {
                     consumer_arn,
@@ -601,7 +605,7 @@ impl ShardTask {
                     out,
                     cancel,
                 );
-                tokio::spawn(read.in_current_span())
+                self.ctx.tasks.spawn(read.in_current_span())
             }
         }
     }
