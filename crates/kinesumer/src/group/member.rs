@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::task::{AbortOnDropHandle, JoinMap};
+use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use super::heartbeat::{self, Beat, Stop};
 use super::leader::{Leader, TickError};
-use super::shard::{self, Outcome, ShardCmd, ShardHandle, ShardJob, FAILURE_COOLDOWN};
+use super::tasks::{ShardTasks, Starter};
 use super::Ctx;
 use crate::checkpoint::{flush_pending, PendingMark};
 use crate::error::{Error, Result};
@@ -89,14 +89,6 @@ fn spawn_heartbeat(
     AbortOnDropHandle::new(ctx.tasks.spawn(run.instrument(span)))
 }
 
-/// A shard task and what it was started for.
-#[derive(Debug)]
-struct Running {
-    handle: ShardHandle,
-    planned: Option<PlannedShard>,
-    releasing: bool,
-}
-
 /// The coordinator of one member.
 #[derive(Debug)]
 pub(crate) struct Coordinator {
@@ -108,17 +100,9 @@ pub(crate) struct Coordinator {
     fence: Arc<Fence>,
     beat: Arc<Beat>,
     heartbeat: AbortOnDropHandle<Stop>,
-    shards: BTreeMap<ShardRef, Running>,
-    /// The shard tasks, by shard: owned here, each yielding its outcome when it ends.
-    tasks: JoinMap<ShardRef, Outcome>,
+    shards: ShardTasks,
     leader: Option<Leader>,
-    /// The lock as last seen, and when (fencing clock) it was first seen so.
-    watch: Option<(LockItem, Duration)>,
-    /// The last lock take: when it was sent and whom it took the lock from.
-    take_sent: Option<(Duration, Option<Owner>)>,
-    /// Shards whose fast handoff poll ran out, with the plan entry it ran for.
-    slow: BTreeMap<ShardRef, PlannedShard>,
-    cooldown: BTreeMap<ShardRef, Duration>,
+    lock: LockWatch,
     cmds: mpsc::Receiver<Command>,
     /// Commands received during a rejoin, handled once it is done.
     deferred: VecDeque<Command>,
@@ -129,13 +113,18 @@ pub(crate) struct Coordinator {
     rebalance: RebalanceTimer,
     /// When (fencing clock) this member fenced itself recently.
     fences: VecDeque<Duration>,
-    /// `Kinesumer::commit` calls waiting for their shards' answers: owned here, so they
-    /// end with the coordinator.
-    commits: JoinSet<()>,
-    /// Closed or superseded: the coordinator ends.
-    stopped: bool,
-    /// What the coordinator ends with: the close's result, or why it stopped for good.
-    outcome: Result<()>,
+    /// Set when the coordinator ends (closed or superseded), to what it ends with: the
+    /// close's result, or why it stopped for good.
+    ended: Option<Result<()>>,
+}
+
+/// What a follower knows of the leader lock.
+#[derive(Debug, Default)]
+struct LockWatch {
+    /// The lock as last seen, and when (fencing clock) it was first seen so.
+    seen: Option<(LockItem, Duration)>,
+    /// The last lock take: when it was sent and whom it took the lock from.
+    take_sent: Option<(Duration, Option<Owner>)>,
 }
 
 impl Coordinator {
@@ -180,13 +169,9 @@ impl Coordinator {
             fence,
             beat,
             heartbeat,
-            shards: BTreeMap::new(),
-            tasks: JoinMap::new(),
+            shards: ShardTasks::default(),
             leader: None,
-            watch: None,
-            take_sent: None,
-            slow: BTreeMap::new(),
-            cooldown: BTreeMap::new(),
+            lock: LockWatch::default(),
             cmds,
             deferred: VecDeque::new(),
             status,
@@ -194,9 +179,7 @@ impl Coordinator {
             planned: None,
             rebalance: RebalanceTimer::default(),
             fences: VecDeque::new(),
-            commits: JoinSet::new(),
-            stopped: false,
-            outcome: Ok(()),
+            ended: None,
         };
         coordinator.publish();
         let tasks = coordinator.ctx.tasks.clone();
@@ -217,8 +200,7 @@ impl Coordinator {
                         Stop::LockLost => self.fence_and_rejoin("another member took the leader lock").await,
                     }
                 }
-                Some((key, ended)) = self.tasks.join_next(), if !self.tasks.is_empty() => self.on_done(key, ended),
-                Some(_) = self.commits.join_next(), if !self.commits.is_empty() => {}
+                (key, end) = self.shards.next_end() => self.shards.ended(key, end, self.fence.now()),
                 cmd = self.cmds.recv() => self.on_command(cmd).await,
                 _ = tokio::time::sleep_until(next_tick) => {
                     self.tick().await;
@@ -228,15 +210,15 @@ impl Coordinator {
                 }
             }
             self.publish();
-            while !self.stopped {
+            while self.ended.is_none() {
                 let Some(cmd) = self.deferred.pop_front() else {
                     break;
                 };
                 self.on_command(Some(cmd)).await;
                 self.publish();
             }
-            if self.stopped {
-                return std::mem::replace(&mut self.outcome, Ok(()));
+            if let Some(ended) = self.ended.take() {
+                return ended;
             }
         }
     }
@@ -247,7 +229,7 @@ impl Coordinator {
             Some(Command::Refresh(streams, ack)) => {
                 let _ = ack.send(self.refresh(streams).await);
             }
-            Some(Command::Commit(ack)) => self.commit(ack),
+            Some(Command::Commit(ack)) => self.shards.commit(ack, self.ctx.cfg.commit_timeout),
             Some(Command::Close(ack)) => {
                 self.close().await;
                 let _ = ack.send(());
@@ -259,12 +241,7 @@ impl Coordinator {
     /// Publishes the status and the member's metrics, and times a rebalance: settled once
     /// every shard task runs a held lease of the plan and nothing else.
     fn publish(&mut self) {
-        let held: BTreeSet<ShardRef> = self
-            .shards
-            .iter()
-            .filter(|(_, r)| r.handle.held())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let held = self.shards.held();
         let leader = self.leader.is_some();
         crate::metrics::member(&self.ctx.cfg.app, held.len(), leader);
         if let Some(planned) = &self.planned {
@@ -280,7 +257,7 @@ impl Coordinator {
             token: self.me.token.clone(),
             held,
             leader_term: self.leader.as_ref().map(|l| l.term),
-            running: !self.stopped,
+            running: self.ended.is_none(),
         };
         self.status.send_if_modified(|now| {
             let changed = *now != status;
@@ -344,7 +321,7 @@ impl Coordinator {
             if self.leader.as_ref().map(|x| x.term) != Some(l.term) {
                 // A take that landed with its response lost (scenario 17): the renewal
                 // age counts from that take's send time.
-                let (sent, deposed) = self.take_sent.clone().unwrap_or((now, None));
+                let (sent, deposed) = self.lock.take_sent.clone().unwrap_or((now, None));
                 self.fence.renewal_ok(sent);
                 self.become_leader(l.term, deposed, sent);
             }
@@ -356,17 +333,17 @@ impl Coordinator {
             return false;
         }
         let seen = lock.cloned().unwrap_or_default();
-        if self.watch.as_ref().is_none_or(|(w, _)| w != &seen) {
-            self.watch = Some((seen.clone(), now));
+        if self.lock.seen.as_ref().is_none_or(|(w, _)| w != &seen) {
+            self.lock.seen = Some((seen.clone(), now));
         }
-        let since = self.watch.as_ref().map_or(now, |(_, s)| *s);
+        let since = self.lock.seen.as_ref().map_or(now, |(_, s)| *s);
         if seen.owner.is_some() && now.saturating_sub(since) < self.ctx.cfg.failover_timeout {
             return true;
         }
         if !self.fence.check() {
             return true;
         }
-        self.take_sent = Some((now, seen.owner.clone()));
+        self.lock.take_sent = Some((now, seen.owner.clone()));
         let take = self.ctx.store.take_lock(&self.me, lock);
         match self.ctx.timed(Operation::TakeLock, take).await {
             Ok(new) => {
@@ -382,7 +359,7 @@ impl Coordinator {
         info!(term, "became the leader");
         self.leader = Some(Leader::new(term, since, deposed));
         self.beat.set_leading(Some(term));
-        self.watch = None;
+        self.lock.seen = None;
         self.ctx.signals.event(Event::LeaderGained { term });
     }
 
@@ -413,95 +390,13 @@ impl Coordinator {
             })
             .collect();
         self.planned = Some(desired.keys().cloned().collect());
-        let releases: BTreeSet<&ShardRef> = plan.release.iter().collect();
-        for (key, running) in self.shards.iter_mut() {
-            if !running.handle.held() || running.releasing {
-                continue;
-            }
-            let counter = running
-                .handle
-                .counter
-                .load(std::sync::atomic::Ordering::Acquire);
-            match desired.get(key) {
-                Some(p) if p.lease_counter.is_some_and(|c| c > counter) => {
-                    // The leader saw a newer lease than ours: someone took it; stop at once.
-                    let _ = running.handle.cmds.send(ShardCmd::Lost);
-                }
-                Some(_) if !releases.contains(key) => {}
-                _ => {
-                    running.releasing = true;
-                    let _ = running.handle.cmds.send(ShardCmd::Release);
-                }
-            }
-        }
-        let now = self.fence.now();
-        self.cooldown.retain(|_, until| *until > now);
-        for key in &plan.release {
-            if !self.shards.contains_key(key) {
-                self.spawn(key.clone(), ShardJob::ReleaseOnly, None);
-            }
-        }
-        for (key, planned) in desired {
-            if self.shards.contains_key(&key) || self.cooldown.contains_key(&key) {
-                continue;
-            }
-            let fast_poll = self.slow.get(&key) != Some(&planned);
-            let job = ShardJob::Take {
-                planned: planned.clone(),
-                fast_poll,
-                predecessor: self.predecessor.clone(),
-            };
-            self.spawn(key, job, Some(planned));
-        }
-    }
-
-    fn spawn(&mut self, key: ShardRef, job: ShardJob, planned: Option<PlannedShard>) {
-        let handle = shard::spawn(
-            self.ctx.clone(),
-            self.me.clone(),
-            self.fence.clone(),
-            key.clone(),
-            job,
-            &mut self.tasks,
-        );
-        self.shards.insert(
-            key,
-            Running {
-                handle,
-                planned,
-                releasing: false,
-            },
-        );
-    }
-
-    /// A shard task ended: with its outcome, by a panic (a failure), or aborted (forgotten
-    /// already: nothing to do).
-    fn on_done(&mut self, key: ShardRef, ended: Result<Outcome, tokio::task::JoinError>) {
-        let outcome = match ended {
-            Ok(outcome) => outcome,
-            Err(e) if e.is_cancelled() => return,
-            Err(_) => Outcome::Failed,
+        let starter = Starter {
+            ctx: &self.ctx,
+            me: &self.me,
+            fence: &self.fence,
+            predecessor: self.predecessor.as_ref(),
         };
-        let Some(running) = self.shards.remove(&key) else {
-            return;
-        };
-        match outcome {
-            Outcome::NotAcquired { polled: true } => {
-                if let Some(planned) = running.planned {
-                    self.slow.insert(key, planned);
-                }
-            }
-            Outcome::Failed => {
-                self.cooldown
-                    .insert(key, self.fence.now() + FAILURE_COOLDOWN);
-            }
-            // A tick-rate attempt after the fast poll ran out: keep the shard "slow", or
-            // the next tick would poll fast for another window (scenario 3).
-            Outcome::NotAcquired { polled: false } => {}
-            _ => {
-                self.slow.remove(&key);
-            }
-        }
+        self.shards.follow(&starter, desired, &plan.release);
     }
 
     /// `refresh(streams)`: releases the leases of dropped streams before the next
@@ -512,100 +407,20 @@ impl Coordinator {
         let dropped: Vec<ShardRef> = self
             .shards
             .keys()
+            .into_iter()
             .filter(|k| !keep.contains(&k.stream))
-            .cloned()
             .collect();
         let _ = self.release_and_wait(&dropped).await;
         self.beat.set_advertised(streams);
         Ok(())
     }
 
-    /// Asks the given shard tasks to release (or stop, when not held) and waits for them
-    /// to end, for at most the time a release can take. Returns the shards stopped
-    /// because they did not release in time.
+    /// Releases the given shards, waiting for at most the time a release can take;
+    /// the shards stopped because they did not release in time.
     async fn release_and_wait(&mut self, keys: &[ShardRef]) -> Vec<ShardRef> {
-        for key in keys {
-            if let Some(running) = self.shards.get_mut(key) {
-                if running.handle.held() {
-                    running.releasing = true;
-                    let _ = running.handle.cmds.send(ShardCmd::Release);
-                } else {
-                    running.handle.cancel.cancel();
-                }
-            }
-        }
-        let limit = self.ctx.cfg.handoff_timeout
-            + self.ctx.cfg.commit_timeout
-            + self.ctx.cfg.request_timeout * 8;
-        let wait = async {
-            while keys.iter().any(|k| self.shards.contains_key(k)) {
-                match self.tasks.join_next().await {
-                    Some((key, ended)) => self.on_done(key, ended),
-                    None => break,
-                }
-            }
-        };
-        let mut stuck = Vec::new();
-        if tokio::time::timeout(limit, wait).await.is_err() {
-            warn!("shards did not release in time; stopping them");
-            for key in keys {
-                if self.shards.remove(key).is_some() {
-                    self.tasks.abort(key);
-                    stuck.push(key.clone());
-                }
-            }
-        }
-        stuck
-    }
-
-    /// Commits every held shard now; answers when all have answered.
-    fn commit(&mut self, ack: oneshot::Sender<Result<()>>) {
-        let mut answers = Vec::new();
-        for running in self.shards.values().filter(|r| r.handle.held()) {
-            let (tx, rx) = oneshot::channel();
-            if running.handle.cmds.send(ShardCmd::Commit(tx)).is_ok() {
-                answers.push(rx);
-            }
-        }
-        let timeout = self.ctx.cfg.commit_timeout;
-        self.commits.spawn(async move {
-            let all = futures::future::join_all(answers);
-            let result = match tokio::time::timeout(timeout, all).await {
-                Ok(results) => results
-                    .into_iter()
-                    .filter_map(|r| r.ok())
-                    .collect::<Result<Vec<()>>>()
-                    .map(|_| ()),
-                Err(_) => Err(Error::Store(StoreError::Unavailable {
-                    op: Operation::Checkpoint,
-                    message: format!("commit did not finish within {timeout:?}"),
-                })),
-            };
-            let _ = ack.send(result);
-        });
-    }
-
-    /// Stops every shard task (fenced or superseded): those holding a lease commit what
-    /// the application processed, conditionally, and write nothing else.
-    async fn stop_all(&mut self) {
-        for running in self.shards.values() {
-            if !running.handle.held() || running.handle.cmds.send(ShardCmd::Fenced).is_err() {
-                running.handle.cancel.cancel();
-            }
-        }
-        let wait = async {
-            while !self.shards.is_empty() {
-                match self.tasks.join_next().await {
-                    Some((key, _)) => {
-                        self.shards.remove(&key);
-                    }
-                    None => break,
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
-        self.tasks.abort_all();
-        self.shards.clear();
+        let cfg = &self.ctx.cfg;
+        let limit = cfg.handoff_timeout + cfg.commit_timeout + cfg.request_timeout * 8;
+        self.shards.release_and_wait(keys, limit, &self.fence).await
     }
 
     fn drop_leadership(&mut self) {
@@ -624,10 +439,9 @@ impl Coordinator {
         warn!(reason, "fenced: stopping every reader and rejoining");
         self.fence.trip();
         self.heartbeat.abort();
-        self.stop_all().await;
+        self.shards.stop_all().await;
         self.drop_leadership();
-        self.watch = None;
-        self.slow.clear();
+        self.lock.seen = None;
         self.planned = None;
         self.rebalance.reset();
         self.ctx.signals.event(Event::Fenced {
@@ -720,15 +534,14 @@ impl Coordinator {
         warn!("another process registered under this client id; stopping for good");
         self.fence.trip();
         self.heartbeat.abort();
-        self.stop_all().await;
+        self.shards.stop_all().await;
         self.drop_leadership();
         self.ctx.signals.event(Event::Superseded);
         let error = Error::Superseded {
             client_id: self.me.client_id.clone(),
         };
         self.ctx.signals.error(error.clone());
-        self.outcome = Err(error);
-        self.stopped = true;
+        self.ended = Some(Err(error));
     }
 
     /// Graceful close: stop readers, commit, release every lease and the lock, leave.
@@ -740,7 +553,7 @@ impl Coordinator {
         // missed.
         let mut reports = self.ctx.signals.errors.subscribe();
         flush_pending(&self.pending);
-        let keys: Vec<ShardRef> = self.shards.keys().cloned().collect();
+        let keys = self.shards.keys();
         let stuck = self.release_and_wait(&keys).await;
         let mut failures: Vec<Error> = std::iter::from_fn(|| reports.try_recv().ok())
             .filter(|e| matches!(e, Error::CommitFailed { .. } | Error::LeaseLost { .. }))
@@ -765,12 +578,12 @@ impl Coordinator {
             failures.push(e.into());
         }
         self.fence.trip();
-        self.stopped = true;
         if failures.is_empty() {
             info!("left the group");
+            self.ended = Some(Ok(()));
         } else {
-            self.outcome = Err(Error::CloseIncomplete { failures });
             info!("left the group, not cleanly");
+            self.ended = Some(Err(Error::CloseIncomplete { failures }));
         }
     }
 }

@@ -22,6 +22,7 @@ mod leader;
 pub(crate) mod member;
 mod plan;
 mod shard;
+mod tasks;
 
 use std::future::Future;
 use std::sync::Arc;
