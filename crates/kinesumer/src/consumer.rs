@@ -276,13 +276,13 @@ impl Kinesumer {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let (tx, rx) = mpsc::channel(self.config.stream_buffer);
-        self.start(streams, Sink::Stream(tx)).await?;
-        Ok(Records::new(
-            rx,
+        let (sink, records) = Sink::stream(
+            self.config.stream_buffer,
             self.pending.clone(),
             self.config.auto_commit,
-        ))
+        );
+        self.start(streams, sink).await?;
+        Ok(records)
     }
 
     /// Joins the group and calls `handler` for each record: in order within a shard,

@@ -32,8 +32,11 @@ use crate::signals::Signals;
 /// Where shard tasks put records.
 #[derive(Clone)]
 pub(crate) enum Sink {
-    /// The merged stream.
-    Stream(mpsc::Sender<Record>),
+    /// The merged stream, fed chunks of at most `chunk` records of one shard.
+    Stream {
+        tx: mpsc::Sender<Vec<Record>>,
+        chunk: usize,
+    },
     /// A per-shard handler, and what to do when it fails.
     Handler(Arc<dyn Handler>, ErrorPolicy),
     /// A processor per shard, fed batches.
@@ -41,6 +44,25 @@ pub(crate) enum Sink {
 }
 
 impl Sink {
+    /// A sink to the merged stream of at most about `records` records in flight, and the
+    /// stream.
+    pub(crate) fn stream(
+        records: usize,
+        pending: PendingMark,
+        auto_commit: bool,
+    ) -> (Sink, Records) {
+        // Eight chunks, each of at most an eighth (and at least one record).
+        let chunk = (records / 8).max(1);
+        let (tx, rx) = mpsc::channel(records.div_ceil(chunk).max(1));
+        let records = Records {
+            rx,
+            current: std::collections::VecDeque::new(),
+            pending,
+            auto_commit,
+        };
+        (Sink::Stream { tx, chunk }, records)
+    }
+
     /// Whether the application hears of the lease's end (a processor): the shard task
     /// then waits for its delivery to end rather than for its records' marks.
     pub(crate) fn follows_lease(&self) -> bool {
@@ -51,7 +73,7 @@ impl Sink {
 impl fmt::Debug for Sink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Sink::Stream(_) => f.write_str("Sink::Stream"),
+            Sink::Stream { .. } => f.write_str("Sink::Stream"),
             Sink::Handler(_, policy) => write!(f, "Sink::Handler({policy:?})"),
             Sink::Processor(_, policy, batching) => {
                 write!(f, "Sink::Processor({policy:?}, {batching:?})")
@@ -74,7 +96,9 @@ impl fmt::Debug for Sink {
 ///
 /// `next()` is cancel-safe: a record is handed out only by a poll that returns it.
 pub struct Records {
-    rx: mpsc::Receiver<Record>,
+    rx: mpsc::Receiver<Vec<Record>>,
+    /// The chunk being handed out.
+    current: std::collections::VecDeque<Record>,
     pending: PendingMark,
     auto_commit: bool,
 }
@@ -87,16 +111,6 @@ impl fmt::Debug for Records {
     }
 }
 
-impl Records {
-    pub(crate) fn new(rx: mpsc::Receiver<Record>, pending: PendingMark, auto_commit: bool) -> Self {
-        Self {
-            rx,
-            pending,
-            auto_commit,
-        }
-    }
-}
-
 impl Stream for Records {
     type Item = Record;
 
@@ -105,22 +119,26 @@ impl Stream for Records {
             flush_pending(&self.pending);
         }
         loop {
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(record)) => {
-                    if !record.track.may_hand_out() {
+            let Some(record) = self.current.pop_front() else {
+                match self.rx.poll_recv(cx) {
+                    Poll::Ready(Some(chunk)) => {
+                        self.current = chunk.into();
                         continue;
                     }
-                    let pos = record.position();
-                    record.track.handed_out(&pos, record.data.len());
-                    if self.auto_commit {
-                        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some((record.track.clone(), pos));
-                    }
-                    return Poll::Ready(Some(record));
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
                 }
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+            };
+            if !record.track.may_hand_out() {
+                continue;
             }
+            let pos = record.position();
+            record.track.handed_out(&pos, record.data.len());
+            if self.auto_commit {
+                *self.pending.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((record.track.clone(), pos));
+            }
+            return Poll::Ready(Some(record));
         }
     }
 }
@@ -149,7 +167,7 @@ pub(crate) enum DeliveryEnd {
 /// Moves records from the shard's buffer to the application, in order.
 pub(crate) async fn deliver(rx: BufferRx, track: Arc<ShardTrack>, to: Delivery) -> DeliveryEnd {
     match &to.sink {
-        Sink::Stream(tx) => to_stream(rx, track, tx, &to.flow).await,
+        Sink::Stream { tx, chunk } => to_stream(rx, track, tx, *chunk, &to.flow).await,
         Sink::Handler(handler, policy) => to_handler(rx, track, &**handler, policy, &to).await,
         Sink::Processor(factory, policy, batching) => {
             process(rx, track, &**factory, policy, *batching, &to).await
@@ -182,16 +200,27 @@ async fn next(rx: &mut BufferRx, flow: &Flow, track: &ShardTrack) -> Option<Read
     Some(item)
 }
 
-/// Passes record by record to the merged stream (handed out when the application asks).
+/// Passes records to the merged stream (handed out when the application asks): the
+/// next one, and what else is buffered now, up to `chunk`.
 async fn to_stream(
     mut rx: BufferRx,
     track: Arc<ShardTrack>,
-    tx: &mpsc::Sender<Record>,
+    tx: &mpsc::Sender<Vec<Record>>,
+    chunk: usize,
     flow: &Flow,
 ) -> DeliveryEnd {
-    while let Some(item) = next(&mut rx, flow, &track).await {
-        track.set_millis_behind(item.millis_behind);
-        if tx.send(Record::new(item, track.clone())).await.is_err() {
+    while let Some(first) = next(&mut rx, flow, &track).await {
+        let mut behind = first.millis_behind;
+        let mut records = Vec::with_capacity(chunk);
+        records.push(Record::new(first, track.clone()));
+        while records.len() < chunk {
+            let Some(item) = rx.try_recv() else { break };
+            behind = item.millis_behind;
+            records.push(Record::new(item, track.clone()));
+        }
+        flow.admit(records.len() - 1).await;
+        track.set_millis_behind(behind);
+        if tx.send(records).await.is_err() {
             return DeliveryEnd::StreamDropped;
         }
     }
@@ -374,9 +403,10 @@ mod tests {
     async fn records_of_a_deactivated_lease_are_dropped_and_auto_commit_marks_on_next() {
         use futures::StreamExt;
         let t = track();
-        let (tx, rx) = mpsc::channel(8);
-        let pending: PendingMark = Arc::default();
-        let mut records = Records::new(rx, pending, true);
+        let (sink, mut records) = Sink::stream(8, PendingMark::default(), true);
+        let Sink::Stream { tx, .. } = sink else {
+            unreachable!("a stream sink")
+        };
         let rec = |n: u64| Record {
             stream: "s".into(),
             shard_id: "shard-0".into(),
@@ -389,8 +419,7 @@ mod tests {
             position: pos(n),
             track: t.clone(),
         };
-        tx.send(rec(1)).await.unwrap();
-        tx.send(rec(2)).await.unwrap();
+        tx.send(vec![rec(1), rec(2)]).await.unwrap();
         let first = records.next().await.unwrap();
         assert_eq!(first.sequence_number.as_str(), "1");
         assert_eq!(t.marked(), None, "handed out is not processed");

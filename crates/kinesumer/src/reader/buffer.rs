@@ -1,53 +1,109 @@
-//! A shard's buffer between its reader and its delivery: bounded in records (the
-//! channel) and in payload bytes (a budget the reader waits on). A stalled application
-//! fills it; the reader then waits to send, so it stops calling GetRecords (or stops
-//! taking events from its subscription), and memory stays flat.
+//! A shard's buffer between its reader and its delivery: bounded in records and in
+//! payload bytes (a budget the reader waits on). A stalled application fills it; the
+//! reader then waits to send, so it stops calling GetRecords (or stops taking events from
+//! its subscription), and memory stays flat.
+//!
+//! Records cross it in chunks, each at most an eighth of either bound: one budget
+//! take, one channel send and one wake-up per chunk rather than per record (a GetRecords
+//! page is up to thousands). A chunk counts against the budget until its last record is
+//! taken.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Notify};
 
 use super::feed::ReadItem;
 
-/// A buffer of at most `records` records and, beyond its first record, `bytes` bytes of
+/// The part of each bound one chunk may use.
+const CHUNKS_PER_BUFFER: usize = 8;
+
+/// A buffer of at most `records` records and, beyond its first chunk, `bytes` bytes of
 /// payload.
 pub(crate) fn channel(records: usize, bytes: usize) -> (BufferTx, BufferRx) {
-    let (tx, rx) = mpsc::channel(records.max(1));
+    let (tx, rx) = mpsc::unbounded_channel();
     let budget = Arc::new(Budget {
-        cap: bytes,
-        used: Mutex::new(0),
+        cap: Use {
+            records: records.max(1),
+            bytes,
+        },
+        used: Mutex::new(Use::default()),
         freed: Notify::new(),
     });
+    let chunk = Use {
+        records: (records / CHUNKS_PER_BUFFER).max(1),
+        bytes: (bytes / CHUNKS_PER_BUFFER).max(1),
+    };
     (
         BufferTx {
             tx,
             budget: budget.clone(),
+            chunk,
         },
-        BufferRx { rx, budget },
+        BufferRx {
+            rx,
+            budget,
+            current: VecDeque::new(),
+            current_use: Use::default(),
+        },
     )
+}
+
+/// Records and payload bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Use {
+    records: usize,
+    bytes: usize,
+}
+
+impl Use {
+    fn of(items: &[ReadItem]) -> Self {
+        Use {
+            records: items.len(),
+            bytes: items.iter().map(|i| i.record.data.len()).sum(),
+        }
+    }
+
+    fn fits_in(self, cap: Use) -> bool {
+        self.records <= cap.records && self.bytes <= cap.bytes
+    }
+
+    fn plus(self, other: Use) -> Use {
+        Use {
+            records: self.records.saturating_add(other.records),
+            bytes: self.bytes.saturating_add(other.bytes),
+        }
+    }
+
+    fn minus(self, other: Use) -> Use {
+        Use {
+            records: self.records.saturating_sub(other.records),
+            bytes: self.bytes.saturating_sub(other.bytes),
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Budget {
-    cap: usize,
-    used: Mutex<usize>,
+    cap: Use,
+    used: Mutex<Use>,
     freed: Notify,
 }
 
 impl Budget {
-    fn used(&self) -> std::sync::MutexGuard<'_, usize> {
+    fn used(&self) -> std::sync::MutexGuard<'_, Use> {
         self.used.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until `n` more bytes fit (always, into an empty buffer: one record larger
-    /// than the budget still passes), and takes them.
-    async fn take(&self, n: usize) {
+    /// Waits until `n` more fits (always, into an empty buffer: a record larger than the
+    /// budget still passes), and takes it.
+    async fn take(&self, n: Use) {
         loop {
             let freed = self.freed.notified();
             {
                 let mut used = self.used();
-                if *used == 0 || used.saturating_add(n) <= self.cap {
-                    *used += n;
+                if used.records == 0 || used.plus(n).fits_in(self.cap) {
+                    *used = used.plus(n);
                     return;
                 }
             }
@@ -55,9 +111,9 @@ impl Budget {
         }
     }
 
-    fn give(&self, n: usize) {
+    fn give(&self, n: Use) {
         let mut used = self.used();
-        *used = used.saturating_sub(n);
+        *used = used.minus(n);
         drop(used);
         self.freed.notify_waiters();
     }
@@ -66,8 +122,10 @@ impl Budget {
 /// The reader's end.
 #[derive(Debug, Clone)]
 pub(crate) struct BufferTx {
-    tx: mpsc::Sender<ReadItem>,
+    tx: mpsc::UnboundedSender<Vec<ReadItem>>,
     budget: Arc<Budget>,
+    /// The most one chunk holds (at least one record).
+    chunk: Use,
 }
 
 /// The buffer's receiving end is gone.
@@ -75,36 +133,80 @@ pub(crate) struct BufferTx {
 pub(crate) struct Closed;
 
 impl BufferTx {
-    /// Sends `item` once its bytes fit and a slot is free.
+    /// Sends `items`, in order, chunk by chunk as each fits.
+    pub(crate) async fn send_all(&self, items: Vec<ReadItem>) -> Result<(), Closed> {
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut chunk = Vec::new();
+            let mut size = Use::default();
+            while let Some(item) = items.next_if(|item| {
+                let with = size.plus(Use {
+                    records: 1,
+                    bytes: item.record.data.len(),
+                });
+                chunk.is_empty() || with.fits_in(self.chunk)
+            }) {
+                size = size.plus(Use {
+                    records: 1,
+                    bytes: item.record.data.len(),
+                });
+                chunk.push(item);
+            }
+            self.budget.take(size).await;
+            if self.tx.send(chunk).is_err() {
+                self.budget.give(size);
+                return Err(Closed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one item once it fits.
+    #[cfg(test)]
     pub(crate) async fn send(&self, item: ReadItem) -> Result<(), Closed> {
-        let n = item.record.data.len();
-        self.budget.take(n).await;
-        self.tx.send(item).await.map_err(|_| {
-            self.budget.give(n);
-            Closed
-        })
+        self.send_all(vec![item]).await
     }
 }
 
 /// The delivery's end.
 #[derive(Debug)]
 pub(crate) struct BufferRx {
-    rx: mpsc::Receiver<ReadItem>,
+    rx: mpsc::UnboundedReceiver<Vec<ReadItem>>,
     budget: Arc<Budget>,
+    /// The chunk being taken, and its whole size (given back with its last record).
+    current: VecDeque<ReadItem>,
+    current_use: Use,
 }
 
 impl BufferRx {
     /// The next item; `None` once the reader ended and the buffer is empty.
     pub(crate) async fn recv(&mut self) -> Option<ReadItem> {
-        let item = self.rx.recv().await?;
-        self.budget.give(item.record.data.len());
-        Some(item)
+        if self.current.is_empty() {
+            let chunk = self.rx.recv().await?;
+            self.start(chunk);
+        }
+        self.pop()
     }
 
     /// The next item if one is buffered now.
     pub(crate) fn try_recv(&mut self) -> Option<ReadItem> {
-        let item = self.rx.try_recv().ok()?;
-        self.budget.give(item.record.data.len());
+        if self.current.is_empty() {
+            let chunk = self.rx.try_recv().ok()?;
+            self.start(chunk);
+        }
+        self.pop()
+    }
+
+    fn start(&mut self, chunk: Vec<ReadItem>) {
+        self.current_use = Use::of(&chunk);
+        self.current = chunk.into();
+    }
+
+    fn pop(&mut self) -> Option<ReadItem> {
+        let item = self.current.pop_front()?;
+        if self.current.is_empty() {
+            self.budget.give(std::mem::take(&mut self.current_use));
+        }
         Some(item)
     }
 }

@@ -214,58 +214,62 @@ impl Feed {
         if let Some(m) = millis_behind {
             self.metrics.behind.set(m as f64);
         }
+        let Some(last_read) = records.last().map(|r| r.sequence_number.clone()) else {
+            return true;
+        };
+        let mut items = Vec::with_capacity(records.len());
         for record in records {
-            let seq = record.sequence_number.clone();
-            for item in self.items(record, millis_behind) {
-                if let Some(checkpoint) = &self.skip_through {
-                    // Compared as positions: the user records of the aggregate at the
-                    // checkpoint's sequence after the checkpoint's sub-sequence, and a
-                    // whole record at that sequence, are still to be processed.
-                    if item.position <= *checkpoint {
-                        continue;
-                    }
-                    self.skip_through = None;
-                }
-                let position = item.position.clone();
-                let out = self.out.clone();
-                match self.or_cancel(out.send(item)).await {
-                    Some(Ok(())) => self.last_sent = Some(position),
-                    None | Some(Err(_)) => return false,
-                }
-            }
-            self.read_through(seq);
+            self.items(record, millis_behind, &mut items);
         }
-        true
+        if let Some(checkpoint) = self.skip_through.take() {
+            // Compared as positions: the user records of the aggregate at the checkpoint's
+            // sequence after the checkpoint's sub-sequence, and a whole record at that
+            // sequence, are still to be processed.
+            let processed = items.partition_point(|item| item.position <= checkpoint);
+            if processed == items.len() {
+                self.skip_through = Some(checkpoint);
+            }
+            items.drain(..processed);
+        }
+        let last_sent = items.last().map(|item| item.position.clone());
+        let out = self.out.clone();
+        match self.or_cancel(out.send_all(items)).await {
+            Some(Ok(())) => {
+                if last_sent.is_some() {
+                    self.last_sent = last_sent;
+                }
+                self.read_through(last_read);
+                true
+            }
+            None | Some(Err(_)) => false,
+        }
     }
 
-    /// The items of one Kinesis record: its user records when it is an aggregate to be
-    /// split (none for an empty aggregate), otherwise the record itself.
-    fn items(&self, record: RawRecord, millis_behind: Option<i64>) -> Vec<ReadItem> {
+    /// Adds to `out` the items of one Kinesis record: its user records when it is an
+    /// aggregate to be split (none for an empty aggregate), otherwise the record itself.
+    fn items(&self, record: RawRecord, millis_behind: Option<i64>, out: &mut Vec<ReadItem>) {
         if self.aggregation == Aggregation::Split && aggregation::is_aggregated(&record.data) {
             match aggregation::decode(&record.data) {
                 Ok(users) => {
                     self.metrics.aggregated.increment(1);
                     self.metrics.user_records.increment(users.len() as u64);
                     let last = users.len().saturating_sub(1);
-                    return users
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, user)| ReadItem {
-                            position: Position {
-                                sequence: record.sequence_number.clone(),
-                                sub_sequence: (i != last).then_some(i as u64),
-                            },
-                            record: RawRecord {
-                                sequence_number: record.sequence_number.clone(),
-                                partition_key: user.partition_key,
-                                data: user.data,
-                                approximate_arrival: record.approximate_arrival,
-                            },
-                            sub_sequence: Some(i as u64),
-                            explicit_hash_key: user.explicit_hash_key,
-                            millis_behind,
-                        })
-                        .collect();
+                    out.extend(users.into_iter().enumerate().map(|(i, user)| ReadItem {
+                        position: Position {
+                            sequence: record.sequence_number.clone(),
+                            sub_sequence: (i != last).then_some(i as u64),
+                        },
+                        record: RawRecord {
+                            sequence_number: record.sequence_number.clone(),
+                            partition_key: user.partition_key,
+                            data: user.data,
+                            approximate_arrival: record.approximate_arrival,
+                        },
+                        sub_sequence: Some(i as u64),
+                        explicit_hash_key: user.explicit_hash_key,
+                        millis_behind,
+                    }));
+                    return;
                 }
                 Err(e) => {
                     self.metrics.malformed.increment(1);
@@ -277,13 +281,13 @@ impl Feed {
                 }
             }
         }
-        vec![ReadItem {
+        out.push(ReadItem {
             position: Position::whole(record.sequence_number.clone()),
             record,
             sub_sequence: None,
             explicit_hash_key: None,
             millis_behind,
-        }]
+        });
     }
 
     /// Decides what an error means: `Ok` to try again (after the backoff, for throttles,
