@@ -187,7 +187,10 @@ fn write(batch: &[Record], format: Format) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     for record in batch {
         match format {
-            Format::Jsonl => writeln!(out, "{}", json_line(record))?,
+            Format::Jsonl => {
+                serde_json::to_writer(&mut out, &JsonLine::of(record))?;
+                out.write_all(b"\n")?;
+            }
             Format::Raw => {
                 out.write_all(&record.data)?;
                 out.write_all(b"\n")?;
@@ -198,30 +201,46 @@ fn write(batch: &[Record], format: Format) -> std::io::Result<()> {
 }
 
 /// One record as a JSON object: `data` is the payload as text when it is valid UTF-8,
-/// else base64 with `"data_encoding": "base64"`.
-fn json_line(r: &Record) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "stream": &*r.stream,
-        "shard_id": &*r.shard_id,
-        "sequence_number": r.sequence_number.as_str(),
-        "partition_key": r.partition_key,
-        "approximate_arrival": r
-            .approximate_arrival
-            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
-    });
-    if let Some(sub) = r.sub_sequence_number {
-        v["sub_sequence_number"] = sub.into();
-    }
-    match std::str::from_utf8(&r.data) {
-        Ok(text) => v["data"] = text.into(),
-        Err(_) => {
-            v["data"] = base64::engine::general_purpose::STANDARD
-                .encode(&r.data)
-                .into();
-            v["data_encoding"] = "base64".into();
+/// else base64 with `"data_encoding": "base64"`. Fields in alphabetical order; written
+/// straight from the record, borrowing its text.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    approximate_arrival: Option<String>,
+    data: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_encoding: Option<&'static str>,
+    partition_key: &'a str,
+    sequence_number: &'a str,
+    shard_id: &'a str,
+    stream: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_sequence_number: Option<u64>,
+}
+
+impl<'a> JsonLine<'a> {
+    fn of(r: &'a Record) -> Self {
+        let (data, data_encoding) = match std::str::from_utf8(&r.data) {
+            Ok(text) => (text.into(), None),
+            Err(_) => (
+                base64::engine::general_purpose::STANDARD
+                    .encode(&r.data)
+                    .into(),
+                Some("base64"),
+            ),
+        };
+        JsonLine {
+            approximate_arrival: r
+                .approximate_arrival
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            data,
+            data_encoding,
+            partition_key: &r.partition_key,
+            sequence_number: r.sequence_number.as_str(),
+            shard_id: &r.shard_id,
+            stream: &r.stream,
+            sub_sequence_number: r.sub_sequence_number,
         }
     }
-    v
 }
 
 /// The one-line live status on a terminal's stderr: records per second, shards held,
