@@ -141,6 +141,12 @@ fn config(aws: &Aws, args: &MemberArgs, auto_commit: bool) -> anyhow::Result<Con
     if let Some(d) = args.load_window_ms {
         builder = builder.load_window(d);
     }
+    if let Some(n) = args.max_shards {
+        builder = builder.max_shards(n);
+    }
+    if let Some(b) = args.max_bytes_per_second {
+        builder = builder.max_bytes_per_second(b);
+    }
     if let Some(n) = args.max_records_per_second {
         builder = builder.max_records_per_second(n);
     }

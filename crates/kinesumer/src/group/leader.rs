@@ -22,8 +22,8 @@ use crate::event::{Event, MoveReason};
 use crate::fence::Fence;
 use crate::reader::{within, KinesisError, StreamShards};
 use crate::store::{
-    LeaseDeletion, LeaseItem, MemberItem, Operation, Owner, PlanItem, ShardCache, ShardInfo,
-    StoreError,
+    LeaseDeletion, LeaseItem, Limits, MemberItem, Operation, Owner, PlanItem, ShardCache,
+    ShardInfo, StoreError,
 };
 
 /// One stream's shard list and when it was taken.
@@ -85,6 +85,9 @@ pub(crate) struct Leader {
     /// (stream, shard id) → the member its pending move was announced to: each move is
     /// logged and sent as an event once, not at every tick until the take.
     announced: BTreeMap<(String, String), String>,
+    /// The shards the last plan gave to no one (every consumer at a limit): warned of
+    /// when the number changes, not every tick.
+    unplanned: usize,
 }
 
 impl Leader {
@@ -103,6 +106,7 @@ impl Leader {
             moved_at: BTreeMap::new(),
             cooling: BTreeMap::new(),
             announced: BTreeMap::new(),
+            unplanned: 0,
         }
     }
 
@@ -163,6 +167,7 @@ impl Leader {
             let mut planned = plan::plan(&observed);
             let plans = planned.changed(&self.written);
             let moves = std::mem::take(&mut planned.moves);
+            self.short_of_capacity(ctx, planned.unplanned);
             self.write_plans(ctx, fence, plans).await?;
             self.announce(ctx, moves, now);
         } else {
@@ -224,6 +229,20 @@ impl Leader {
             .collect();
     }
 
+    /// Warns when the shards planned to no one change in number (every member that
+    /// consumes their stream is at a limit), and sets the gauge.
+    fn short_of_capacity(&mut self, ctx: &Ctx, unplanned: usize) {
+        if unplanned != self.unplanned {
+            if unplanned > 0 {
+                warn!(unplanned, "the group lacks capacity: shards planned to no one are not read; raise a member's max_shards or max_bytes_per_second, or add members");
+            } else {
+                info!("every shard is planned again");
+            }
+            self.unplanned = unplanned;
+        }
+        crate::metrics::unplanned_shards(&ctx.cfg.app, unplanned);
+    }
+
     /// Logs and sends an event for each move not announced yet, and starts its cooling.
     fn announce(&mut self, ctx: &Ctx, moves: Vec<PlannedMove>, now: Duration) {
         let pending: BTreeSet<(&str, &str)> = moves
@@ -283,6 +302,7 @@ impl Leader {
                     streams: streams.clone(),
                     dropped: BTreeMap::new(),
                     capacity: 1.0,
+                    limits: Limits::default(),
                 });
             if seen.incarnation != item.incarnation {
                 seen.incarnation = item.incarnation.clone();
@@ -294,6 +314,7 @@ impl Leader {
             }
             seen.heartbeat = item.heartbeat;
             seen.capacity = item.load.as_ref().map_or(1.0, |l| l.capacity);
+            seen.limits = item.load.as_ref().map(|l| l.limits).unwrap_or_default();
             for gone in seen.streams.difference(&streams) {
                 seen.dropped.entry(gone.clone()).or_insert(now);
             }
@@ -974,6 +995,7 @@ mod tests {
         let report = |bytes_per_sec| {
             let mut r = LoadReport {
                 capacity: 1.0,
+                limits: Limits::default(),
                 shards: BTreeMap::new(),
             };
             let load = ShardLoad {

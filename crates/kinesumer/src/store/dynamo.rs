@@ -590,6 +590,11 @@ impl StateStore for DynamoStore {
             .set(attr::LAST_UPDATE, now());
         if let Some(load) = load {
             e.set(attr::CAPACITY, n(load.capacity))
+                .set_or_remove(attr::MAX_SHARDS, load.limits.max_shards.map(n))
+                .set_or_remove(
+                    attr::MAX_BYTES_PER_SEC,
+                    load.limits.max_bytes_per_sec.map(n),
+                )
                 .set(attr::LOAD, s(load.shards_json()));
         }
         let c = e.eq(attr::INCARNATION, s(token));

@@ -29,7 +29,7 @@ use thiserror::Error;
 
 use crate::seq::Position;
 
-pub use crate::load::{LoadReport, ShardLoad};
+pub use crate::load::{Limits, LoadReport, ShardLoad};
 pub use crate::shards::{ShardInfo, StoredStart};
 
 pub use dynamo::{create_table, AppItems, DynamoStore, TableBilling, LSI_NAME};
