@@ -237,6 +237,24 @@ async fn heartbeat_carries_the_load_report(f: Fixture) {
     report.limits = Limits::default();
     s.heartbeat("a", "t1", &[], Some(&report)).await.unwrap();
     assert_eq!(s.members().await.unwrap()[0].load.as_ref(), Some(&report));
+    // A rejoin keeps the report: the same process, so the same capacity and limits.
+    report.limits.max_shards = Some(1);
+    s.heartbeat("a", "t1", &[], Some(&report)).await.unwrap();
+    let rejoin = Registration::Rejoin {
+        old_token: "t1".into(),
+    };
+    s.register("a", "t2", &[], &rejoin).await.unwrap();
+    assert_eq!(s.members().await.unwrap()[0].load.as_ref(), Some(&report));
+    // A start drops it: another process, whose limits (by count: none unless declared,
+    // and then no report at all) its own heartbeats say.
+    s.register("a", "t3", &[], &Registration::Start)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.members().await.unwrap()[0].load,
+        None,
+        "a start keeps no report of the process before"
+    );
 }
 
 async fn rejoin_with_old_new_and_other_token(f: Fixture) {
