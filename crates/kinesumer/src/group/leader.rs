@@ -125,6 +125,7 @@ impl Leader {
         let now = ctx.clock.fencing_now();
         let members = ctx.timed(Operation::Members, ctx.store.members()).await?;
         let left = self.observe_members(&members, ctx.clock.fencing_now());
+        self.know_self(&ctx.cfg.client_id, ctx.cfg.capacity, ctx.limits());
         let failover = ctx.cfg.failover_timeout;
 
         let streams: BTreeSet<String> = self
@@ -274,6 +275,16 @@ impl Leader {
                 to: m.to,
                 reason: m.reason,
             });
+        }
+    }
+
+    /// Takes the leader's own capacity and limits from its configuration, not its item:
+    /// a start registers without them, so until its first heartbeat the item says none,
+    /// and the group's first plan (made by its first member) would ignore them.
+    fn know_self(&mut self, client_id: &str, capacity: f64, limits: Limits) {
+        if let Some(me) = self.members.get_mut(client_id) {
+            me.capacity = capacity;
+            me.limits = limits;
         }
     }
 
@@ -935,6 +946,36 @@ mod tests {
         assert!(!entry.owner_gone);
         assert_eq!(plans["a"].term, 7);
         assert_eq!(plans["a"].token, "ta");
+    }
+
+    /// A start registers without the member's capacity and limits: the group's first
+    /// member, its leader, planned by its item before its first heartbeat would take
+    /// both shards though limited to one (issue 21).
+    #[test]
+    fn the_leader_plans_itself_by_its_own_limits_before_its_first_heartbeat() {
+        let mut l = leader_with(&["s0", "s1"]);
+        let planned = |l: &Leader| -> usize {
+            let plans = plan(
+                l,
+                Duration::ZERO,
+                FAILOVER,
+                InitialPosition::Latest,
+                &leases(vec![]),
+            );
+            plans
+                .values()
+                .flat_map(|p| p.streams.values())
+                .map(Vec::len)
+                .sum()
+        };
+        l.observe_members(&[member("a", "ta", 0, &["s"])], Duration::ZERO);
+        assert_eq!(planned(&l), 2, "registered, no limit said yet");
+        let limits = Limits {
+            max_shards: Some(1),
+            max_bytes_per_sec: None,
+        };
+        l.know_self("a", 1.0, limits);
+        assert_eq!(planned(&l), 1, "its own configuration says its limit");
     }
 
     #[test]

@@ -71,12 +71,17 @@ impl Ctx {
     /// The load report for the next heartbeat, when the group balances by load or the
     /// member declares a limit (by count it carries the limit and no load).
     pub(crate) fn load_report(&self) -> Option<LoadReport> {
-        let limits = Limits {
-            max_shards: self.cfg.max_shards,
-            max_bytes_per_sec: self.cfg.max_bytes_per_second.map(|b| b as f64),
-        };
+        let limits = self.limits();
         (self.cfg.balance == Balancing::Load || limits.is_limited())
             .then(|| self.load.report(self.cfg.capacity, limits))
+    }
+
+    /// The most this member takes, as configured.
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_shards: self.cfg.max_shards,
+            max_bytes_per_sec: self.cfg.max_bytes_per_second.map(|b| b as f64),
+        }
     }
 
     /// `sync_interval` spread by up to ± `jitter`, so members do not beat in lockstep.
