@@ -230,8 +230,8 @@ impl Leader {
             .collect();
     }
 
-    /// Warns when the shards planned to no one change in number (every member that
-    /// consumes their stream is at a limit), and sets the gauge.
+    /// Warns and sends an event when the shards planned to no one change in number
+    /// (every member that consumes their stream is at a limit), and sets the gauge.
     fn short_of_capacity(&mut self, ctx: &Ctx, unplanned: usize) {
         if unplanned != self.unplanned {
             if unplanned > 0 {
@@ -240,6 +240,8 @@ impl Leader {
                 info!("every shard is planned again");
             }
             self.unplanned = unplanned;
+            ctx.signals
+                .event(Event::UnplannedShards { count: unplanned });
         }
         crate::metrics::unplanned_shards(&ctx.cfg.app, unplanned);
     }
@@ -1028,6 +1030,37 @@ mod tests {
             ("c".to_string(), (None, MoveReason::Reshard)),
         ]);
         assert_eq!(reasons, expected);
+    }
+
+    /// By count, the shards moved off a member over its `max_shards` (restarted with a
+    /// lower limit) name the limit: no member joined.
+    #[test]
+    fn a_move_off_a_member_over_its_limit_names_the_limit() {
+        let mut l = leader_with(&["s0", "s1", "s2"]);
+        let mut limited = member("a", "ta", 1, &["s"]);
+        limited.load = Some(LoadReport {
+            capacity: 1.0,
+            limits: Limits {
+                max_shards: Some(1),
+                max_bytes_per_sec: None,
+            },
+            shards: BTreeMap::new(),
+        });
+        l.observe_members(&[limited, member("b", "tb", 1, &["s"])], Duration::ZERO);
+        let a = owner("a", "ta");
+        let held = leases(
+            ["s0", "s1", "s2"]
+                .map(|id| lease(id, Some(a.clone()), 1))
+                .into(),
+        );
+        let observed = l.observed(Duration::ZERO, FAILOVER, InitialPosition::Latest, &held);
+        let moves: Vec<(Option<String>, String, MoveReason)> = plan::plan(&observed)
+            .moves
+            .into_iter()
+            .map(|m| (m.from, m.to, m.reason))
+            .collect();
+        let off_a = (Some("a".to_string()), "b".to_string(), MoveReason::Limit);
+        assert_eq!(moves, vec![off_a.clone(), off_a]);
     }
 
     #[test]

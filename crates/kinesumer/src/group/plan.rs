@@ -197,11 +197,12 @@ enum Prior {
 
 impl Prior {
     /// The reason of a move away from what the shard was; `kind`, for a held shard
-    /// moved by the load balancing.
+    /// moved by the load balancing or off a member over its limit.
     fn reason(self, kind: Option<MoveKind>) -> MoveReason {
         match self {
             Prior::Held => match kind {
-                Some(MoveKind::Load | MoveKind::Alone | MoveKind::Limit) => MoveReason::Load,
+                Some(MoveKind::Load | MoveKind::Alone) => MoveReason::Load,
+                Some(MoveKind::Limit) => MoveReason::Limit,
                 Some(MoveKind::Count) | None => MoveReason::Join,
             },
             Prior::Gone => MoveReason::Crash,
@@ -424,7 +425,7 @@ pub(super) fn plan<'a>(obs: &Observed<'a>) -> Plans<'a> {
                 .filter_map(|(id, m)| Some((id.clone(), m.limits.max_shards?)))
                 .collect();
             let planned = assign::limits::assign_within(&candidates.input, &max_shards);
-            (planned, BTreeMap::new())
+            (planned, over_limit(&candidates.input, &max_shards))
         }
         Some(view) => {
             let planned =
@@ -444,6 +445,32 @@ pub(super) fn plan<'a>(obs: &Observed<'a>) -> Plans<'a> {
         moves,
         unplanned,
     }
+}
+
+/// By count, the shards of each holder holding more than its `max_shards`: any of them
+/// planned elsewhere moves for the limit, not for a join.
+fn over_limit(
+    input: &AssignInput,
+    max_shards: &BTreeMap<String, usize>,
+) -> BTreeMap<(String, String), MoveKind> {
+    let mut held: BTreeMap<&str, usize> = BTreeMap::new();
+    for holder in input.shards.values().flat_map(BTreeMap::values).flatten() {
+        *held.entry(holder).or_default() += 1;
+    }
+    let over = |holder: &String| {
+        max_shards
+            .get(holder)
+            .is_some_and(|&max| held[holder.as_str()] > max)
+    };
+    let mut kinds = BTreeMap::new();
+    for (stream, shards) in &input.shards {
+        for (shard_id, holder) in shards {
+            if holder.as_ref().is_some_and(over) {
+                kinds.insert((stream.clone(), shard_id.clone()), MoveKind::Limit);
+            }
+        }
+    }
+    kinds
 }
 
 /// How many shards of streams some member consumes `assignment` gives to no one.
