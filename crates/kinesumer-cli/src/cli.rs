@@ -394,6 +394,16 @@ pub(crate) struct MemberArgs {
     /// moved shard stays put (library default: 30000).
     #[arg(long, value_name = "MS", value_parser = parse_millis)]
     pub(crate) load_window_ms: Option<Duration>,
+    /// The most shards the leader plans onto this member, across streams (either
+    /// --balance): a hard limit; shards no member has room for are not read, and the
+    /// leader warns. At least 1.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_shards: Option<usize>,
+    /// Under --balance load, the most bytes per second of measured load the leader plans
+    /// onto this member (a shard counts at least its records' share of 1 MiB/s per 1,000
+    /// records/s): a hard limit, as --max-shards. At least 1.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_bytes_per_second: Option<u64>,
     /// Serve the member's metrics in the Prometheus text format on this address, at
     /// http://HOST:PORT/metrics (docs/operations.md lists them). An address that does not
     /// resolve or cannot be listened on is a usage error.

@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::aws::Aws;
 use crate::cli::{Balance, ErrorArgs, Format, MemberArgs};
-use crate::{consume, exec, prometheus, run};
+use crate::{consume, exec, prometheus, run, UsageError};
 
 /// What the member does with its records.
 pub(crate) enum Job {
@@ -140,6 +140,18 @@ fn config(aws: &Aws, args: &MemberArgs, auto_commit: bool) -> anyhow::Result<Con
     builder = builder.capacity(args.capacity);
     if let Some(d) = args.load_window_ms {
         builder = builder.load_window(d);
+    }
+    if let Some(n) = args.max_shards {
+        builder = builder.max_shards(n);
+    }
+    if let Some(b) = args.max_bytes_per_second {
+        if args.balance != Balance::Load {
+            return Err(UsageError(
+                "--max-bytes-per-second needs --balance load (balancing by count measures no load); or limit the shards with --max-shards".into(),
+            )
+            .into());
+        }
+        builder = builder.max_bytes_per_second(b);
     }
     if let Some(n) = args.max_records_per_second {
         builder = builder.max_records_per_second(n);

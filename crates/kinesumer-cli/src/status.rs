@@ -51,6 +51,10 @@ struct MemberRow {
     /// The load of the shards it reported, in shard units (a shard written at its limit
     /// weighs 1), as its last heartbeat reported it (`balance = load`).
     load: Option<f64>,
+    /// The most shards the leader plans onto it (`--max-shards`), if it declared one.
+    max_shards: Option<usize>,
+    /// The most bytes per second of load (`--max-bytes-per-second`), if it declared one.
+    max_bytes_per_second: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -275,6 +279,12 @@ fn report(
                     .count(),
                 capacity: m.item.load.as_ref().map(|l| l.capacity),
                 load: m.item.load.as_ref().map(|l| l.units()),
+                max_shards: m.item.load.as_ref().and_then(|l| l.limits.max_shards),
+                max_bytes_per_second: m
+                    .item
+                    .load
+                    .as_ref()
+                    .and_then(|l| l.limits.max_bytes_per_sec),
             }
         })
         .collect();
@@ -311,6 +321,18 @@ fn short_seq(seq: &str) -> String {
         format!("…{}", &seq[seq.len() - KEEP..])
     } else {
         seq.to_owned()
+    }
+}
+
+/// A member's limits as the MAX column shows them: `8 shards`, `4194304 B/s`, both, or `-`.
+fn limits(m: &MemberRow) -> String {
+    let shards = m.max_shards.map(|n| format!("{n} shards"));
+    let bytes = m.max_bytes_per_second.map(|b| format!("{b} B/s"));
+    let both: Vec<String> = shards.into_iter().chain(bytes).collect();
+    if both.is_empty() {
+        "-".into()
+    } else {
+        both.join(", ")
     }
 }
 
@@ -353,6 +375,7 @@ fn render(r: &Report) -> String {
         "SHARDS",
         "LOAD",
         "CAPACITY",
+        "MAX",
         "STREAMS",
     ]
     .map(String::from)
@@ -368,6 +391,7 @@ fn render(r: &Report) -> String {
             m.shards_held.to_string(),
             m.load.map_or_else(|| "-".into(), |l| format!("{l:.3}")),
             m.capacity.map_or_else(|| "-".into(), |c| format!("{c}")),
+            limits(m),
             m.streams.join(","),
         ]
     }));

@@ -431,3 +431,72 @@ async fn status_watch_redraws_until_interrupted() {
     let status = within("exit", child.wait()).await.expect("wait");
     assert_eq!(status.code(), Some(0));
 }
+
+/// The shards held per alive member in a status report, by client id.
+fn held(status: &serde_json::Value) -> BTreeMap<String, u64> {
+    status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["alive"] == true)
+        .map(|m| {
+            let id = m["client_id"].as_str().expect("client_id").to_owned();
+            (id, m["shards_held"].as_u64().expect("shards_held"))
+        })
+        .collect()
+}
+
+/// `--max-shards` is a hard limit (issue 21): alone, a member limited to one shard of four
+/// holds one and leaves three unread; a second member takes those three. At no status
+/// does the limited member hold more than one, it writes records of one shard only, and
+/// every record is written once.
+#[tokio::test]
+async fn a_member_with_max_shards_never_holds_more() {
+    let (table, stream) = table_and_stream(4).await;
+    let app = random_name("app");
+    // Records on every shard before anyone starts: any shard a member takes, it reads.
+    let first = payloads("first", 80);
+    put(&stream, &first, &[]).await;
+    let limited = Member::start_with(&app, &table, &stream, "limited", &["--max-shards", "1"]);
+    let at_most_one = |s: &serde_json::Value| {
+        let held = held(s).get("limited").copied().unwrap_or(0);
+        assert!(held <= 1, "the limited member holds {held} shards: {s:#}");
+    };
+
+    let alone = eventually(
+        "the limited member holding one shard",
+        Duration::from_secs(30),
+        || async {
+            let s = status(&app, &table, &stream).await;
+            at_most_one(&s);
+            (held(&s).get("limited") == Some(&1)).then_some(s)
+        },
+    )
+    .await;
+    let member = &alone["members"][0];
+    assert_eq!(member["max_shards"], 1, "status shows the limit: {alone:#}");
+    let owned = owners(&alone).values().filter(|o| o.is_some()).count();
+    assert_eq!(owned, 1, "the other three are not read: {alone:#}");
+
+    let other = Member::start(&app, &table, &stream, "other");
+    eventually(
+        "the other member holding three shards",
+        Duration::from_secs(30),
+        || async {
+            let s = status(&app, &table, &stream).await;
+            at_most_one(&s);
+            let want = BTreeMap::from([("limited".to_owned(), 1), ("other".to_owned(), 3)]);
+            (held(&s) == want).then_some(())
+        },
+    )
+    .await;
+
+    let second = payloads("second", 80);
+    put(&stream, &second, &[]).await;
+    let all: Vec<Vec<u8>> = first.iter().chain(&second).cloned().collect();
+    let lines = received_all(&[&limited, &other], &all).await;
+    let unique: BTreeSet<&String> = lines.iter().map(|l| &l.sequence_number).collect();
+    assert_eq!(unique.len(), lines.len(), "every record once");
+    let read: BTreeSet<String> = limited.received().into_iter().map(|l| l.shard_id).collect();
+    assert_eq!(read.len(), 1, "the limited member read {read:?}");
+}

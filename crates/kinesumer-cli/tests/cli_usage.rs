@@ -49,6 +49,20 @@ async fn usage_errors_exit_2_and_say_why() {
         "capacity: must be over 0",
     )
     .await;
+    // By count nothing is measured: the message names both ways out, in flags.
+    for command in ["consume", "run"] {
+        let mut args = valid.to_vec();
+        args[0] = command;
+        args.extend(["--max-bytes-per-second", "1048576"]);
+        if command == "run" {
+            args.extend(["--", "cat"]);
+        }
+        usage_error(
+            &args,
+            "--max-bytes-per-second needs --balance load (balancing by count measures no load); or limit the shards with --max-shards",
+        )
+        .await;
+    }
     usage_error(
         &[&consume[..], &["--on-error", "dead-letter=file:x"]].concat(),
         "--exec <COMMAND>",

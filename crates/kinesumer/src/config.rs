@@ -161,6 +161,8 @@ pub struct Config {
     pub(crate) load_tolerance: f64,
     pub(crate) load_max_moves: usize,
     pub(crate) load_window: Duration,
+    pub(crate) max_shards: Option<usize>,
+    pub(crate) max_bytes_per_second: Option<u64>,
     pub(crate) max_records_per_second: Option<u32>,
 }
 
@@ -186,6 +188,8 @@ impl fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("balance", &self.balance)
             .field("capacity", &self.capacity)
+            .field("max_shards", &self.max_shards)
+            .field("max_bytes_per_second", &self.max_bytes_per_second)
             .finish_non_exhaustive()
     }
 }
@@ -258,6 +262,11 @@ getters! {
     load_max_moves: usize,
     /// The time constant of the load measurement, and how long a moved shard stays put.
     load_window: Duration,
+    /// The most shards the leader plans onto this member; `None`: no limit.
+    max_shards: Option<usize>,
+    /// The most bytes per second of load the leader plans onto this member under
+    /// [`Balancing::Load`]; `None`: no limit.
+    max_bytes_per_second: Option<u64>,
     /// Records handed to the application per second at most, across the member's shards.
     max_records_per_second: Option<u32>,
 }
@@ -399,6 +408,8 @@ impl ConfigBuilder {
                 load_tolerance: 0.1,
                 load_max_moves: 32,
                 load_window: Duration::from_secs(30),
+                max_shards: None,
+                max_bytes_per_second: None,
                 max_records_per_second: None,
             },
             client_id_set: false,
@@ -680,6 +691,57 @@ impl ConfigBuilder {
         self
     }
 
+    /// The most shards the leader plans onto this member, across streams, at least 1 —
+    /// under either [`balance`](Self::balance). A hard limit: shards no member can take
+    /// stay unplanned (unread), the leader logs a warning and sets
+    /// `kinesumer_unplanned_shards`. Under [`Balancing::Count`] the others' counts stay
+    /// within one of each other. Default: `None`, no limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kinesumer::Config;
+    ///
+    /// let config = Config::builder("orders-app", "kinesumer-state").max_shards(8).build()?;
+    /// assert_eq!(config.max_shards(), Some(8));
+    /// assert!(Config::builder("orders-app", "kinesumer-state").max_shards(0).build().is_err());
+    /// # Ok::<(), kinesumer::ConfigError>(())
+    /// ```
+    pub fn max_shards(mut self, n: usize) -> Self {
+        self.config.max_shards = Some(n);
+        self
+    }
+
+    /// The most bytes per second of measured load the leader plans onto this member, at
+    /// least 1; needs [`Balancing::Load`] (nothing is measured by count). A hard limit
+    /// as [`max_shards`](Self::max_shards) is. A shard's load counts as the larger of
+    /// its bytes per second and its records' share of a shard's limits in bytes (a shard
+    /// at 500 records/s counts at least 512 KiB/s), so the bytes read stay under the
+    /// limit. Default: `None`, no limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kinesumer::{Balancing, Config};
+    ///
+    /// let config = Config::builder("orders-app", "kinesumer-state")
+    ///     .balance(Balancing::Load)
+    ///     .max_bytes_per_second(4 << 20)
+    ///     .build()?;
+    /// assert_eq!(config.max_bytes_per_second(), Some(4 << 20));
+    /// // Balancing by count measures no load: refused, with the fix named.
+    /// let err = Config::builder("orders-app", "kinesumer-state")
+    ///     .max_bytes_per_second(4 << 20)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.field, "max_bytes_per_second");
+    /// # Ok::<(), kinesumer::ConfigError>(())
+    /// ```
+    pub fn max_bytes_per_second(mut self, bytes: u64) -> Self {
+        self.config.max_bytes_per_second = Some(bytes);
+        self
+    }
+
     /// Checks the configuration.
     ///
     /// # Errors
@@ -819,6 +881,27 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be over 0 and at most 1,000",
         ));
     }
+    if c.max_shards == Some(0) {
+        return Err(ConfigError::new(
+            "max_shards",
+            "must be at least 1 (leave it unset for no limit)",
+        ));
+    }
+    match c.max_bytes_per_second {
+        Some(0) => {
+            return Err(ConfigError::new(
+                "max_bytes_per_second",
+                "must be at least 1 (leave it unset for no limit)",
+            ))
+        }
+        Some(_) if c.balance != Balancing::Load => {
+            return Err(ConfigError::new(
+                "max_bytes_per_second",
+                "needs balance = Load: balancing by count measures no load (set balance, or use max_shards)",
+            ))
+        }
+        _ => {}
+    }
     if !(c.load_tolerance > 0.0 && c.load_tolerance < 1.0) {
         return Err(ConfigError::new(
             "load_tolerance",
@@ -903,6 +986,15 @@ mod tests {
             (builder().capacity(f64::NAN), "capacity"),
             (builder().load_tolerance(1.0), "load_tolerance"),
             (builder().load_max_moves(0), "load_max_moves"),
+            (builder().max_shards(0), "max_shards"),
+            (
+                builder().balance(Balancing::Load).max_bytes_per_second(0),
+                "max_bytes_per_second",
+            ),
+            (
+                builder().max_bytes_per_second(1 << 20),
+                "max_bytes_per_second",
+            ),
             (
                 builder().load_window(Duration::from_millis(1)),
                 "load_window",

@@ -109,6 +109,15 @@ pub enum Event {
         /// Why.
         reason: MoveReason,
     },
+    /// As leader, this member plans this many shards to no one: every member consuming
+    /// their streams is at a limit it declares (`max_shards`, `max_bytes_per_second`), so
+    /// they are not read until a member joins or a limit is raised. Sent when the number
+    /// changes, 0 when every shard is planned again; a log line says the same, and the
+    /// gauge `kinesumer_unplanned_shards` holds it.
+    UnplannedShards {
+        /// How many.
+        count: usize,
+    },
     /// The listener of [`Kinesumer::events`](crate::Kinesumer::events) fell behind and
     /// missed this many events.
     Missed {
@@ -133,6 +142,9 @@ pub enum MoveReason {
     Load,
     /// A shard never leased before (a new stream, or the group's first start).
     New,
+    /// Its owner holds more than a limit it declares (`max_shards`,
+    /// `max_bytes_per_second`): it started with a lower limit, or its shards grew heavier.
+    Limit,
 }
 
 impl MoveReason {
@@ -145,6 +157,7 @@ impl MoveReason {
             MoveReason::Reshard => "reshard",
             MoveReason::Load => "load",
             MoveReason::New => "new",
+            MoveReason::Limit => "limit",
         }
     }
 }
@@ -171,10 +184,12 @@ impl Event {
             Event::DeliveryStopped { stream, .. } => (metrics::DELIVERY_STOPS, Some(stream)),
             Event::Fenced { .. } => (metrics::FENCINGS, None),
             Event::Superseded => (metrics::SUPERSEDED, None),
-            // Leadership is the `kinesumer_leader` gauge; joining is not worth a series.
+            // Leadership is the `kinesumer_leader` gauge, unplanned shards the
+            // `kinesumer_unplanned_shards` gauge; joining is not worth a series.
             Event::Joined { .. }
             | Event::LeaderGained { .. }
             | Event::LeaderLost { .. }
+            | Event::UnplannedShards { .. }
             | Event::Missed { .. } => return,
         };
         metrics::event(app, name, stream.map(String::as_str));

@@ -65,11 +65,39 @@ impl From<(f64, f64)> for ShardLoad {
     }
 }
 
-/// What a member reports with each heartbeat: its capacity and its shards' load.
+/// The most a member takes (`Config::max_shards`, `Config::max_bytes_per_second`): the
+/// leader plans no more onto it, and leaves shards no member can take unplanned.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Limits {
+    /// The most shards it holds, across streams; `None`: no limit.
+    pub max_shards: Option<usize>,
+    /// The most bytes per second of its shards' load; `None`: no limit. Counted in shard
+    /// units ([`ShardLoad::units`]), so a shard near its records limit counts as that
+    /// share of a shard's bytes: the bytes read stay under the limit either way.
+    pub max_bytes_per_sec: Option<f64>,
+}
+
+impl Limits {
+    /// The most load, in shard units; infinite without a limit.
+    pub fn max_units(&self) -> f64 {
+        self.max_bytes_per_sec
+            .map_or(f64::INFINITY, |b| b / SHARD_BYTES_PER_SEC)
+    }
+
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.max_shards.is_some() || self.max_bytes_per_sec.is_some()
+    }
+}
+
+/// What a member reports with each heartbeat: its capacity and limits, and its shards'
+/// load.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LoadReport {
     /// The member's capacity (weight; `Config::capacity`).
     pub capacity: f64,
+    /// The most it takes.
+    pub limits: Limits,
     /// Stream → shard id → load, for the shards whose reader has run for a load window.
     pub shards: BTreeMap<String, BTreeMap<String, ShardLoad>>,
 }
@@ -90,14 +118,20 @@ impl LoadReport {
         serde_json::to_string(&self.shards).unwrap_or_default()
     }
 
-    /// Reads what [`LoadReport::shards_json`] wrote, with the capacity stored beside it.
+    /// Reads what [`LoadReport::shards_json`] wrote, with the capacity and limits stored
+    /// beside it.
     ///
     /// # Errors
     ///
     /// The text is not such JSON.
-    pub fn from_json(capacity: f64, shards: &str) -> Result<Self, serde_json::Error> {
+    pub fn from_json(
+        capacity: f64,
+        limits: Limits,
+        shards: &str,
+    ) -> Result<Self, serde_json::Error> {
         Ok(Self {
             capacity,
+            limits,
             shards: serde_json::from_str(shards)?,
         })
     }
@@ -163,7 +197,7 @@ impl LoadMeter {
     /// shards whose reader has run for a window — the [`MAX_REPORTED`] heaviest, so the
     /// member item stays far below DynamoDB's 400 KB (the leader counts a shard it has
     /// never been told of as idle, and keeps the last rate of one it has).
-    pub(crate) fn report(&self, capacity: f64) -> LoadReport {
+    pub(crate) fn report(&self, capacity: f64, limits: Limits) -> LoadReport {
         let now = Instant::now();
         let mut warm = Vec::new();
         for ((stream, shard_id), rate) in lock(&self.rates).iter_mut() {
@@ -200,6 +234,7 @@ impl LoadMeter {
         }
         let mut report = LoadReport {
             capacity,
+            limits,
             shards: BTreeMap::new(),
         };
         for (stream, shard_id, load) in warm {
@@ -257,6 +292,7 @@ mod tests {
     fn a_report_round_trips_through_its_stored_form() {
         let mut report = LoadReport {
             capacity: 2.0,
+            limits: Limits::default(),
             shards: BTreeMap::new(),
         };
         report.shards.entry("s".into()).or_default().insert(
@@ -268,12 +304,12 @@ mod tests {
         );
         let json = report.shards_json();
         assert_eq!(json, r#"{"s":{"shardId-000000000001":[1234.0,5.68]}}"#);
-        let back = LoadReport::from_json(2.0, &json).unwrap();
+        let back = LoadReport::from_json(2.0, Limits::default(), &json).unwrap();
         assert_eq!(
             back.shards["s"]["shardId-000000000001"].records_per_sec,
             5.68
         );
-        assert!(LoadReport::from_json(1.0, "[").is_err());
+        assert!(LoadReport::from_json(1.0, Limits::default(), "[").is_err());
     }
 
     #[tokio::test(start_paused = true)]
@@ -286,7 +322,7 @@ mod tests {
             shard.record(i, 100 * i);
         }
         tokio::time::advance(WINDOW).await;
-        let report = meter.report(1.0);
+        let report = meter.report(1.0, Limits::default());
         assert_eq!(report.shards["s"].len(), MAX_REPORTED);
         assert!(
             !report.shards["s"].contains_key("shardId-000000000000"),
@@ -303,27 +339,27 @@ mod tests {
         for _ in 0..5 {
             shard.record(100, 10_000);
             tokio::time::advance(Duration::from_secs(1)).await;
-            assert!(meter.report(1.0).shards.is_empty());
+            assert!(meter.report(1.0, Limits::default()).shards.is_empty());
         }
         for _ in 0..5 {
             shard.record(100, 10_000);
             tokio::time::advance(Duration::from_secs(1)).await;
-            meter.report(1.0);
+            meter.report(1.0, Limits::default());
         }
-        let load = meter.report(1.0).shards["s"]["a"];
+        let load = meter.report(1.0, Limits::default()).shards["s"]["a"];
         assert!((load.records_per_sec - 100.0).abs() < 10.0, "{load:?}");
         // It stops: the rate decays with the window, not at once.
         for _ in 0..5 {
             tokio::time::advance(Duration::from_secs(1)).await;
-            meter.report(1.0);
+            meter.report(1.0, Limits::default());
         }
-        let load = meter.report(1.0).shards["s"]["a"];
+        let load = meter.report(1.0, Limits::default()).shards["s"]["a"];
         assert!(
             load.records_per_sec > 30.0 && load.records_per_sec < 70.0,
             "{load:?}"
         );
         // A reader that ends is no longer reported.
         drop(shard);
-        assert!(meter.report(1.0).shards.is_empty());
+        assert!(meter.report(1.0, Limits::default()).shards.is_empty());
     }
 }

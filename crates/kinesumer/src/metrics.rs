@@ -82,6 +82,8 @@ pub const REPEATED_FENCING: &str = "kinesumer_repeated_fencing_total";
 pub const HEARTBEAT_DURATION: &str = "kinesumer_heartbeat_seconds";
 /// Times another process took over this member's client id.
 pub const SUPERSEDED: &str = "kinesumer_superseded_total";
+/// Shards of consumed streams the leader planned to no one: every consumer at a limit.
+pub const UNPLANNED_SHARDS: &str = "kinesumer_unplanned_shards";
 /// Plans the leader wrote.
 pub const PLAN_CHANGES: &str = "kinesumer_plan_changes_total";
 /// How long one leader tick took: reading the group, planning, writing plans.
@@ -198,6 +200,8 @@ pub const ALL: &[Metric] = &[
         "How long each heartbeat request to the state store took (a timed-out one counts as request_timeout)."),
     metric(SUPERSEDED, Kind::Counter, Unit::Count, APP,
         "Times another process registered under this member's client id, stopping it for good."),
+    metric(UNPLANNED_SHARDS, Kind::Gauge, Unit::Count, APP,
+        "Shards of consumed streams this member, as leader, planned to no one because every member consuming their stream is at its max_shards or max_bytes_per_second: they are not read (the group lacks capacity)."),
     metric(PLAN_CHANGES, Kind::Counter, Unit::Count, APP,
         "Plans the leader wrote because a member's assignment changed."),
     metric(LEADER_TICK, Kind::Histogram, Unit::Seconds, APP,
@@ -313,6 +317,11 @@ pub(crate) fn repeated_fencing(app: &str) {
 /// Records how long a heartbeat of the member of `app` took.
 pub(crate) fn heartbeat(app: &str, took: Duration) {
     histogram!(HEARTBEAT_DURATION, "app" => app.to_owned()).record(took.as_secs_f64());
+}
+
+/// Sets how many shards the leader of `app` planned to no one in its last tick.
+pub(crate) fn unplanned_shards(app: &str, shards: usize) {
+    gauge!(UNPLANNED_SHARDS, "app" => app.to_owned()).set(shards as f64);
 }
 
 /// Counts a plan the leader of `app` wrote.

@@ -15,9 +15,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{TimeZone, Utc};
 use kinesumer::store::LeaseDeletion::{Retire, Tombstone};
 use kinesumer::store::{
-    create_table, CheckpointWrite, DynamoStore, HeartbeatOutcome, LeaseSeen, LoadReport, LockItem,
-    MemoryStore, Operation, Owner, PlanItem, PlanStart, PlannedShard, Registration, ShardCache,
-    ShardInfo, ShardLoad, ShardRef, StateStore, StoreError, StoredStart, TableBilling,
+    create_table, CheckpointWrite, DynamoStore, HeartbeatOutcome, LeaseSeen, Limits, LoadReport,
+    LockItem, MemoryStore, Operation, Owner, PlanItem, PlanStart, PlannedShard, Registration,
+    ShardCache, ShardInfo, ShardLoad, ShardRef, StateStore, StoreError, StoredStart, TableBilling,
 };
 use kinesumer::{Position, SequenceNumber};
 
@@ -215,6 +215,10 @@ async fn heartbeat_carries_the_load_report(f: Fixture) {
     );
     let mut report = LoadReport {
         capacity: 2.0,
+        limits: Limits {
+            max_shards: Some(3),
+            max_bytes_per_sec: Some(1_500_000.0),
+        },
         shards: BTreeMap::new(),
     };
     report.shards.entry("x".into()).or_default().insert(
@@ -229,6 +233,28 @@ async fn heartbeat_carries_the_load_report(f: Fixture) {
     // A heartbeat without a report keeps the last one.
     s.heartbeat("a", "t1", &[], None).await.unwrap();
     assert_eq!(s.members().await.unwrap()[0].load.as_ref(), Some(&report));
+    // A report without limits drops the stored ones.
+    report.limits = Limits::default();
+    s.heartbeat("a", "t1", &[], Some(&report)).await.unwrap();
+    assert_eq!(s.members().await.unwrap()[0].load.as_ref(), Some(&report));
+    // A rejoin keeps the report: the same process, so the same capacity and limits.
+    report.limits.max_shards = Some(1);
+    s.heartbeat("a", "t1", &[], Some(&report)).await.unwrap();
+    let rejoin = Registration::Rejoin {
+        old_token: "t1".into(),
+    };
+    s.register("a", "t2", &[], &rejoin).await.unwrap();
+    assert_eq!(s.members().await.unwrap()[0].load.as_ref(), Some(&report));
+    // A start drops it: another process, whose limits (by count: none unless declared,
+    // and then no report at all) its own heartbeats say.
+    s.register("a", "t3", &[], &Registration::Start)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.members().await.unwrap()[0].load,
+        None,
+        "a start keeps no report of the process before"
+    );
 }
 
 async fn rejoin_with_old_new_and_other_token(f: Fixture) {

@@ -46,6 +46,7 @@
 //! the flows, well under a millisecond per thousand shards.
 
 mod flow;
+pub mod limits;
 pub mod load;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

@@ -123,13 +123,12 @@ pub(crate) struct HeartbeatStats {
 /// (a timed-out request has waited its timeout already).
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
-/// Runs until the member must stop or rejoin; returns why.
+/// Runs until the member must stop or rejoin; returns why. The first beat goes at once:
+/// a started member's capacity and limits reach the leader only with a heartbeat (its
+/// registration does not carry them), and until then it may be planned past its limits.
 pub(crate) async fn run(ctx: Arc<Ctx>, me: Owner, fence: Arc<Fence>, beat: Arc<Beat>) -> Stop {
     let mut next = tokio::time::Instant::now();
     loop {
-        // Fixed rate: a slow request does not delay the beats after it.
-        next = (next + ctx.jittered_interval()).max(tokio::time::Instant::now());
-        tokio::time::sleep_until(next).await;
         let (b, r) = tokio::join!(
             heartbeat(&ctx, &me, &fence, &beat),
             renew(&ctx, &me, &fence, &beat)
@@ -137,6 +136,9 @@ pub(crate) async fn run(ctx: Arc<Ctx>, me: Owner, fence: Arc<Fence>, beat: Arc<B
         if let Err(stop) = b.and(r) {
             return stop;
         }
+        // Fixed rate: a slow request does not delay the beats after it.
+        next = (next + ctx.jittered_interval()).max(tokio::time::Instant::now());
+        tokio::time::sleep_until(next).await;
     }
 }
 

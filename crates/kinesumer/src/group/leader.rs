@@ -22,8 +22,8 @@ use crate::event::{Event, MoveReason};
 use crate::fence::Fence;
 use crate::reader::{within, KinesisError, StreamShards};
 use crate::store::{
-    LeaseDeletion, LeaseItem, MemberItem, Operation, Owner, PlanItem, ShardCache, ShardInfo,
-    StoreError,
+    LeaseDeletion, LeaseItem, Limits, MemberItem, Operation, Owner, PlanItem, ShardCache,
+    ShardInfo, StoreError,
 };
 
 /// One stream's shard list and when it was taken.
@@ -85,6 +85,9 @@ pub(crate) struct Leader {
     /// (stream, shard id) → the member its pending move was announced to: each move is
     /// logged and sent as an event once, not at every tick until the take.
     announced: BTreeMap<(String, String), String>,
+    /// The shards the last plan gave to no one (every consumer at a limit): warned of
+    /// when the number changes, not every tick.
+    unplanned: usize,
 }
 
 impl Leader {
@@ -103,6 +106,7 @@ impl Leader {
             moved_at: BTreeMap::new(),
             cooling: BTreeMap::new(),
             announced: BTreeMap::new(),
+            unplanned: 0,
         }
     }
 
@@ -121,6 +125,7 @@ impl Leader {
         let now = ctx.clock.fencing_now();
         let members = ctx.timed(Operation::Members, ctx.store.members()).await?;
         let left = self.observe_members(&members, ctx.clock.fencing_now());
+        self.know_self(&ctx.cfg.client_id, ctx.cfg.capacity, ctx.limits());
         let failover = ctx.cfg.failover_timeout;
 
         let streams: BTreeSet<String> = self
@@ -163,6 +168,7 @@ impl Leader {
             let mut planned = plan::plan(&observed);
             let plans = planned.changed(&self.written);
             let moves = std::mem::take(&mut planned.moves);
+            self.short_of_capacity(ctx, planned.unplanned);
             self.write_plans(ctx, fence, plans).await?;
             self.announce(ctx, moves, now);
         } else {
@@ -224,6 +230,22 @@ impl Leader {
             .collect();
     }
 
+    /// Warns and sends an event when the shards planned to no one change in number
+    /// (every member that consumes their stream is at a limit), and sets the gauge.
+    fn short_of_capacity(&mut self, ctx: &Ctx, unplanned: usize) {
+        if unplanned != self.unplanned {
+            if unplanned > 0 {
+                warn!(unplanned, "the group lacks capacity: shards planned to no one are not read; raise a member's max_shards or max_bytes_per_second, or add members");
+            } else {
+                info!("every shard is planned again");
+            }
+            self.unplanned = unplanned;
+            ctx.signals
+                .event(Event::UnplannedShards { count: unplanned });
+        }
+        crate::metrics::unplanned_shards(&ctx.cfg.app, unplanned);
+    }
+
     /// Logs and sends an event for each move not announced yet, and starts its cooling.
     fn announce(&mut self, ctx: &Ctx, moves: Vec<PlannedMove>, now: Duration) {
         let pending: BTreeSet<(&str, &str)> = moves
@@ -258,6 +280,16 @@ impl Leader {
         }
     }
 
+    /// Takes the leader's own capacity and limits from its configuration, not its item:
+    /// a start registers without them, so until its first heartbeat the item says none,
+    /// and the group's first plan (made by its first member) would ignore them.
+    fn know_self(&mut self, client_id: &str, capacity: f64, limits: Limits) {
+        if let Some(me) = self.members.get_mut(client_id) {
+            me.capacity = capacity;
+            me.limits = limits;
+        }
+    }
+
     /// Updates what was seen of the members; returns the client ids whose items vanished.
     fn observe_members(&mut self, items: &[MemberItem], now: Duration) -> Vec<String> {
         let present: BTreeSet<&str> = items.iter().map(|m| m.client_id.as_str()).collect();
@@ -283,6 +315,7 @@ impl Leader {
                     streams: streams.clone(),
                     dropped: BTreeMap::new(),
                     capacity: 1.0,
+                    limits: Limits::default(),
                 });
             if seen.incarnation != item.incarnation {
                 seen.incarnation = item.incarnation.clone();
@@ -294,6 +327,7 @@ impl Leader {
             }
             seen.heartbeat = item.heartbeat;
             seen.capacity = item.load.as_ref().map_or(1.0, |l| l.capacity);
+            seen.limits = item.load.as_ref().map(|l| l.limits).unwrap_or_default();
             for gone in seen.streams.difference(&streams) {
                 seen.dropped.entry(gone.clone()).or_insert(now);
             }
@@ -916,6 +950,36 @@ mod tests {
         assert_eq!(plans["a"].token, "ta");
     }
 
+    /// A start registers without the member's capacity and limits: the group's first
+    /// member, its leader, planned by its item before its first heartbeat would take
+    /// both shards though limited to one (issue 21).
+    #[test]
+    fn the_leader_plans_itself_by_its_own_limits_before_its_first_heartbeat() {
+        let mut l = leader_with(&["s0", "s1"]);
+        let planned = |l: &Leader| -> usize {
+            let plans = plan(
+                l,
+                Duration::ZERO,
+                FAILOVER,
+                InitialPosition::Latest,
+                &leases(vec![]),
+            );
+            plans
+                .values()
+                .flat_map(|p| p.streams.values())
+                .map(Vec::len)
+                .sum()
+        };
+        l.observe_members(&[member("a", "ta", 0, &["s"])], Duration::ZERO);
+        assert_eq!(planned(&l), 2, "registered, no limit said yet");
+        let limits = Limits {
+            max_shards: Some(1),
+            max_bytes_per_sec: None,
+        };
+        l.know_self("a", 1.0, limits);
+        assert_eq!(planned(&l), 1, "its own configuration says its limit");
+    }
+
     #[test]
     fn every_move_names_its_reason() {
         let mut parent = shard("p");
@@ -968,12 +1032,44 @@ mod tests {
         assert_eq!(reasons, expected);
     }
 
+    /// By count, the shards moved off a member over its `max_shards` (restarted with a
+    /// lower limit) name the limit: no member joined.
+    #[test]
+    fn a_move_off_a_member_over_its_limit_names_the_limit() {
+        let mut l = leader_with(&["s0", "s1", "s2"]);
+        let mut limited = member("a", "ta", 1, &["s"]);
+        limited.load = Some(LoadReport {
+            capacity: 1.0,
+            limits: Limits {
+                max_shards: Some(1),
+                max_bytes_per_sec: None,
+            },
+            shards: BTreeMap::new(),
+        });
+        l.observe_members(&[limited, member("b", "tb", 1, &["s"])], Duration::ZERO);
+        let a = owner("a", "ta");
+        let held = leases(
+            ["s0", "s1", "s2"]
+                .map(|id| lease(id, Some(a.clone()), 1))
+                .into(),
+        );
+        let observed = l.observed(Duration::ZERO, FAILOVER, InitialPosition::Latest, &held);
+        let moves: Vec<(Option<String>, String, MoveReason)> = plan::plan(&observed)
+            .moves
+            .into_iter()
+            .map(|m| (m.from, m.to, m.reason))
+            .collect();
+        let off_a = (Some("a".to_string()), "b".to_string(), MoveReason::Limit);
+        assert_eq!(moves, vec![off_a.clone(), off_a]);
+    }
+
     #[test]
     fn a_shards_load_is_learned_from_its_holder_only() {
         let mut l = leader_with(&["x"]);
         let report = |bytes_per_sec| {
             let mut r = LoadReport {
                 capacity: 1.0,
+                limits: Limits::default(),
                 shards: BTreeMap::new(),
             };
             let load = ShardLoad {

@@ -31,7 +31,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::{Balancing, Config};
 use crate::delivery::Sink;
-use crate::load::{LoadMeter, LoadReport};
+use crate::load::{Limits, LoadMeter, LoadReport};
 use crate::reader::fanout::ConsumerArns;
 use crate::reader::KinesisApi;
 use crate::signals::Signals;
@@ -72,9 +72,20 @@ impl Ctx {
         (self.cfg.balance == Balancing::Load).then(|| self.load.clone())
     }
 
-    /// The load report for the next heartbeat, when the group balances by load.
+    /// The load report for the next heartbeat, when the group balances by load or the
+    /// member declares a limit (by count it carries the limit and no load).
     pub(crate) fn load_report(&self) -> Option<LoadReport> {
-        (self.cfg.balance == Balancing::Load).then(|| self.load.report(self.cfg.capacity))
+        let limits = self.limits();
+        (self.cfg.balance == Balancing::Load || limits.is_limited())
+            .then(|| self.load.report(self.cfg.capacity, limits))
+    }
+
+    /// The most this member takes, as configured.
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_shards: self.cfg.max_shards,
+            max_bytes_per_sec: self.cfg.max_bytes_per_second.map(|b| b as f64),
+        }
     }
 
     /// `sync_interval` spread by up to ± `jitter`, so members do not beat in lockstep.

@@ -19,7 +19,7 @@ use super::assign::{self, AssignInput, Assignment};
 use crate::config::InitialPosition;
 use crate::event::MoveReason;
 use crate::shards::ShardInfo;
-use crate::store::{LeaseItem, Owner, PlanItem, PlanStart, PlannedShard, ShardRef};
+use crate::store::{LeaseItem, Limits, Owner, PlanItem, PlanStart, PlannedShard, ShardRef};
 
 /// What the leader has observed of one member.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub(super) struct Seen {
     pub(super) dropped: BTreeMap<String, Duration>,
     /// Its capacity, as its last load report said (1 without one).
     pub(super) capacity: f64,
+    /// The most it takes, as its last load report said (none without one).
+    pub(super) limits: Limits,
 }
 
 /// Whether member `client_id` is alive: its counter moved within the failover. The
@@ -195,11 +197,12 @@ enum Prior {
 
 impl Prior {
     /// The reason of a move away from what the shard was; `kind`, for a held shard
-    /// moved by the load balancing.
+    /// moved by the load balancing or off a member over its limit.
     fn reason(self, kind: Option<MoveKind>) -> MoveReason {
         match self {
             Prior::Held => match kind {
                 Some(MoveKind::Load | MoveKind::Alone) => MoveReason::Load,
+                Some(MoveKind::Limit) => MoveReason::Limit,
                 Some(MoveKind::Count) | None => MoveReason::Join,
             },
             Prior::Gone => MoveReason::Crash,
@@ -296,9 +299,18 @@ fn load_input(input: &AssignInput, obs: &Observed<'_>, view: &LoadView<'_>) -> L
         .members
         .iter()
         .map(|(id, streams)| {
-            let capacity = obs.members.get(id).map_or(1.0, |m| m.capacity);
+            let seen = obs.members.get(id);
+            let capacity = seen.map_or(1.0, |m| m.capacity);
+            let limits = seen.map(|m| m.limits).unwrap_or_default();
             let streams = streams.clone();
-            (id.clone(), LoadMember { streams, capacity })
+            (
+                id.clone(),
+                LoadMember {
+                    streams,
+                    capacity,
+                    limits,
+                },
+            )
         })
         .collect();
     let shards = input
@@ -397,6 +409,8 @@ pub(super) struct Plans<'a> {
     releases: HashMap<String, Vec<ShardRef>>,
     /// The shards planned onto another member than their preferred holder, and why.
     pub(super) moves: Vec<PlannedMove>,
+    /// The shards of consumed streams planned to no one: every consumer is at a limit.
+    pub(super) unplanned: usize,
 }
 
 /// Plans from what was observed: judges the owners, chooses the starts, assigns, and
@@ -404,7 +418,15 @@ pub(super) struct Plans<'a> {
 pub(super) fn plan<'a>(obs: &Observed<'a>) -> Plans<'a> {
     let candidates = candidates(obs);
     let (assignment, kinds) = match &obs.load {
-        None => (assign::assign(&candidates.input), BTreeMap::new()),
+        None => {
+            let max_shards = obs
+                .members
+                .iter()
+                .filter_map(|(id, m)| Some((id.clone(), m.limits.max_shards?)))
+                .collect();
+            let planned = assign::limits::assign_within(&candidates.input, &max_shards);
+            (planned, over_limit(&candidates.input, &max_shards))
+        }
         Some(view) => {
             let planned =
                 load::assign_by_load(&load_input(&candidates.input, obs, view), &view.balance);
@@ -413,6 +435,7 @@ pub(super) fn plan<'a>(obs: &Observed<'a>) -> Plans<'a> {
     };
     let moves = planned_moves(&candidates, &assignment, &kinds);
     let releases = releases(&candidates.holders, &assignment);
+    let unplanned = unplanned(&candidates.input, &assignment);
     Plans {
         term: obs.term,
         members: obs.members,
@@ -420,7 +443,48 @@ pub(super) fn plan<'a>(obs: &Observed<'a>) -> Plans<'a> {
         assignment,
         releases,
         moves,
+        unplanned,
     }
+}
+
+/// By count, the shards of each holder holding more than its `max_shards`: any of them
+/// planned elsewhere moves for the limit, not for a join.
+fn over_limit(
+    input: &AssignInput,
+    max_shards: &BTreeMap<String, usize>,
+) -> BTreeMap<(String, String), MoveKind> {
+    let mut held: BTreeMap<&str, usize> = BTreeMap::new();
+    for holder in input.shards.values().flat_map(BTreeMap::values).flatten() {
+        *held.entry(holder).or_default() += 1;
+    }
+    let over = |holder: &String| {
+        max_shards
+            .get(holder)
+            .is_some_and(|&max| held[holder.as_str()] > max)
+    };
+    let mut kinds = BTreeMap::new();
+    for (stream, shards) in &input.shards {
+        for (shard_id, holder) in shards {
+            if holder.as_ref().is_some_and(over) {
+                kinds.insert((stream.clone(), shard_id.clone()), MoveKind::Limit);
+            }
+        }
+    }
+    kinds
+}
+
+/// How many shards of streams some member consumes `assignment` gives to no one.
+fn unplanned(input: &AssignInput, assignment: &Assignment) -> usize {
+    let consumed = input
+        .shards
+        .iter()
+        .filter(|(stream, _)| input.members.values().any(|s| s.contains(*stream)))
+        .map(|(_, shards)| shards.len());
+    let planned = assignment
+        .values()
+        .flat_map(BTreeMap::values)
+        .map(BTreeSet::len);
+    consumed.sum::<usize>() - planned.sum::<usize>()
 }
 
 impl Plans<'_> {
@@ -552,6 +616,7 @@ mod tests {
                     streams,
                     dropped: BTreeMap::new(),
                     capacity: 1.0,
+                    limits: Limits::default(),
                 },
             );
         }

@@ -546,10 +546,19 @@ impl StateStore for DynamoStore {
             .set(attr::VERSION, s(env!("CARGO_PKG_VERSION")))
             .set(attr::LAST_UPDATE, now());
         match how {
-            // Every attribute of a member item is set: an update without a condition
-            // replaces it as a put would.
+            // Every attribute of a member item is set or removed: an update without a
+            // condition replaces it as a put would. The last process's load report goes:
+            // its capacity and limits are not this one's, which its heartbeats report.
             Registration::Start => {
                 e.set(attr::HEARTBEAT, n(0));
+                for report in [
+                    attr::CAPACITY,
+                    attr::LOAD,
+                    attr::MAX_SHARDS,
+                    attr::MAX_BYTES_PER_SEC,
+                ] {
+                    e.remove(report);
+                }
             }
             Registration::Rejoin { old_token } => {
                 e.increment(attr::HEARTBEAT);
@@ -590,6 +599,11 @@ impl StateStore for DynamoStore {
             .set(attr::LAST_UPDATE, now());
         if let Some(load) = load {
             e.set(attr::CAPACITY, n(load.capacity))
+                .set_or_remove(attr::MAX_SHARDS, load.limits.max_shards.map(n))
+                .set_or_remove(
+                    attr::MAX_BYTES_PER_SEC,
+                    load.limits.max_bytes_per_sec.map(n),
+                )
                 .set(attr::LOAD, s(load.shards_json()));
         }
         let c = e.eq(attr::INCARNATION, s(token));

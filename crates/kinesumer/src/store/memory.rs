@@ -128,15 +128,17 @@ impl StateStore for MemoryStore {
     ) -> Result<(), StoreError> {
         self.with(Operation::Register, |d| {
             let old = d.members.get(client_id);
-            let heartbeat = match how {
-                Registration::Start => 0,
+            // A rejoin is the same process: its load report (capacity, limits) stays.
+            let (heartbeat, load) = match how {
+                Registration::Start => (0, None),
                 Registration::Rejoin { old_token } => {
                     let inc = old.and_then(|m| m.incarnation.as_deref());
                     check(
                         old.is_none() || inc == Some(old_token) || inc == Some(token),
                         || member_name(client_id),
                     )?;
-                    old.map_or(0, |m| m.heartbeat) + 1
+                    let old = old.map_or((0, None), |m| (m.heartbeat, m.load.clone()));
+                    (old.0 + 1, old.1)
                 }
             };
             d.members.insert(
@@ -147,7 +149,7 @@ impl StateStore for MemoryStore {
                     heartbeat,
                     streams: streams.to_vec(),
                     last_update: Some(Utc::now()),
-                    load: None,
+                    load,
                 },
             );
             Ok(())

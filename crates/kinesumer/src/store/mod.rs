@@ -29,7 +29,7 @@ use thiserror::Error;
 
 use crate::seq::Position;
 
-pub use crate::load::{LoadReport, ShardLoad};
+pub use crate::load::{Limits, LoadReport, ShardLoad};
 pub use crate::shards::{ShardInfo, StoredStart};
 
 pub use dynamo::{create_table, AppItems, DynamoStore, TableBilling, LSI_NAME};
@@ -558,7 +558,9 @@ pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static
     /// `last_update`. See [`Registration`] for the condition. `heartbeat` is 0 at a start;
     /// a rejoin sets it to the old counter + 1 (1 when there was no item), so the counter
     /// never repeats under one client id and a prune aimed at the fenced incarnation
-    /// (conditional on the counter the leader saw) misses the rejoined one.
+    /// (conditional on the counter the leader saw) misses the rejoined one. A start
+    /// removes the load report (capacity, limits: another process's, until its own
+    /// heartbeat reports them); a rejoin keeps it (the same process).
     async fn register(
         &self,
         client_id: &str,

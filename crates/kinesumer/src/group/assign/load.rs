@@ -60,6 +60,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Assignment;
+use crate::load::Limits;
 
 /// A member, for the load balancing.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +69,8 @@ pub struct LoadMember {
     pub streams: BTreeSet<String>,
     /// Its capacity (weight), > 0: its share of the load is proportional to it.
     pub capacity: f64,
+    /// The most shards and load it takes: hard limits.
+    pub limits: Limits,
 }
 
 /// A shard, for the load balancing.
@@ -124,15 +127,18 @@ pub enum MoveKind {
     Alone,
     /// The counts were uneven (rule 3).
     Count,
+    /// Its holder was over one of its limits.
+    Limit,
 }
 
 /// The result of [`assign_by_load`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadPlan {
-    /// Every member of the input, with the shards it should hold.
+    /// Every member of the input, with the shards it should hold; a shard no consumer of
+    /// its stream has room for within its limits is in no one's.
     pub assignment: Assignment,
     /// The held shards moved, (stream, shard id) → why; placements of unheld shards are
-    /// not listed.
+    /// not listed. At most `max_moves` besides those of [`MoveKind::Limit`].
     pub moved: BTreeMap<(String, String), MoveKind>,
 }
 
@@ -144,7 +150,8 @@ pub struct LoadPlan {
 /// use std::collections::{BTreeMap, BTreeSet};
 /// use kinesumer::group::assign::load::{assign_by_load, Balance, LoadInput, LoadMember, LoadShard};
 ///
-/// let member = |capacity| LoadMember { streams: BTreeSet::from(["s".to_string()]), capacity };
+/// let streams = BTreeSet::from(["s".to_string()]);
+/// let member = |capacity| LoadMember { streams: streams.clone(), capacity, limits: Default::default() };
 /// let shard = |holder: &str, load| LoadShard { holder: Some(holder.to_string()), load, cooling: false };
 /// let input = LoadInput {
 ///     members: BTreeMap::from([("a".to_string(), member(1.0)), ("b".to_string(), member(1.0))]),
@@ -163,7 +170,16 @@ pub struct LoadPlan {
 /// ```
 pub fn assign_by_load(input: &LoadInput, balance: &Balance) -> LoadPlan {
     let mut state = State::new(input, balance);
+    let shed = state.shed();
     state.place_unheld();
+    let mut limited = BTreeMap::new();
+    for (s, from) in shed {
+        let shard = &state.shards[s];
+        if shard.holder.is_some_and(|to| to != from) {
+            let key = (state.streams[shard.stream].to_owned(), shard.id.to_owned());
+            limited.insert(key, MoveKind::Limit);
+        }
+    }
     let mut moved = BTreeMap::new();
     if state.mean > 0.0 {
         // Rule 1, as one batch: kept only if it removes more than the least gain of the
@@ -180,6 +196,7 @@ pub fn assign_by_load(input: &LoadInput, balance: &Balance) -> LoadPlan {
         state.run(&mut moved, balance.max_moves, |s, _| s.alone_move());
     }
     state.run(&mut moved, balance.max_moves, |s, _| s.count_move());
+    moved.append(&mut limited);
     LoadPlan {
         assignment: state.assignment(),
         moved,
@@ -321,7 +338,11 @@ struct State<'a> {
     balance: Balance,
     ids: Vec<&'a str>,
     capacity: Vec<f64>,
-    /// Each member's share of the total load; 0 when there is no load.
+    /// Each member's most shards and most load (`usize::MAX`, infinite: none).
+    max_count: Vec<usize>,
+    max_load: Vec<f64>,
+    /// Each member's share of the total load, at most its most load; 0 when there is no
+    /// load.
     target: Vec<f64>,
     /// The total load over the total capacity: the target of capacity 1.
     mean: f64,
@@ -387,11 +408,17 @@ impl<'a> State<'a> {
             .map(|m| capacity[m])
             .sum();
         let mean = if total > 0.0 { total / weight } else { 0.0 };
-        let target = (0..ids.len())
-            .map(|m| if eligible[m] { capacity[m] * mean } else { 0.0 })
+        let limits = input.members.values().map(|m| m.limits);
+        let max_count = limits
+            .clone()
+            .map(|l| l.max_shards.unwrap_or(usize::MAX))
             .collect();
+        let max_load: Vec<f64> = limits.map(|l| l.max_units()).collect();
+        let target = shares(total, &capacity, &max_load, &eligible);
         let mut state = Self {
             balance: *balance,
+            max_count,
+            max_load,
             load: vec![0.0; ids.len()],
             held: vec![BTreeSet::new(); ids.len()],
             ids,
@@ -417,6 +444,43 @@ impl<'a> State<'a> {
         } else {
             0.0
         }
+    }
+
+    /// Whether member `m` has room for one more shard of load `l` within its limits.
+    fn fits(&self, m: usize, l: f64) -> bool {
+        self.held[m].len() < self.max_count[m] && within(self.load[m] + l, self.max_load[m])
+    }
+
+    /// Takes shards off every member over a limit, cooling or not (a limit is hard):
+    /// over its most shards, its lightest; over its most load, the lightest shard that
+    /// alone brings it within, else its heaviest, until it is within. They are unheld
+    /// now, to be placed where they fit; returns each with the member it came from.
+    fn shed(&mut self) -> Vec<(usize, usize)> {
+        let mut shed = Vec::new();
+        for m in 0..self.ids.len() {
+            loop {
+                let by_load = |a: &usize, b: &usize| {
+                    let (la, lb) = (self.shards[*a].load, self.shards[*b].load);
+                    la.total_cmp(&lb).then(a.cmp(b))
+                };
+                let held = self.held[m].iter().copied();
+                let s = if self.held[m].len() > self.max_count[m] {
+                    held.min_by(by_load)
+                } else if !within(self.load[m], self.max_load[m]) {
+                    let over = self.load[m] - self.max_load[m];
+                    let enough = held.clone().filter(|&s| self.shards[s].load >= over);
+                    enough.min_by(by_load).or_else(|| held.max_by(by_load))
+                } else {
+                    None
+                };
+                let Some(s) = s else { break };
+                self.load[m] -= self.shards[s].load;
+                self.held[m].remove(&s);
+                self.shards[s].holder = None;
+                shed.push((s, m));
+            }
+        }
+        shed
     }
 
     fn per_capacity(&self, m: usize, count: usize) -> f64 {
@@ -471,6 +535,7 @@ impl<'a> State<'a> {
             let best = self.consumers[self.shards[s].stream]
                 .iter()
                 .copied()
+                .filter(|&m| self.fits(m, load))
                 .min_by(|&a, &b| {
                     let (ka, kb) = (key(a), key(b));
                     ka.0.cmp(&kb.0)
@@ -631,7 +696,7 @@ impl<'a> State<'a> {
                 // lowest ratios are the likeliest to help.
                 let receivers = by_ratio.iter().take_while(|&&r| self.ratio(r) < rd);
                 for &r in receivers.filter(|&&r| r != d).take(PARTNERS) {
-                    if self.consumes(r, s) {
+                    if self.consumes(r, s) && self.fits(r, l) {
                         if let Some(score) = self.relief(d, r, l) {
                             keep_best(&mut best, Candidate::one(s, r, MoveKind::Load, score, l));
                         }
@@ -654,6 +719,9 @@ impl<'a> State<'a> {
             for &d in givers.take(PARTNERS) {
                 for s in self.movable(d).filter(|&s| self.consumes(r, s)) {
                     let l = self.shards[s].load;
+                    if !self.fits(r, l) {
+                        continue;
+                    }
                     if let Some(score) = self.relief(d, r, l) {
                         keep_best(&mut best, Candidate::one(s, r, MoveKind::Load, score, l));
                     }
@@ -679,7 +747,8 @@ impl<'a> State<'a> {
             for s in self.movable(d).filter(|&s| self.consumes(r, s)) {
                 for t in self.movable(r).filter(|&t| self.consumes(d, t)) {
                     let l = self.shards[s].load - self.shards[t].load;
-                    if l <= 0.0 {
+                    // Counts stay; `r` gains load `l`.
+                    if l <= 0.0 || !within(self.load[r] + l, self.max_load[r]) {
                         continue;
                     }
                     if let Some(score) = self.relief(d, r, l) {
@@ -710,7 +779,7 @@ impl<'a> State<'a> {
                 let l = self.shards[s].load;
                 let after = self.ratio(d) - l / self.target[d];
                 for &r in &self.consumers[self.shards[s].stream] {
-                    if r == d || self.target[r] <= 0.0 || heavy[r] {
+                    if r == d || self.target[r] <= 0.0 || heavy[r] || !self.fits(r, l) {
                         continue;
                     }
                     let nr = self.ratio(r) + l / self.target[r];
@@ -758,7 +827,8 @@ impl<'a> State<'a> {
                     });
                 let Some(s) = lightest else { continue };
                 let l = self.shards[s].load;
-                if (self.target[r] <= 0.0 && l > 0.0) || self.delta_phi(d, r, l) > 0.0 {
+                let raises = (self.target[r] <= 0.0 && l > 0.0) || self.delta_phi(d, r, l) > 0.0;
+                if raises || !self.fits(r, l) {
                     continue;
                 }
                 let gain = giving(d) - taking(r);
@@ -772,6 +842,49 @@ impl<'a> State<'a> {
         }
         None
     }
+}
+
+/// Whether `load` is within `max`, but for rounding (loads are kept as running sums).
+fn within(load: f64, max: f64) -> bool {
+    load <= max + 1e-9 * max.abs()
+}
+
+/// Each member's target: its capacity's part of `total`, at most its most load, the
+/// part a limit cuts off going to the others in proportion to their capacities (water
+/// filling); 0 for a member not `eligible`. When the limits add up to less than the
+/// total, each target is its limit.
+fn shares(total: f64, capacity: &[f64], max_load: &[f64], eligible: &[bool]) -> Vec<f64> {
+    let mut capped = vec![false; capacity.len()];
+    let mut rate = 0.0;
+    loop {
+        let free = |m: usize| eligible[m] && !capped[m];
+        let fixed: f64 = (0..capacity.len())
+            .filter(|&m| eligible[m] && capped[m])
+            .map(|m| max_load[m])
+            .sum();
+        let weight: f64 = (0..capacity.len())
+            .filter(|&m| free(m))
+            .map(|m| capacity[m])
+            .sum();
+        if weight <= 0.0 {
+            break;
+        }
+        rate = (total - fixed).max(0.0) / weight;
+        let newly: Vec<usize> = (0..capacity.len())
+            .filter(|&m| free(m) && capacity[m] * rate > max_load[m])
+            .collect();
+        if newly.is_empty() {
+            break;
+        }
+        newly.into_iter().for_each(|m| capped[m] = true);
+    }
+    (0..capacity.len())
+        .map(|m| match (eligible[m], capped[m]) {
+            (false, _) => 0.0,
+            (true, true) => max_load[m],
+            (true, false) => capacity[m] * rate,
+        })
+        .collect()
 }
 
 /// Keeps the better of `best` and `c`: the higher score, then the lighter load moved (a
@@ -814,7 +927,15 @@ mod tests {
                 .enumerate()
                 .map(|(i, &capacity)| {
                     let streams = streams.clone();
-                    (format!("m{i}"), LoadMember { streams, capacity })
+                    let limits = Limits::default();
+                    (
+                        format!("m{i}"),
+                        LoadMember {
+                            streams,
+                            capacity,
+                            limits,
+                        },
+                    )
                 })
                 .collect(),
             shards: BTreeMap::from([(
@@ -880,7 +1001,7 @@ mod tests {
                 }
             }
             let plan = assign_by_load(&current, &BALANCE);
-            assert!(plan.moved.len() <= BALANCE.max_moves);
+            assert!(rule_moves(&plan) <= BALANCE.max_moves);
             if plan.moved.is_empty() && moved_at.is_empty() {
                 return (plan.assignment, moves, moved_load);
             }
@@ -894,6 +1015,58 @@ mod tests {
             current = held_as(&current, &plan.assignment);
         }
         panic!("no fixed point after 500 plans");
+    }
+
+    /// The moves counted against the budget: all but those off a member over a limit.
+    fn rule_moves(plan: &LoadPlan) -> usize {
+        plan.moved
+            .values()
+            .filter(|&&k| k != MoveKind::Limit)
+            .count()
+    }
+
+    /// [`inputs`] with limits: each member without, with a most shards (1–4), a most
+    /// load (0.1–1.5 shard units), or both.
+    fn limited_inputs(members: usize, shards: usize) -> impl Strategy<Value = LoadInput> {
+        let limits = (
+            proptest::option::of(1..=4usize),
+            proptest::option::of(0.1..1.5f64),
+        );
+        (inputs(members, shards), vec(limits, members)).prop_map(|(mut input, limits)| {
+            for (member, (max_shards, max_units)) in input.members.values_mut().zip(limits) {
+                member.limits = Limits {
+                    max_shards,
+                    max_bytes_per_sec: max_units.map(|u| u * 1_048_576.0),
+                };
+            }
+            input
+        })
+    }
+
+    /// Whether every member of `plan` is within its limits.
+    fn within_limits(input: &LoadInput, plan: &Assignment) -> Result<(), TestCaseError> {
+        for (m, held) in member_loads(input, plan) {
+            let limits = input.members[&m].limits;
+            let load: f64 = held.iter().sum();
+            prop_assert!(
+                held.len() <= limits.max_shards.unwrap_or(usize::MAX),
+                "{m}: {} shards",
+                held.len()
+            );
+            prop_assert!(
+                within(load, limits.max_units()),
+                "{m}: load {load} over {}",
+                limits.max_units()
+            );
+        }
+        Ok(())
+    }
+
+    fn planned(plan: &Assignment) -> usize {
+        plan.values()
+            .flat_map(|s| s.values())
+            .map(BTreeSet::len)
+            .sum()
     }
 
     fn member_loads(input: &LoadInput, plan: &Assignment) -> BTreeMap<String, Vec<f64>> {
@@ -1012,7 +1185,7 @@ mod tests {
             prop_assert!(input.members.keys().eq(plan.assignment.keys()));
             let planned: usize = plan.assignment.values().flat_map(|s| s.values()).map(BTreeSet::len).sum();
             prop_assert_eq!(planned, input.shards.values().map(BTreeMap::len).sum::<usize>());
-            prop_assert!(plan.moved.len() <= BALANCE.max_moves);
+            prop_assert!(rule_moves(&plan) <= BALANCE.max_moves);
         }
 
         #[test]
@@ -1081,7 +1254,8 @@ mod tests {
             // of any plan at least as close to the bands, by brute force.
             let mut joined = held_as(&input, &plan);
             let streams = BTreeSet::from(["s".into()]);
-            joined.members.insert("joiner".into(), LoadMember { streams, capacity });
+            let limits = Limits::default();
+            joined.members.insert("joiner".into(), LoadMember { streams, capacity, limits });
             let (after, moves, moved) = converge(&joined);
             let (fewest, least) = fewest_as_good(&joined, excess(&joined, &member_sums(&joined, &after)));
             // Mostly the fewest handoffs, at most three times as many — unless it moved
@@ -1109,6 +1283,50 @@ mod tests {
             let hot = format!("shard-{:02}", shards.len() - 1);
             let (holder, held) = plan.iter().find(|(_, s)| s.get("s").is_some_and(|s| s.contains(&hot))).unwrap();
             prop_assert_eq!(held["s"].len(), 1, "{} holds {:?}", holder, held);
+        }
+
+        /// Limits are exact: no plan, from any holders (over limits too), puts a member
+        /// over one, nor does any plan on the way to a fixed point; and the plan reached
+        /// with limits is a fixed point too.
+        #[test]
+        fn never_over_a_limit(input in limited_inputs(6, 30)) {
+            within_limits(&input, &assign_by_load(&input, &BALANCE).assignment)?;
+            let (plan, ..) = converge(&input);
+            within_limits(&input, &plan)?;
+            let again = assign_by_load(&held_as(&input, &plan), &BALANCE);
+            prop_assert!(again.moved.is_empty());
+        }
+
+        /// Feasible by shard limits is exact: the limits add up to the shards (a member
+        /// without a limit takes any number), and then every shard is planned.
+        #[test]
+        fn every_shard_planned_when_the_shard_limits_add_up(input in limited_inputs(6, 30)) {
+            let mut input = input;
+            input.members.values_mut().for_each(|m| m.limits.max_bytes_per_sec = None);
+            let room = input.members.values().map(|m| m.limits.max_shards.unwrap_or(usize::MAX)).fold(0, usize::saturating_add);
+            let shards = input.shards["s"].len();
+            let plan = assign_by_load(&input, &BALANCE);
+            if room >= shards {
+                prop_assert_eq!(planned(&plan.assignment), shards);
+            }
+        }
+
+        /// Feasible by load limits, as defined here: the room every member has beyond the
+        /// heaviest shard adds up to the total load, Σ max(0, limit − heaviest) ≥ Σ load.
+        /// Then, heaviest first, a shard always finds a member with room, and every shard
+        /// is planned. (Whether any packing exists is bin packing, NP-hard: a feasible plan
+        /// that needs the one exact packing may be missed, and its shards left unplanned.)
+        #[test]
+        fn every_shard_planned_when_the_load_limits_leave_room_for_the_heaviest(input in limited_inputs(6, 30)) {
+            let mut input = input;
+            input.members.values_mut().for_each(|m| m.limits.max_shards = None);
+            let loads = input.shards["s"].values().map(|s| s.load);
+            let (total, heaviest) = loads.fold((0.0, 0.0), |(t, h), l| (t + l, f64::max(h, l)));
+            let room: f64 = input.members.values().map(|m| (m.limits.max_units() - heaviest).max(0.0)).sum();
+            let plan = assign_by_load(&input, &BALANCE);
+            if room >= total {
+                prop_assert_eq!(planned(&plan.assignment), input.shards["s"].len());
+            }
         }
 
         #[test]

@@ -45,6 +45,7 @@ use rand::SeedableRng;
 
 use crate::group::assign::load::{self, assign_by_load, Balance, LoadInput, LoadMember, LoadShard};
 use crate::group::assign::{self, AssignInput, Assignment};
+use crate::load::Limits;
 
 const STREAM: &str = "scale";
 
@@ -155,7 +156,15 @@ impl Group {
             .iter()
             .map(|(id, &capacity)| {
                 let streams = streams.clone();
-                (id.clone(), LoadMember { streams, capacity })
+                let limits = Limits::default();
+                (
+                    id.clone(),
+                    LoadMember {
+                        streams,
+                        capacity,
+                        limits,
+                    },
+                )
             })
             .collect();
         let shards = (0..loads.len())

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::super::{
-    format_time, parse_time, LeaseItem, LoadReport, LockItem, MemberItem, Owner, PlannedShard,
-    ShardCache, ShardInfo, ShardRef, StoreError, StoredStart,
+    format_time, parse_time, LeaseItem, Limits, LoadReport, LockItem, MemberItem, Owner,
+    PlannedShard, ShardCache, ShardInfo, ShardRef, StoreError, StoredStart,
 };
 use crate::seq::{Position, SequenceNumber};
 
@@ -32,6 +32,8 @@ pub(super) mod attr {
     pub(crate) const VERSION: &str = "version";
     pub(crate) const CAPACITY: &str = "capacity";
     pub(crate) const LOAD: &str = "load";
+    pub(crate) const MAX_SHARDS: &str = "max_shards";
+    pub(crate) const MAX_BYTES_PER_SEC: &str = "max_bytes_per_sec";
     // lock, lease
     pub(crate) const OWNER: &str = "owner";
     pub(crate) const TERM: &str = "term";
@@ -247,9 +249,16 @@ pub(super) fn member(item: &Item) -> Result<MemberItem, StoreError> {
         streams: a.string_list(attr::STREAMS)?,
         last_update: a.time(attr::LAST_UPDATE)?,
         load: match (a.n::<f64>(attr::CAPACITY)?, a.s(attr::LOAD)?) {
-            (Some(capacity), Some(json)) => Some(
-                LoadReport::from_json(capacity, json).map_err(|e| a.malformed(attr::LOAD, e))?,
-            ),
+            (Some(capacity), Some(json)) => {
+                let limits = Limits {
+                    max_shards: a.n(attr::MAX_SHARDS)?,
+                    max_bytes_per_sec: a.n(attr::MAX_BYTES_PER_SEC)?,
+                };
+                Some(
+                    LoadReport::from_json(capacity, limits, json)
+                        .map_err(|e| a.malformed(attr::LOAD, e))?,
+                )
+            }
             _ => None,
         },
         client_id,
