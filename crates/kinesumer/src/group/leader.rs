@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::assign::load::Balance;
-use super::plan::{self, LoadView, Observed, PlannedMove, Seen};
+use super::plan::{self, LoadView, Observed, PlannedMove, Planner, Seen};
 use super::Ctx;
 use crate::backoff::Backoff;
 use crate::config::{Balancing, Config, InitialPosition};
@@ -85,6 +85,8 @@ pub(crate) struct Leader {
     /// (stream, shard id) → the member its pending move was announced to: each move is
     /// logged and sent as an event once, not at every tick until the take.
     announced: BTreeMap<(String, String), String>,
+    /// What planning keeps from one tick to the next.
+    planner: Planner,
 }
 
 impl Leader {
@@ -103,6 +105,7 @@ impl Leader {
             moved_at: BTreeMap::new(),
             cooling: BTreeMap::new(),
             announced: BTreeMap::new(),
+            planner: Planner::default(),
         }
     }
 
@@ -151,6 +154,8 @@ impl Leader {
                 self.learn_loads(&members, &leases);
             }
             self.cool(now, ctx.cfg.load_window);
+            // Taken out for the plan, which borrows the rest of what the leader observed.
+            let mut planner = std::mem::take(&mut self.planner);
             let observed = self.observed(now, failover, ctx.cfg.initial_position, &leases);
             let observed = Observed {
                 load: balance.map(|balance| LoadView {
@@ -160,9 +165,10 @@ impl Leader {
                 }),
                 ..observed
             };
-            let mut planned = plan::plan(&observed);
+            let planned = planner.plan(&observed);
             let plans = planned.changed(&self.written);
-            let moves = std::mem::take(&mut planned.moves);
+            let moves = planned.moves.to_vec();
+            self.planner = planner;
             self.write_plans(ctx, fence, plans).await?;
             self.announce(ctx, moves, now);
         } else {
@@ -754,7 +760,9 @@ mod tests {
         initial: InitialPosition,
         leases: &BTreeMap<String, BTreeMap<String, LeaseItem>>,
     ) -> BTreeMap<String, PlanItem> {
-        plan::plan(&l.observed(now, failover, initial, leases)).changed(&l.written)
+        Planner::default()
+            .plan(&l.observed(now, failover, initial, leases))
+            .changed(&l.written)
     }
 
     #[test]
@@ -951,10 +959,12 @@ mod tests {
             done,
         ]);
         let observed = l.observed(FAILOVER, FAILOVER, InitialPosition::Latest, &held);
-        let reasons: BTreeMap<String, (Option<String>, MoveReason)> = plan::plan(&observed)
+        let mut planner = Planner::default();
+        let reasons: BTreeMap<String, (Option<String>, MoveReason)> = planner
+            .plan(&observed)
             .moves
-            .into_iter()
-            .map(|m| (m.shard_id, (m.from, m.reason)))
+            .iter()
+            .map(|m| (m.shard_id.clone(), (m.from.clone(), m.reason)))
             .collect();
         let expected = BTreeMap::from([
             (
