@@ -85,6 +85,8 @@ pub(crate) struct Leader {
     /// (stream, shard id) → the member its pending move was announced to: each move is
     /// logged and sent as an event once, not at every tick until the take.
     announced: BTreeMap<(String, String), String>,
+    /// Stream → shard id → lease, as last read: refilled in place each tick.
+    leases: BTreeMap<String, BTreeMap<String, LeaseItem>>,
     /// What planning keeps from one tick to the next.
     planner: Planner,
 }
@@ -105,6 +107,7 @@ impl Leader {
             moved_at: BTreeMap::new(),
             cooling: BTreeMap::new(),
             announced: BTreeMap::new(),
+            leases: BTreeMap::new(),
             planner: Planner::default(),
         }
     }
@@ -132,18 +135,15 @@ impl Leader {
             .filter(|(id, m)| plan::alive(self.deposed.as_ref(), id, m, now, failover))
             .flat_map(|(_, m)| m.streams.iter().cloned())
             .collect();
-        let mut leases = BTreeMap::new();
+        // Last tick's maps, refilled: a failed read drops them, and the next tick builds
+        // them anew.
+        let mut leases = std::mem::take(&mut self.leases);
+        leases.retain(|stream, _| streams.contains(stream));
         for stream in &streams {
             let items = ctx
                 .timed(Operation::Leases, ctx.store.leases(stream))
                 .await?;
-            leases.insert(
-                stream.clone(),
-                items
-                    .into_iter()
-                    .map(|l| (l.shard_id.clone(), l))
-                    .collect::<BTreeMap<_, _>>(),
-            );
+            refill(leases.entry(stream.clone()).or_default(), items);
         }
         // A stream whose shards are not known at all (its listing failed, and no shard
         // cache is stored) would be missing from every plan, and its holders would release
@@ -152,8 +152,8 @@ impl Leader {
             let balance = balance(&ctx.cfg);
             if balance.is_some() {
                 self.learn_loads(&members, &leases);
+                self.cool(now, ctx.cfg.load_window);
             }
-            self.cool(now, ctx.cfg.load_window);
             // Taken out for the plan, which borrows the rest of what the leader observed.
             let mut planner = std::mem::take(&mut self.planner);
             let observed = self.observed(now, failover, ctx.cfg.initial_position, &leases);
@@ -167,13 +167,18 @@ impl Leader {
             };
             let planned = planner.plan(&observed);
             let plans = planned.changed(&self.written);
-            let moves = planned.moves.to_vec();
-            self.planner = planner;
+            let moved = planned.moved;
+            // A tick that fails here plans from scratch next time.
             self.write_plans(ctx, fence, plans).await?;
-            self.announce(ctx, moves, now);
+            // Moves not derived anew are the last tick's, every one announced already.
+            if moved {
+                self.announce(ctx, planner.moves(), now, balance.is_some());
+            }
+            self.planner = planner;
         } else {
             debug!("a stream's shards are unknown; no plan is written this tick");
         }
+        self.leases = leases;
         for client_id in left {
             self.delete_plan(ctx, fence, &client_id).await?;
         }
@@ -230,8 +235,9 @@ impl Leader {
             .collect();
     }
 
-    /// Logs and sends an event for each move not announced yet, and starts its cooling.
-    fn announce(&mut self, ctx: &Ctx, moves: Vec<PlannedMove>, now: Duration) {
+    /// Logs and sends an event for each move not announced yet, and starts its cooling
+    /// when the group balances by load (`cools`).
+    fn announce(&mut self, ctx: &Ctx, moves: &[PlannedMove], now: Duration, cools: bool) {
         let pending: BTreeSet<(&str, &str)> = moves
             .iter()
             .map(|m| (m.stream.as_str(), m.shard_id.as_str()))
@@ -251,14 +257,16 @@ impl Leader {
             } else {
                 info!(stream = %m.stream, shard = %m.shard_id, from, to = %m.to, reason = %m.reason, "shard moved");
             }
-            let moved = self.moved_at.entry(m.stream.clone()).or_default();
-            moved.insert(m.shard_id.clone(), now);
+            if cools {
+                let moved = self.moved_at.entry(m.stream.clone()).or_default();
+                moved.insert(m.shard_id.clone(), now);
+            }
             self.announced.insert(key, m.to.clone());
             ctx.signals.event(Event::ShardMoved {
-                stream: m.stream,
-                shard_id: m.shard_id,
-                from: m.from,
-                to: m.to,
+                stream: m.stream.clone(),
+                shard_id: m.shard_id.clone(),
+                from: m.from.clone(),
+                to: m.to.clone(),
                 reason: m.reason,
             });
         }
@@ -575,6 +583,21 @@ impl Leader {
             }
         }
         Ok(())
+    }
+}
+
+/// Makes `leases` the stream's leases as just read (`items`). The store reads them in
+/// shard id order, so when the same shards are leased as last tick every item replaces
+/// the last one in place: no key is cloned and no map is built at each tick.
+fn refill(leases: &mut BTreeMap<String, LeaseItem>, items: Vec<LeaseItem>) {
+    let same =
+        leases.len() == items.len() && leases.keys().zip(&items).all(|(id, l)| *id == l.shard_id);
+    if same {
+        for (lease, item) in leases.values_mut().zip(items) {
+            *lease = item;
+        }
+    } else {
+        *leases = items.into_iter().map(|l| (l.shard_id.clone(), l)).collect();
     }
 }
 
@@ -960,9 +983,9 @@ mod tests {
         ]);
         let observed = l.observed(FAILOVER, FAILOVER, InitialPosition::Latest, &held);
         let mut planner = Planner::default();
+        planner.plan(&observed);
         let reasons: BTreeMap<String, (Option<String>, MoveReason)> = planner
-            .plan(&observed)
-            .moves
+            .moves()
             .iter()
             .map(|m| (m.shard_id.clone(), (m.from.clone(), m.reason)))
             .collect();

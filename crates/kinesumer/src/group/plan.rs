@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
+use foldhash::fast::FixedState;
+
 use super::assign::load::{self, Balance, LoadInput, LoadMember, LoadShard, MoveKind};
 use super::assign::{self, AssignInput, Assignment};
 use crate::config::InitialPosition;
@@ -170,7 +172,7 @@ struct StreamState {
     /// In shard id order: the order of the stream's shards in [`Planner::input`].
     candidates: Vec<Candidate>,
     /// Shard id → its position in `candidates`.
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, FixedState>,
 }
 
 /// One eligible shard as judged: its plan entry, its live holder, why it would move.
@@ -193,6 +195,9 @@ struct Derived {
     kinds: BTreeMap<(String, String), MoveKind>,
     moves: Vec<PlannedMove>,
     releases: HashMap<String, Vec<ShardRef>>,
+    /// Each assigned shard's position in its stream's candidates, in the assignment's
+    /// order: the plans find their entries without a lookup.
+    positions: Vec<usize>,
 }
 
 /// What changed in one plan's update, and so what must be derived again.
@@ -207,8 +212,9 @@ struct Changed {
 impl StreamState {
     /// The stream's eligible shards from its listing and finished shards, none judged yet.
     fn new(listing: &[ShardInfo], finished: BTreeSet<String>) -> Self {
-        let listed: HashSet<&str> = listing.iter().map(|s| s.shard_id.as_str()).collect();
-        let position: HashMap<&str, usize> = listing
+        let listed: HashSet<&str, FixedState> =
+            listing.iter().map(|s| s.shard_id.as_str()).collect();
+        let position: HashMap<&str, usize, FixedState> = listing
             .iter()
             .enumerate()
             .map(|(i, s)| (s.shard_id.as_str(), i))
@@ -244,10 +250,6 @@ impl StreamState {
             candidates,
             index,
         }
-    }
-
-    fn candidate(&self, shard_id: &str) -> &Candidate {
-        &self.candidates[self.index[shard_id]]
     }
 }
 
@@ -360,7 +362,8 @@ impl Planner {
                 &mut changed,
             );
         }
-        if changed.input || changed.candidates || obs.load.is_some() {
+        let moved = changed.input || changed.candidates || obs.load.is_some();
+        if moved {
             self.derive(obs, changed);
         }
         let derived = self.derived.as_ref().expect("just derived");
@@ -368,9 +371,8 @@ impl Planner {
             term: obs.term,
             members: obs.members,
             streams: &self.streams,
-            assignment: &derived.assignment,
-            releases: &derived.releases,
-            moves: &derived.moves,
+            derived,
+            moved,
         }
     }
 
@@ -393,16 +395,23 @@ impl Planner {
                     kinds,
                     moves: Vec::new(),
                     releases: HashMap::new(),
+                    positions: Vec::new(),
                 }
             }
         };
-        let moves = planned_moves(&self.streams, &self.input, &derived);
-        let releases = releases(&self.streams, &derived.assignment);
+        let (moves, releases, positions) = moves_and_releases(&self.streams, &self.input, &derived);
         self.derived = Some(Derived {
             moves,
             releases,
+            positions,
             ..derived
         });
+    }
+
+    /// The shards the last plan put onto another member than their preferred holder,
+    /// and why.
+    pub(super) fn moves(&self) -> &[PlannedMove] {
+        self.derived.as_ref().map_or(&[], |d| &d.moves)
     }
 }
 
@@ -419,7 +428,7 @@ fn judge_stream(
 ) {
     // An owner is judged once per stream: the judgement depends on whether it still
     // consumes this stream.
-    let mut judged_owners: HashMap<&Owner, Judged> = HashMap::new();
+    let mut judged_owners: HashMap<&Owner, Judged, FixedState> = HashMap::default();
     // Both are in shard id order: each shard's lease is found by walking the leases once.
     let mut leased = leases.iter().peekable();
     for (c, (shard_id, preferred)) in state.candidates.iter_mut().zip(shards.iter_mut()) {
@@ -524,19 +533,40 @@ pub(super) struct PlannedMove {
     pub(super) reason: MoveReason,
 }
 
-/// Every shard the assignment gives to a member other than its preferred holder.
-fn planned_moves(
+/// A client id (or none) for each of a stream's candidates, by position.
+type ByPosition<'a> = Vec<Option<&'a str>>;
+
+/// Every shard the assignment gives to a member other than its preferred holder, in
+/// the assignment's order; and the releases: a live holder whose shard is planned
+/// elsewhere (or no longer planned) is told to release it, even if it does not know it
+/// holds it (scenario 22). Last, each assigned shard's position in its stream's
+/// candidates, in the assignment's order.
+fn moves_and_releases(
     streams: &BTreeMap<String, StreamState>,
     input: &AssignInput,
     derived: &Derived,
-) -> Vec<PlannedMove> {
+) -> (Vec<PlannedMove>, HashMap<String, Vec<ShardRef>>, Vec<usize>) {
+    // Per stream, by position in its candidates: the preferred holder and the member
+    // the assignment gives the shard to.
+    let mut holders: BTreeMap<&str, (ByPosition<'_>, ByPosition<'_>)> = input
+        .shards
+        .iter()
+        .map(|(stream, shards)| {
+            let preferred = shards.values().map(Option::as_deref).collect();
+            (stream.as_str(), (preferred, vec![None; shards.len()]))
+        })
+        .collect();
     let mut moves = Vec::new();
+    let mut positions = Vec::new();
     for (to, planned) in &derived.assignment {
         for (stream, shards) in planned {
             let state = &streams[stream];
-            let preferred = &input.shards[stream];
+            let (preferred, planned_to) = holders.get_mut(stream.as_str()).expect("a stream");
             for shard_id in shards {
-                if preferred[shard_id].as_ref() == Some(to) {
+                let i = state.index[shard_id.as_str()];
+                positions.push(i);
+                planned_to[i] = Some(to.as_str());
+                if preferred[i] == Some(to.as_str()) {
                     continue;
                 }
                 // Balancing by count moves no shard for its load: no key to build.
@@ -547,7 +577,7 @@ fn planned_moves(
                         .get(&(stream.clone(), shard_id.clone()))
                         .copied(),
                 };
-                let candidate = state.candidate(shard_id);
+                let candidate = &state.candidates[i];
                 moves.push(PlannedMove {
                     stream: stream.clone(),
                     shard_id: shard_id.clone(),
@@ -558,33 +588,20 @@ fn planned_moves(
             }
         }
     }
-    moves
-}
-
-/// A live holder whose shard is planned elsewhere (or no longer planned) is told to
-/// release it, even if it does not know it holds it (scenario 22).
-fn releases(
-    streams: &BTreeMap<String, StreamState>,
-    assignment: &Assignment,
-) -> HashMap<String, Vec<ShardRef>> {
     let mut releases: HashMap<String, Vec<ShardRef>> = HashMap::new();
     for (stream, state) in streams {
-        for c in &state.candidates {
+        let (_, planned_to) = &holders[stream.as_str()];
+        for (c, to) in state.candidates.iter().zip(planned_to) {
             let Some(holder) = &c.holder else { continue };
-            let shard_id = &c.entry.shard_id;
-            let kept = assignment
-                .get(holder)
-                .and_then(|s| s.get(stream))
-                .is_some_and(|s| s.contains(shard_id));
-            if !kept {
+            if *to != Some(holder.as_str()) {
                 releases.entry(holder.clone()).or_default().push(ShardRef {
                     stream: stream.clone(),
-                    shard_id: shard_id.clone(),
+                    shard_id: c.entry.shard_id.clone(),
                 });
             }
         }
     }
-    releases
+    (moves, releases, positions)
 }
 
 /// Every member's plan of one tick, borrowing from the planner and what was observed.
@@ -593,10 +610,9 @@ pub(super) struct Plans<'a> {
     term: u64,
     members: &'a BTreeMap<String, Seen>,
     streams: &'a BTreeMap<String, StreamState>,
-    assignment: &'a Assignment,
-    releases: &'a HashMap<String, Vec<ShardRef>>,
-    /// The shards planned onto another member than their preferred holder, and why.
-    pub(super) moves: &'a [PlannedMove],
+    derived: &'a Derived,
+    /// The moves were derived anew: otherwise [`Planner::moves`] are the last plan's.
+    pub(super) moved: bool,
 }
 
 impl Plans<'_> {
@@ -608,19 +624,19 @@ impl Plans<'_> {
         written: &BTreeMap<String, PlanItem>,
     ) -> BTreeMap<String, PlanItem> {
         let mut plans = BTreeMap::new();
-        for (client_id, streams) in self.assignment {
+        let mut positions = self.derived.positions.iter();
+        for (client_id, streams) in &self.derived.assignment {
             let token = self.members[client_id]
                 .incarnation
                 .as_deref()
                 .unwrap_or_default();
-            let release = self.releases.get(client_id).map_or(&[][..], Vec::as_slice);
+            let release = (self.derived.releases.get(client_id)).map_or(&[][..], Vec::as_slice);
             let streams: Vec<(&String, Vec<&PlannedShard>)> = streams
                 .iter()
                 .map(|(stream, shards)| {
-                    let state = &self.streams[stream];
-                    let planned: Vec<&PlannedShard> = shards
-                        .iter()
-                        .map(|shard| &state.candidate(shard).entry)
+                    let candidates = &self.streams[stream].candidates;
+                    let planned: Vec<&PlannedShard> = (positions.by_ref().take(shards.len()))
+                        .map(|&i| &candidates[i].entry)
                         .collect();
                     (stream, planned)
                 })
@@ -976,10 +992,9 @@ mod tests {
                     ..c.observed()
                 };
                 let mut fresh = Planner::default();
-                let (planned, expected) = (kept.plan(&obs), fresh.plan(&obs));
-                prop_assert_eq!(planned.moves, expected.moves);
-                let plans = planned.changed(&written);
-                prop_assert_eq!(&plans, &expected.changed(&written));
+                let plans = kept.plan(&obs).changed(&written);
+                prop_assert_eq!(&plans, &fresh.plan(&obs).changed(&written));
+                prop_assert_eq!(kept.moves(), fresh.moves());
                 written.extend(plans);
             }
         }
