@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p kinesumer-bench --bin scale [-- --max-members 100 --max-shards 1000]
-//!     [--only protocol|balance]
+//!     [--min-members 1000 --min-shards 10000] [--only protocol|balance]
 //! ```
 //!
 //! Two tables: the protocol (`sim::scale::run`), and balancing on skewed loads by count,
@@ -24,14 +24,17 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 /// The sizes to run, within the limits given on the command line.
 fn sizes() -> Vec<(usize, usize)> {
-    let max_members = arg("--max-members", 1000) as usize;
-    let max_shards = arg("--max-shards", 10_000) as usize;
-    let members = [10, 100, 1000].into_iter().filter(|&m| m <= max_members);
-    members
-        .flat_map(|m| {
-            let shards = [100, 1000, 10_000].into_iter().filter(|&s| s <= max_shards);
-            shards.map(move |s| (m, s))
-        })
+    let within = |name: &str, sizes: [usize; 3]| {
+        let (min, max) = (
+            arg(&format!("--min-{name}"), 0),
+            arg(&format!("--max-{name}"), u64::MAX),
+        );
+        sizes
+            .into_iter()
+            .filter(move |&n| (min..=max).contains(&(n as u64)))
+    };
+    within("members", [10, 100, 1000])
+        .flat_map(|m| within("shards", [100, 1000, 10_000]).map(move |s| (m, s)))
         .collect()
 }
 

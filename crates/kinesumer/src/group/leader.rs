@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::assign::load::Balance;
-use super::plan::{self, LoadView, Observed, PlannedMove, Seen};
+use super::plan::{self, LoadView, Observed, PlannedMove, Planner, Seen};
 use super::Ctx;
 use crate::backoff::Backoff;
 use crate::config::{Balancing, Config, InitialPosition};
@@ -88,6 +88,10 @@ pub(crate) struct Leader {
     /// The shards the last plan gave to no one (every consumer at a limit): warned of
     /// when the number changes, not every tick.
     unplanned: usize,
+    /// Stream → shard id → lease, as last read: refilled in place each tick.
+    leases: BTreeMap<String, BTreeMap<String, LeaseItem>>,
+    /// What planning keeps from one tick to the next.
+    planner: Planner,
 }
 
 impl Leader {
@@ -107,6 +111,8 @@ impl Leader {
             cooling: BTreeMap::new(),
             announced: BTreeMap::new(),
             unplanned: 0,
+            leases: BTreeMap::new(),
+            planner: Planner::default(),
         }
     }
 
@@ -134,18 +140,15 @@ impl Leader {
             .filter(|(id, m)| plan::alive(self.deposed.as_ref(), id, m, now, failover))
             .flat_map(|(_, m)| m.streams.iter().cloned())
             .collect();
-        let mut leases = BTreeMap::new();
+        // Last tick's maps, refilled: a failed read drops them, and the next tick builds
+        // them anew.
+        let mut leases = std::mem::take(&mut self.leases);
+        leases.retain(|stream, _| streams.contains(stream));
         for stream in &streams {
             let items = ctx
                 .timed(Operation::Leases, ctx.store.leases(stream))
                 .await?;
-            leases.insert(
-                stream.clone(),
-                items
-                    .into_iter()
-                    .map(|l| (l.shard_id.clone(), l))
-                    .collect::<BTreeMap<_, _>>(),
-            );
+            refill(leases.entry(stream.clone()).or_default(), items);
         }
         // A stream whose shards are not known at all (its listing failed, and no shard
         // cache is stored) would be missing from every plan, and its holders would release
@@ -154,8 +157,10 @@ impl Leader {
             let balance = balance(&ctx.cfg);
             if balance.is_some() {
                 self.learn_loads(&members, &leases);
+                self.cool(now, ctx.cfg.load_window);
             }
-            self.cool(now, ctx.cfg.load_window);
+            // Taken out for the plan, which borrows the rest of what the leader observed.
+            let mut planner = std::mem::take(&mut self.planner);
             let observed = self.observed(now, failover, ctx.cfg.initial_position, &leases);
             let observed = Observed {
                 load: balance.map(|balance| LoadView {
@@ -165,15 +170,21 @@ impl Leader {
                 }),
                 ..observed
             };
-            let mut planned = plan::plan(&observed);
+            let planned = planner.plan(&observed);
             let plans = planned.changed(&self.written);
-            let moves = std::mem::take(&mut planned.moves);
+            let moved = planned.moved;
             self.short_of_capacity(ctx, planned.unplanned);
+            // A tick that fails here plans from scratch next time.
             self.write_plans(ctx, fence, plans).await?;
-            self.announce(ctx, moves, now);
+            // Moves not derived anew are the last tick's, every one announced already.
+            if moved {
+                self.announce(ctx, planner.moves(), now, balance.is_some());
+            }
+            self.planner = planner;
         } else {
             debug!("a stream's shards are unknown; no plan is written this tick");
         }
+        self.leases = leases;
         for client_id in left {
             self.delete_plan(ctx, fence, &client_id).await?;
         }
@@ -246,8 +257,9 @@ impl Leader {
         crate::metrics::unplanned_shards(&ctx.cfg.app, unplanned);
     }
 
-    /// Logs and sends an event for each move not announced yet, and starts its cooling.
-    fn announce(&mut self, ctx: &Ctx, moves: Vec<PlannedMove>, now: Duration) {
+    /// Logs and sends an event for each move not announced yet, and starts its cooling
+    /// when the group balances by load (`cools`).
+    fn announce(&mut self, ctx: &Ctx, moves: &[PlannedMove], now: Duration, cools: bool) {
         let pending: BTreeSet<(&str, &str)> = moves
             .iter()
             .map(|m| (m.stream.as_str(), m.shard_id.as_str()))
@@ -267,14 +279,16 @@ impl Leader {
             } else {
                 info!(stream = %m.stream, shard = %m.shard_id, from, to = %m.to, reason = %m.reason, "shard moved");
             }
-            let moved = self.moved_at.entry(m.stream.clone()).or_default();
-            moved.insert(m.shard_id.clone(), now);
+            if cools {
+                let moved = self.moved_at.entry(m.stream.clone()).or_default();
+                moved.insert(m.shard_id.clone(), now);
+            }
             self.announced.insert(key, m.to.clone());
             ctx.signals.event(Event::ShardMoved {
-                stream: m.stream,
-                shard_id: m.shard_id,
-                from: m.from,
-                to: m.to,
+                stream: m.stream.clone(),
+                shard_id: m.shard_id.clone(),
+                from: m.from.clone(),
+                to: m.to.clone(),
                 reason: m.reason,
             });
         }
@@ -606,6 +620,21 @@ impl Leader {
     }
 }
 
+/// Makes `leases` the stream's leases as just read (`items`). The store reads them in
+/// shard id order, so when the same shards are leased as last tick every item replaces
+/// the last one in place: no key is cloned and no map is built at each tick.
+fn refill(leases: &mut BTreeMap<String, LeaseItem>, items: Vec<LeaseItem>) {
+    let same =
+        leases.len() == items.len() && leases.keys().zip(&items).all(|(id, l)| *id == l.shard_id);
+    if same {
+        for (lease, item) in leases.values_mut().zip(items) {
+            *lease = item;
+        }
+    } else {
+        *leases = items.into_iter().map(|l| (l.shard_id.clone(), l)).collect();
+    }
+}
+
 /// The knobs of the load balancing, when the group balances by load.
 fn balance(cfg: &Config) -> Option<Balance> {
     (cfg.balance == Balancing::Load).then(|| Balance {
@@ -788,7 +817,9 @@ mod tests {
         initial: InitialPosition,
         leases: &BTreeMap<String, BTreeMap<String, LeaseItem>>,
     ) -> BTreeMap<String, PlanItem> {
-        plan::plan(&l.observed(now, failover, initial, leases)).changed(&l.written)
+        Planner::default()
+            .plan(&l.observed(now, failover, initial, leases))
+            .changed(&l.written)
     }
 
     #[test]
@@ -1015,10 +1046,12 @@ mod tests {
             done,
         ]);
         let observed = l.observed(FAILOVER, FAILOVER, InitialPosition::Latest, &held);
-        let reasons: BTreeMap<String, (Option<String>, MoveReason)> = plan::plan(&observed)
-            .moves
-            .into_iter()
-            .map(|m| (m.shard_id, (m.from, m.reason)))
+        let mut planner = Planner::default();
+        planner.plan(&observed);
+        let reasons: BTreeMap<String, (Option<String>, MoveReason)> = planner
+            .moves()
+            .iter()
+            .map(|m| (m.shard_id.clone(), (m.from.clone(), m.reason)))
             .collect();
         let expected = BTreeMap::from([
             (
@@ -1054,10 +1087,12 @@ mod tests {
                 .into(),
         );
         let observed = l.observed(Duration::ZERO, FAILOVER, InitialPosition::Latest, &held);
-        let moves: Vec<(Option<String>, String, MoveReason)> = plan::plan(&observed)
-            .moves
-            .into_iter()
-            .map(|m| (m.from, m.to, m.reason))
+        let mut planner = Planner::default();
+        planner.plan(&observed);
+        let moves: Vec<(Option<String>, String, MoveReason)> = planner
+            .moves()
+            .iter()
+            .map(|m| (m.from.clone(), m.to.clone(), m.reason))
             .collect();
         let off_a = (Some("a".to_string()), "b".to_string(), MoveReason::Limit);
         assert_eq!(moves, vec![off_a.clone(), off_a]);

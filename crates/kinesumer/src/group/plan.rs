@@ -9,10 +9,14 @@
 //! ```
 //!
 //! The leader ([`super::leader`]) does the I/O: it reads, lists, and writes what
-//! [`Plans::changed`] returns.
+//! [`Plans::changed`] returns. It keeps a [`Planner`] for its term, which redoes each
+//! step only where what it depends on changed since the last tick; the plans are those
+//! of a planner that knows nothing (proptested).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
+
+use foldhash::fast::FixedState;
 
 use super::assign::load::{self, Balance, LoadInput, LoadMember, LoadShard, MoveKind};
 use super::assign::{self, AssignInput, Assignment};
@@ -144,20 +148,137 @@ impl Observed<'_> {
     }
 }
 
+/// Planning's memory between the ticks of one term: each stream's eligible shards as
+/// last judged, with their plan entries; the assignment's input, kept up to date in
+/// place; and what the last plan derived from both. Each plan judges every shard again
+/// without allocating, rebuilds only the entries that differ, and assigns and lists the
+/// moves and releases again only when what they depend on changed: at 10,000 shards,
+/// building all of it anew each tick was most of the leader's work.
+///
+/// [`Planner::default`] knows nothing, so its first plan is made from scratch; a planner
+/// kept across ticks plans exactly what a new one would (a property test compares them
+/// on random change sequences).
+#[derive(Debug, Default)]
+pub(super) struct Planner {
+    /// Stream → its eligible shards, as last judged.
+    streams: BTreeMap<String, StreamState>,
+    /// The live members, and per stream each eligible shard's preferred holder.
+    input: AssignInput,
+    /// Member → the most shards it takes, of the members that said.
+    max_shards: BTreeMap<String, usize>,
+    /// What the last plan derived from `input` and the candidates; `None` when stale.
+    derived: Option<Derived>,
+}
+
+/// One stream's eligible shards, judged, and what they were judged eligible from.
+#[derive(Debug)]
+struct StreamState {
+    listing: Vec<ShardInfo>,
+    finished: BTreeSet<String>,
+    /// In shard id order: the order of the stream's shards in [`Planner::input`].
+    candidates: Vec<Candidate>,
+    /// Shard id → its position in `candidates`.
+    index: HashMap<String, usize, FixedState>,
+}
+
+/// One eligible shard as judged: its plan entry, its live holder, why it would move.
+#[derive(Debug)]
+struct Candidate {
+    entry: PlannedShard,
+    /// Its position in the listing.
+    info: usize,
+    /// One of its parents is listed (a child starts at TRIM_HORIZON, [`start`]).
+    parent_listed: bool,
+    /// The client id of the live member holding it.
+    holder: Option<String>,
+    prior: Prior,
+}
+
+/// What a plan derives from the assignment's input and the candidates.
+#[derive(Debug)]
+struct Derived {
+    assignment: Assignment,
+    kinds: BTreeMap<(String, String), MoveKind>,
+    moves: Vec<PlannedMove>,
+    releases: HashMap<String, Vec<ShardRef>>,
+    /// Each assigned shard's position in its stream's candidates, in the assignment's
+    /// order: the plans find their entries without a lookup.
+    positions: Vec<usize>,
+    /// The shards of consumed streams the assignment gives to no one.
+    unplanned: usize,
+}
+
+/// What changed in one plan's update, and so what must be derived again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Changed {
+    /// The assignment's input: the live members, the eligible shards, a preferred holder.
+    input: bool,
+    /// An entry, a live holder or a prior.
+    candidates: bool,
+}
+
+impl StreamState {
+    /// The stream's eligible shards from its listing and finished shards, none judged yet.
+    fn new(listing: &[ShardInfo], finished: BTreeSet<String>) -> Self {
+        let listed: HashSet<&str, FixedState> =
+            listing.iter().map(|s| s.shard_id.as_str()).collect();
+        let position: HashMap<&str, usize, FixedState> = listing
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.shard_id.as_str(), i))
+            .collect();
+        let candidates: Vec<Candidate> = assign::eligible(listing, &finished)
+            .into_iter()
+            .map(|shard_id| {
+                let info = position[shard_id.as_str()];
+                let parent_listed = parents(&listing[info]).any(|p| listed.contains(p));
+                Candidate {
+                    entry: PlannedShard {
+                        shard_id,
+                        owner: None,
+                        lease_counter: None,
+                        owner_gone: false,
+                        start: PlanStart::TrimHorizon,
+                    },
+                    info,
+                    parent_listed,
+                    holder: None,
+                    prior: Prior::Held,
+                }
+            })
+            .collect();
+        let index = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.entry.shard_id.clone(), i))
+            .collect();
+        Self {
+            listing: listing.to_vec(),
+            finished,
+            candidates,
+            index,
+        }
+    }
+}
+
+/// A shard's parent and adjacent parent, those it has.
+fn parents(info: &ShardInfo) -> impl Iterator<Item = &str> {
+    [&info.parent, &info.adjacent_parent]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+}
+
 /// Where a shard without a checkpoint starts (DESIGN §4): a child whose parent is listed
 /// or still leased starts at TRIM_HORIZON, or the records its parents' readers never
 /// reached would be skipped; any other shard at the configured position.
 fn start(
+    candidate: &Candidate,
     info: &ShardInfo,
-    listed: &HashSet<&str>,
     leases: &BTreeMap<String, LeaseItem>,
     initial: InitialPosition,
 ) -> PlanStart {
-    let has_parent = [&info.parent, &info.adjacent_parent]
-        .into_iter()
-        .flatten()
-        .any(|p| listed.contains(p.as_str()) || leases.contains_key(p));
-    if has_parent {
+    if candidate.parent_listed || parents(info).any(|p| leases.contains_key(p)) {
         return PlanStart::TrimHorizon;
     }
     match initial {
@@ -165,19 +286,6 @@ fn start(
         InitialPosition::TrimHorizon => PlanStart::TrimHorizon,
         InitialPosition::AtTimestamp(t) => PlanStart::AtTimestamp(t),
     }
-}
-
-/// The shards to assign, judged: the input of [`assign::assign`], each eligible shard's
-/// plan entry, and the live holders.
-struct Candidates<'a> {
-    input: AssignInput,
-    /// Keys borrow from the listings: at 10,000 shards a tick must not allocate per
-    /// lookup (the scale benchmark measures the planning).
-    entries: HashMap<(&'a str, &'a str), PlannedShard>,
-    /// (stream, shard, client id) of each shard a live member holds.
-    holders: Vec<(&'a str, &'a str, String)>,
-    /// Why each shard would move if planned away from its preferred holder.
-    priors: HashMap<(&'a str, &'a str), Prior>,
 }
 
 /// What a shard was before this plan, for the reason of a move.
@@ -213,83 +321,193 @@ impl Prior {
     }
 }
 
-fn candidates<'a>(obs: &Observed<'a>) -> Candidates<'a> {
-    let alive = obs.alive();
-    let mut input = AssignInput {
-        members: alive.clone(),
-        shards: BTreeMap::new(),
-    };
-    let mut entries = HashMap::new();
-    let mut holders = Vec::new();
-    let mut priors = HashMap::new();
-    let no_leases = BTreeMap::new();
-    for &(stream, listing) in &obs.listings {
-        let stream_leases = obs.leases.get(stream).unwrap_or(&no_leases);
-        let finished: BTreeSet<String> = stream_leases
-            .values()
-            .filter(|l| l.shard_end)
-            .map(|l| l.shard_id.clone())
+impl Planner {
+    /// Plans from what was observed: judges the owners, chooses the starts, assigns, and
+    /// lists the moves and releases — each only where what it depends on changed since
+    /// the last plan.
+    pub(super) fn plan<'a>(&'a mut self, obs: &Observed<'a>) -> Plans<'a> {
+        let mut changed = Changed {
+            input: self.derived.is_none(),
+            candidates: false,
+        };
+        let alive = obs.alive();
+        if self.input.members != alive {
+            self.input.members = alive;
+            changed.input = true;
+        }
+        let max_shards: BTreeMap<String, usize> = obs
+            .members
+            .iter()
+            .filter_map(|(id, m)| Some((id.clone(), m.limits.max_shards?)))
             .collect();
-        let listed: HashSet<&str> = listing.iter().map(|s| s.shard_id.as_str()).collect();
-        let by_id: HashMap<&str, &ShardInfo> =
-            listing.iter().map(|s| (s.shard_id.as_str(), s)).collect();
-        let shards = input.shards.entry(stream.to_owned()).or_default();
-        // An owner is judged once per stream: the judgement depends on whether it still
-        // consumes this stream.
-        let mut judged_owners: HashMap<&Owner, Judged> = HashMap::new();
-        for eligible in assign::eligible(listing, &finished) {
-            let info = by_id[eligible.as_str()];
-            let shard_id = info.shard_id.as_str();
-            let lease = stream_leases.get(shard_id);
-            let owner = lease.and_then(|l| l.owner.as_ref());
-            let judged = owner.map(|o| {
-                judged_owners
-                    .entry(o)
-                    .or_insert_with(|| obs.judge(o, stream))
-                    .clone()
+        if self.max_shards != max_shards {
+            self.max_shards = max_shards;
+            changed.input = true;
+        }
+        let listed: BTreeSet<&str> = obs.listings.iter().map(|&(stream, _)| stream).collect();
+        let streams = self.streams.len();
+        self.streams.retain(|s, _| listed.contains(s.as_str()));
+        self.input.shards.retain(|s, _| listed.contains(s.as_str()));
+        changed.input |= self.streams.len() != streams;
+        let no_leases = BTreeMap::new();
+        for &(stream, listing) in &obs.listings {
+            let leases = obs.leases.get(stream).unwrap_or(&no_leases);
+            let finished = leases.values().filter(|l| l.shard_end).map(|l| &l.shard_id);
+            let known = self.streams.get(stream).is_some_and(|state| {
+                state.listing == listing && state.finished.iter().eq(finished.clone())
             });
-            let holder = match &judged {
-                Some(Judged::Holder(id)) => Some(id.clone()),
-                _ => None,
-            };
-            if let Some(id) = &holder {
-                holders.push((stream, shard_id, id.clone()));
+            if !known {
+                let state = StreamState::new(listing, finished.cloned().collect());
+                let shards = state
+                    .candidates
+                    .iter()
+                    .map(|c| (c.entry.shard_id.clone(), None))
+                    .collect();
+                self.streams.insert(stream.to_owned(), state);
+                self.input.shards.insert(stream.to_owned(), shards);
+                changed.input = true;
+                changed.candidates = true;
             }
-            let prior = match (&judged, lease) {
-                (Some(Judged::Holder(_)), _) => Prior::Held,
-                (Some(Judged::Gone), _) => Prior::Gone,
-                (Some(Judged::Pending), _) => Prior::Pending,
-                (None, Some(l)) if l.lease_counter.is_some() => Prior::Released,
-                (None, _) => Prior::Unleased {
-                    child: info.parent.is_some() || info.adjacent_parent.is_some(),
-                },
-            };
-            priors.insert((stream, shard_id), prior);
-            // A member that fenced and rejoined keeps the shards its previous incarnation
-            // held (it takes them back at once): sticky across a rejoin.
-            let preferred = holder.or_else(|| {
-                owner
-                    .filter(|o| alive.get(&o.client_id).is_some_and(|s| s.contains(stream)))
-                    .map(|o| o.client_id.clone())
-            });
-            entries.insert(
-                (stream, shard_id),
-                PlannedShard {
-                    shard_id: shard_id.to_owned(),
-                    owner: owner.cloned(),
-                    lease_counter: lease.and_then(|l| l.lease_counter),
-                    owner_gone: judged == Some(Judged::Gone),
-                    start: start(info, &listed, stream_leases, obs.initial),
-                },
+            let state = self.streams.get_mut(stream).expect("just kept");
+            let shards = self.input.shards.get_mut(stream).expect("just kept");
+            judge_stream(
+                obs,
+                stream,
+                leases,
+                state,
+                shards,
+                &self.input.members,
+                &mut changed,
             );
-            shards.insert(eligible, preferred);
+        }
+        let moved = changed.input || changed.candidates || obs.load.is_some();
+        if moved {
+            self.derive(obs, changed);
+        }
+        let derived = self.derived.as_ref().expect("just derived");
+        Plans {
+            term: obs.term,
+            members: obs.members,
+            streams: &self.streams,
+            derived,
+            moved,
+            unplanned: derived.unplanned,
         }
     }
-    Candidates {
-        input,
-        entries,
-        holders,
-        priors,
+
+    /// Derives again what depends on what changed: the assignment (always when balancing
+    /// by load, whose input is every shard's load), the moves and the releases.
+    fn derive(&mut self, obs: &Observed<'_>, changed: Changed) {
+        let derived = match self.derived.take() {
+            Some(derived) if !changed.input && obs.load.is_none() => derived,
+            _ => {
+                let (assignment, kinds) = match &obs.load {
+                    None => (
+                        assign::limits::assign_within(&self.input, &self.max_shards),
+                        over_limit(&self.input, &self.max_shards),
+                    ),
+                    Some(view) => {
+                        let input = load_input(&self.input, obs, view);
+                        let planned = load::assign_by_load(&input, &view.balance);
+                        (planned.assignment, planned.moved)
+                    }
+                };
+                Derived {
+                    unplanned: unplanned(&self.input, &assignment),
+                    assignment,
+                    kinds,
+                    moves: Vec::new(),
+                    releases: HashMap::new(),
+                    positions: Vec::new(),
+                }
+            }
+        };
+        let (moves, releases, positions) = moves_and_releases(&self.streams, &self.input, &derived);
+        self.derived = Some(Derived {
+            moves,
+            releases,
+            positions,
+            ..derived
+        });
+    }
+
+    /// The shards the last plan put onto another member than their preferred holder,
+    /// and why.
+    pub(super) fn moves(&self) -> &[PlannedMove] {
+        self.derived.as_ref().map_or(&[], |d| &d.moves)
+    }
+}
+
+/// Judges every eligible shard of `stream` again, in shard id order alongside its
+/// preferred holder in `shards`; updates what differs and says so in `changed`.
+fn judge_stream(
+    obs: &Observed<'_>,
+    stream: &str,
+    leases: &BTreeMap<String, LeaseItem>,
+    state: &mut StreamState,
+    shards: &mut BTreeMap<String, Option<String>>,
+    alive: &BTreeMap<String, BTreeSet<String>>,
+    changed: &mut Changed,
+) {
+    // An owner is judged once per stream: the judgement depends on whether it still
+    // consumes this stream.
+    let mut judged_owners: HashMap<&Owner, Judged, FixedState> = HashMap::default();
+    // Both are in shard id order: each shard's lease is found by walking the leases once.
+    let mut leased = leases.iter().peekable();
+    for (c, (shard_id, preferred)) in state.candidates.iter_mut().zip(shards.iter_mut()) {
+        while leased.next_if(|(id, _)| *id < shard_id).is_some() {}
+        let lease = leased.next_if(|(id, _)| *id == shard_id).map(|(_, l)| l);
+        let info = &state.listing[c.info];
+        let owner = lease.and_then(|l| l.owner.as_ref());
+        let judged = owner.map(|o| {
+            &*judged_owners
+                .entry(o)
+                .or_insert_with(|| obs.judge(o, stream))
+        });
+        let holder = match judged {
+            Some(Judged::Holder(id)) => Some(id.as_str()),
+            _ => None,
+        };
+        let prior = match (judged, lease) {
+            (Some(Judged::Holder(_)), _) => Prior::Held,
+            (Some(Judged::Gone), _) => Prior::Gone,
+            (Some(Judged::Pending), _) => Prior::Pending,
+            (None, Some(l)) if l.lease_counter.is_some() => Prior::Released,
+            (None, _) => Prior::Unleased {
+                child: info.parent.is_some() || info.adjacent_parent.is_some(),
+            },
+        };
+        // A member that fenced and rejoined keeps the shards its previous incarnation
+        // held (it takes them back at once): sticky across a rejoin.
+        let rejoined = || {
+            owner
+                .filter(|o| alive.get(&o.client_id).is_some_and(|s| s.contains(stream)))
+                .map(|o| o.client_id.as_str())
+        };
+        let now_preferred = holder.or_else(rejoined);
+        let lease_counter = lease.and_then(|l| l.lease_counter);
+        let owner_gone = judged == Some(&Judged::Gone);
+        let start = start(c, info, leases, obs.initial);
+        let entry = &mut c.entry;
+        if entry.owner.as_ref() != owner
+            || entry.lease_counter != lease_counter
+            || entry.owner_gone != owner_gone
+            || entry.start != start
+            || c.holder.as_deref() != holder
+            || c.prior != prior
+        {
+            entry.owner = owner.cloned();
+            entry.lease_counter = lease_counter;
+            entry.owner_gone = owner_gone;
+            entry.start = start;
+            c.holder = holder.map(str::to_owned);
+            c.prior = prior;
+            changed.candidates = true;
+        }
+        if preferred.as_deref() != now_preferred {
+            *preferred = now_preferred.map(str::to_owned);
+            changed.input = true;
+        }
     }
 }
 
@@ -347,104 +565,89 @@ pub(super) struct PlannedMove {
     pub(super) reason: MoveReason,
 }
 
-/// Every shard `assignment` gives to a member other than its preferred holder.
-fn planned_moves(
-    candidates: &Candidates<'_>,
-    assignment: &Assignment,
-    kinds: &BTreeMap<(String, String), MoveKind>,
-) -> Vec<PlannedMove> {
+/// A client id (or none) for each of a stream's candidates, by position.
+type ByPosition<'a> = Vec<Option<&'a str>>;
+
+/// Every shard the assignment gives to a member other than its preferred holder, in
+/// the assignment's order; and the releases: a live holder whose shard is planned
+/// elsewhere (or no longer planned) is told to release it, even if it does not know it
+/// holds it (scenario 22). Last, each assigned shard's position in its stream's
+/// candidates, in the assignment's order.
+fn moves_and_releases(
+    streams: &BTreeMap<String, StreamState>,
+    input: &AssignInput,
+    derived: &Derived,
+) -> (Vec<PlannedMove>, HashMap<String, Vec<ShardRef>>, Vec<usize>) {
+    // Per stream, by position in its candidates: the preferred holder and the member
+    // the assignment gives the shard to.
+    let mut holders: BTreeMap<&str, (ByPosition<'_>, ByPosition<'_>)> = input
+        .shards
+        .iter()
+        .map(|(stream, shards)| {
+            let preferred = shards.values().map(Option::as_deref).collect();
+            (stream.as_str(), (preferred, vec![None; shards.len()]))
+        })
+        .collect();
     let mut moves = Vec::new();
-    for (to, streams) in assignment {
-        for (stream, shards) in streams {
+    let mut positions = Vec::new();
+    for (to, planned) in &derived.assignment {
+        for (stream, shards) in planned {
+            let state = &streams[stream];
+            let (preferred, planned_to) = holders.get_mut(stream.as_str()).expect("a stream");
             for shard_id in shards {
-                let preferred = candidates.input.shards[stream][shard_id].as_ref();
-                if preferred == Some(to) {
+                let i = state.index[shard_id.as_str()];
+                positions.push(i);
+                planned_to[i] = Some(to.as_str());
+                if preferred[i] == Some(to.as_str()) {
                     continue;
                 }
-                let key = (stream.as_str(), shard_id.as_str());
-                let kind = kinds.get(&(stream.clone(), shard_id.clone())).copied();
-                let from = candidates.entries[&key].owner.as_ref();
+                // Without load balancing or limits no shard moves for a kind: no key to
+                // build.
+                let kind = match derived.kinds.is_empty() {
+                    true => None,
+                    false => derived
+                        .kinds
+                        .get(&(stream.clone(), shard_id.clone()))
+                        .copied(),
+                };
+                let candidate = &state.candidates[i];
                 moves.push(PlannedMove {
                     stream: stream.clone(),
                     shard_id: shard_id.clone(),
-                    from: from.map(|o| o.client_id.clone()),
+                    from: candidate.entry.owner.as_ref().map(|o| o.client_id.clone()),
                     to: to.clone(),
-                    reason: candidates.priors[&key].reason(kind),
+                    reason: candidate.prior.reason(kind),
                 });
             }
         }
     }
-    moves
-}
-
-/// A live holder whose shard is planned elsewhere (or no longer planned) is told to
-/// release it, even if it does not know it holds it (scenario 22).
-fn releases(
-    holders: &[(&str, &str, String)],
-    assignment: &Assignment,
-) -> HashMap<String, Vec<ShardRef>> {
     let mut releases: HashMap<String, Vec<ShardRef>> = HashMap::new();
-    for (stream, shard_id, holder) in holders {
-        let kept = assignment
-            .get(holder)
-            .and_then(|s| s.get(*stream))
-            .is_some_and(|s| s.contains(*shard_id));
-        if !kept {
-            releases.entry(holder.clone()).or_default().push(ShardRef {
-                stream: (*stream).to_owned(),
-                shard_id: (*shard_id).to_owned(),
-            });
+    for (stream, state) in streams {
+        let (_, planned_to) = &holders[stream.as_str()];
+        for (c, to) in state.candidates.iter().zip(planned_to) {
+            let Some(holder) = &c.holder else { continue };
+            if *to != Some(holder.as_str()) {
+                releases.entry(holder.clone()).or_default().push(ShardRef {
+                    stream: stream.clone(),
+                    shard_id: c.entry.shard_id.clone(),
+                });
+            }
         }
     }
-    releases
+    (moves, releases, positions)
 }
 
-/// Every member's plan of one tick, borrowing from what was observed.
+/// Every member's plan of one tick, borrowing from the planner and what was observed.
 #[derive(Debug)]
 pub(super) struct Plans<'a> {
     term: u64,
     members: &'a BTreeMap<String, Seen>,
-    entries: HashMap<(&'a str, &'a str), PlannedShard>,
-    assignment: Assignment,
-    releases: HashMap<String, Vec<ShardRef>>,
-    /// The shards planned onto another member than their preferred holder, and why.
-    pub(super) moves: Vec<PlannedMove>,
+    streams: &'a BTreeMap<String, StreamState>,
+    derived: &'a Derived,
+    /// The moves were derived anew: otherwise [`Planner::moves`] are the last plan's.
+    pub(super) moved: bool,
     /// The shards of consumed streams planned to no one: every consumer is at a limit.
     pub(super) unplanned: usize,
-}
-
-/// Plans from what was observed: judges the owners, chooses the starts, assigns, and
-/// lists the releases.
-pub(super) fn plan<'a>(obs: &Observed<'a>) -> Plans<'a> {
-    let candidates = candidates(obs);
-    let (assignment, kinds) = match &obs.load {
-        None => {
-            let max_shards = obs
-                .members
-                .iter()
-                .filter_map(|(id, m)| Some((id.clone(), m.limits.max_shards?)))
-                .collect();
-            let planned = assign::limits::assign_within(&candidates.input, &max_shards);
-            (planned, over_limit(&candidates.input, &max_shards))
-        }
-        Some(view) => {
-            let planned =
-                load::assign_by_load(&load_input(&candidates.input, obs, view), &view.balance);
-            (planned.assignment, planned.moved)
-        }
-    };
-    let moves = planned_moves(&candidates, &assignment, &kinds);
-    let releases = releases(&candidates.holders, &assignment);
-    let unplanned = unplanned(&candidates.input, &assignment);
-    Plans {
-        term: obs.term,
-        members: obs.members,
-        entries: candidates.entries,
-        assignment,
-        releases,
-        moves,
-        unplanned,
-    }
 }
 
 /// By count, the shards of each holder holding more than its `max_shards`: any of them
@@ -496,18 +699,19 @@ impl Plans<'_> {
         written: &BTreeMap<String, PlanItem>,
     ) -> BTreeMap<String, PlanItem> {
         let mut plans = BTreeMap::new();
-        for (client_id, streams) in &self.assignment {
+        let mut positions = self.derived.positions.iter();
+        for (client_id, streams) in &self.derived.assignment {
             let token = self.members[client_id]
                 .incarnation
                 .as_deref()
                 .unwrap_or_default();
-            let release = self.releases.get(client_id).map_or(&[][..], Vec::as_slice);
+            let release = (self.derived.releases.get(client_id)).map_or(&[][..], Vec::as_slice);
             let streams: Vec<(&String, Vec<&PlannedShard>)> = streams
                 .iter()
                 .map(|(stream, shards)| {
-                    let planned: Vec<&PlannedShard> = shards
-                        .iter()
-                        .map(|shard| &self.entries[&(stream.as_str(), shard.as_str())])
+                    let candidates = &self.streams[stream].candidates;
+                    let planned: Vec<&PlannedShard> = (positions.by_ref().take(shards.len()))
+                        .map(|&i| &candidates[i].entry)
                         .collect();
                     (stream, planned)
                 })
@@ -562,15 +766,18 @@ mod tests {
 
     /// A member: its token (0 or 1), whether it is alive, the streams it consumes.
     type MemberCase = Option<(u8, bool, [bool; 2])>;
-    /// A shard: its parent (an earlier shard of its stream), and its lease, if any:
-    /// the owner (member index and token; index 3 is no member), counter, `shard_end`.
-    type ShardCase = (Option<usize>, Option<(Option<(usize, u8)>, u64, bool)>);
+    /// A shard: its parent (an earlier shard of its stream), and its lease, if any.
+    type ShardCase = (Option<usize>, LeaseCase);
+    /// A lease: the owner (member index and token; index 3 is no member), counter,
+    /// `shard_end`.
+    type LeaseCase = Option<(Option<(usize, u8)>, u64, bool)>;
 
     #[derive(Debug)]
     struct Case {
         members: BTreeMap<String, Seen>,
         listings: BTreeMap<String, Vec<ShardInfo>>,
         leases: BTreeMap<String, BTreeMap<String, LeaseItem>>,
+        now: Duration,
     }
 
     impl Case {
@@ -586,7 +793,7 @@ mod tests {
                     .map(|(s, l)| (s.as_str(), l.as_slice()))
                     .collect(),
                 leases: &self.leases,
-                now: NOW,
+                now: self.now,
                 failover: FAILOVER,
                 initial: InitialPosition::Latest,
                 load: None,
@@ -663,25 +870,163 @@ mod tests {
             members: seen,
             listings,
             leases,
+            now: NOW,
         }
     }
 
-    fn cases() -> impl Strategy<Value = Case> {
-        let member = proptest::option::of((0..2u8, any::<bool>(), any::<[bool; 2]>()));
-        let lease = proptest::option::of((
+    /// Every member's plan, made from scratch.
+    fn from_scratch(obs: &Observed<'_>) -> BTreeMap<String, PlanItem> {
+        Planner::default().plan(obs).changed(&BTreeMap::new())
+    }
+
+    fn member_cases() -> impl Strategy<Value = MemberCase> {
+        proptest::option::of((0..2u8, any::<bool>(), any::<[bool; 2]>()))
+    }
+
+    fn lease_cases() -> impl Strategy<Value = LeaseCase> {
+        proptest::option::of((
             proptest::option::of((0..4usize, 0..2u8)),
             1..4u64,
             proptest::bool::weighted(0.2),
-        ));
-        let shard = (proptest::option::of(0..6usize), lease);
-        (vec(member, 0..=3), vec(vec(shard, 0..6), 2..=2))
+        ))
+    }
+
+    fn shard_cases() -> impl Strategy<Value = Vec<Vec<ShardCase>>> {
+        let shard = (proptest::option::of(0..6usize), lease_cases());
+        vec(vec(shard, 0..6), 2..=2)
+    }
+
+    fn cases() -> impl Strategy<Value = Case> {
+        (vec(member_cases(), 0..=3), shard_cases())
             .prop_map(|(members, shards)| case(&members, &shards))
+    }
+
+    /// One change to a group, as the leader would observe it from one tick to the next.
+    #[derive(Debug, Clone)]
+    enum Change {
+        /// A member joins, leaves, crashes, restarts or changes its streams.
+        Member(usize, MemberCase),
+        /// A lease is taken, released, moved, finished, or appears.
+        Lease(usize, prop::sample::Index, LeaseCase),
+        /// A stream gains a shard: a split's child when it has a parent.
+        Split(usize, Option<usize>),
+        /// A shard leaves the listing (it expired), or comes back.
+        Expire(usize, prop::sample::Index),
+        /// A stream appears, or goes.
+        Stream(usize),
+        /// The leader's clock goes from within the failover of its term's start to past
+        /// it, or back: owners without a member are pending, then gone.
+        Clock,
+        /// A member's most shards changes (or goes).
+        Limit(usize, Option<usize>),
+    }
+
+    fn changes() -> impl Strategy<Value = Change> {
+        let stream = 0..2usize;
+        prop_oneof![
+            (0..4usize, member_cases()).prop_map(|(i, m)| Change::Member(i, m)),
+            (stream.clone(), any::<prop::sample::Index>(), lease_cases())
+                .prop_map(|(s, k, l)| Change::Lease(s, k, l)),
+            (stream.clone(), proptest::option::of(0..8usize))
+                .prop_map(|(s, p)| Change::Split(s, p)),
+            (stream.clone(), any::<prop::sample::Index>()).prop_map(|(s, k)| Change::Expire(s, k)),
+            stream.prop_map(Change::Stream),
+            Just(Change::Clock),
+            (0..4usize, proptest::option::of(0..4usize)).prop_map(|(i, n)| Change::Limit(i, n)),
+        ]
+    }
+
+    /// A group's state along a history of changes: a [`Case`], less the streams and
+    /// shards not listed, at an early or a late `now`.
+    #[derive(Debug, Clone)]
+    struct History {
+        members: Vec<MemberCase>,
+        shards: Vec<Vec<ShardCase>>,
+        unlisted: [bool; 2],
+        expired: BTreeSet<(usize, usize)>,
+        early: bool,
+        /// Member index → its most shards.
+        max_shards: BTreeMap<usize, usize>,
+    }
+
+    impl History {
+        fn case(&self) -> Case {
+            let mut c = case(&self.members, &self.shards);
+            for (i, stream) in STREAMS.iter().enumerate() {
+                let listing = c.listings.get_mut(*stream).expect("every stream");
+                listing.retain(|s| {
+                    let k: usize = s.shard_id["shard-".len()..].parse().expect("a shard");
+                    !self.expired.contains(&(i, k))
+                });
+                if self.unlisted[i] {
+                    c.listings.remove(*stream);
+                }
+            }
+            if self.early {
+                c.now = Duration::from_secs(1);
+            }
+            for (i, max) in &self.max_shards {
+                if let Some(seen) = c.members.get_mut(&format!("m{i}")) {
+                    seen.limits.max_shards = Some(*max);
+                }
+            }
+            c
+        }
+
+        fn apply(&mut self, change: &Change) {
+            match change {
+                Change::Member(i, m) => {
+                    if self.members.len() <= *i {
+                        self.members.resize(i + 1, None);
+                    }
+                    self.members[*i] = *m;
+                }
+                Change::Lease(s, k, lease) => {
+                    let shards = &mut self.shards[*s];
+                    if !shards.is_empty() {
+                        let k = k.index(shards.len());
+                        shards[k].1 = *lease;
+                    }
+                }
+                Change::Split(s, parent) => self.shards[*s].push((*parent, None)),
+                Change::Expire(s, k) => {
+                    let shards = self.shards[*s].len();
+                    if shards > 0 {
+                        let shard = (*s, k.index(shards));
+                        if !self.expired.remove(&shard) {
+                            self.expired.insert(shard);
+                        }
+                    }
+                }
+                Change::Stream(s) => self.unlisted[*s] = !self.unlisted[*s],
+                Change::Clock => self.early = !self.early,
+                Change::Limit(i, Some(max)) => {
+                    self.max_shards.insert(*i, *max);
+                }
+                Change::Limit(i, None) => {
+                    self.max_shards.remove(i);
+                }
+            }
+        }
+    }
+
+    fn histories() -> impl Strategy<Value = (History, Vec<Change>, bool)> {
+        let start =
+            (vec(member_cases(), 0..=4), shard_cases()).prop_map(|(members, shards)| History {
+                members,
+                shards,
+                unlisted: [false; 2],
+                expired: BTreeSet::new(),
+                early: false,
+                max_shards: BTreeMap::new(),
+            });
+        (start, vec(changes(), 1..16), any::<bool>())
     }
 
     proptest! {
         #[test]
         fn a_release_is_never_planned_back_to_its_holder(c in cases()) {
-            let plans = plan(&c.observed()).changed(&BTreeMap::new());
+            let plans = from_scratch(&c.observed());
             for p in plans.values() {
                 for r in &p.release {
                     let kept = p.streams.get(&r.stream).into_iter().flatten()
@@ -693,7 +1038,7 @@ mod tests {
 
         #[test]
         fn a_child_of_a_listed_or_leased_parent_starts_at_trim_horizon(c in cases()) {
-            let plans = plan(&c.observed()).changed(&BTreeMap::new());
+            let plans = from_scratch(&c.observed());
             for p in plans.values() {
                 for (stream, shards) in &p.streams {
                     for planned in shards {
@@ -714,14 +1059,43 @@ mod tests {
 
         #[test]
         fn an_unchanged_input_rewrites_no_plan(c in cases()) {
-            let written = plan(&c.observed()).changed(&BTreeMap::new());
-            prop_assert!(plan(&c.observed()).changed(&written).is_empty());
+            let written = from_scratch(&c.observed());
+            prop_assert!(Planner::default().plan(&c.observed()).changed(&written).is_empty());
+        }
+
+        #[test]
+        fn a_planner_kept_across_changes_plans_as_one_from_scratch(
+            (mut history, changes, by_load) in histories(),
+        ) {
+            let (loads, cooling) = (BTreeMap::new(), BTreeMap::new());
+            let mut kept = Planner::default();
+            let mut written = BTreeMap::new();
+            // The first plan is made from scratch by both; each later one after a change.
+            for change in std::iter::once(None).chain(changes.iter().map(Some)) {
+                if let Some(change) = change {
+                    history.apply(change);
+                }
+                let c = history.case();
+                let obs = Observed {
+                    load: by_load.then_some(LoadView {
+                        balance: Balance::default(),
+                        loads: &loads,
+                        cooling: &cooling,
+                    }),
+                    ..c.observed()
+                };
+                let mut fresh = Planner::default();
+                let plans = kept.plan(&obs).changed(&written);
+                prop_assert_eq!(&plans, &fresh.plan(&obs).changed(&written));
+                prop_assert_eq!(kept.moves(), fresh.moves());
+                written.extend(plans);
+            }
         }
 
         #[test]
         fn every_listed_eligible_shard_is_planned_exactly_once(c in cases()) {
             let obs = c.observed();
-            let plans = plan(&obs).changed(&BTreeMap::new());
+            let plans = from_scratch(&obs);
             let alive = obs.alive();
             for (stream, listing) in &c.listings {
                 let finished = c.leases[stream].values()
