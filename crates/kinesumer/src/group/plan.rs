@@ -656,6 +656,9 @@ fn over_limit(
     input: &AssignInput,
     max_shards: &BTreeMap<String, usize>,
 ) -> BTreeMap<(String, String), MoveKind> {
+    if max_shards.is_empty() {
+        return BTreeMap::new();
+    }
     let mut held: BTreeMap<&str, usize> = BTreeMap::new();
     for holder in input.shards.values().flat_map(BTreeMap::values).flatten() {
         *held.entry(holder).or_default() += 1;
