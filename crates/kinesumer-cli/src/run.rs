@@ -199,18 +199,17 @@ impl Child {
             "fencing_token": self.token,
             "start": start,
         });
-        match self.exchange(&init).await? {
+        match self.exchange(init).await? {
             Answer::Ok => Ok(()),
             Answer::Error(e) => Err(format!("initialize refused: {e}")),
         }
     }
 
     /// Sends `message` and reads until the child answers it, applying checkpoints.
-    async fn exchange(&mut self, message: &Value) -> Result<Answer, String> {
+    async fn exchange(&mut self, message: impl std::fmt::Display) -> Result<Answer, String> {
         let running = self.running.as_mut().expect("a running child");
         running.busy = true;
-        let mut line = message.to_string();
-        line.push('\n');
+        let line = format!("{message}\n");
         if let Err(e) = running.stdin.write_all(line.as_bytes()).await {
             return Err(self.died(&format!("writing to it failed: {e}")).await);
         }
@@ -308,16 +307,18 @@ impl Child {
         }
         records.extend(fresh.iter());
         if !records.is_empty() {
-            let message = json!({
-                "type": "records",
-                "records": records.iter().map(|r| record_json(r)).collect::<Vec<_>>(),
-                "fencing_token": self.token,
-            });
+            let message = RecordsMessage {
+                fencing_token: self.token,
+                records: records.iter().map(|r| RecordLine::of(r)).collect(),
+                kind: "records",
+            };
+            // Written out now: the message borrows the records kept below.
+            let message = serde_json::to_string(&message).map_err(|e| e.to_string())?;
             if let Some(last) = fresh.last() {
                 self.sent = Some(last.position());
             }
             self.delivered.extend(fresh);
-            if let Answer::Error(e) = self.exchange(&message).await? {
+            if let Answer::Error(e) = self.exchange(message).await? {
                 return Err(format!("{} failed: {e}", self.label));
             }
         }
@@ -452,14 +453,36 @@ fn start_json(start: &Start) -> Value {
     }
 }
 
-fn record_json(r: &Record) -> Value {
-    json!({
-        "sequence_number": r.sequence_number.as_str(),
-        "sub_sequence_number": r.sub_sequence_number,
-        "partition_key": r.partition_key,
-        "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
-        "approximate_arrival": r
-            .approximate_arrival
-            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
-    })
+/// A `records` message, written straight from the records (no JSON value built per
+/// record); fields in alphabetical order.
+#[derive(serde::Serialize)]
+struct RecordsMessage<'a> {
+    fencing_token: u64,
+    records: Vec<RecordLine<'a>>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// One record of a `records` message.
+#[derive(serde::Serialize)]
+struct RecordLine<'a> {
+    approximate_arrival: Option<String>,
+    data: String,
+    partition_key: &'a str,
+    sequence_number: &'a str,
+    sub_sequence_number: Option<u64>,
+}
+
+impl<'a> RecordLine<'a> {
+    fn of(r: &'a Record) -> Self {
+        RecordLine {
+            approximate_arrival: r
+                .approximate_arrival
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            data: base64::engine::general_purpose::STANDARD.encode(&r.data),
+            partition_key: &r.partition_key,
+            sequence_number: r.sequence_number.as_str(),
+            sub_sequence_number: r.sub_sequence_number,
+        }
+    }
 }
