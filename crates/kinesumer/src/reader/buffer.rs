@@ -58,9 +58,13 @@ struct Use {
 
 impl Use {
     fn of(items: &[ReadItem]) -> Self {
+        items.iter().map(Use::one).fold(Use::default(), Use::plus)
+    }
+
+    fn one(item: &ReadItem) -> Self {
         Use {
-            records: items.len(),
-            bytes: items.iter().map(|i| i.record.data.len()).sum(),
+            records: 1,
+            bytes: item.record.data.len(),
         }
     }
 
@@ -139,17 +143,10 @@ impl BufferTx {
         while items.peek().is_some() {
             let mut chunk = Vec::new();
             let mut size = Use::default();
-            while let Some(item) = items.next_if(|item| {
-                let with = size.plus(Use {
-                    records: 1,
-                    bytes: item.record.data.len(),
-                });
-                chunk.is_empty() || with.fits_in(self.chunk)
-            }) {
-                size = size.plus(Use {
-                    records: 1,
-                    bytes: item.record.data.len(),
-                });
+            while let Some(item) = items
+                .next_if(|item| chunk.is_empty() || size.plus(Use::one(item)).fits_in(self.chunk))
+            {
+                size = size.plus(Use::one(&item));
                 chunk.push(item);
             }
             self.budget.take(size).await;
