@@ -797,6 +797,9 @@ impl<'a> State<'a> {
     /// lowest of those ratios, then the fewest moves) of the [`SWAP_PARTNERS`] lowest
     /// ratios among the larger members. Returns the state after it and the shards moved.
     fn hot_move(&self, room: usize) -> Option<(Self, Vec<usize>)> {
+        if room == 0 {
+            return None;
+        }
         let tolerance = self.balance.tolerance;
         let mut by_ratio: Vec<usize> = (0..self.ids.len())
             .filter(|&m| self.target[m] > 0.0)
@@ -808,9 +811,6 @@ impl<'a> State<'a> {
             .rev()
             .take_while(|&&d| self.ratio(d) > 1.0 + tolerance);
         for &d in over.take(SWAP_PARTNERS) {
-            if room == 0 {
-                return None;
-            }
             let rd = self.ratio(d);
             let by_load = |&a: &usize, &b: &usize| {
                 let (la, lb) = (self.shards[a].load, self.shards[b].load);
@@ -1508,6 +1508,25 @@ mod tests {
         let (plan, ..) = converge(&input(&[1.0, 2.0], &shards));
         assert_eq!(plan["m0"]["s"].len(), 10);
         assert_eq!(plan["m1"]["s"].len(), 20);
+    }
+
+    #[test]
+    fn a_hot_shard_moves_to_a_larger_member_that_makes_room() {
+        // m0 (capacity 1) holds the hot shard at 1.5 times its share; m1 (capacity 2)
+        // is at 0.75 and must shed two shards to carry it: one plan of three moves.
+        let shards = [
+            (1.5, Some(0)),
+            (0.5, Some(1)),
+            (0.5, Some(1)),
+            (0.5, Some(1)),
+        ];
+        let input = input(&[1.0, 2.0], &shards);
+        let plan = assign_by_load(&input, &BALANCE);
+        assert_eq!(plan.assignment["m1"]["s"].len(), 2);
+        assert!(plan.assignment["m1"]["s"].contains("shard-00"));
+        assert_eq!(plan.moved.len(), 3);
+        let r = ratios(&input, &plan.assignment);
+        assert!(r.values().all(|&r| (r - 1.0).abs() < 1e-9), "{r:?}");
     }
 
     #[test]
