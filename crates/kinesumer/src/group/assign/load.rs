@@ -32,6 +32,14 @@
 //!    and narrow their gap. The moves of this rule are one batch: it is dropped when it
 //!    found nothing more to do yet removed no more than `min_gain` (5 %) of a capacity
 //!    unit's share of excess — a small, noisy imbalance moves nothing.
+//!
+//!    **Two steps** (then, within the moves left): a member still over its band gives its
+//!    heaviest shard to a larger member (of a higher target) that would carry it at a
+//!    lower ratio, and that member sheds shards to the lowest ratios, as rule 1 would,
+//!    while it is over its band — in the same plan, as one step: kept only when every
+//!    member it touched ends below the giver's ratio by more than `min_gain` and it
+//!    lowers Φ. A hot shard on a capacity-1 member thus moves to a capacity-2 member
+//!    that first has to make room for it, which no single move can do.
 //! 2. **Alone**: a member holding a shard that by itself exceeds its band (a shard
 //!    heavier than the tolerance) gives away its other shards, each to a member that stays
 //!    at or below the giver's new ratio.
@@ -45,7 +53,8 @@
 //! Every move strictly lowers `(Φ, Ψ)` in lexicographic order, where
 //! `Φ = Σ load² / target` and `Ψ = Σ count² / capacity`: for a move of load `l` from `d`
 //! to `r`, `ΔΦ = −l × (gap before + gap after)` with the ratio gaps `d − r` signed, so a
-//! move that narrows the gap lowers Φ (rule 1 requires it); an alone move is taken only
+//! move that narrows the gap lowers Φ (rule 1 requires it); a two-step plan only when its
+//! moves together lower Φ (one of them alone may raise it); an alone move is taken only
 //! when it lowers Φ, or Ψ at equal Φ; a count move only when it lowers Ψ and does not
 //! raise Φ. A strictly decreasing potential over finitely many plans cannot cycle: on a
 //! constant load the plans converge, and the plan reached is a fixed point — no shard
@@ -55,7 +64,8 @@
 //!
 //! What the tolerance can promise is bounded by one shard's weight: placing shards is bin
 //! packing, so a member may stay over its band by up to one of its shards (the property
-//! tests state the bounds), and a shard heavier than the band is left alone.
+//! tests state the bounds), and a shard heavier than the band is left alone — on a larger
+//! member where the two steps fit in a plan's moves.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -193,6 +203,14 @@ pub fn assign_by_load(input: &LoadInput, balance: &Balance) -> LoadPlan {
             batch.clear();
         }
         moved.append(&mut batch);
+        while let Some((next, shards)) = state.hot_move(balance.max_moves - moved.len()) {
+            state = next;
+            for s in shards {
+                let shard = &state.shards[s];
+                let key = (state.streams[shard.stream].to_owned(), shard.id.to_owned());
+                moved.insert(key, MoveKind::Load);
+            }
+        }
         state.run(&mut moved, balance.max_moves, |s, _| s.alone_move());
     }
     state.run(&mut moved, balance.max_moves, |s, _| s.count_move());
@@ -758,6 +776,115 @@ impl<'a> State<'a> {
                         keep_best(&mut best, c);
                     }
                 }
+            }
+        }
+        best
+    }
+
+    /// Φ = Σ load² / target, over the members with a target.
+    fn phi(&self) -> f64 {
+        (0..self.ids.len())
+            .filter(|&m| self.target[m] > 0.0)
+            .map(|m| self.load[m] * self.load[m] / self.target[m])
+            .sum()
+    }
+
+    /// Rule 1's two steps, within `room` moves: a member over its band gives its
+    /// heaviest shard to a larger member (of a higher target) that would carry it at a
+    /// lower ratio, which sheds shards to others, most relief first, while it is over its
+    /// band. Kept when every member it touched ends below the giver's ratio by more than
+    /// `min_gain`, Φ is lower and the larger member is within its limits; the best (the
+    /// lowest of those ratios, then the fewest moves) of the [`SWAP_PARTNERS`] lowest
+    /// ratios among the larger members. Returns the state after it and the shards moved.
+    fn hot_move(&self, room: usize) -> Option<(Self, Vec<usize>)> {
+        if room == 0 {
+            return None;
+        }
+        let tolerance = self.balance.tolerance;
+        let mut by_ratio: Vec<usize> = (0..self.ids.len())
+            .filter(|&m| self.target[m] > 0.0)
+            .collect();
+        by_ratio.sort_by(|&a, &b| self.ratio(a).total_cmp(&self.ratio(b)).then(a.cmp(&b)));
+        let phi = self.phi();
+        let over = by_ratio
+            .iter()
+            .rev()
+            .take_while(|&&d| self.ratio(d) > 1.0 + tolerance);
+        for &d in over.take(SWAP_PARTNERS) {
+            let rd = self.ratio(d);
+            let by_load = |&a: &usize, &b: &usize| {
+                let (la, lb) = (self.shards[a].load, self.shards[b].load);
+                la.total_cmp(&lb).then(b.cmp(&a))
+            };
+            let Some(h) = self.movable(d).max_by(by_load) else {
+                continue;
+            };
+            let l = self.shards[h].load;
+            let larger = by_ratio.iter().copied().filter(|&r| {
+                self.target[r] > self.target[d]
+                    && self.consumes(r, h)
+                    && l / self.target[r] < rd - self.balance.min_gain
+            });
+            let mut best: Option<(f64, Self, Vec<usize>)> = None;
+            let tries = larger
+                .take(SWAP_PARTNERS)
+                .flat_map(|r| [(r, false), (r, true)]);
+            for (r, lightest) in tries {
+                let mut next = self.clone();
+                next.move_shard(h, d, r);
+                let mut shards = vec![h];
+                let mut touched = vec![d, r];
+                while shards.len() < room && next.ratio(r) > 1.0 + tolerance {
+                    let Some(c) = next.shed_from(r, lightest) else {
+                        break;
+                    };
+                    touched.push(c.to);
+                    shards.extend(next.apply(&c));
+                }
+                let worst = touched.iter().map(|&m| next.ratio(m)).fold(0.0, f64::max);
+                let kept = worst < rd - self.balance.min_gain
+                    && next.phi() < phi
+                    && next.held[r].len() <= next.max_count[r]
+                    && within(next.load[r], next.max_load[r]);
+                let better = best.as_ref().is_none_or(|(w, _, moved)| {
+                    worst < *w || (worst == *w && shards.len() < moved.len())
+                });
+                if kept && better {
+                    best = Some((worst, next, shards));
+                }
+            }
+            if let Some((_, next, shards)) = best {
+                return Some((next, shards));
+            }
+        }
+        None
+    }
+
+    /// The shard of `r` whose move to one of the [`PARTNERS`] lowest ratios relieves the
+    /// most (rule 1's measure) or, `lightest`, the lightest that relieves some (many
+    /// light shards fill a gap one heavy shard overshoots).
+    fn shed_from(&self, r: usize, lightest: bool) -> Option<Candidate> {
+        let mut receivers: Vec<usize> = (0..self.ids.len())
+            .filter(|&q| q != r && self.target[q] > 0.0)
+            .collect();
+        receivers.sort_by(|&a, &b| self.ratio(a).total_cmp(&self.ratio(b)).then(a.cmp(&b)));
+        receivers.truncate(PARTNERS);
+        let mut shards: Vec<usize> = self.movable(r).collect();
+        if lightest {
+            shards.sort_by(|&a, &b| self.shards[a].load.total_cmp(&self.shards[b].load));
+        }
+        let mut best = None;
+        for s in shards {
+            let l = self.shards[s].load;
+            for &q in &receivers {
+                if self.consumes(q, s) && self.fits(q, l) {
+                    if let Some(score) = self.relief(r, q, l) {
+                        keep_best(&mut best, Candidate::one(s, q, MoveKind::Load, score, l));
+                    }
+                }
+            }
+            if lightest && best.is_some() {
+                break;
             }
         }
         best
@@ -1329,6 +1456,46 @@ mod tests {
             }
         }
 
+        /// Members of capacities 1 and 2, light shards of one load and one hot shard
+        /// beyond a capacity-1 member's band, held by one: converged, the hot shard is on
+        /// a capacity-2 member whenever some plan putting it there has a worst ratio lower
+        /// by more than the least gain (by trying every plan).
+        #[test]
+        fn a_hot_shard_goes_to_a_larger_member_where_that_lowers_the_worst_ratio(
+            more in vec(prop_oneof![Just(1.0), Just(2.0)], 0..=2),
+            holders in vec(proptest::option::of(0..4usize), 0..=4),
+            times in 1.2..2.5f64,
+        ) {
+            let capacities: Vec<f64> = [1.0, 2.0].into_iter().chain(more).collect();
+            let weight: f64 = capacities.iter().sum();
+            let light: Vec<(f64, Option<usize>)> = holders.into_iter().map(|h| (0.1, h)).collect();
+            let rest: f64 = light.iter().map(|s| s.0).sum();
+            // The hot shard is `times` the share of a capacity 1 of the whole load.
+            let hot = times * rest / (weight - times);
+            let mut shards = light;
+            shards.push((hot.max(0.1), Some(0)));
+            let input = input(&capacities, &shards);
+            let (plan, ..) = converge(&input);
+            let r = ratios(&input, &plan);
+            let worst = r.values().copied().fold(0.0, f64::max);
+            let hot_id = format!("shard-{:02}", shards.len() - 1);
+            let holder = plan.iter().find(|(_, s)| s.get("s").is_some_and(|s| s.contains(&hot_id))).unwrap().0;
+            if input.members[holder].capacity < 2.0 {
+                let targets: Vec<f64> = input.members.keys().map(|m| target(&input, m)).collect();
+                let mut larger = f64::INFINITY;
+                every_plan(&input, |choice, sums| {
+                    if capacities[choice[shards.len() - 1]] == 2.0 {
+                        let w = sums.iter().zip(&targets).map(|(s, t)| s / t).fold(0.0, f64::max);
+                        larger = larger.min(w);
+                    }
+                });
+                prop_assert!(
+                    larger >= worst - BALANCE.min_gain,
+                    "{holder} keeps it at worst {worst}, where a larger member gives {larger}: {plan:?}"
+                );
+            }
+        }
+
         #[test]
         fn is_deterministic(input in inputs(6, 30)) {
             prop_assert_eq!(assign_by_load(&input, &BALANCE), assign_by_load(&input, &BALANCE));
@@ -1341,6 +1508,25 @@ mod tests {
         let (plan, ..) = converge(&input(&[1.0, 2.0], &shards));
         assert_eq!(plan["m0"]["s"].len(), 10);
         assert_eq!(plan["m1"]["s"].len(), 20);
+    }
+
+    #[test]
+    fn a_hot_shard_moves_to_a_larger_member_that_makes_room() {
+        // m0 (capacity 1) holds the hot shard at 1.5 times its share; m1 (capacity 2)
+        // is at 0.75 and must shed two shards to carry it: one plan of three moves.
+        let shards = [
+            (1.5, Some(0)),
+            (0.5, Some(1)),
+            (0.5, Some(1)),
+            (0.5, Some(1)),
+        ];
+        let input = input(&[1.0, 2.0], &shards);
+        let plan = assign_by_load(&input, &BALANCE);
+        assert_eq!(plan.assignment["m1"]["s"].len(), 2);
+        assert!(plan.assignment["m1"]["s"].contains("shard-00"));
+        assert_eq!(plan.moved.len(), 3);
+        let r = ratios(&input, &plan.assignment);
+        assert!(r.values().all(|&r| (r - 1.0).abs() < 1e-9), "{r:?}");
     }
 
     #[test]
