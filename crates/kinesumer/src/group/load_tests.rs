@@ -79,3 +79,61 @@ async fn a_hot_shards_holder_ends_up_with_fewer_shards() {
     assert_eq!(sim.duplicates(), 0, "a planned move delivers nothing twice");
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
+
+/// How many `UnplannedShards { count }` events the members have sent (the leader sends
+/// them).
+fn unplanned_events(sim: &Sim, count: usize) -> usize {
+    sim.names()
+        .iter()
+        .map(|n| {
+            sim.member(n)
+                .count_events(|e| matches!(e, Event::UnplannedShards { count: c } if *c == count))
+        })
+        .sum()
+}
+
+/// Members at their `max_shards` leave shards unplanned: the leader says how many once,
+/// and says so again when a member with room joins and every shard is read.
+#[tokio::test(start_paused = true)]
+async fn shards_no_member_has_room_for_are_announced_until_one_has() {
+    let mut sim = Sim::new(22, &[("s", 4)]);
+    for name in ["a", "b"] {
+        sim.start_with(name, &["s"], |c| c.max_shards(1)).await;
+    }
+    sim.wait_for("two shards read", Duration::from_secs(30), |s| {
+        s.unread().len() == 2
+    })
+    .await;
+    sim.wait_for("the shortfall announced", Duration::from_secs(30), |s| {
+        unplanned_events(s, 2) == 1
+    })
+    .await;
+    sim.run_for(Duration::from_secs(5)).await;
+    assert_eq!(
+        unplanned_events(&sim, 2),
+        1,
+        "announced once, not every tick"
+    );
+    assert!(
+        ["a", "b"].iter().all(|n| held(&sim, n) == 1),
+        "{}",
+        sim.describe()
+    );
+
+    sim.start("c", &["s"]).await;
+    sim.wait_for("every shard read", Duration::from_secs(30), |s| {
+        s.unread().is_empty()
+    })
+    .await;
+    sim.wait_for(
+        "the end of the shortfall announced",
+        Duration::from_secs(30),
+        |s| unplanned_events(s, 0) == 1,
+    )
+    .await;
+    assert!(
+        ["a", "b"].iter().all(|n| held(&sim, n) <= 1),
+        "{}",
+        sim.describe()
+    );
+}
