@@ -90,7 +90,7 @@ async fn a_member_that_lost_its_lease_cannot_move_the_checkpoint() {
     };
     let streams = vec![stream.clone()];
     store
-        .register("thief", "t", &streams, &Registration::Start)
+        .register("thief", "t", &streams, &Registration::Start, None)
         .await
         .expect("register the thief");
     let beating = store.clone();

@@ -150,7 +150,7 @@ const SHARD: &str = "shardId-000000000001";
 
 async fn register_and_heartbeat(f: Fixture) {
     let s = f.s;
-    s.register("a", "t1", &streams(&["x", "y"]), &Registration::Start)
+    s.register("a", "t1", &streams(&["x", "y"]), &Registration::Start, None)
         .await
         .unwrap();
     let m = s.members().await.unwrap();
@@ -193,7 +193,7 @@ async fn register_and_heartbeat(f: Fixture) {
     );
 
     // A start is unconditional: the latest registration wins.
-    s.register("a", "t2", &empty, &Registration::Start)
+    s.register("a", "t2", &empty, &Registration::Start, None)
         .await
         .unwrap();
     let m = s.members().await.unwrap();
@@ -205,7 +205,7 @@ async fn register_and_heartbeat(f: Fixture) {
 
 async fn heartbeat_carries_the_load_report(f: Fixture) {
     let s = f.s;
-    s.register("a", "t1", &[], &Registration::Start)
+    s.register("a", "t1", &[], &Registration::Start, None)
         .await
         .unwrap();
     assert_eq!(
@@ -243,11 +243,11 @@ async fn heartbeat_carries_the_load_report(f: Fixture) {
     let rejoin = Registration::Rejoin {
         old_token: "t1".into(),
     };
-    s.register("a", "t2", &[], &rejoin).await.unwrap();
+    s.register("a", "t2", &[], &rejoin, None).await.unwrap();
     assert_eq!(s.members().await.unwrap()[0].load.as_ref(), Some(&report));
     // A start drops it: another process, whose limits (by count: none unless declared,
     // and then no report at all) its own heartbeats say.
-    s.register("a", "t3", &[], &Registration::Start)
+    s.register("a", "t3", &[], &Registration::Start, None)
         .await
         .unwrap();
     assert_eq!(
@@ -255,6 +255,16 @@ async fn heartbeat_carries_the_load_report(f: Fixture) {
         None,
         "a start keeps no report of the process before"
     );
+    // A start with its own report (capacity and limits, no shard loads yet) writes it:
+    // the leader knows the limits before the first heartbeat.
+    let own = LoadReport {
+        shards: Default::default(),
+        ..report
+    };
+    s.register("a", "t4", &[], &Registration::Start, Some(&own))
+        .await
+        .unwrap();
+    assert_eq!(s.members().await.unwrap()[0].load.as_ref(), Some(&own));
 }
 
 async fn rejoin_with_old_new_and_other_token(f: Fixture) {
@@ -264,27 +274,33 @@ async fn rejoin_with_old_new_and_other_token(f: Fixture) {
         old_token: old.into(),
     };
     // No item: allowed.
-    s.register("a", "t1", &none, &rejoin("t0")).await.unwrap();
+    s.register("a", "t1", &none, &rejoin("t0"), None)
+        .await
+        .unwrap();
     assert_eq!(s.members().await.unwrap()[0].heartbeat, 1);
     s.heartbeat("a", "t1", &none, None).await.unwrap();
     // The old token: allowed, and the counter moves on.
-    s.register("a", "t2", &none, &rejoin("t1")).await.unwrap();
+    s.register("a", "t2", &none, &rejoin("t1"), None)
+        .await
+        .unwrap();
     let m = &s.members().await.unwrap()[0];
     assert_eq!((m.incarnation.as_deref(), m.heartbeat), (Some("t2"), 3));
     // The new token (a retry after a lost response): allowed.
-    s.register("a", "t2", &none, &rejoin("t1")).await.unwrap();
-    // Another token: a newer process runs under this id.
-    s.register("a", "t9", &none, &Registration::Start)
+    s.register("a", "t2", &none, &rejoin("t1"), None)
         .await
         .unwrap();
-    refused(s.register("a", "t3", &none, &rejoin("t2")).await);
+    // Another token: a newer process runs under this id.
+    s.register("a", "t9", &none, &Registration::Start, None)
+        .await
+        .unwrap();
+    refused(s.register("a", "t3", &none, &rejoin("t2"), None).await);
     let m = &s.members().await.unwrap()[0];
     assert_eq!((m.incarnation.as_deref(), m.heartbeat), (Some("t9"), 0));
 }
 
 async fn leave_only_own_incarnation(f: Fixture) {
     let s = f.s;
-    s.register("a", "t1", &[], &Registration::Start)
+    s.register("a", "t1", &[], &Registration::Start, None)
         .await
         .unwrap();
     refused(s.leave("a", "t2").await);
@@ -296,7 +312,7 @@ async fn leave_only_own_incarnation(f: Fixture) {
 
 async fn prune_only_at_seen_heartbeat(f: Fixture) {
     let s = f.s;
-    s.register("a", "t1", &[], &Registration::Start)
+    s.register("a", "t1", &[], &Registration::Start, None)
         .await
         .unwrap();
     s.heartbeat("a", "t1", &[], None).await.unwrap();
@@ -307,10 +323,10 @@ async fn prune_only_at_seen_heartbeat(f: Fixture) {
     s.prune("a", 1, Some("t1")).await.unwrap();
     // A new process under the same client id starts at heartbeat 0 again: a prune of the
     // old incarnation seen at 0 must not delete it.
-    s.register("a", "t1", &[], &Registration::Start)
+    s.register("a", "t1", &[], &Registration::Start, None)
         .await
         .unwrap();
-    s.register("a", "t2", &[], &Registration::Start)
+    s.register("a", "t2", &[], &Registration::Start, None)
         .await
         .unwrap();
     refused(s.prune("a", 0, Some("t1")).await);
@@ -722,10 +738,12 @@ async fn set_checkpoint_by_operator(f: Fixture) {
 async fn queries_stay_in_their_app_and_stream(f: Fixture) {
     let (s, other) = (f.s, f.other_app);
     for c in ["a", "b", "c"] {
-        s.register(c, "t", &[], &Registration::Start).await.unwrap();
+        s.register(c, "t", &[], &Registration::Start, None)
+            .await
+            .unwrap();
     }
     other
-        .register("z", "t", &[], &Registration::Start)
+        .register("z", "t", &[], &Registration::Start, None)
         .await
         .unwrap();
     let ids: Vec<String> = s
@@ -791,7 +809,7 @@ async fn shard_cache_round_trip(f: Fixture) {
 async fn requests_are_counted(f: Fixture) {
     let s = f.s;
     assert_eq!(s.requests().total(), 0);
-    s.register("a", "t", &[], &Registration::Start)
+    s.register("a", "t", &[], &Registration::Start, None)
         .await
         .unwrap();
     s.heartbeat("a", "t", &[], None).await.unwrap();
@@ -1005,7 +1023,7 @@ async fn dynamo_writes_the_documented_formats() {
     let client = dynamodb().await;
     within(
         "register",
-        s.register("a", "tok", &streams(&["x"]), &Registration::Start),
+        s.register("a", "tok", &streams(&["x"]), &Registration::Start, None),
     )
     .await
     .unwrap();

@@ -147,6 +147,7 @@ async fn consuming_completes_with_the_fatal_error_when_superseded() {
             "another-process",
             &[STREAM.to_owned()],
             &Registration::Start,
+            None,
         )
         .await
         .unwrap();
@@ -370,5 +371,26 @@ async fn close_reports_a_handler_that_blocks_past_its_wait() {
             .iter()
             .any(|e| matches!(e, Error::StillRunning { tasks, .. } if *tasks >= 1)),
         "{failures:?}"
+    );
+}
+
+/// A member's limits are in its item from its registration on, not only from its first
+/// heartbeat: a leader planning in between must not give it more than it takes. Read
+/// before the member's tasks first run (the heartbeat task has not beaten yet).
+#[tokio::test(start_paused = true)]
+async fn the_registration_carries_the_members_limits() {
+    let w = World::new();
+    let member = w.member_with(|c| c.max_shards(1));
+    let _records = member.consume([STREAM]).await.unwrap();
+    let members = w.store.members().await.unwrap();
+    let item = members
+        .iter()
+        .find(|m| m.client_id == "a")
+        .expect("registered");
+    assert_eq!(item.heartbeat, 0, "read before the first heartbeat");
+    assert_eq!(
+        item.load.as_ref().and_then(|l| l.limits.max_shards),
+        Some(1),
+        "{item:?}"
     );
 }

@@ -54,17 +54,23 @@ fn new_token() -> String {
 /// (a slow or throttled request): the put is unconditional, so a retry is safe.
 const REGISTER_ATTEMPTS: u32 = 5;
 
-/// Registers a new incarnation; returns when (fencing clock) the request that landed was
-/// sent.
+/// Registers a new incarnation, with its capacity and limits when it has them (so the
+/// leader never plans past a limit it has not heard yet); returns when (fencing clock)
+/// the request that landed was sent.
 async fn register(ctx: &Ctx, client_id: &str, token: &str, streams: &[String]) -> Result<Duration> {
+    let report = ctx.load_report();
     let mut backoff =
         crate::backoff::Backoff::new(Duration::from_millis(50), ctx.cfg.sync_interval);
     let mut attempt = 1;
     loop {
         let sent = ctx.clock.fencing_now();
-        let request = ctx
-            .store
-            .register(client_id, token, streams, &Registration::Start);
+        let request = ctx.store.register(
+            client_id,
+            token,
+            streams,
+            &Registration::Start,
+            report.as_ref(),
+        );
         match ctx.timed(Operation::Register, request).await {
             Ok(()) => return Ok(sent),
             Err(e) if e.is_retryable() && attempt < REGISTER_ATTEMPTS => {
@@ -456,10 +462,10 @@ impl Coordinator {
             crate::backoff::Backoff::new(Duration::from_millis(100), self.ctx.cfg.failover_timeout);
         let sent = loop {
             let sent = self.ctx.clock.fencing_now();
-            let register = self
-                .ctx
-                .store
-                .register(&self.me.client_id, &token, &streams, &how);
+            let register =
+                self.ctx
+                    .store
+                    .register(&self.me.client_id, &token, &streams, &how, None);
             // A retry after a lost response finds its own new token and succeeds
             // (scenario 23); another token means a newer process runs under this id.
             match self.ctx.timed(Operation::Register, register).await {

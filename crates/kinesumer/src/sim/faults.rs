@@ -519,6 +519,7 @@ impl StateStore for FaultyStore {
         token: &str,
         streams: &[String],
         how: &Registration,
+        load: Option<&LoadReport>,
     ) -> Result<(), StoreError> {
         let (c, t, s, h) = (
             client_id.to_owned(),
@@ -526,9 +527,10 @@ impl StateStore for FaultyStore {
             streams.to_vec(),
             how.clone(),
         );
+        let l = load.cloned();
         self.call(
             req(Operation::Register),
-            apply!(|st| st.register(&c, &t, &s, &h)),
+            apply!(|st| st.register(&c, &t, &s, &h, l.as_ref())),
         )
         .await
     }

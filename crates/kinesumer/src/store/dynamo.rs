@@ -523,6 +523,17 @@ fn plan_fence(e: &mut Expr, term: u64, version: u64) {
 
 impl crate::sealed::Sealed for DynamoStore {}
 
+/// Sets a member's load report: its capacity, limits (removed when unset) and shard loads.
+fn set_report(e: &mut Expr, load: &LoadReport) {
+    e.set(attr::CAPACITY, n(load.capacity))
+        .set_or_remove(attr::MAX_SHARDS, load.limits.max_shards.map(n))
+        .set_or_remove(
+            attr::MAX_BYTES_PER_SEC,
+            load.limits.max_bytes_per_sec.map(n),
+        )
+        .set(attr::LOAD, s(load.shards_json()));
+}
+
 #[async_trait]
 impl StateStore for DynamoStore {
     fn app(&self) -> &str {
@@ -539,6 +550,7 @@ impl StateStore for DynamoStore {
         token: &str,
         streams: &[String],
         how: &Registration,
+        load: Option<&LoadReport>,
     ) -> Result<(), StoreError> {
         let mut e = Expr::default();
         e.set(attr::INCARNATION, s(token))
@@ -551,13 +563,15 @@ impl StateStore for DynamoStore {
             // its capacity and limits are not this one's, which its heartbeats report.
             Registration::Start => {
                 e.set(attr::HEARTBEAT, n(0));
-                for report in [
-                    attr::CAPACITY,
-                    attr::LOAD,
-                    attr::MAX_SHARDS,
-                    attr::MAX_BYTES_PER_SEC,
-                ] {
-                    e.remove(report);
+                if load.is_none() {
+                    for report in [
+                        attr::CAPACITY,
+                        attr::LOAD,
+                        attr::MAX_SHARDS,
+                        attr::MAX_BYTES_PER_SEC,
+                    ] {
+                        e.remove(report);
+                    }
                 }
             }
             Registration::Rejoin { old_token } => {
@@ -571,6 +585,9 @@ impl StateStore for DynamoStore {
                 );
                 e.cond(c);
             }
+        }
+        if let Some(load) = load {
+            set_report(&mut e, load);
         }
         let key = self.member_key(client_id);
         self.update(
@@ -598,13 +615,7 @@ impl StateStore for DynamoStore {
             .set(attr::STREAMS, string_list(streams))
             .set(attr::LAST_UPDATE, now());
         if let Some(load) = load {
-            e.set(attr::CAPACITY, n(load.capacity))
-                .set_or_remove(attr::MAX_SHARDS, load.limits.max_shards.map(n))
-                .set_or_remove(
-                    attr::MAX_BYTES_PER_SEC,
-                    load.limits.max_bytes_per_sec.map(n),
-                )
-                .set(attr::LOAD, s(load.shards_json()));
+            set_report(&mut e, load);
         }
         let c = e.eq(attr::INCARNATION, s(token));
         e.cond(c);

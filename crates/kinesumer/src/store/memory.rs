@@ -13,7 +13,7 @@
 //! use kinesumer::store::{MemoryStore, Registration, StateStore};
 //!
 //! let store = MemoryStore::new("app");
-//! store.register("a", "t1", &[], &Registration::Start).await.unwrap();
+//! store.register("a", "t1", &[], &Registration::Start, None).await.unwrap();
 //! let other = store.for_app("other-app"); // same data, another app
 //! assert!(other.members().await.unwrap().is_empty());
 //! assert_eq!(store.members().await.unwrap().len(), 1);
@@ -125,11 +125,12 @@ impl StateStore for MemoryStore {
         token: &str,
         streams: &[String],
         how: &Registration,
+        load: Option<&LoadReport>,
     ) -> Result<(), StoreError> {
         self.with(Operation::Register, |d| {
             let old = d.members.get(client_id);
             // A rejoin is the same process: its load report (capacity, limits) stays.
-            let (heartbeat, load) = match how {
+            let (heartbeat, load_kept) = match how {
                 Registration::Start => (0, None),
                 Registration::Rejoin { old_token } => {
                     let inc = old.and_then(|m| m.incarnation.as_deref());
@@ -141,6 +142,7 @@ impl StateStore for MemoryStore {
                     (old.0 + 1, old.1)
                 }
             };
+            let load = load.cloned().or(load_kept);
             d.members.insert(
                 client_id.to_owned(),
                 MemberItem {
@@ -492,7 +494,7 @@ mod tests {
         let a = MemoryStore::new("a");
         let clone = a.clone();
         let b = a.for_app("b");
-        a.register("m", "t", &[], &Registration::Start)
+        a.register("m", "t", &[], &Registration::Start, None)
             .await
             .unwrap();
         assert_eq!(clone.members().await.unwrap().len(), 1);

@@ -558,15 +558,18 @@ pub trait StateStore: crate::sealed::Sealed + Send + Sync + fmt::Debug + 'static
     /// `last_update`. See [`Registration`] for the condition. `heartbeat` is 0 at a start;
     /// a rejoin sets it to the old counter + 1 (1 when there was no item), so the counter
     /// never repeats under one client id and a prune aimed at the fenced incarnation
-    /// (conditional on the counter the leader saw) misses the rejoined one. A start
-    /// removes the load report (capacity, limits: another process's, until its own
-    /// heartbeat reports them); a rejoin keeps it (the same process).
+    /// (conditional on the counter the leader saw) misses the rejoined one. With a
+    /// `load` report (capacity and limits; a start has no shard loads yet) it is written
+    /// as a heartbeat writes it, so the leader knows a member's limits from its first
+    /// sight; without one a start removes the last process's report and a rejoin keeps it
+    /// (the same process).
     async fn register(
         &self,
         client_id: &str,
         token: &str,
         streams: &[String],
         how: &Registration,
+        load: Option<&LoadReport>,
     ) -> Result<(), StoreError>;
 
     /// `heartbeat + 1`, `last_update`, `streams` and, with a `load` report, `capacity`
