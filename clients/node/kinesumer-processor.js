@@ -41,7 +41,7 @@ const checkpointer = {
   },
 };
 
-function toRecord(raw, fencingToken) {
+function toRecord(raw, fencingToken, millisBehindLatest) {
   return {
     data: Buffer.from(raw.data, 'base64'),
     partitionKey: raw.partition_key,
@@ -49,6 +49,7 @@ function toRecord(raw, fencingToken) {
     subSequenceNumber: raw.sub_sequence_number === undefined ? null : raw.sub_sequence_number,
     approximateArrival: raw.approximate_arrival || null,
     fencingToken,
+    millisBehindLatest: millisBehindLatest === undefined ? null : millisBehindLatest,
   };
 }
 
@@ -76,7 +77,7 @@ async function run(processRecords, hooks = {}) {
         }
         break;
       case 'records': {
-        const records = msg.records.map((r) => toRecord(r, msg.fencing_token));
+        const records = msg.records.map((r) => toRecord(r, msg.fencing_token, msg.millis_behind_latest));
         try {
           await processRecords(records, checkpointer);
         } catch (e) {

@@ -31,18 +31,20 @@ PROTOCOL = 1
 
 class Record:
     """One record: data (bytes), partition_key, sequence_number,
-    sub_sequence_number, approximate_arrival (RFC 3339 or None), fencing_token."""
+    sub_sequence_number, approximate_arrival (RFC 3339 or None), fencing_token,
+    millis_behind_latest (how far behind the shard's tip its batch was read, or None)."""
 
     __slots__ = ("data", "partition_key", "sequence_number", "sub_sequence_number",
-                 "approximate_arrival", "fencing_token")
+                 "approximate_arrival", "fencing_token", "millis_behind_latest")
 
-    def __init__(self, raw, fencing_token):
+    def __init__(self, raw, fencing_token, millis_behind_latest=None):
         self.data = base64.b64decode(raw["data"])
         self.partition_key = raw["partition_key"]
         self.sequence_number = raw["sequence_number"]
         self.sub_sequence_number = raw.get("sub_sequence_number")
         self.approximate_arrival = raw.get("approximate_arrival")
         self.fencing_token = fencing_token
+        self.millis_behind_latest = millis_behind_latest
 
 
 class Shard:
@@ -92,7 +94,8 @@ def run(process, initialize=None, revoking=None, shard_ended=None, lost=None,
             if initialize:
                 initialize(shard)
         elif kind == "records":
-            records = [Record(r, msg["fencing_token"]) for r in msg["records"]]
+            behind = msg.get("millis_behind_latest")
+            records = [Record(r, msg["fencing_token"], behind) for r in msg["records"]]
             try:
                 process(records, checkpointer)
             except Exception as e:  # reported; the member's error policy decides

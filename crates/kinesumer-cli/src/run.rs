@@ -309,6 +309,7 @@ impl Child {
         if !records.is_empty() {
             let message = RecordsMessage {
                 fencing_token: self.token,
+                millis_behind_latest: batch.millis_behind_latest(),
                 records: records.iter().map(|r| RecordLine::of(r)).collect(),
                 kind: "records",
             };
@@ -458,6 +459,7 @@ fn start_json(start: &Start) -> Value {
 #[derive(serde::Serialize)]
 struct RecordsMessage<'a> {
     fencing_token: u64,
+    millis_behind_latest: Option<i64>,
     records: Vec<RecordLine<'a>>,
     #[serde(rename = "type")]
     kind: &'static str,

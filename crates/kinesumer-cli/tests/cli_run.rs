@@ -98,6 +98,10 @@ async fn a_python_processor_gets_every_record_once_with_its_token() {
     let got = out.has_all(&records).await;
     assert_eq!(got.len(), 60, "each record once: {got:?}");
     assert!(out.lines().iter().all(|l| l["token"].as_u64() >= Some(1)));
+    assert!(
+        out.lines().iter().all(|l| l["behind"].as_i64() >= Some(0)),
+        "every batch says how far behind the tip it was read"
+    );
     assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
 }
 

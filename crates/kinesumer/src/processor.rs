@@ -97,6 +97,12 @@ impl Batch {
     pub fn fencing_token(&self) -> u64 {
         self.records.first().map_or(0, Record::fencing_token)
     }
+
+    /// How far behind the tip of its shard the reader was at its last read, in
+    /// milliseconds (Kinesis's `MillisBehindLatest`), when Kinesis said: 0 is caught up.
+    pub fn millis_behind_latest(&self) -> Option<i64> {
+        self.records.first().and_then(|r| r.track.millis_behind())
+    }
 }
 
 impl fmt::Debug for Batch {

@@ -22,7 +22,8 @@ def process(records, checkpointer):
                 open(OUT + ".crashed", "w").close()
                 out.flush()
                 os._exit(3)
-            out.write(json.dumps({"data": data, "token": r.fencing_token, "pid": os.getpid()}) + "\n")
+            line = {"data": data, "token": r.fencing_token, "behind": r.millis_behind_latest, "pid": os.getpid()}
+            out.write(json.dumps(line) + "\n")
 
 
 kinesumer_processor.run(process, auto_checkpoint=os.environ.get("MODE") != "never-checkpoint")
