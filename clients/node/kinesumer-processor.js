@@ -43,7 +43,7 @@ const checkpointer = {
 
 function toRecord(raw, fencingToken, millisBehindLatest) {
   return {
-    data: Buffer.from(raw.data, 'base64'),
+    data: Buffer.from(raw.data, raw.data_encoding === 'text' ? 'utf8' : 'base64'),
     partitionKey: raw.partition_key,
     sequenceNumber: raw.sequence_number,
     subSequenceNumber: raw.sub_sequence_number === undefined ? null : raw.sub_sequence_number,

@@ -38,7 +38,10 @@ class Record:
                  "approximate_arrival", "fencing_token", "millis_behind_latest")
 
     def __init__(self, raw, fencing_token, millis_behind_latest=None):
-        self.data = base64.b64decode(raw["data"])
+        if raw.get("data_encoding") == "text":
+            self.data = raw["data"].encode()
+        else:
+            self.data = base64.b64decode(raw["data"])
         self.partition_key = raw["partition_key"]
         self.sequence_number = raw["sequence_number"]
         self.sub_sequence_number = raw.get("sub_sequence_number")

@@ -340,6 +340,10 @@ pub(crate) struct RunArgs {
     /// read already goes).
     #[arg(long, value_name = "MS", value_parser = parse_millis)]
     pub(crate) batch_max_wait_ms: Option<Duration>,
+    /// Send each payload that is valid UTF-8 as text (`"data_encoding": "text"`), others
+    /// as base64 (`"data_encoding": "base64"`); without it every payload is base64.
+    #[arg(long)]
+    pub(crate) text: bool,
     /// The processor: a program and its arguments (not run through a shell), started once
     /// per shard and spoken to with the record-processor protocol
     /// (docs/processor-protocol.md) on its stdin and stdout.

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use kinesumer::processor::Batching;
 use kinesumer::{Balancing, Config, ConfigBuilder, ErrorPolicy, Kinesumer, ReadMode};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -25,11 +24,7 @@ pub(crate) enum Job {
     /// Runs a shell command per record (`consume --exec`).
     Exec(String),
     /// Runs a processor child per shard (`run`).
-    Processors {
-        command: Vec<String>,
-        batching: Batching,
-        max_in_flight: usize,
-    },
+    Processors(run::Options),
 }
 
 /// Joins the group as `args` say, does `job` until a signal (or until the job ends), and
@@ -82,11 +77,7 @@ pub(crate) async fn serve(
     let outcome = match job {
         Job::Stdout(format) => consume::write_stdout(&member, streams, format, stop).await,
         Job::Exec(command) => exec::run(&member, streams, command, stop).await,
-        Job::Processors {
-            command,
-            batching,
-            max_in_flight,
-        } => run::run(&member, streams, command, batching, max_in_flight, stop).await,
+        Job::Processors(options) => run::run(&member, streams, options, stop).await,
     };
     // A close that could not write everything — the store unreachable during a SIGTERM —
     // is said, not an exit failure: the process stopped as asked, and what it could not

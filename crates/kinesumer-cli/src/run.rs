@@ -42,7 +42,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `kinesumer run`.
 pub(crate) async fn serve(aws: &crate::aws::Aws, args: crate::cli::RunArgs) -> anyhow::Result<()> {
-    let job = crate::member::Job::Processors {
+    let job = crate::member::Job::Processors(Options {
         command: args.command,
         batching: Batching {
             max_records: usize::try_from(args.batch_max_records).unwrap_or(usize::MAX),
@@ -50,23 +50,41 @@ pub(crate) async fn serve(aws: &crate::aws::Aws, args: crate::cli::RunArgs) -> a
             ..Batching::default()
         },
         max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
-    };
+        text: args.text,
+    });
     crate::member::serve(aws, args.member, Some(&args.errors), job).await
 }
 
-/// Consumes `streams` with a `command` child per shard until `stop` completes or the
-/// member stops for good.
+/// What `run` does with its shards.
+#[derive(Debug)]
+pub(crate) struct Options {
+    /// The processor's program and arguments.
+    pub(crate) command: Vec<String>,
+    pub(crate) batching: Batching,
+    /// Records delivered to a child and not checkpointed, at most.
+    pub(crate) max_in_flight: usize,
+    /// Payloads that are valid UTF-8 go as text.
+    pub(crate) text: bool,
+}
+
+/// Consumes `streams` with a child per shard, as `options` say, until `stop` completes or
+/// the member stops for good.
 pub(crate) async fn run(
     member: &Kinesumer,
     streams: Vec<String>,
-    command: Vec<String>,
-    batching: Batching,
-    max_in_flight: usize,
+    options: Options,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let Options {
+        command,
+        batching,
+        max_in_flight,
+        text,
+    } = options;
     let command: Arc<[String]> = command.into();
     let factory = move |shard: &ShardRef, checkpointer| Child {
         command: command.clone(),
+        text,
         label: format!("[{}/{}]", shard.stream, shard.shard_id),
         shard: shard.clone(),
         checkpointer,
@@ -92,6 +110,8 @@ pub(crate) async fn run(
 /// One shard's processor: a child process, restarted when it fails.
 struct Child {
     command: Arc<[String]>,
+    /// Payloads that are valid UTF-8 go as text.
+    text: bool,
     /// `[stream/shard]`: the prefix of its stderr lines and its name in errors.
     label: String,
     shard: ShardRef,
@@ -310,7 +330,10 @@ impl Child {
             let message = RecordsMessage {
                 fencing_token: self.token,
                 millis_behind_latest: batch.millis_behind_latest(),
-                records: records.iter().map(|r| RecordLine::of(r)).collect(),
+                records: records
+                    .iter()
+                    .map(|r| RecordLine::of(r, self.text))
+                    .collect(),
                 kind: "records",
             };
             // Written out now: the message borrows the records kept below.
@@ -469,19 +492,33 @@ struct RecordsMessage<'a> {
 #[derive(serde::Serialize)]
 struct RecordLine<'a> {
     approximate_arrival: Option<String>,
-    data: String,
+    data: std::borrow::Cow<'a, str>,
+    /// With `--text` only: `text` or `base64`; without it, every payload is base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_encoding: Option<&'static str>,
     partition_key: &'a str,
     sequence_number: &'a str,
     sub_sequence_number: Option<u64>,
 }
 
 impl<'a> RecordLine<'a> {
-    fn of(r: &'a Record) -> Self {
+    fn of(r: &'a Record, text: bool) -> Self {
+        let base64 = || {
+            base64::engine::general_purpose::STANDARD
+                .encode(&r.data)
+                .into()
+        };
+        let (data, data_encoding) = match text.then(|| std::str::from_utf8(&r.data)) {
+            None => (base64(), None),
+            Some(Ok(text)) => (text.into(), Some("text")),
+            Some(Err(_)) => (base64(), Some("base64")),
+        };
         RecordLine {
             approximate_arrival: r
                 .approximate_arrival
                 .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
-            data: base64::engine::general_purpose::STANDARD.encode(&r.data),
+            data,
+            data_encoding,
             partition_key: &r.partition_key,
             sequence_number: r.sequence_number.as_str(),
             sub_sequence_number: r.sub_sequence_number,

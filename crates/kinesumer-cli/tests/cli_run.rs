@@ -105,6 +105,41 @@ async fn a_python_processor_gets_every_record_once_with_its_token() {
     assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
 }
 
+/// `--text`: a UTF-8 payload goes as itself with `"data_encoding": "text"`, any other
+/// as base64 with `"data_encoding": "base64"`.
+#[tokio::test]
+async fn text_mode_sends_text_where_the_payload_is_utf8() {
+    let (table, stream) = table_and_stream(1).await;
+    let app = random_name("app");
+    let out = Out::new();
+    let command = ["python3", &processor("raw.py")];
+    let mut member = RunMember::start(
+        &app,
+        &table,
+        &stream,
+        "raw-1",
+        &["--text"],
+        &[("OUT", out.path())],
+        &command,
+    );
+    let mut records = payloads("t", 5);
+    records.push(vec![0xff, 0x00]);
+    put(&stream, &records, &[]).await;
+    out.has_all(&records[..5]).await;
+    eventually("the binary record", Duration::from_secs(30), || async {
+        out.lines()
+            .iter()
+            .any(|l| l["data"] == "/wA=" && l["enc"] == "base64")
+            .then_some(())
+    })
+    .await;
+    let lines = out.lines();
+    let text = lines.iter().filter(|l| l["data"] != "/wA=");
+    assert!(text.clone().count() >= 5);
+    assert!(text.into_iter().all(|l| l["enc"] == "text"), "{lines:?}");
+    assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
+}
+
 #[tokio::test]
 async fn a_child_that_exits_mid_batch_is_restarted_and_nothing_is_lost() {
     let (table, stream) = table_and_stream(1).await;
