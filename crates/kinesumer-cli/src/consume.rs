@@ -22,8 +22,7 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use base64::Engine as _;
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use kinesumer::{Kinesumer, Record};
 use tokio::sync::oneshot;
@@ -31,6 +30,7 @@ use tokio::sync::oneshot;
 use crate::aws::Aws;
 use crate::cli::{ConsumeArgs, Format};
 use crate::member::{self, Job};
+use crate::wire::{self, Payload};
 
 /// Records written per flush at most: what is buffered already goes out in one write.
 const BATCH: usize = 500;
@@ -219,21 +219,12 @@ struct JsonLine<'a> {
 
 impl<'a> JsonLine<'a> {
     fn of(r: &'a Record) -> Self {
-        let (data, data_encoding) = match std::str::from_utf8(&r.data) {
-            Ok(text) => (text.into(), None),
-            Err(_) => (
-                base64::engine::general_purpose::STANDARD
-                    .encode(&r.data)
-                    .into(),
-                Some("base64"),
-            ),
-        };
+        let payload = Payload::of(&r.data, true);
         JsonLine {
-            approximate_arrival: r
-                .approximate_arrival
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
-            data,
-            data_encoding,
+            approximate_arrival: wire::arrival(r),
+            // Base64 is said; text is the default.
+            data_encoding: matches!(payload, Payload::Base64(_)).then(|| payload.encoding()),
+            data: payload.into_data(),
             partition_key: &r.partition_key,
             sequence_number: r.sequence_number.as_str(),
             shard_id: &r.shard_id,

@@ -21,6 +21,7 @@ mod run;
 mod status;
 mod stream;
 mod table;
+mod wire;
 
 use std::process::ExitCode;
 

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use base64::Engine as _;
 use chrono::SecondsFormat;
 use kinesumer::processor::{Assigned, Batch, Batching, Checkpointer, Processor, Start};
 use kinesumer::store::ShardRef;
@@ -33,6 +32,7 @@ use tokio::time::Instant;
 
 use crate::exec::KillOnDrop;
 use crate::member::AbortOnDrop;
+use crate::wire::{self, Payload};
 
 /// The protocol version this member speaks.
 const PROTOCOL: u64 = 1;
@@ -503,22 +503,11 @@ struct RecordLine<'a> {
 
 impl<'a> RecordLine<'a> {
     fn of(r: &'a Record, text: bool) -> Self {
-        let base64 = || {
-            base64::engine::general_purpose::STANDARD
-                .encode(&r.data)
-                .into()
-        };
-        let (data, data_encoding) = match text.then(|| std::str::from_utf8(&r.data)) {
-            None => (base64(), None),
-            Some(Ok(text)) => (text.into(), Some("text")),
-            Some(Err(_)) => (base64(), Some("base64")),
-        };
+        let payload = Payload::of(&r.data, text);
         RecordLine {
-            approximate_arrival: r
-                .approximate_arrival
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
-            data,
-            data_encoding,
+            approximate_arrival: wire::arrival(r),
+            data_encoding: text.then(|| payload.encoding()),
+            data: payload.into_data(),
             partition_key: &r.partition_key,
             sequence_number: r.sequence_number.as_str(),
             sub_sequence_number: r.sub_sequence_number,
