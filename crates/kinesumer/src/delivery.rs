@@ -24,7 +24,7 @@ use crate::checkpoint::{flush_pending, Leaving, PendingMark, ShardTrack};
 use crate::flow::Flow;
 use crate::handler::{handle, ErrorPolicy, Handled, Handler, OnRecord};
 use crate::processor::{Assigned, Batch, Batching, Checkpointer, OnBatch, ProcessorFactory, Start};
-use crate::reader::buffer::BufferRx;
+use crate::reader::buffer::{BufferRx, CHUNKS_PER_BUFFER};
 use crate::reader::feed::ReadItem;
 use crate::record::Record;
 use crate::signals::Signals;
@@ -51,8 +51,8 @@ impl Sink {
         pending: PendingMark,
         auto_commit: bool,
     ) -> (Sink, Records) {
-        // Eight chunks, each of at most an eighth (and at least one record).
-        let chunk = (records / 8).max(1);
+        // As the shard buffer's: each chunk at most a part of the bound, one record at least.
+        let chunk = (records / CHUNKS_PER_BUFFER).max(1);
         let (tx, rx) = mpsc::channel(records.div_ceil(chunk).max(1));
         let records = Records {
             rx,
@@ -209,18 +209,15 @@ async fn to_stream(
     chunk: usize,
     flow: &Flow,
 ) -> DeliveryEnd {
+    let now = Batching {
+        max_records: chunk,
+        max_bytes: usize::MAX,
+        max_wait: Duration::ZERO,
+    };
     while let Some(first) = next(&mut rx, flow, &track).await {
-        let mut behind = first.millis_behind;
-        let mut records = Vec::with_capacity(chunk);
-        records.push(Record::new(first, track.clone()));
-        while records.len() < chunk {
-            let Some(item) = rx.try_recv() else { break };
-            behind = item.millis_behind;
-            records.push(Record::new(item, track.clone()));
-        }
+        let records = collect(first, &mut rx, now, &track).await;
         flow.admit(records.len() - 1).await;
-        track.set_millis_behind(behind);
-        if tx.send(records).await.is_err() {
+        if tx.send(records.into_records()).await.is_err() {
             return DeliveryEnd::StreamDropped;
         }
     }

@@ -278,6 +278,10 @@ impl Batch {
     pub(crate) fn new(records: Vec<Record>) -> Self {
         Self { records }
     }
+
+    pub(crate) fn into_records(self) -> Vec<Record> {
+        self.records
+    }
 }
 
 impl Checkpointer {

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, Notify};
 
 use super::feed::ReadItem;
 
-/// The part of each bound one chunk may use.
-const CHUNKS_PER_BUFFER: usize = 8;
+/// The part of each bound one chunk may use (the merged stream's chunks too).
+pub(crate) const CHUNKS_PER_BUFFER: usize = 8;
 
 /// A buffer of at most `records` records and, beyond its first chunk, `bytes` bytes of
 /// payload.
