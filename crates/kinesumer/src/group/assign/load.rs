@@ -48,6 +48,12 @@
 //!
 //! A shard moved recently (*cooling*, decided by the caller) is not moved again.
 //!
+//! A plan is where the rules end, not the way there: a shard they moved may move again
+//! in the same plan (the potential below still falls with every move), and the moves
+//! listed are the handoffs from the input's holders to that end — a shard the rules take
+//! away and bring back is not moved, one they move twice is handed off once. `max_moves`
+//! counts the shards handed off.
+//!
 //! # Why it is calm
 //!
 //! Every move strictly lowers `(Φ, Ψ)` in lexicographic order, where
@@ -180,6 +186,7 @@ pub struct LoadPlan {
 /// ```
 pub fn assign_by_load(input: &LoadInput, balance: &Balance) -> LoadPlan {
     let mut state = State::new(input, balance);
+    let start: Vec<Option<usize>> = state.shards.iter().map(|s| s.holder).collect();
     let shed = state.shed();
     state.place_unheld();
     let mut limited = BTreeMap::new();
@@ -215,6 +222,12 @@ pub fn assign_by_load(input: &LoadInput, balance: &Balance) -> LoadPlan {
     }
     state.run(&mut moved, balance.max_moves, |s, _| s.count_move());
     moved.append(&mut limited);
+    moved.retain(|(stream, id), _| {
+        let s = state
+            .index(stream, id)
+            .expect("a moved shard is one of the input");
+        state.shards[s].holder != start[s]
+    });
     LoadPlan {
         assignment: state.assignment(),
         moved,
@@ -456,6 +469,13 @@ impl<'a> State<'a> {
         state
     }
 
+    /// The index of shard `id` of `stream` (the shards are in stream, then id order).
+    fn index(&self, stream: &str, id: &str) -> Option<usize> {
+        self.shards
+            .binary_search_by(|s| (self.streams[s.stream], s.id).cmp(&(stream, id)))
+            .ok()
+    }
+
     fn ratio(&self, m: usize) -> f64 {
         if self.target[m] > 0.0 {
             self.load[m] / self.target[m]
@@ -588,7 +608,6 @@ impl<'a> State<'a> {
         self.load[to] += load;
         self.held[to].insert(s);
         self.shards[s].holder = Some(to);
-        self.shards[s].cooling = true;
     }
 
     fn assignment(&self) -> Assignment {
@@ -1283,26 +1302,106 @@ mod tests {
             .collect()
     }
 
+    /// The least any plan at least as close to the bands moves.
+    #[derive(Debug)]
+    struct Fewest {
+        /// Shards.
+        moves: usize,
+        /// Load.
+        load: f64,
+        /// Shards, of the plans that move no more load than given.
+        within_load: usize,
+    }
+
     /// The fewest moves from the holders of `input` to a plan at least as close to the
-    /// bands (its [`excess`] no higher than `at_most`), and the least load any such plan
-    /// moves, by trying every plan.
-    fn fewest_as_good(input: &LoadInput, at_most: f64) -> (usize, f64) {
+    /// bands (its [`excess`] no higher than `at_most`), the least load any such plan
+    /// moves, and the fewest moves of those moving no more than `load`, by trying every
+    /// plan.
+    fn fewest_as_good(input: &LoadInput, at_most: f64, load: f64) -> Fewest {
         let members: Vec<&String> = input.members.keys().collect();
         let shards: Vec<&LoadShard> = input.shards["s"].values().collect();
-        let (mut fewest, mut least) = (usize::MAX, f64::INFINITY);
+        let mut fewest = Fewest {
+            moves: usize::MAX,
+            load: f64::INFINITY,
+            within_load: usize::MAX,
+        };
         every_plan(input, |choice, sums| {
             if excess(input, sums) <= at_most + 1e-9 {
-                let moved = || {
-                    shards
-                        .iter()
-                        .zip(choice)
-                        .filter(|(s, &c)| s.holder.as_deref() != Some(members[c].as_str()))
-                };
-                fewest = fewest.min(moved().count());
-                least = least.min(moved().map(|(s, _)| s.load).sum());
+                let (mut moves, mut moved) = (0, 0.0);
+                for (s, &c) in shards.iter().zip(choice) {
+                    if s.holder.as_deref() != Some(members[c].as_str()) {
+                        moves += 1;
+                        moved += s.load;
+                    }
+                }
+                fewest.moves = fewest.moves.min(moves);
+                fewest.load = fewest.load.min(moved);
+                if moved <= load + 1e-9 {
+                    fewest.within_load = fewest.within_load.min(moves);
+                }
             }
         });
-        (fewest, least)
+        fewest
+    }
+
+    /// What a member's joining cost: the moves to a new fixed point, their load, and the
+    /// fewest any plan at least as close to the bands needs.
+    #[derive(Debug)]
+    struct Join {
+        moves: usize,
+        moved: f64,
+        fewest: Fewest,
+    }
+
+    /// A member of `capacity` joins the group at the fixed point `input` converges to.
+    fn after_a_join(input: &LoadInput, capacity: f64) -> Join {
+        let (plan, ..) = converge(input);
+        let mut joined = held_as(input, &plan);
+        let streams = BTreeSet::from(["s".into()]);
+        let limits = Limits::default();
+        joined.members.insert(
+            "joiner".into(),
+            LoadMember {
+                streams,
+                capacity,
+                limits,
+            },
+        );
+        let (after, moves, moved) = converge(&joined);
+        let at_most = excess(&joined, &member_sums(&joined, &after));
+        let fewest = fewest_as_good(&joined, at_most, moved);
+        Join {
+            moves,
+            moved,
+            fewest,
+        }
+    }
+
+    /// Moves are a cost to keep low, but finding the fewest is bin packing: over 2,000
+    /// joins (a fixed seed), at most 1 in 80 takes more handoffs than a plan at least as
+    /// close to the bands that moves no more load. Letting a shard move again within a
+    /// plan and listing only the handoffs to where the rules end brought that from 68 to
+    /// 23; the numbers are printed (`-- --nocapture`).
+    #[test]
+    fn moves_after_a_join_are_mostly_the_fewest() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let joins = (inputs(3, 7), prop_oneof![Just(1.0), Just(2.0)]);
+        let cases = 2_000;
+        let (mut dominated, mut more, mut surplus) = (0, 0, 0);
+        for _ in 0..cases {
+            let (input, capacity) = joins.new_tree(&mut runner).expect("a join").current();
+            let j = after_a_join(&input, capacity);
+            dominated += usize::from(j.moves > j.fewest.within_load);
+            more += usize::from(j.moves > j.fewest.moves);
+            surplus += j.moves.saturating_sub(j.fewest.moves);
+        }
+        println!(
+            "{cases} joins: {dominated} with more handoffs than a plan as good moving no more \
+             load; {more} with more than the fewest ({surplus} handoffs more in all)"
+        );
+        assert!(dominated * 80 <= cases, "{dominated} of {cases}");
     }
 
     proptest! {
@@ -1313,6 +1412,17 @@ mod tests {
             let planned: usize = plan.assignment.values().flat_map(|s| s.values()).map(BTreeSet::len).sum();
             prop_assert_eq!(planned, input.shards.values().map(BTreeMap::len).sum::<usize>());
             prop_assert!(rule_moves(&plan) <= BALANCE.max_moves);
+        }
+
+        /// A move listed is a handoff: the shard ends on another member than it was on.
+        #[test]
+        fn every_move_listed_changes_a_holder(input in inputs(6, 30)) {
+            let plan = assign_by_load(&input, &BALANCE);
+            let after = held_as(&input, &plan.assignment);
+            for (stream, id) in plan.moved.keys() {
+                let (before, now) = (&input.shards[stream][id].holder, &after.shards[stream][id].holder);
+                prop_assert_ne!(before, now, "{} is listed as moved", id);
+            }
         }
 
         #[test]
@@ -1376,22 +1486,14 @@ mod tests {
 
         #[test]
         fn moves_after_a_join_stay_near_the_fewest(input in inputs(3, 7), capacity in prop_oneof![Just(1.0), Just(2.0)]) {
-            let (plan, ..) = converge(&input);
-            // A member joins: the moves to a new fixed point, against the fewest moves
-            // of any plan at least as close to the bands, by brute force.
-            let mut joined = held_as(&input, &plan);
-            let streams = BTreeSet::from(["s".into()]);
-            let limits = Limits::default();
-            joined.members.insert("joiner".into(), LoadMember { streams, capacity, limits });
-            let (after, moves, moved) = converge(&joined);
-            let (fewest, least) = fewest_as_good(&joined, excess(&joined, &member_sums(&joined, &after)));
-            // Mostly the fewest handoffs, at most three times as many — unless it moved
-            // many light shards where one heavy one would do, and then no plan as good
-            // moves less load (measured over 12,000 cases: 1 in 12,000 needs the factor
-            // three; the others are within twice plus two).
+            let j = after_a_join(&input, capacity);
+            // At most three times the fewest handoffs, plus two — unless it moved many
+            // light shards where one heavy one would do, and then no plan as good moves
+            // less load. How often it is more than the fewest:
+            // `moves_after_a_join_are_mostly_the_fewest`.
             prop_assert!(
-                moves <= 3 * fewest + 2 || moved <= least * (1.0 + 1e-9),
-                "{moves} moves of load {moved}, where {fewest} would do, or load {least}"
+                j.moves <= 3 * j.fewest.moves + 2 || j.moved <= j.fewest.load * (1.0 + 1e-9),
+                "{j:?}"
             );
         }
 
