@@ -258,11 +258,14 @@ pub fn ratios(input: &LoadInput, assignment: &Assignment) -> BTreeMap<String, f6
 }
 
 /// The fewest moves of held shards any plan needs to bring every member of `assignment`
-/// that can be within its band there, by a lower bound: a member above its band must give
-/// away at least as many shards as its heaviest ones it takes to get under (one holding a
-/// shard heavier than its band cannot get there and is left out), and one below it must
-/// take at least as many as the heaviest shards that fit its band it takes to get over;
-/// each move serves one giver and one taker.
+/// that can be within its band there, and to leave a shard heavier than its holder's
+/// band alone, by a lower bound: a member above its band must give away at least as many
+/// shards as its heaviest ones it takes to get under, and one below it must take at
+/// least as many as the heaviest shards that fit its band it takes to get over (each
+/// move serves one giver and one taker; one that all of them leave short is left out);
+/// a member holding a shard heavier than its band
+/// cannot get there, but must give away its other shards, or that shard to a member that
+/// gives away all of its own.
 pub fn fewest_moves(input: &LoadInput, assignment: &Assignment, tolerance: f64) -> usize {
     let state = State::new(input, &Balance::default());
     let mut held: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -278,7 +281,11 @@ pub fn fewest_moves(input: &LoadInput, assignment: &Assignment, tolerance: f64) 
     }
     let mut all: Vec<f64> = held.values().flatten().copied().collect();
     all.sort_by(|a, b| b.total_cmp(a));
-    let (mut give, mut take) = (0, 0);
+    let (mut give, mut take, mut alone) = (0, 0, 0);
+    let fewest_held = |except: &str| {
+        let others = held.iter().filter(|(id, _)| **id != except);
+        others.map(|(_, loads)| loads.len()).min()
+    };
     for (id, &target) in state.ids.iter().zip(&state.target) {
         if target <= 0.0 {
             continue;
@@ -289,6 +296,8 @@ pub fn fewest_moves(input: &LoadInput, assignment: &Assignment, tolerance: f64) 
         let load: f64 = loads.iter().sum();
         if loads.first().is_some_and(|&heaviest| heaviest > upper) {
             // Over because of one shard: no move brings it within its band.
+            let emptied = fewest_held(id).map_or(usize::MAX, |n| n + 1);
+            alone = alone.max((loads.len() - 1).min(emptied));
         } else if load > upper {
             let mut left = load;
             for l in &loads {
@@ -299,17 +308,21 @@ pub fn fewest_moves(input: &LoadInput, assignment: &Assignment, tolerance: f64) 
                 give += 1;
             }
         } else if load < lower {
-            let mut got = load;
+            let (mut got, mut needs) = (load, 0);
             for l in all.iter().filter(|&&l| l <= upper) {
                 if got >= lower {
                     break;
                 }
                 got += l;
-                take += 1;
+                needs += 1;
+            }
+            // Short of its band with every shard that fits it: it cannot get there.
+            if got >= lower {
+                take += needs;
             }
         }
     }
-    give.max(take)
+    give.max(take).max(alone)
 }
 
 /// How many of the lowest-ratio members an over member tries to exchange a shard with.
@@ -1602,6 +1615,34 @@ mod tests {
         fn is_deterministic(input in inputs(6, 30)) {
             prop_assert_eq!(assign_by_load(&input, &BALANCE), assign_by_load(&input, &BALANCE));
         }
+    }
+
+    #[test]
+    fn the_fewest_moves_leave_a_hot_shard_alone() {
+        // m0 holds a shard heavier than any band and three light ones; m1 holds two.
+        let mut shards = vec![(3.0, Some(0))];
+        shards.extend([(0.1, Some(0)); 3]);
+        shards.extend([(0.1, Some(1)); 2]);
+        let two = input(&[1.0, 1.0], &shards);
+        let as_held = |input: &LoadInput| {
+            let mut plan: Assignment = input
+                .members
+                .keys()
+                .map(|m| (m.clone(), BTreeMap::new()))
+                .collect();
+            for (id, s) in &input.shards["s"] {
+                let member = plan
+                    .get_mut(s.holder.as_deref().expect("held"))
+                    .expect("a member");
+                member.entry("s".to_owned()).or_default().insert(id.clone());
+            }
+            plan
+        };
+        // Its three light shards go, or the hot one goes and m1's two: three moves.
+        assert_eq!(fewest_moves(&two, &as_held(&two), BALANCE.tolerance), 3);
+        // With an empty member beside them, the hot shard alone can go there.
+        let three = input(&[1.0, 1.0, 1.0], &shards);
+        assert_eq!(fewest_moves(&three, &as_held(&three), BALANCE.tolerance), 1);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //!
 //! For each: the ticks from the change to the last move (`None` when moves go on to the
 //! end: no fixed point), the moves (lease takes, placements included), the fewest moves
-//! that reach the tolerance band from where the group stood
+//! that reach the tolerance band and leave a hot shard alone from where the group stood
 //! ([`load::fewest_moves`], a lower bound), and the worst member's load over its share
 //! at the end.
 //!
@@ -99,7 +99,8 @@ pub struct Phase {
     /// Lease takes in the phase.
     pub moves: usize,
     /// A lower bound on the takes that bring every member that can be within the band
-    /// there, from where the group stood ([`load::fewest_moves`], plus the shards nobody
+    /// there and leave a shard heavier than its holder's band alone, from where the group
+    /// stood ([`load::fewest_moves`], plus the shards nobody
     /// held).
     pub min_moves: usize,
     /// The highest member load over its share (by capacity) at the end of the phase.
