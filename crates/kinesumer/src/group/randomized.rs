@@ -2,7 +2,8 @@
 //! lost responses, slow and failing state-store requests (some landing after the member
 //! gave up, so writes reorder), throttled, failing, hanging and slow Kinesis calls, wall
 //! steps, leader changes, shard splits and a stream dropped and added again at run time,
-//! over two streams — with the invariants checked every 50 ms of simulated time and, at
+//! over two streams, with applications that fail (retried, dead-lettered, or stopping
+//! the shard) — with the invariants checked every 50 ms of simulated time and, at
 //! the end, nothing lost and every shard read. Each seed runs on a fresh current-thread
 //! runtime with the paused clock, so a failing seed replays exactly.
 //!
@@ -16,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::reader::KinesisApi;
-use crate::sim::{Handout, RandomFaults, Sim};
+use crate::sim::{App, Handout, RandomFaults, Sim};
 
 const S: &str = "orders";
 const T: &str = "events";
@@ -25,6 +26,23 @@ const NAMES: [&str; 3] = ["a", "b", "c"];
 const REFRESHER: &str = "a";
 /// Splits per seed at most: shard counts stay small.
 const SPLITS: u32 = 3;
+
+/// Each member's application, the same across its restarts: `a` takes records from the
+/// stream, `b`'s handler fails a call in five and dead-letters a record failing three,
+/// `c`'s fails one in eight and stops the shard (read again) on a record failing three.
+fn app(name: &str) -> App {
+    match name {
+        "b" => App::Failing {
+            failures: 0.2,
+            dead_letter: true,
+        },
+        "c" => App::Failing {
+            failures: 0.125,
+            dead_letter: false,
+        },
+        _ => App::Stream,
+    }
+}
 
 fn store_faults(rng: &mut StdRng) -> RandomFaults {
     let mut faults = RandomFaults::new(rng.random());
@@ -71,7 +89,7 @@ async fn run(seed: u64) -> Vec<Handout> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut sim = Sim::new(seed, &[(S, 4), (T, 2)]);
     for name in NAMES {
-        sim.start(name, &[S, T]).await;
+        sim.start_as(name, &[S, T], app(name)).await;
     }
     let mut refresher_reads_t = true;
     let mut splits = 0;
@@ -86,7 +104,7 @@ async fn run(seed: u64) -> Vec<Handout> {
                 } else {
                     &[S, T]
                 };
-                sim.start(name, streams).await;
+                sim.start_as(name, streams, app(name)).await;
             }
             1 | 2 => {
                 let name = match sim.leader() {

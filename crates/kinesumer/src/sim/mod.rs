@@ -32,6 +32,7 @@
 //! # }
 //! ```
 
+mod app;
 mod faults;
 mod kinesis;
 mod member;
@@ -45,6 +46,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
+pub use app::App;
 pub use faults::{Fault, FaultyStore, Gate, Latch, RandomFaults, Request, Rule, Script, Sent};
 pub use kinesis::SimKinesis;
 pub use member::{FaultyKinesis, KinesisOp, MemberClock};
@@ -52,7 +54,6 @@ pub use monitor::{Handout, Landed, Monitor};
 
 use crate::clock::TestClock;
 use crate::config::{ConfigBuilder, InitialPosition};
-use crate::delivery::Records;
 use crate::event::Event;
 use crate::reader::KinesisApi;
 use crate::store::{MemoryStore, ShardRef, StateStore};
@@ -100,7 +101,7 @@ impl SimMember {
     }
 
     /// How long its application takes over each record (auto-commit marks a record when
-    /// the next one is asked for).
+    /// the next one is asked for); an [`App::Stream`]'s only.
     pub fn set_processing(&self, d: Duration) {
         *self.processing.lock().unwrap_or_else(|e| e.into_inner()) = d;
     }
@@ -121,6 +122,7 @@ pub struct Sim {
     members: BTreeMap<String, SimMember>,
     streams: Vec<String>,
     put: BTreeMap<String, ShardRef>,
+    seed: u64,
 }
 
 impl Sim {
@@ -142,6 +144,7 @@ impl Sim {
             members: BTreeMap::new(),
             streams: streams.iter().map(|(s, _)| s.to_string()).collect(),
             put: BTreeMap::new(),
+            seed,
         }
     }
 
@@ -168,6 +171,21 @@ impl Sim {
         streams: &[&str],
         configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
     ) {
+        self.launch(name, streams, configure, App::Stream).await;
+    }
+
+    /// Starts member `name` with [`Sim::config`] and the application `app`.
+    pub async fn start_as(&mut self, name: &str, streams: &[&str], app: App) {
+        self.launch(name, streams, |c| c, app).await;
+    }
+
+    async fn launch(
+        &mut self,
+        name: &str,
+        streams: &[&str],
+        configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+        app: App,
+    ) {
         self.members.remove(name);
         let config = configure(Self::config(name)).build().expect("valid config");
         let gate = Gate::default();
@@ -183,30 +201,55 @@ impl Sim {
             gate.clone(),
             self.monitor.clone(),
         ));
-        let consumer = Arc::new(Kinesumer::with_parts(
+        let consumer = Kinesumer::with_parts(
             config,
             store.clone() as Arc<dyn StateStore>,
             kinesis.clone() as Arc<dyn KinesisApi>,
             clock.clone(),
-        ));
+        );
+        let failing = match app {
+            App::Stream => None,
+            App::Failing {
+                failures,
+                dead_letter,
+            } => {
+                let monitor = self.monitor.clone();
+                let f = app::Failing::new(name, monitor, gate.clone(), self.seed, failures);
+                Some((f, dead_letter))
+            }
+        };
+        let consumer = Arc::new(match &failing {
+            Some((f, dead_letter)) => consumer.with_error_policy(f.policy(*dead_letter)),
+            None => consumer,
+        });
         let events: Arc<Mutex<Vec<(Duration, Event)>>> = Arc::default();
         let collect = tokio::spawn(collect_events(
             consumer.events(),
             events.clone(),
             self.monitor.clone(),
         ));
-        let records = consumer
-            .consume(streams.iter().copied())
-            .await
-            .expect("the member starts");
         let processing: Arc<Mutex<Duration>> = Arc::default();
-        let app = tokio::spawn(application(
-            name.to_owned(),
-            records,
-            gate.clone(),
-            processing.clone(),
-            self.monitor.clone(),
-        ));
+        let streams = streams.iter().copied();
+        let app = match failing {
+            None => {
+                let records = consumer.consume(streams).await.expect("the member starts");
+                tokio::spawn(app::stream(
+                    name.to_owned(),
+                    records,
+                    gate.clone(),
+                    processing.clone(),
+                    self.monitor.clone(),
+                ))
+            }
+            Some((f, _)) => {
+                let consuming = consumer
+                    .consume_with(streams, app::Calls(f))
+                    .await
+                    .expect("the member starts");
+                // The member's end is judged by the monitor, not by how it ended.
+                tokio::spawn(consuming.map(drop))
+            }
+        };
         self.members.insert(
             name.to_owned(),
             SimMember {
@@ -473,29 +516,6 @@ impl Drop for Sim {
 
 /// A member's application: takes records as fast as it processes them, logs each
 /// hand-out, and stops taking while the member is paused.
-async fn application(
-    name: String,
-    mut records: Records,
-    gate: Gate,
-    processing: Arc<Mutex<Duration>>,
-    monitor: Arc<Monitor>,
-) {
-    loop {
-        gate.opened().await;
-        let next = tokio::select! {
-            biased;
-            _ = gate.closed() => continue,
-            next = records.next() => next,
-        };
-        let Some(record) = next else { return };
-        monitor.handout(&name, &record);
-        let d = *processing.lock().unwrap_or_else(|e| e.into_inner());
-        if !d.is_zero() {
-            tokio::time::sleep(d).await;
-        }
-    }
-}
-
 async fn collect_events(
     mut rx: crate::Events,
     events: Arc<Mutex<Vec<(Duration, Event)>>>,
