@@ -244,16 +244,12 @@ async fn to_handler(
             handler,
             record: &record,
         };
-        match handle(
-            &mut work,
-            std::slice::from_ref(&record),
-            policy,
-            &to.signals,
-        )
-        .await
-        {
+        let records = std::slice::from_ref(&record);
+        let held = || track.may_hand_out();
+        match handle(&mut work, records, policy, &to.signals, held).await {
             Handled::Done | Handled::DeadLettered if to.auto_commit => track.mark(&pos),
             Handled::Done | Handled::DeadLettered => {}
+            Handled::LeaseLost => return DeliveryEnd::NotAllowed,
             Handled::Stopped(reason) => {
                 // Nothing of this shard is in the application's hands any more: the
                 // release need not wait for the failed record.
@@ -327,10 +323,12 @@ async fn process(
             batch: &batch,
         };
         let last = batch.records().last().map(Record::position);
-        match handle(&mut work, &unmarked, policy, &to.signals).await {
+        let held = || track.may_hand_out();
+        match handle(&mut work, &unmarked, policy, &to.signals, held).await {
             Handled::Done if to.auto_commit => last.iter().for_each(|p| track.mark(p)),
             Handled::Done => {}
             Handled::DeadLettered => last.iter().for_each(|p| track.mark(p)),
+            Handled::LeaseLost => break,
             Handled::Stopped(reason) => {
                 // The shard is released next: what the processor holds may be flushed.
                 processor

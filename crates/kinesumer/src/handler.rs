@@ -11,7 +11,9 @@
 //!               └─ dead letter ─▶ written to the sink (retried until it lands) ─▶ marked
 //! ```
 //!
-//! A record is never skipped without a dead-letter write that succeeded, and never
+//! Retries and dead letters happen only while the lease is held: once it is lost (or
+//! the member fenced), the record is left for the shard's next holder, which reads it
+//! again. A record is never skipped without a dead-letter write that succeeded, and never
 //! retried in silence: every failure is an [`Event::RecordFailed`](crate::Event), every
 //! dead letter an [`Event::RecordDeadLettered`](crate::Event), every stop an
 //! [`Error::DeliveryStopped`](crate::Error::DeliveryStopped).
@@ -252,6 +254,9 @@ pub(crate) enum Handled {
     DeadLettered,
     /// The policy stopped the shard: the record stays unprocessed.
     Stopped(String),
+    /// The lease was lost before a retry or a dead letter: the record stays unprocessed,
+    /// for the shard's next holder to read again.
+    LeaseLost,
 }
 
 /// One more try at what failed: a record's handler, or a batch's processor.
@@ -288,12 +293,15 @@ where
 }
 
 /// Runs `work` on `records` (one record, or a batch in order) under `policy`: attempts,
-/// backoff, dead letters.
+/// backoff, dead letters — each retry and dead letter only while `held` (the lease is
+/// held and the fence allows it): once another member may hold the shard, a retry would
+/// hand the records to this application beside that one's.
 pub(crate) async fn handle(
     work: &mut impl Attempt,
     records: &[Record],
     policy: &ErrorPolicy,
     signals: &Signals,
+    held: impl Fn() -> bool,
 ) -> Handled {
     let Some(first) = records.first() else {
         return Handled::Done;
@@ -326,12 +334,18 @@ pub(crate) async fn handle(
             will_retry: matches!(step, Step::Retry(_)),
         });
         match step {
-            Step::Retry(delay) => tokio::time::sleep(delay).await,
+            Step::Retry(delay) => {
+                tokio::time::sleep(delay).await;
+                if !held() {
+                    return Handled::LeaseLost;
+                }
+            }
             Step::Stop => {
                 return Handled::Stopped(format!(
                     "{what} failed {failures} times, the last time with: {error}"
                 ))
             }
+            Step::DeadLetter(_) if !held() => return Handled::LeaseLost,
             Step::DeadLetter(sink) => {
                 for record in records {
                     let letter = dead_letter_of(record, error.clone(), failures);

@@ -84,7 +84,14 @@ async fn handle_one(
         handler,
         record: &record,
     };
-    handle(&mut work, std::slice::from_ref(&record), policy, signals).await
+    handle(
+        &mut work,
+        std::slice::from_ref(&record),
+        policy,
+        signals,
+        || true,
+    )
+    .await
 }
 
 fn events(rx: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Event> {
@@ -222,7 +229,14 @@ async fn an_attempt_past_its_timeout_is_a_failure() {
         handler: &Hangs,
         record: &record,
     };
-    let handled = handle(&mut work, std::slice::from_ref(&record), &policy, &signals).await;
+    let handled = handle(
+        &mut work,
+        std::slice::from_ref(&record),
+        &policy,
+        &signals,
+        || true,
+    )
+    .await;
     assert!(
         matches!(&handled, Handled::Stopped(r) if r.contains("did not finish within 1s")),
         "{handled:?}"
@@ -342,5 +356,56 @@ proptest! {
             }
             other => prop_assert!(false, "unexpected end {:?}", other),
         }
+    }
+}
+
+/// A handler whose first call fails after its lease was lost (another member may hold
+/// the shard now); counts its calls.
+struct LosesTheLease {
+    track: Arc<crate::checkpoint::ShardTrack>,
+    calls: Arc<Mutex<u32>>,
+}
+
+impl Handler for LosesTheLease {
+    fn handle(&self, _: Record) -> BoxFuture<'static, Result<(), HandlerError>> {
+        *self.calls.lock().unwrap() += 1;
+        self.track.deactivate();
+        Box::pin(async { Err("failed while the lease was lost".into()) })
+    }
+}
+
+/// A record is not retried, nor dead-lettered, once its lease is lost: its next holder
+/// reads it again, and a retry would hand it to this application beside that one's.
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_ends_the_retries_of_its_record() {
+    for dead_letter in [false, true] {
+        let sink = Letters::default();
+        let policy = if dead_letter {
+            ErrorPolicy::dead_letter_after(3, sink.clone())
+        } else {
+            ErrorPolicy::stop_after(3)
+        };
+        let t = track();
+        let calls = Arc::new(Mutex::new(0));
+        let handler = LosesTheLease {
+            track: t.clone(),
+            calls: calls.clone(),
+        };
+        let (tx, rx) = crate::reader::buffer::channel(16, usize::MAX);
+        tx.send(item(1)).await.unwrap();
+        drop(tx);
+        let to = Delivery {
+            sink: Sink::Handler(Arc::new(handler), policy),
+            auto_commit: true,
+            signals: Signals::new("app", 1024),
+            start: crate::processor::Start::TrimHorizon,
+            handoff_timeout: Duration::from_secs(5),
+            flow: crate::flow::Flow::new(None),
+        };
+        let end = deliver(rx, t.clone(), to).await;
+        assert_eq!(*calls.lock().unwrap(), 1, "dead letter: {dead_letter}");
+        assert!(sink.got.lock().unwrap().is_empty(), "no dead letter");
+        assert!(matches!(end, DeliveryEnd::NotAllowed), "{end:?}");
+        assert_eq!(t.marked(), None);
     }
 }
