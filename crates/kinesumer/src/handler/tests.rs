@@ -359,26 +359,47 @@ proptest! {
     }
 }
 
-/// A handler whose first call fails after its lease was lost (another member may hold
-/// the shard now); counts its calls.
+/// An application whose every call fails after its lease was lost (another member may
+/// hold the shard now); counts its calls, and whether it heard the loss.
+#[derive(Clone)]
 struct LosesTheLease {
     track: Arc<crate::checkpoint::ShardTrack>,
     calls: Arc<Mutex<u32>>,
+    heard_lost: Arc<Mutex<bool>>,
+}
+
+impl LosesTheLease {
+    fn call(&self) -> Result<(), HandlerError> {
+        *self.calls.lock().unwrap() += 1;
+        self.track.deactivate();
+        Err("failed while the lease was lost".into())
+    }
 }
 
 impl Handler for LosesTheLease {
     fn handle(&self, _: Record) -> BoxFuture<'static, Result<(), HandlerError>> {
-        *self.calls.lock().unwrap() += 1;
-        self.track.deactivate();
-        Box::pin(async { Err("failed while the lease was lost".into()) })
+        let result = self.call();
+        Box::pin(async { result })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::processor::Processor for LosesTheLease {
+    async fn process(&mut self, _: &crate::processor::Batch) -> Result<(), HandlerError> {
+        self.call()
+    }
+
+    async fn lost(&mut self) {
+        *self.heard_lost.lock().unwrap() = true;
     }
 }
 
 /// A record is not retried, nor dead-lettered, once its lease is lost: its next holder
-/// reads it again, and a retry would hand it to this application beside that one's.
+/// reads it again, and a retry would hand it to this application beside that one's. By
+/// handler and by processor, stopping or dead-lettering.
 #[tokio::test(start_paused = true)]
 async fn a_lost_lease_ends_the_retries_of_its_record() {
-    for dead_letter in [false, true] {
+    for (processor, dead_letter) in [(false, false), (false, true), (true, false), (true, true)] {
         let sink = Letters::default();
         let policy = if dead_letter {
             ErrorPolicy::dead_letter_after(3, sink.clone())
@@ -386,16 +407,24 @@ async fn a_lost_lease_ends_the_retries_of_its_record() {
             ErrorPolicy::stop_after(3)
         };
         let t = track();
-        let calls = Arc::new(Mutex::new(0));
-        let handler = LosesTheLease {
+        let app = LosesTheLease {
             track: t.clone(),
-            calls: calls.clone(),
+            calls: Arc::default(),
+            heard_lost: Arc::default(),
+        };
+        let sink_of_records = if processor {
+            let app = app.clone();
+            let factory = move |_: &crate::store::ShardRef, _| app.clone();
+            let batching = crate::processor::Batching::default();
+            Sink::Processor(Arc::new(factory), policy, batching)
+        } else {
+            Sink::Handler(Arc::new(app.clone()), policy)
         };
         let (tx, rx) = crate::reader::buffer::channel(16, usize::MAX);
         tx.send(item(1)).await.unwrap();
         drop(tx);
         let to = Delivery {
-            sink: Sink::Handler(Arc::new(handler), policy),
+            sink: sink_of_records,
             auto_commit: true,
             signals: Signals::new("app", 1024),
             start: crate::processor::Start::TrimHorizon,
@@ -403,9 +432,14 @@ async fn a_lost_lease_ends_the_retries_of_its_record() {
             flow: crate::flow::Flow::new(None),
         };
         let end = deliver(rx, t.clone(), to).await;
-        assert_eq!(*calls.lock().unwrap(), 1, "dead letter: {dead_letter}");
-        assert!(sink.got.lock().unwrap().is_empty(), "no dead letter");
-        assert!(matches!(end, DeliveryEnd::NotAllowed), "{end:?}");
-        assert_eq!(t.marked(), None);
+        let case = format!("processor {processor}, dead letter {dead_letter}");
+        assert_eq!(*app.calls.lock().unwrap(), 1, "{case}");
+        assert!(
+            sink.got.lock().unwrap().is_empty(),
+            "{case}: no dead letter"
+        );
+        assert!(matches!(end, DeliveryEnd::NotAllowed), "{case}: {end:?}");
+        assert_eq!(t.marked(), None, "{case}");
+        assert_eq!(*app.heard_lost.lock().unwrap(), processor, "{case}");
     }
 }
