@@ -13,8 +13,11 @@
 //!
 //! Both services are moto's ([`Backlog::on_moto`]). The member process reports its own
 //! figures when it has read every record: the wall time from its start and from its first
-//! record, its CPU time (user + system, from `/proc/self/stat`) and its peak RSS
-//! (`VmHWM`, `/proc/self/status`). Printed per run, then as the median (min–max).
+//! record, its CPU time (user + system of every thread, `CLOCK_PROCESS_CPUTIME_ID`: to the
+//! nanosecond, where `/proc/self/stat` counts 10 ms ticks, a sixth of the floor's whole
+//! run), its peak RSS (`VmHWM`) and what is resident at the end: private memory
+//! (`RssAnon`) and mapped files, the executable's pages mostly (`RssFile`), all from
+//! `/proc/self/status`. Printed per run, then as the median (min–max).
 //!
 //! To profile the member alone (the stream and table are printed when loaded):
 //!
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kinesumer::{Config, InitialPosition, Kinesumer};
-use kinesumer_bench::procfs::{cpu_seconds, memory_mb};
+use kinesumer_bench::procfs::memory_mb;
 use kinesumer_bench::{arg, summary, Backlog, Error};
 
 const SHARDS: i32 = 4;
@@ -42,6 +45,8 @@ struct Run {
     reading: f64,
     cpu: f64,
     rss_mb: f64,
+    anon_mb: f64,
+    file_mb: f64,
 }
 
 #[tokio::main]
@@ -63,11 +68,13 @@ async fn main() -> Result<(), Error> {
         for (mode, runs) in [("--member", &mut all), ("--raw", &mut floor)] {
             let run = spawn(mode, &app, &table, &stream, records).await?;
             println!(
-                "run {i} {mode}: {:.0} records/s ({:.0} from the first record), {:.3} CPU-s per 10,000 records, peak RSS {:.1} MB",
+                "run {i} {mode}: {:.0} records/s ({:.0} from the first record), {:.4} CPU-s per 10,000 records, peak RSS {:.1} MB (at the end: {:.1} MB anonymous, {:.1} MB files)",
                 run.records as f64 / run.wall,
                 run.records as f64 / run.reading,
                 run.cpu * 10_000.0 / run.records as f64,
-                run.rss_mb
+                run.rss_mb,
+                run.anon_mb,
+                run.file_mb
             );
             runs.push(run);
         }
@@ -85,17 +92,21 @@ async fn main() -> Result<(), Error> {
         per(|r| r.cpu * 10_000.0 / r.records as f64),
     );
     summary("peak RSS", "MB", per(|r| r.rss_mb));
+    summary("RssAnon at the end", "MB", per(|r| r.anon_mb));
+    summary("RssFile at the end", "MB", per(|r| r.file_mb));
     let floor_cpu = |r: &Run| r.cpu * 10_000.0 / r.records as f64;
     summary(
         "raw SDK loop: CPU-s per 10k records",
         "s",
         floor.iter().map(floor_cpu).collect(),
     );
-    summary(
-        "raw SDK loop: peak RSS",
-        "MB",
-        floor.iter().map(|r| r.rss_mb).collect(),
-    );
+    for (name, f) in [
+        ("raw SDK loop: peak RSS", (|r| r.rss_mb) as fn(&Run) -> f64),
+        ("raw SDK loop: RssAnon", |r| r.anon_mb),
+        ("raw SDK loop: RssFile", |r| r.file_mb),
+    ] {
+        summary(name, "MB", floor.iter().map(f).collect());
+    }
     summary(
         "member CPU / raw SDK loop CPU (same run)",
         "",
@@ -134,6 +145,8 @@ async fn spawn(
         reading: f("reading")?,
         cpu: f("cpu")?,
         rss_mb: f("rss_mb")?,
+        anon_mb: f("anon_mb")?,
+        file_mb: f("file_mb")?,
     })
 }
 
@@ -173,9 +186,9 @@ async fn member(args: &[String]) -> Result<(), Error> {
     }
     let reading = first.map_or(Duration::ZERO, |f| f.elapsed());
     let wall = started.elapsed();
-    let (cpu, rss_mb) = self_usage()?;
+    let usage = self_usage()?;
     consumer.close().await?;
-    report(got, wall, reading, cpu, rss_mb);
+    report(got, wall, reading, usage);
     Ok(())
 }
 
@@ -224,26 +237,44 @@ async fn raw(args: &[String]) -> Result<(), Error> {
     }
     let reading = first.map_or(Duration::ZERO, |f| f.elapsed());
     let wall = started.elapsed();
-    let (cpu, rss_mb) = self_usage()?;
-    report(got, wall, reading, cpu, rss_mb);
+    report(got, wall, reading, self_usage()?);
     Ok(())
 }
 
 /// What a measured process prints: one JSON line.
-fn report(got: u64, wall: Duration, reading: Duration, cpu: f64, rss_mb: f64) {
+fn report(got: u64, wall: Duration, reading: Duration, usage: Usage) {
     println!(
         "{}",
         serde_json::json!({
             "records": got,
             "wall": wall.as_secs_f64(),
             "reading": reading.as_secs_f64(),
-            "cpu": cpu,
-            "rss_mb": rss_mb,
+            "cpu": usage.cpu,
+            "rss_mb": usage.peak_mb,
+            "anon_mb": usage.anon_mb,
+            "file_mb": usage.file_mb,
         })
     );
 }
 
-/// This process's CPU seconds (user + system) and peak resident set in MB.
-fn self_usage() -> Result<(f64, f64), Error> {
-    Ok((cpu_seconds("self")?, memory_mb("self", "VmHWM")?))
+/// What this process used so far.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    /// CPU seconds, user + system, of every thread.
+    cpu: f64,
+    /// Peak resident set (`VmHWM`), MB.
+    peak_mb: f64,
+    /// Resident now: private memory, and mapped files (MB).
+    anon_mb: f64,
+    file_mb: f64,
+}
+
+fn self_usage() -> Result<Usage, Error> {
+    let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Ok(Usage {
+        cpu: cpu.tv_sec as f64 + cpu.tv_nsec as f64 / 1e9,
+        peak_mb: memory_mb("self", "VmHWM")?,
+        anon_mb: memory_mb("self", "RssAnon")?,
+        file_mb: memory_mb("self", "RssFile")?,
+    })
 }
