@@ -3,7 +3,9 @@
 //! (so from the start again). Each run is followed by one of the floor: a raw loop over
 //! the same SDK in a process of its own — GetRecords on every shard with the library's
 //! default limit, records discarded, no group — and the member's CPU per record is
-//! reported as a ratio to the floor's.
+//! reported as a ratio to the floor's. The floor calls one shard at a time; a second
+//! floor (`--raw-concurrent`) reads every shard at once, a task each, as the member does,
+//! so what reading shards concurrently costs through the SDK alone is known too.
 //!
 //! ```text
 //! scripts/local-stack start && eval "$(scripts/local-stack env)"
@@ -27,6 +29,8 @@
 //! ```
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -56,16 +60,24 @@ async fn main() -> Result<(), Error> {
         return member(&args).await;
     }
     if args.iter().any(|a| a == "--raw") {
-        return raw(&args).await;
+        return raw(&args, false).await;
+    }
+    if args.iter().any(|a| a == "--raw-concurrent") {
+        return raw(&args, true).await;
     }
     let records = arg("--records", 50_000);
     let runs = arg("--runs", 5);
     let Backlog { stream, table } = Backlog::on_moto("drain", SHARDS, records, PAYLOAD).await?;
     let mut all = Vec::new();
     let mut floor = Vec::new();
+    let mut concurrent = Vec::new();
     for i in 0..runs {
         let app = format!("drain-{i}-{:08x}", rand::random::<u32>());
-        for (mode, runs) in [("--member", &mut all), ("--raw", &mut floor)] {
+        for (mode, runs) in [
+            ("--member", &mut all),
+            ("--raw", &mut floor),
+            ("--raw-concurrent", &mut concurrent),
+        ] {
             let run = spawn(mode, &app, &table, &stream, records).await?;
             println!(
                 "run {i} {mode}: {:.0} records/s ({:.0} from the first record), {:.4} CPU-s per 10,000 records, peak RSS {:.1} MB (at the end: {:.1} MB anonymous, {:.1} MB files)",
@@ -108,13 +120,26 @@ async fn main() -> Result<(), Error> {
         summary(name, "MB", floor.iter().map(f).collect());
     }
     summary(
-        "member CPU / raw SDK loop CPU (same run)",
-        "",
-        all.iter()
-            .zip(&floor)
-            .map(|(m, f)| (m.cpu / m.records as f64) / (f.cpu / f.records as f64))
-            .collect(),
+        "raw SDK loop, shards at once: CPU-s per 10k records",
+        "s",
+        concurrent.iter().map(floor_cpu).collect(),
     );
+    for (name, floor) in [
+        ("member CPU / raw SDK loop CPU (same run)", &floor),
+        (
+            "member CPU / shards-at-once loop CPU (same run)",
+            &concurrent,
+        ),
+    ] {
+        summary(
+            name,
+            "",
+            all.iter()
+                .zip(floor)
+                .map(|(m, f)| (m.cpu / m.records as f64) / (f.cpu / f.records as f64))
+                .collect(),
+        );
+    }
     Ok(())
 }
 
@@ -193,8 +218,9 @@ async fn member(args: &[String]) -> Result<(), Error> {
 }
 
 /// The floor: GetRecords on every shard, from TRIM_HORIZON, with the library's default
-/// limit, until `--records` records came; nothing else.
-async fn raw(args: &[String]) -> Result<(), Error> {
+/// limit, until `--records` records came; nothing else. One shard after the other, or
+/// (`concurrent`) every shard at once, a task each, waiting 200 ms after an empty page.
+async fn raw(args: &[String], concurrent: bool) -> Result<(), Error> {
     use aws_sdk_kinesis::types::ShardIteratorType;
     let started = Instant::now();
     let want = arg("--records", 50_000);
@@ -218,27 +244,80 @@ async fn raw(args: &[String]) -> Result<(), Error> {
             .await?;
         iterators.push(it.shard_iterator().map(str::to_owned));
     }
-    let (mut got, mut first) = (0u64, None);
-    while got < want {
-        for it in iterators.iter_mut() {
-            let Some(current) = it.take() else { continue };
-            let page = kinesis
-                .get_records()
-                .shard_iterator(current)
-                .limit(limit)
-                .send()
-                .await?;
-            if !page.records().is_empty() {
-                first.get_or_insert_with(Instant::now);
-            }
-            got += page.records().len() as u64;
-            *it = page.next_shard_iterator().map(str::to_owned);
+    let floor = Floor {
+        kinesis,
+        limit,
+        want,
+        got: AtomicU64::new(0),
+        first: OnceLock::new(),
+    };
+    if concurrent {
+        let floor = Arc::new(floor);
+        let mut tasks = tokio::task::JoinSet::new();
+        for it in iterators {
+            let floor = floor.clone();
+            tasks.spawn(async move { floor.read(&mut [it], true).await });
         }
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+        floor.report(started)
+    } else {
+        floor.read(&mut iterators, false).await?;
+        floor.report(started)
     }
-    let reading = first.map_or(Duration::ZERO, |f| f.elapsed());
-    let wall = started.elapsed();
-    report(got, wall, reading, self_usage()?);
-    Ok(())
+}
+
+/// What the floor's readers share.
+struct Floor {
+    kinesis: aws_sdk_kinesis::Client,
+    limit: i32,
+    want: u64,
+    got: AtomicU64,
+    first: OnceLock<Instant>,
+}
+
+impl Floor {
+    /// Calls GetRecords on `iterators` in turn until `want` records came (of every reader).
+    async fn read(&self, iterators: &mut [Option<String>], idle: bool) -> Result<(), Error> {
+        // Until the count is reached, or every shard read is closed and read to its end.
+        while self.got.load(Ordering::Relaxed) < self.want && iterators.iter().any(Option::is_some)
+        {
+            for it in iterators.iter_mut() {
+                let Some(current) = it.take() else { continue };
+                let page = self
+                    .kinesis
+                    .get_records()
+                    .shard_iterator(current)
+                    .limit(self.limit)
+                    .send()
+                    .await?;
+                if page.records().is_empty() {
+                    if idle {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                } else {
+                    self.first.get_or_init(Instant::now);
+                }
+                self.got
+                    .fetch_add(page.records().len() as u64, Ordering::Relaxed);
+                *it = page.next_shard_iterator().map(str::to_owned);
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self, started: Instant) -> Result<(), Error> {
+        let reading = self.first.get().map_or(Duration::ZERO, Instant::elapsed);
+        let wall = started.elapsed();
+        report(
+            self.got.load(Ordering::Relaxed),
+            wall,
+            reading,
+            self_usage()?,
+        );
+        Ok(())
+    }
 }
 
 /// What a measured process prints: one JSON line.
