@@ -394,17 +394,11 @@ mod tests {
     use super::*;
     use crate::checkpoint::track_tests::{pos, track};
 
-    #[tokio::test]
-    async fn records_of_a_deactivated_lease_are_dropped_and_auto_commit_marks_on_next() {
-        use futures::StreamExt;
-        let t = track();
-        let (sink, mut records) = Sink::stream(8, PendingMark::default(), true);
-        let Sink::Stream { tx, .. } = sink else {
-            unreachable!("a stream sink")
-        };
-        let rec = |n: u64| Record {
+    /// Record `n` of the lease that `t` follows.
+    fn rec(t: &Arc<ShardTrack>, n: u64) -> Record {
+        Record {
             stream: "s".into(),
-            shard_id: "shard-0".into(),
+            shard_id: t.shard_id.clone(),
             sequence_number: n.to_string().parse().unwrap(),
             sub_sequence_number: None,
             partition_key: "k".into(),
@@ -413,7 +407,24 @@ mod tests {
             approximate_arrival: None,
             position: pos(n),
             track: t.clone(),
+        }
+    }
+
+    /// An auto-committing record stream and the sender that feeds it.
+    fn auto_commit_stream() -> (mpsc::Sender<Vec<Record>>, Records) {
+        let (sink, records) = Sink::stream(8, PendingMark::default(), true);
+        let Sink::Stream { tx, .. } = sink else {
+            unreachable!("a stream sink")
         };
+        (tx, records)
+    }
+
+    #[tokio::test]
+    async fn records_of_a_deactivated_lease_are_dropped_and_auto_commit_marks_on_next() {
+        use futures::StreamExt;
+        let t = track();
+        let (tx, mut records) = auto_commit_stream();
+        let rec = |n: u64| rec(&t, n);
         tx.send(vec![rec(1), rec(2)]).await.unwrap();
         let first = records.next().await.unwrap();
         assert_eq!(first.sequence_number.as_str(), "1");
@@ -429,5 +440,36 @@ mod tests {
             Some(pos(1)),
             "asking for the next marks the previous"
         );
+    }
+
+    #[tokio::test]
+    async fn auto_commit_marks_the_record_before_on_its_own_lease_when_the_next_is_of_another() {
+        use futures::StreamExt;
+        let (a, b) = (track(), track());
+        let (tx, mut records) = auto_commit_stream();
+        tx.send(vec![rec(&a, 1), rec(&a, 2)]).await.unwrap();
+        tx.send(vec![rec(&b, 7)]).await.unwrap();
+        records.next().await.unwrap();
+        records.next().await.unwrap();
+        assert_eq!(
+            a.marked(),
+            Some(pos(1)),
+            "the first, once the second is asked for"
+        );
+        assert!(
+            !a.all_processed(),
+            "the second is in the application's hands"
+        );
+        records.next().await.unwrap();
+        assert_eq!(a.marked(), Some(pos(2)));
+        assert!(a.all_processed());
+        assert_eq!(b.marked(), None, "handed out is not processed");
+        drop(records);
+        assert_eq!(
+            b.marked(),
+            Some(pos(7)),
+            "the stream dropped, it counts as processed"
+        );
+        assert!(b.all_processed());
     }
 }

@@ -591,6 +591,31 @@ mod tests {
         assert_eq!(fake.iterators(), [IteratorStart::After(seq(10))]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_checkpoint_past_the_first_chunks_of_a_page_skips_through_it_and_no_further() {
+        // Chunks of two records (an eighth of 16): the page is sent a chunk at a time, and
+        // the checkpoint covers its first two chunks and half the third.
+        let fake = Fake::new(vec![page(&(1..=12).collect::<Vec<_>>(), 0, true)]);
+        let (got, end) = start(&fake, ReadFrom::After(Position::whole(seq(5))), 16)
+            .drain()
+            .await;
+        assert_eq!(got, (6..=12).collect::<Vec<_>>());
+        assert_eq!(end_last(&end), Some(12));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_checkpoint_past_a_whole_page_skips_on_into_the_next() {
+        let fake = Fake::new(vec![
+            page(&(1..=12).collect::<Vec<_>>(), 1000, false),
+            page(&[13, 14, 15, 16], 0, true),
+        ]);
+        let (got, end) = start(&fake, ReadFrom::After(Position::whole(seq(14))), 16)
+            .drain()
+            .await;
+        assert_eq!(got, [15, 16]);
+        assert_eq!(end_last(&end), Some(16));
+    }
+
     /// An aggregate of the independent vectors: 10 user records.
     fn ten() -> Vec<u8> {
         aggregation::tests::fixture("shared_keys")
