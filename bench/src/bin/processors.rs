@@ -11,13 +11,13 @@
 //! Both services are moto's ([`Backlog::on_moto`]); 4 shards, 200-byte records. A run
 //! ends when every record was written (consume: stdout lines; run: the counts the Python
 //! processors print to stderr, one line per batch). Measured then, from `/proc`: the
-//! member's CPU seconds, its children's (the Python processors', still running), and the
-//! wall time from the start.
+//! member's CPU seconds and peak RSS (`VmHWM`), its children's CPU seconds (the Python
+//! processors', still running), and the wall time from the start.
 
 use std::process::Stdio;
 use std::time::Instant;
 
-use kinesumer_bench::procfs::cpu_seconds;
+use kinesumer_bench::procfs::{cpu_seconds, memory_mb};
 use kinesumer_bench::{arg, arg_str, summary, Backlog, Error};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -40,6 +40,7 @@ struct Run {
     wall: f64,
     member_cpu: f64,
     children_cpu: f64,
+    member_rss_mb: f64,
 }
 
 #[tokio::main]
@@ -69,10 +70,11 @@ async fn main() -> Result<(), Error> {
                 drain(cmd, records, Counted::StderrCounts).await?
             };
             println!(
-                "run {i} {name}: {:.0} records/s, member {:.3} CPU-s per 10,000 records, processors {:.3}",
+                "run {i} {name}: {:.0} records/s, member {:.3} CPU-s per 10,000 records, processors {:.3}, member peak RSS {:.1} MB",
                 records as f64 / run.wall,
                 run.member_cpu * 10_000.0 / records as f64,
                 run.children_cpu * 10_000.0 / records as f64,
+                run.member_rss_mb,
             );
             all.push(run);
         }
@@ -97,6 +99,11 @@ async fn main() -> Result<(), Error> {
             &format!("{name}: processors CPU-s per 10k"),
             "s",
             per(|r| r.children_cpu).into_iter().map(per_10k).collect(),
+        );
+        summary(
+            &format!("{name}: member peak RSS"),
+            "MB",
+            per(|r| r.member_rss_mb),
         );
     }
     Ok(())
@@ -154,6 +161,7 @@ async fn drain(
     }
     let wall = started.elapsed().as_secs_f64();
     let member_cpu = cpu_seconds(&pid.to_string())?;
+    let member_rss_mb = memory_mb(&pid.to_string(), "VmHWM")?;
     // Folded from +0.0: an empty f64 sum is -0.0.
     let children_cpu = children_of(pid)?.into_iter().try_fold(0.0, |sum, child| {
         Ok::<f64, Error>(sum + cpu_seconds(&child.to_string())?)
@@ -171,6 +179,7 @@ async fn drain(
         wall,
         member_cpu,
         children_cpu,
+        member_rss_mb,
     })
 }
 
