@@ -293,9 +293,9 @@ where
 }
 
 /// Runs `work` on `records` (one record, or a batch in order) under `policy`: attempts,
-/// backoff, dead letters — each retry and dead letter only while `held` (the lease is
-/// held and the fence allows it): once another member may hold the shard, a retry would
-/// hand the records to this application beside that one's.
+/// backoff, dead letters — each retry and dead letter only while `held` (the lease was
+/// not lost and the fence allows it): once another member may hold the shard, a retry
+/// would hand the records to this application beside that one's.
 pub(crate) async fn handle(
     work: &mut impl Attempt,
     records: &[Record],

@@ -81,6 +81,13 @@ impl ShardTrack {
         self.active.load(Ordering::Acquire) && self.fence.check()
     }
 
+    /// Whether a record already handed out may be tried again (or dead-lettered): the
+    /// lease was not lost and the fence allows it. A planned handoff (revoked) waits for
+    /// the records in the application's hands, so their retries go on until it releases.
+    pub(crate) fn may_retry(&self) -> bool {
+        !matches!(*self.leaving.borrow(), Some(Leaving::Lost)) && self.fence.check()
+    }
+
     /// Records the lag reported with the last record read.
     pub(crate) fn set_millis_behind(&self, millis: Option<i64>) {
         if let Some(m) = millis {

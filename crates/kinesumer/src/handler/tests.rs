@@ -371,7 +371,7 @@ struct LosesTheLease {
 impl LosesTheLease {
     fn call(&self) -> Result<(), HandlerError> {
         *self.calls.lock().unwrap() += 1;
-        self.track.deactivate();
+        self.track.leave(crate::checkpoint::Leaving::Lost);
         Err("failed while the lease was lost".into())
     }
 }
@@ -442,4 +442,53 @@ async fn a_lost_lease_ends_the_retries_of_its_record() {
         assert_eq!(t.marked(), None, "{case}");
         assert_eq!(*app.heard_lost.lock().unwrap(), processor, "{case}");
     }
+}
+
+/// A handler whose first call fails as its lease is being handed off, and whose second
+/// succeeds.
+struct FailsAsTheLeaseIsRevoked {
+    track: Arc<crate::checkpoint::ShardTrack>,
+    calls: Arc<Mutex<u32>>,
+}
+
+impl Handler for FailsAsTheLeaseIsRevoked {
+    fn handle(&self, _: Record) -> BoxFuture<'static, Result<(), HandlerError>> {
+        let mut calls = self.calls.lock().unwrap();
+        *calls += 1;
+        let result = if *calls == 1 {
+            self.track.leave(crate::checkpoint::Leaving::Revoked);
+            Err("failed as the handoff began".into())
+        } else {
+            Ok(())
+        };
+        Box::pin(async { result })
+    }
+}
+
+/// A planned handoff waits for the records in the application's hands (the lease is
+/// still this member's until it is released): a record failing as it begins is retried,
+/// and once it succeeds it is marked, so the handoff need not wait out its timeout.
+#[tokio::test(start_paused = true)]
+async fn a_revoke_lets_the_retries_of_a_record_in_hand_finish() {
+    let t = track();
+    let calls = Arc::new(Mutex::new(0));
+    let handler = FailsAsTheLeaseIsRevoked {
+        track: t.clone(),
+        calls: calls.clone(),
+    };
+    let (tx, rx) = crate::reader::buffer::channel(16, usize::MAX);
+    tx.send(item(1)).await.unwrap();
+    drop(tx);
+    let to = Delivery {
+        sink: Sink::Handler(Arc::new(handler), ErrorPolicy::stop_after(3)),
+        auto_commit: true,
+        signals: Signals::new("app", 1024),
+        start: crate::processor::Start::TrimHorizon,
+        handoff_timeout: Duration::from_secs(5),
+        flow: crate::flow::Flow::new(None),
+    };
+    deliver(rx, t.clone(), to).await;
+    assert_eq!(*calls.lock().unwrap(), 2);
+    assert_eq!(t.marked(), Some(pos(1)));
+    assert!(t.all_processed());
 }
