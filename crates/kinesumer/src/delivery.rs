@@ -245,8 +245,8 @@ async fn to_handler(
             record: &record,
         };
         let records = std::slice::from_ref(&record);
-        let held = || track.may_retry();
-        match handle(&mut work, records, policy, &to.signals, held).await {
+        let may_retry = || track.may_retry();
+        match handle(&mut work, records, policy, &to.signals, may_retry).await {
             Handled::Done | Handled::DeadLettered if to.auto_commit => track.mark(&pos),
             Handled::Done | Handled::DeadLettered => {}
             Handled::LeaseLost => return DeliveryEnd::NotAllowed,
@@ -323,8 +323,8 @@ async fn process(
             batch: &batch,
         };
         let last = batch.records().last().map(Record::position);
-        let held = || track.may_retry();
-        match handle(&mut work, &unmarked, policy, &to.signals, held).await {
+        let may_retry = || track.may_retry();
+        match handle(&mut work, &unmarked, policy, &to.signals, may_retry).await {
             Handled::Done if to.auto_commit => last.iter().for_each(|p| track.mark(p)),
             Handled::Done => {}
             Handled::DeadLettered => last.iter().for_each(|p| track.mark(p)),

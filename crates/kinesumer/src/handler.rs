@@ -11,9 +11,10 @@
 //!               └─ dead letter ─▶ written to the sink (retried until it lands) ─▶ marked
 //! ```
 //!
-//! Retries and dead letters happen only while the lease is held: once it is lost (or
-//! the member fenced), the record is left for the shard's next holder, which reads it
-//! again. A record is never skipped without a dead-letter write that succeeded, and never
+//! Retries and dead letters happen only while the lease is held — through a planned
+//! handoff, which waits for the records in the application's hands: once the lease is
+//! lost (or the member fenced), the record is left for the shard's next holder, which
+//! reads it again. A record is never skipped without a dead-letter write that succeeded, and never
 //! retried in silence: every failure is an [`Event::RecordFailed`](crate::Event), every
 //! dead letter an [`Event::RecordDeadLettered`](crate::Event), every stop an
 //! [`Error::DeliveryStopped`](crate::Error::DeliveryStopped).
@@ -293,15 +294,15 @@ where
 }
 
 /// Runs `work` on `records` (one record, or a batch in order) under `policy`: attempts,
-/// backoff, dead letters — each retry and dead letter only while `held` (the lease was
-/// not lost and the fence allows it): once another member may hold the shard, a retry
-/// would hand the records to this application beside that one's.
+/// backoff, dead letters — each retry and dead letter only while `may_retry` (the lease
+/// was not lost and the fence allows it): once another member may hold the shard, a
+/// retry would hand the records to this application beside that one's.
 pub(crate) async fn handle(
     work: &mut impl Attempt,
     records: &[Record],
     policy: &ErrorPolicy,
     signals: &Signals,
-    held: impl Fn() -> bool,
+    may_retry: impl Fn() -> bool,
 ) -> Handled {
     let Some(first) = records.first() else {
         return Handled::Done;
@@ -336,7 +337,7 @@ pub(crate) async fn handle(
         match step {
             Step::Retry(delay) => {
                 tokio::time::sleep(delay).await;
-                if !held() {
+                if !may_retry() {
                     return Handled::LeaseLost;
                 }
             }
@@ -345,7 +346,7 @@ pub(crate) async fn handle(
                     "{what} failed {failures} times, the last time with: {error}"
                 ))
             }
-            Step::DeadLetter(_) if !held() => return Handled::LeaseLost,
+            Step::DeadLetter(_) if !may_retry() => return Handled::LeaseLost,
             Step::DeadLetter(sink) => {
                 for record in records {
                     let letter = dead_letter_of(record, error.clone(), failures);
