@@ -279,6 +279,29 @@ fn item(n: u64) -> ReadItem {
     }
 }
 
+/// Delivers records 1 to `n` of the lease `t` follows to `sink`, auto-committing, until
+/// the delivery ends.
+async fn deliver_records(
+    t: &Arc<crate::checkpoint::ShardTrack>,
+    sink: Sink,
+    n: u64,
+) -> DeliveryEnd {
+    let (tx, rx) = crate::reader::buffer::channel(16, usize::MAX);
+    for i in 1..=n {
+        tx.send(item(i)).await.unwrap();
+    }
+    drop(tx);
+    let to = Delivery {
+        sink,
+        auto_commit: true,
+        signals: Signals::new("app", 1024),
+        start: crate::processor::Start::TrimHorizon,
+        handoff_timeout: Duration::from_secs(5),
+        flow: crate::flow::Flow::new(None),
+    };
+    deliver(rx, t.clone(), to).await
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -315,22 +338,8 @@ proptest! {
             ErrorPolicy::stop_after(max_attempts)
         };
         let t = track();
-        let end = runtime.block_on(async {
-            let (tx, rx) = crate::reader::buffer::channel(16, usize::MAX);
-            for i in 1..=n {
-                tx.send(item(i)).await.unwrap();
-            }
-            drop(tx);
-            let to = Delivery {
-                sink: Sink::Handler(Arc::new(handler.clone()), policy),
-                auto_commit: true,
-                signals: Signals::new("app", 1024),
-                start: crate::processor::Start::TrimHorizon,
-                handoff_timeout: Duration::from_secs(5),
-                flow: crate::flow::Flow::new(None),
-            };
-            deliver(rx, t.clone(), to).await
-        });
+        let sink_of_records = Sink::Handler(Arc::new(handler.clone()), policy);
+        let end = runtime.block_on(deliver_records(&t, sink_of_records, n));
         let marked: u64 = t.marked().map_or(0, |p| p.sequence.as_str().parse().unwrap());
         let succeeded = handler.succeeded.lock().unwrap().clone();
         let lettered: BTreeSet<u64> = sink
@@ -420,18 +429,7 @@ async fn a_lost_lease_ends_the_retries_of_its_record() {
         } else {
             Sink::Handler(Arc::new(app.clone()), policy)
         };
-        let (tx, rx) = crate::reader::buffer::channel(16, usize::MAX);
-        tx.send(item(1)).await.unwrap();
-        drop(tx);
-        let to = Delivery {
-            sink: sink_of_records,
-            auto_commit: true,
-            signals: Signals::new("app", 1024),
-            start: crate::processor::Start::TrimHorizon,
-            handoff_timeout: Duration::from_secs(5),
-            flow: crate::flow::Flow::new(None),
-        };
-        let end = deliver(rx, t.clone(), to).await;
+        let end = deliver_records(&t, sink_of_records, 1).await;
         let case = format!("processor {processor}, dead letter {dead_letter}");
         assert_eq!(*app.calls.lock().unwrap(), 1, "{case}");
         assert!(
@@ -476,18 +474,8 @@ async fn a_revoke_lets_the_retries_of_a_record_in_hand_finish() {
         track: t.clone(),
         calls: calls.clone(),
     };
-    let (tx, rx) = crate::reader::buffer::channel(16, usize::MAX);
-    tx.send(item(1)).await.unwrap();
-    drop(tx);
-    let to = Delivery {
-        sink: Sink::Handler(Arc::new(handler), ErrorPolicy::stop_after(3)),
-        auto_commit: true,
-        signals: Signals::new("app", 1024),
-        start: crate::processor::Start::TrimHorizon,
-        handoff_timeout: Duration::from_secs(5),
-        flow: crate::flow::Flow::new(None),
-    };
-    deliver(rx, t.clone(), to).await;
+    let sink = Sink::Handler(Arc::new(handler), ErrorPolicy::stop_after(3));
+    deliver_records(&t, sink, 1).await;
     assert_eq!(*calls.lock().unwrap(), 2);
     assert_eq!(t.marked(), Some(pos(1)));
     assert!(t.all_processed());
