@@ -244,15 +244,14 @@ async fn raw(args: &[String], concurrent: bool) -> Result<(), Error> {
             .await?;
         iterators.push(it.shard_iterator().map(str::to_owned));
     }
-    let floor = Floor {
+    let floor = Arc::new(Floor {
         kinesis,
         limit,
         want,
         got: AtomicU64::new(0),
         first: OnceLock::new(),
-    };
+    });
     if concurrent {
-        let floor = Arc::new(floor);
         let mut tasks = tokio::task::JoinSet::new();
         for it in iterators {
             let floor = floor.clone();
@@ -261,11 +260,10 @@ async fn raw(args: &[String], concurrent: bool) -> Result<(), Error> {
         while let Some(done) = tasks.join_next().await {
             done??;
         }
-        floor.report(started)
     } else {
         floor.read(&mut iterators, false).await?;
-        floor.report(started)
     }
+    floor.report(started)
 }
 
 /// What the floor's readers share.
