@@ -207,21 +207,18 @@ impl Sim {
             kinesis.clone() as Arc<dyn KinesisApi>,
             clock.clone(),
         );
-        let failing = match app {
-            App::Stream => None,
+        let (consumer, failing) = match app {
+            App::Stream => (consumer, None),
             App::Failing {
                 failures,
                 dead_letter,
             } => {
                 let monitor = self.monitor.clone();
                 let f = app::Failing::new(name, monitor, gate.clone(), self.seed, failures);
-                Some((f, dead_letter))
+                (consumer.with_error_policy(f.policy(dead_letter)), Some(f))
             }
         };
-        let consumer = Arc::new(match &failing {
-            Some((f, dead_letter)) => consumer.with_error_policy(f.policy(*dead_letter)),
-            None => consumer,
-        });
+        let consumer = Arc::new(consumer);
         let events: Arc<Mutex<Vec<(Duration, Event)>>> = Arc::default();
         let collect = tokio::spawn(collect_events(
             consumer.events(),
@@ -241,7 +238,7 @@ impl Sim {
                     self.monitor.clone(),
                 ))
             }
-            Some((f, _)) => {
+            Some(f) => {
                 let consuming = consumer
                     .consume_with(streams, app::Calls(f))
                     .await
