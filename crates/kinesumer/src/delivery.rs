@@ -371,7 +371,8 @@ async fn collect(
     let deadline = tokio::time::Instant::now() + batching.max_wait;
     let mut bytes = first.record.data.len();
     track.set_millis_behind(first.millis_behind);
-    let mut records = vec![Record::new(first, track.clone())];
+    let mut records = Vec::with_capacity((rx.ready() + 1).min(batching.max_records.max(1)));
+    records.push(Record::new(first, track.clone()));
     while !batching.full(records.len(), bytes) {
         let next = match rx.try_recv() {
             Some(item) => Some(item),

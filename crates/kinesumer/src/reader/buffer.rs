@@ -141,7 +141,7 @@ impl BufferTx {
     pub(crate) async fn send_all(&self, items: Vec<ReadItem>) -> Result<(), Closed> {
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
-            let mut chunk = Vec::new();
+            let mut chunk = Vec::with_capacity(items.len().min(self.chunk.records));
             let mut size = Use::default();
             while let Some(item) = items
                 .next_if(|item| chunk.is_empty() || size.plus(Use::one(item)).fits_in(self.chunk))
@@ -192,6 +192,12 @@ impl BufferRx {
             self.start(chunk);
         }
         self.pop()
+    }
+
+    /// How many items can be taken now without waiting: what is left of the chunk being
+    /// taken (more chunks may be queued behind it).
+    pub(crate) fn ready(&self) -> usize {
+        self.current.len()
     }
 
     fn start(&mut self, chunk: Vec<ReadItem>) {

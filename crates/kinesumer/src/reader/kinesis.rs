@@ -428,7 +428,7 @@ fn raw_records(
                     stream: stream.to_owned(),
                     message: e.to_string(),
                 })?;
-        let data = bytes::Bytes::from(r.data.into_inner());
+        let data = r.data.into_bytes();
         bytes += data.len();
         records.push(RawRecord {
             sequence_number,
