@@ -229,8 +229,15 @@ async fn raw(args: &[String], concurrent: bool) -> Result<(), Error> {
         .position(|a| a == "--stream")
         .and_then(|i| args.get(i + 1))
         .ok_or("--stream is missing")?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    // The member's clients trust the CA bundle of AWS_CA_BUNDLE when it is set: the
+    // system's roots and the bundle's are parsed into a TLS configuration as each client
+    // is built and again at its first request, milliseconds of CPU each time. The
+    // floor's client must trust the same, or the floor is cheaper for that alone.
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(path) = std::env::var_os("AWS_CA_BUNDLE") {
+        loader = loader.http_client(kinesumer::ca_bundle_http_client(path.as_ref())?);
+    }
+    let kinesis = aws_sdk_kinesis::Client::new(&loader.load().await);
     let limit = Config::builder("floor", "floor").build()?.scan_limit();
     let shards = kinesis.list_shards().stream_name(stream).send().await?;
     let mut iterators = Vec::new();
