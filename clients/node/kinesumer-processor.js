@@ -16,30 +16,45 @@
 // { autoCheckpoint: false } to call `checkpointer.checkpoint(record)` yourself). A
 // rejection is reported to the member, whose error policy retries the records or gives
 // up on them. Log to stderr (console.error), never to stdout.
+//
+// One process may serve many shards (the member's default: one child for all of its
+// shards); `process` is then called for one shard's records at a time, and
+// `checkpointer.shard` says which: keep per-shard state keyed by it.
 'use strict';
 
 const readline = require('readline');
 
 const PROTOCOL = 1;
 
-function send(message) {
-  process.stdout.write(JSON.stringify(message) + '\n');
+// A shard this process serves, with its checkpointer; every message to the member names it.
+function shardOf(msg) {
+  const shard = {
+    stream: msg.stream,
+    shardId: msg.shard_id,
+    fencingToken: msg.fencing_token,
+    start: msg.start,
+    shared: msg.shared === true,
+    send(message) {
+      process.stdout.write(JSON.stringify({ ...message, stream: msg.stream, shard_id: msg.shard_id }) + '\n');
+    },
+  };
+  shard.checkpointer = {
+    shard,
+    // Everything delivered so far, or `record` and everything before it.
+    checkpoint(record) {
+      if (record === undefined) {
+        shard.send({ type: 'checkpoint' });
+      } else {
+        shard.send({
+          type: 'checkpoint',
+          sequence_number: record.sequenceNumber,
+          sub_sequence_number: record.subSequenceNumber,
+        });
+      }
+    },
+  };
+  return shard;
 }
-
-const checkpointer = {
-  // Everything delivered so far, or `record` and everything before it.
-  checkpoint(record) {
-    if (record === undefined) {
-      send({ type: 'checkpoint' });
-    } else {
-      send({
-        type: 'checkpoint',
-        sequence_number: record.sequenceNumber,
-        sub_sequence_number: record.subSequenceNumber,
-      });
-    }
-  },
-};
 
 function toRecord(raw, fencingToken, millisBehindLatest) {
   return {
@@ -53,54 +68,56 @@ function toRecord(raw, fencingToken, millisBehindLatest) {
   };
 }
 
-// Serves the member until it closes stdin. Hooks (all optional, may be async):
+// Serves the member until it closes stdin: every shard it is given, each with its own
+// checkpointer (`checkpointer.shard` says which). Hooks (all optional, may be async):
 // initialize(shard), revoking(checkpointer, deadlineMs) (Date.now() deadline: flush and
-// checkpoint before it), shardEnded(checkpointer), lost().
+// checkpoint before it), shardEnded(checkpointer), lost(shard).
 async function run(processRecords, hooks = {}) {
   const autoCheckpoint = hooks.autoCheckpoint !== false;
+  const shards = new Map();
   const lines = readline.createInterface({ input: process.stdin, terminal: false });
   for await (const line of lines) {
     const msg = JSON.parse(line);
+    const key = `${msg.stream}/${msg.shard_id}`;
+    let shard = shards.get(key);
     switch (msg.type) {
       case 'initialize':
+        shard = shardOf(msg);
         if (msg.protocol !== PROTOCOL) {
-          send({ type: 'error', error: `protocol ${msg.protocol} not supported` });
+          shard.send({ type: 'error', error: `protocol ${msg.protocol} not supported` });
           continue;
         }
-        if (hooks.initialize) {
-          await hooks.initialize({
-            stream: msg.stream,
-            shardId: msg.shard_id,
-            fencingToken: msg.fencing_token,
-            start: msg.start,
-          });
-        }
+        shards.set(key, shard);
+        if (hooks.initialize) await hooks.initialize(shard);
         break;
       case 'records': {
         const records = msg.records.map((r) => toRecord(r, msg.fencing_token, msg.millis_behind_latest));
         try {
-          await processRecords(records, checkpointer);
+          await processRecords(records, shard.checkpointer);
         } catch (e) {
           // Reported; the member's error policy decides.
-          send({ type: 'error', error: String(e && e.stack ? e.message : e) });
+          shard.send({ type: 'error', error: String(e && e.stack ? e.message : e) });
           continue;
         }
-        if (autoCheckpoint && records.length > 0) checkpointer.checkpoint();
+        if (autoCheckpoint && records.length > 0) shard.checkpointer.checkpoint();
         break;
       }
       case 'revoking':
-        if (hooks.revoking) await hooks.revoking(checkpointer, Date.now() + msg.deadline_ms);
+        shards.delete(key);
+        if (hooks.revoking) await hooks.revoking(shard.checkpointer, Date.now() + msg.deadline_ms);
         break;
       case 'shard_ended':
-        if (hooks.shardEnded) await hooks.shardEnded(checkpointer);
+        shards.delete(key);
+        if (hooks.shardEnded) await hooks.shardEnded(shard.checkpointer);
         break;
       case 'lost':
-        if (hooks.lost) await hooks.lost();
-        return;
+        shards.delete(key);
+        if (hooks.lost && shard) await hooks.lost(shard);
+        continue; // not answered
       default:
         continue; // a newer member's message this version does not know
     }
-    send({ type: 'ok' });
+    shard.send({ type: 'ok' });
   }
 }
 

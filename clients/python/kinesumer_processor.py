@@ -19,6 +19,11 @@ After `process` returns, everything it was given is checkpointed (pass
 auto_checkpoint=False to call `checkpointer.checkpoint(record)` yourself). An
 exception in `process` is reported to the member, whose error policy retries the
 records or gives up on them. Print to stderr, never to stdout.
+
+One process may serve many shards (the member's default: one child for all of its
+shards); `process` is then called for one shard's records at a time, and
+`checkpointer.shard` says which. Keep per-shard state keyed by
+`checkpointer.shard.shard_id` (and `.stream`).
 """
 
 import base64
@@ -51,72 +56,85 @@ class Record:
 
 
 class Shard:
-    """The shard this process serves: stream, shard_id, fencing_token, start."""
+    """A shard this process serves: stream, shard_id, fencing_token, start, and shared
+    (whether this process serves every shard of its member, or only this one)."""
 
     def __init__(self, msg):
         self.stream = msg["stream"]
         self.shard_id = msg["shard_id"]
         self.fencing_token = msg["fencing_token"]
         self.start = msg["start"]
+        self.shared = msg.get("shared", False)
+        self.checkpointer = Checkpointer(self)
 
-
-def _send(message):
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+    def send(self, message):
+        """Writes `message` to the member, naming this shard."""
+        message.update(stream=self.stream, shard_id=self.shard_id)
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
 
 
 class Checkpointer:
-    """Marks records processed; the member commits them."""
+    """Marks one shard's records processed; the member commits them."""
+
+    def __init__(self, shard):
+        self.shard = shard
 
     def checkpoint(self, record=None):
         """Everything delivered so far, or `record` and everything before it."""
         if record is None:
-            _send({"type": "checkpoint"})
+            self.shard.send({"type": "checkpoint"})
         else:
-            _send({"type": "checkpoint", "sequence_number": record.sequence_number,
-                   "sub_sequence_number": record.sub_sequence_number})
+            self.shard.send({"type": "checkpoint", "sequence_number": record.sequence_number,
+                             "sub_sequence_number": record.sub_sequence_number})
 
 
 def run(process, initialize=None, revoking=None, shard_ended=None, lost=None,
         auto_checkpoint=True):
-    """Serves the member until it closes stdin.
+    """Serves the member until it closes stdin: every shard it is given, each with its
+    own Shard and Checkpointer (`checkpointer.shard`).
 
     initialize(shard), revoking(checkpointer, deadline) (deadline: a time.monotonic()
-    value; flush and checkpoint before it), shard_ended(checkpointer) and lost() are
-    optional; without `revoking`, a revoked shard checkpoints what was processed."""
-    checkpointer = Checkpointer()
-    shard = None
+    value; flush and checkpoint before it), shard_ended(checkpointer) and lost(shard)
+    are optional; without `revoking`, a revoked shard checkpoints what was processed."""
+    shards = {}
     for line in sys.stdin:
         msg = json.loads(line)
         kind = msg["type"]
+        key = (msg.get("stream"), msg.get("shard_id"))
         if kind == "initialize":
-            if msg.get("protocol") != PROTOCOL:
-                _send({"type": "error", "error": "protocol %r not supported" % msg.get("protocol")})
-                continue
             shard = Shard(msg)
+            if msg.get("protocol") != PROTOCOL:
+                shard.send({"type": "error", "error": "protocol %r not supported" % msg.get("protocol")})
+                continue
+            shards[key] = shard
             if initialize:
                 initialize(shard)
         elif kind == "records":
+            shard = shards[key]
             behind = msg.get("millis_behind_latest")
             records = [Record(r, msg["fencing_token"], behind) for r in msg["records"]]
             try:
-                process(records, checkpointer)
+                process(records, shard.checkpointer)
             except Exception as e:  # reported; the member's error policy decides
-                _send({"type": "error", "error": "%s: %s" % (type(e).__name__, e)})
+                shard.send({"type": "error", "error": "%s: %s" % (type(e).__name__, e)})
                 continue
             if auto_checkpoint and records:
-                checkpointer.checkpoint()
+                shard.checkpointer.checkpoint()
         elif kind == "revoking":
+            shard = shards.pop(key)
             deadline = time.monotonic() + msg["deadline_ms"] / 1000.0
             if revoking:
-                revoking(checkpointer, deadline)
+                revoking(shard.checkpointer, deadline)
         elif kind == "shard_ended":
+            shard = shards.pop(key)
             if shard_ended:
-                shard_ended(checkpointer)
+                shard_ended(shard.checkpointer)
         elif kind == "lost":
-            if lost:
-                lost()
-            return
+            shard = shards.pop(key, None)
+            if lost and shard:
+                lost(shard)
+            continue  # not answered
         else:
             continue  # a newer member's message this version does not know
-        _send({"type": "ok"})
+        shard.send({"type": "ok"})

@@ -344,9 +344,13 @@ pub(crate) struct RunArgs {
     /// as base64 (`"data_encoding": "base64"`); without it every payload is base64.
     #[arg(long)]
     pub(crate) text: bool,
+    /// Start a child for each shard rather than one for all of the member's shards:
+    /// shards are then processed in parallel, each in a process of its own.
+    #[arg(long)]
+    pub(crate) child_per_shard: bool,
     /// The processor: a program and its arguments (not run through a shell), started once
-    /// per shard and spoken to with the record-processor protocol
-    /// (docs/processor-protocol.md) on its stdin and stdout.
+    /// for all the member's shards (or once per shard) and spoken to with the
+    /// record-processor protocol (docs/processor-protocol.md) on its stdin and stdout.
     // Named "exec" so that the error options, which need a command, are satisfied here.
     #[arg(id = "exec", last = true, required = true, num_args = 1.., value_name = "COMMAND")]
     pub(crate) command: Vec<String>,

@@ -74,9 +74,9 @@ pub(crate) async fn serve(
         }
     };
     let streams = args.streams;
-    let outcome = match job {
-        Job::Stdout(format) => consume::write_stdout(&member, streams, format, stop).await,
-        Job::Exec(command) => exec::run(&member, streams, command, stop).await,
+    let outcome = match &job {
+        Job::Stdout(format) => consume::write_stdout(&member, streams, *format, stop).await,
+        Job::Exec(command) => exec::run(&member, streams, command.clone(), stop).await,
         Job::Processors(options) => run::run(&member, streams, options, stop).await,
     };
     // A close that could not write everything — the store unreachable during a SIGTERM —
@@ -89,6 +89,10 @@ pub(crate) async fn serve(
         }
         closed => closed.context("leaving the group"),
     };
+    // The processors had their last word in the close: a shared child may go now.
+    if let Job::Processors(options) = &job {
+        options.close().await;
+    }
     drop(warnings);
     outcome.and(closed)
 }

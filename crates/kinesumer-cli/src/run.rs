@@ -1,5 +1,6 @@
-//! `kinesumer run -- COMMAND`: a member whose shards are each processed by a child
-//! process speaking the record-processor protocol (docs/processor-protocol.md).
+//! `kinesumer run -- COMMAND`: a member whose shards are processed by a child process
+//! speaking the record-processor protocol (docs/processor-protocol.md) — one child for
+//! all of them ([`shared`]), or one per shard (`--child-per-shard`).
 //!
 //! ```text
 //!  shard's batches ──▶ Child (a Processor) ──stdin: initialize, records, revoking…──▶ COMMAND
@@ -8,11 +9,14 @@
 //!                                          stderr ──▶ "[stream/shard] …" on the member's stderr
 //! ```
 //!
-//! A record counts as processed when the child checkpoints it. The child gets the next
-//! batch after `ok`, and no more than `--max-in-flight` records are delivered and not
-//! checkpointed. A failure — `error`, an exit, a line that is not the protocol, an attempt
-//! past its timeout — goes to the error policy; the next attempt sends again everything
-//! not checkpointed, to a new child unless the old one answered `error`.
+//! A record counts as processed when the child checkpoints it. The child gets the shard's
+//! next batch after `ok`, and no more than `--max-in-flight` records of a shard are
+//! delivered and not checkpointed. A failure — `error`, an exit, a line that is not the
+//! protocol, an attempt past its timeout — goes to the error policy; the next attempt
+//! sends again everything not checkpointed, to a new child unless the old one answered
+//! `error`.
+
+mod shared;
 
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -33,6 +37,7 @@ use tokio::time::Instant;
 use crate::exec::KillOnDrop;
 use crate::member::AbortOnDrop;
 use crate::wire::{self, Payload};
+use shared::{Seat, Shared};
 
 /// The protocol version this member speaks.
 const PROTOCOL: u64 = 1;
@@ -42,8 +47,10 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `kinesumer run`.
 pub(crate) async fn serve(aws: &crate::aws::Aws, args: crate::cli::RunArgs) -> anyhow::Result<()> {
+    let command: Arc<[String]> = args.command.into();
     let job = crate::member::Job::Processors(Options {
-        command: args.command,
+        shared: (!args.child_per_shard).then(|| Shared::new(command.clone())),
+        command,
         batching: Batching {
             max_records: usize::try_from(args.batch_max_records).unwrap_or(usize::MAX),
             max_wait: args.batch_max_wait_ms.unwrap_or_default(),
@@ -56,10 +63,11 @@ pub(crate) async fn serve(aws: &crate::aws::Aws, args: crate::cli::RunArgs) -> a
 }
 
 /// What `run` does with its shards.
-#[derive(Debug)]
 pub(crate) struct Options {
     /// The processor's program and arguments.
-    pub(crate) command: Vec<String>,
+    pub(crate) command: Arc<[String]>,
+    /// The one child of all the shards; `None`: a child per shard.
+    pub(crate) shared: Option<Arc<Shared>>,
     pub(crate) batching: Batching,
     /// Records delivered to a child and not checkpointed, at most.
     pub(crate) max_in_flight: usize,
@@ -67,22 +75,31 @@ pub(crate) struct Options {
     pub(crate) text: bool,
 }
 
-/// Consumes `streams` with a child per shard, as `options` say, until `stop` completes or
-/// the member stops for good.
+impl Options {
+    /// Once the member has left: closes the shared child's stdin and lets it exit.
+    pub(crate) async fn close(&self) {
+        if let Some(shared) = &self.shared {
+            shared.close(EXIT_GRACE).await;
+        }
+    }
+}
+
+/// Consumes `streams` with the child or children `options` say, until `stop` completes
+/// or the member stops for good.
 pub(crate) async fn run(
     member: &Kinesumer,
     streams: Vec<String>,
-    options: Options,
+    options: &Options,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let Options {
-        command,
-        batching,
-        max_in_flight,
-        text,
-    } = options;
-    let command: Arc<[String]> = command.into();
+    let (command, shared) = (options.command.clone(), options.shared.clone());
+    let (text, max_in_flight) = (options.text, options.max_in_flight);
     let factory = move |shard: &ShardRef, checkpointer| Child {
+        link: match &shared {
+            Some(shared) => Link::Shared(Seat::new(shared.clone(), shard)),
+            None => Link::Own(None),
+        },
+        shared: shared.is_some(),
         command: command.clone(),
         text,
         label: format!("[{}/{}]", shard.stream, shard.shard_id),
@@ -91,14 +108,14 @@ pub(crate) async fn run(
         max_in_flight,
         start: None,
         token: 0,
-        running: None,
+        busy: false,
         delivered: VecDeque::new(),
         sent: None,
         checkpointed: None,
         resend: false,
     };
     let consuming = member
-        .consume_processors(streams, factory, batching)
+        .consume_processors(streams, factory, options.batching)
         .await
         .context("starting to consume")?;
     tokio::select! {
@@ -107,8 +124,12 @@ pub(crate) async fn run(
     }
 }
 
-/// One shard's processor: a child process, restarted when it fails.
+/// One shard's processor: its conversation with a child process — its own or the shared
+/// one — replaced when it fails.
 struct Child {
+    link: Link,
+    /// The child serves every shard of the member: `initialize` says so.
+    shared: bool,
     command: Arc<[String]>,
     /// Payloads that are valid UTF-8 go as text.
     text: bool,
@@ -120,7 +141,9 @@ struct Child {
     /// Where the shard's reading started, and the lease's fencing token.
     start: Option<Start>,
     token: u64,
-    running: Option<Running>,
+    /// A message is being written or answered: an attempt abandoned meanwhile (its
+    /// timeout) leaves the conversation out of step, and the child is replaced.
+    busy: bool,
     /// Delivered to a child and not checkpointed, oldest first.
     delivered: VecDeque<Record>,
     /// The last record ever sent.
@@ -131,17 +154,27 @@ struct Child {
     resend: bool,
 }
 
-/// A started child.
+/// How a shard reaches its child.
+enum Link {
+    /// A child of its own (`--child-per-shard`), while one runs.
+    Own(Option<Box<Own>>),
+    /// Its seat in the member's one child.
+    Shared(Seat),
+}
+
+/// A shard's own child.
+struct Own {
+    running: Running,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+/// A started child process.
 struct Running {
     stdin: ChildStdin,
-    stdout: Lines<BufReader<ChildStdout>>,
     process: tokio::process::Child,
     /// Kills it with everything it started, unless it exited by itself.
     group: KillOnDrop,
     _stderr: AbortOnDrop,
-    /// A message is being written or answered: an attempt abandoned meanwhile (its
-    /// timeout) leaves the stream out of step, and the child is replaced.
-    busy: bool,
 }
 
 impl Running {
@@ -164,6 +197,45 @@ impl Running {
     }
 }
 
+/// Starts `command` (not through a shell) in a process group of its own, its stderr
+/// forwarded to the member's with each line prefixed by `label`.
+fn spawn(
+    command: &[String],
+    label: String,
+) -> Result<(Running, Lines<BufReader<ChildStdout>>), String> {
+    let (program, args) = command.split_first().expect("clap requires a command");
+    let mut process = tokio::process::Command::new(program)
+        .args(args)
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let group = KillOnDrop::group_of(&process);
+    let (Some(stdin), Some(stdout), Some(stderr)) = (
+        process.stdin.take(),
+        process.stdout.take(),
+        process.stderr.take(),
+    ) else {
+        unreachable!("all three are piped")
+    };
+    let forward = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut out = tokio::io::stderr();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = out.write_all(format!("{label} {line}\n").as_bytes()).await;
+        }
+    });
+    let running = Running {
+        stdin,
+        process,
+        group,
+        _stderr: AbortOnDrop(forward),
+    };
+    Ok((running, BufReader::new(stdout).lines()))
+}
+
 /// How a child answered a message.
 enum Answer {
     Ok,
@@ -171,68 +243,74 @@ enum Answer {
 }
 
 impl Child {
-    /// Starts a child and initializes it to read after the last checkpoint.
-    async fn spawn(&mut self) -> Result<(), String> {
-        let (program, args) = self.command.split_first().expect("clap requires a command");
-        let mut process = tokio::process::Command::new(program)
-            .args(args)
-            .process_group(0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {program}: {e}"))?;
-        let group = KillOnDrop::group_of(&process);
-        let (Some(stdin), Some(stdout), Some(stderr)) = (
-            process.stdin.take(),
-            process.stdout.take(),
-            process.stderr.take(),
-        ) else {
-            unreachable!("all three are piped")
-        };
-        let label = self.label.clone();
-        let forward = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            let mut out = tokio::io::stderr();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = out.write_all(format!("{label} {line}\n").as_bytes()).await;
+    /// Whether a child is running that this shard was initialized in.
+    fn connected(&self) -> bool {
+        match &self.link {
+            Link::Own(own) => own.is_some(),
+            Link::Shared(seat) => seat.joined(),
+        }
+    }
+
+    /// Starts a child (or takes a seat in the shared one) and initializes it to read
+    /// after the last checkpoint.
+    async fn connect(&mut self) -> Result<(), String> {
+        self.busy = false;
+        match &mut self.link {
+            Link::Own(own) => {
+                let (running, stdout) = spawn(&self.command, self.label.clone())?;
+                *own = Some(Box::new(Own { running, stdout }));
             }
-        });
-        self.running = Some(Running {
-            stdin,
-            stdout: BufReader::new(stdout).lines(),
-            process,
-            group,
-            _stderr: AbortOnDrop(forward),
-            busy: false,
-        });
+            Link::Shared(seat) => seat.join().await?,
+        }
         let start = match (&self.checkpointed, &self.start) {
             (Some(p), _) => start_json(&Start::After(p.clone())),
             (None, Some(start)) => start_json(start),
             (None, None) => unreachable!("assigned comes first"),
         };
-        let init = json!({
-            "type": "initialize",
-            "protocol": PROTOCOL,
-            "stream": self.shard.stream,
-            "shard_id": self.shard.shard_id,
-            "fencing_token": self.token,
-            "start": start,
-        });
+        let init = self.message(
+            "initialize",
+            json!({
+                "protocol": PROTOCOL,
+                "shared": self.shared,
+                "fencing_token": self.token,
+                "start": start,
+            }),
+        );
         match self.exchange(init).await? {
             Answer::Ok => Ok(()),
             Answer::Error(e) => Err(format!("initialize refused: {e}")),
         }
     }
 
+    /// The conversation is out of step: its child is replaced before the next message.
+    async fn replace(&mut self) {
+        self.busy = false;
+        match &mut self.link {
+            Link::Own(own) => *own = None,
+            Link::Shared(seat) => {
+                let why = format!("{} stopped answering in step", self.label);
+                seat.replace(&why).await;
+            }
+        }
+    }
+
+    /// Writes one message, a line.
+    async fn write(&mut self, line: &str) -> Result<(), String> {
+        let written = match &mut self.link {
+            Link::Own(Some(own)) => own.running.stdin.write_all(line.as_bytes()).await,
+            Link::Own(None) => return Err(format!("{} stopped", self.label)),
+            Link::Shared(seat) => return seat.write(line).await,
+        };
+        match written {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.died(&format!("writing to it failed: {e}")).await),
+        }
+    }
+
     /// Sends `message` and reads until the child answers it, applying checkpoints.
     async fn exchange(&mut self, message: impl std::fmt::Display) -> Result<Answer, String> {
-        let running = self.running.as_mut().expect("a running child");
-        running.busy = true;
-        let line = format!("{message}\n");
-        if let Err(e) = running.stdin.write_all(line.as_bytes()).await {
-            return Err(self.died(&format!("writing to it failed: {e}")).await);
-        }
+        self.busy = true;
+        self.write(&format!("{message}\n")).await?;
         loop {
             match self.next_message().await? {
                 Reply::Checkpoint(at) => self.checkpoint(at)?,
@@ -243,25 +321,27 @@ impl Child {
     }
 
     fn idle(&mut self, answer: Answer) -> Answer {
-        if let Some(running) = &mut self.running {
-            running.busy = false;
-        }
+        self.busy = false;
         answer
     }
 
-    /// The next message on the child's stdout.
+    /// The child's next message to this shard.
     async fn next_message(&mut self) -> Result<Reply, String> {
-        let running = self.running.as_mut().expect("a running child");
-        let line = match running.stdout.next_line().await {
+        let own = match &mut self.link {
+            Link::Own(Some(own)) => own,
+            Link::Own(None) => return Err(format!("{} stopped", self.label)),
+            Link::Shared(seat) => return seat.next().await,
+        };
+        let line = match own.stdout.next_line().await {
             Ok(Some(line)) => line,
             Ok(None) => return Err(self.died("it closed its stdout").await),
             Err(e) => return Err(self.died(&format!("reading its stdout failed: {e}")).await),
         };
         match Reply::parse(&line) {
-            Some(reply) => Ok(reply),
+            Some((_, reply)) => Ok(reply),
             None => {
                 // Out of step for good: a new child gets everything again.
-                self.running = None;
+                self.link = Link::Own(None);
                 let shown: String = line.chars().take(200).collect();
                 Err(format!(
                     "{} wrote a line that is not the protocol (stdout is the protocol's; log to stderr): {shown:?}",
@@ -271,11 +351,14 @@ impl Child {
         }
     }
 
-    /// The child is gone or unusable: says how it ended.
+    /// The shard's own child is gone or unusable: says how it ended.
     async fn died(&mut self, what: &str) -> String {
-        let status = match self.running.take() {
-            Some(running) => running.exit(Duration::from_secs(1)).await,
-            None => None,
+        let status = match &mut self.link {
+            Link::Own(own) => match own.take() {
+                Some(own) => own.running.exit(Duration::from_secs(1)).await,
+                None => None,
+            },
+            Link::Shared(_) => None,
         };
         let status = status.map(|s| format!(" ({s})")).unwrap_or_default();
         format!("{} stopped: {what}{status}", self.label)
@@ -304,16 +387,29 @@ impl Child {
         Ok(())
     }
 
+    /// A message about this shard: its `type` and fields, with the shard named.
+    fn message(&self, kind: &str, fields: Value) -> Value {
+        let mut message = json!({
+            "type": kind,
+            "stream": self.shard.stream,
+            "shard_id": self.shard.shard_id,
+        });
+        if let (Some(message), Value::Object(fields)) = (message.as_object_mut(), fields) {
+            message.extend(fields);
+        }
+        message
+    }
+
     /// One attempt at a batch.
     async fn attempt(&mut self, batch: &Batch) -> Result<(), String> {
-        if self.running.as_ref().is_some_and(|r| r.busy) {
+        if self.busy {
             // The last attempt was abandoned mid-message: replace the child.
-            self.running = None;
+            self.replace().await;
             self.resend = true;
         }
-        if self.running.is_none() {
+        if !self.connected() {
             self.resend = true;
-            self.spawn().await?;
+            self.connect().await?;
         }
         let fresh: Vec<Record> = batch
             .records()
@@ -334,6 +430,8 @@ impl Child {
                     .iter()
                     .map(|r| RecordLine::of(r, self.text))
                     .collect(),
+                shard_id: &self.shard.shard_id,
+                stream: &self.shard.stream,
                 kind: "records",
             };
             // Written out now: the message borrows the records kept below.
@@ -348,9 +446,7 @@ impl Child {
         }
         // Back-pressure: no more until the child checkpointed enough.
         while self.delivered.len() > self.max_in_flight {
-            if let Some(running) = &mut self.running {
-                running.busy = true;
-            }
+            self.busy = true;
             match self.next_message().await? {
                 Reply::Checkpoint(at) => self.checkpoint(at)?,
                 Reply::Ok | Reply::Error(_) => {
@@ -364,25 +460,31 @@ impl Child {
     }
 
     /// Sends a last message (revoking, shard_ended) and waits for its answer until
-    /// `deadline`; then closes the child's stdin and lets it exit.
+    /// `deadline`; then lets the child go.
     async fn last_word(&mut self, message: Value, deadline: Instant) -> bool {
-        let answered = match &self.running {
-            Some(running) if !running.busy => {
-                matches!(
-                    tokio::time::timeout_at(deadline, self.exchange(&message)).await,
-                    Ok(Ok(Answer::Ok))
-                )
-            }
-            _ => false,
-        };
+        let answered = self.connected()
+            && !self.busy
+            && matches!(
+                tokio::time::timeout_at(deadline, self.exchange(&message)).await,
+                Ok(Ok(Answer::Ok))
+            );
         self.shut_down().await;
         answered
     }
 
-    /// Closes the child's stdin and waits for it to exit, killing it past the grace.
+    /// Done with the child: its own is sent away (stdin closed, killed past the grace);
+    /// the shared one is left, or replaced if an answer to this shard is still due.
     async fn shut_down(&mut self) {
-        if let Some(running) = self.running.take() {
-            running.exit(EXIT_GRACE).await;
+        if self.busy {
+            self.replace().await;
+        }
+        match &mut self.link {
+            Link::Own(own) => {
+                if let Some(own) = own.take() {
+                    own.running.exit(EXIT_GRACE).await;
+                }
+            }
+            Link::Shared(seat) => seat.leave(),
         }
     }
 }
@@ -408,13 +510,14 @@ impl Processor for Child {
 
     async fn revoking(&mut self, deadline: Instant) {
         let left = deadline.saturating_duration_since(Instant::now());
-        let message = json!({"type": "revoking", "deadline_ms": left.as_millis() as u64});
+        let message = self.message("revoking", json!({"deadline_ms": left.as_millis() as u64}));
         self.last_word(message, deadline).await;
     }
 
     async fn lost(&mut self) {
-        if let Some(running) = &mut self.running {
-            let _ = running.stdin.write_all(b"{\"type\":\"lost\"}\n").await;
+        if self.connected() && !self.busy {
+            let line = format!("{}\n", self.message("lost", json!({})));
+            let _ = self.write(&line).await;
         }
         self.shut_down().await;
     }
@@ -422,10 +525,8 @@ impl Processor for Child {
     async fn shard_ended(&mut self) {
         // The answer stands for a checkpoint of everything delivered.
         let deadline = Instant::now() + Duration::from_secs(60);
-        if self
-            .last_word(json!({"type": "shard_ended"}), deadline)
-            .await
-        {
+        let message = self.message("shard_ended", json!({}));
+        if self.last_word(message, deadline).await {
             let _ = self.checkpoint(None);
         }
     }
@@ -439,9 +540,13 @@ enum Reply {
 }
 
 impl Reply {
-    fn parse(line: &str) -> Option<Self> {
+    /// The message on `line`, and the shard it names (`stream` and `shard_id`), if it
+    /// names one; `None` if the line is not the protocol.
+    fn parse(line: &str) -> Option<(Option<(String, String)>, Self)> {
         let v: Value = serde_json::from_str(line).ok()?;
-        match v.get("type")?.as_str()? {
+        let field = |name| v.get(name).and_then(Value::as_str).map(str::to_owned);
+        let shard = field("stream").zip(field("shard_id"));
+        let reply = match v.get("type")?.as_str()? {
             "ok" => Some(Reply::Ok),
             "error" => Some(Reply::Error(
                 v.get("error")
@@ -457,7 +562,8 @@ impl Reply {
                 }))),
             },
             _ => None,
-        }
+        }?;
+        Some((shard, reply))
     }
 }
 
@@ -484,6 +590,8 @@ struct RecordsMessage<'a> {
     fencing_token: u64,
     millis_behind_latest: Option<i64>,
     records: Vec<RecordLine<'a>>,
+    shard_id: &'a str,
+    stream: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
 }

@@ -74,7 +74,8 @@ fn payloads(prefix: &str, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A member running `record.py` per shard.
+/// A member running `record.py`: one child for all its shards, unless `options` say
+/// `--child-per-shard`.
 fn python_member(
     app: &str,
     table: &str,
@@ -87,12 +88,22 @@ fn python_member(
     RunMember::start(app, table, stream, id, options, env, &command)
 }
 
-#[tokio::test]
-async fn a_python_processor_gets_every_record_once_with_its_token() {
+/// The children that processed what `out` holds.
+fn pids(out: &Out) -> BTreeSet<u64> {
+    out.lines()
+        .iter()
+        .map(|l| l["pid"].as_u64().unwrap())
+        .collect()
+}
+
+/// A member of 2 shards processes 60 records once each, with `options`; returns how
+/// many children processed them.
+async fn every_record_once(options: &[&str]) -> usize {
     let (table, stream) = table_and_stream(2).await;
     let app = random_name("app");
     let out = Out::new();
-    let mut member = python_member(&app, &table, &stream, "py-1", &[], &[("OUT", out.path())]);
+    let env = [("OUT", out.path())];
+    let mut member = python_member(&app, &table, &stream, "py-1", options, &env);
     let records = payloads("r", 60);
     put(&stream, &records, &[]).await;
     let got = out.has_all(&records).await;
@@ -103,6 +114,18 @@ async fn a_python_processor_gets_every_record_once_with_its_token() {
         "every batch says how far behind the tip it was read"
     );
     assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
+    pids(&out).len()
+}
+
+#[tokio::test]
+async fn one_python_child_gets_every_record_of_both_shards_once_with_its_token() {
+    assert_eq!(every_record_once(&[]).await, 1, "one child for both shards");
+}
+
+#[tokio::test]
+async fn a_python_child_per_shard_gets_every_record_of_its_shard_once() {
+    let children = every_record_once(&["--child-per-shard"]).await;
+    assert_eq!(children, 2, "a child per shard");
 }
 
 /// `--text`: a UTF-8 payload goes as itself with `"data_encoding": "text"`, any other
@@ -140,32 +163,24 @@ async fn text_mode_sends_text_where_the_payload_is_utf8() {
     assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
 }
 
-#[tokio::test]
-async fn a_child_that_exits_mid_batch_is_restarted_and_nothing_is_lost() {
-    let (table, stream) = table_and_stream(1).await;
+/// Of 2 shards, one gets 40 records (one partition key) and a child exits at the 21st;
+/// then both get more. Returns how many children processed them.
+async fn exits_mid_batch(options: &[&str]) -> usize {
+    let (table, stream) = table_and_stream(2).await;
     let app = random_name("app");
     let out = Out::new();
     let crashed = out.0.with_extension("crashed");
-    let mut member = python_member(
-        &app,
-        &table,
-        &stream,
-        "py-crash",
-        &[],
-        &[("OUT", out.path()), ("CRASH_ON", "r-20")],
-    );
+    let env = [("OUT", out.path()), ("CRASH_ON", "r-20")];
+    let mut member = python_member(&app, &table, &stream, "py-crash", options, &env);
     let records = payloads("r", 40);
-    put(&stream, &records, &[]).await;
-    let got = out.has_all(&records).await;
+    put(&stream, &records, &["--partition-key", "one"]).await;
+    out.has_all(&records).await;
     assert!(crashed.exists(), "the child crashed at r-20");
-    let pids: BTreeSet<u64> = out
-        .lines()
-        .iter()
-        .map(|l| l["pid"].as_u64().unwrap())
-        .collect();
-    assert_eq!(pids.len(), 2, "a second child took over: {pids:?}");
+    let more = payloads("more", 20);
+    put(&stream, &more, &[]).await;
+    let got = out.has_all(&[records, more].concat()).await;
     // What the crashed child had processed of its batch, unacknowledged, came again.
-    assert!(got.len() >= 40, "{got:?}");
+    assert!(got.len() >= 60, "{got:?}");
     assert!(
         member
             .stderr()
@@ -174,6 +189,61 @@ async fn a_child_that_exits_mid_batch_is_restarted_and_nothing_is_lost() {
         member.stderr()
     );
     assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
+    pids(&out).len()
+}
+
+/// A member of a new app running `raw.py` (`--text`), whose answers do not name the
+/// shard.
+fn nameless_member(stream: &str, table: &str, per_shard: bool, out: &Out) -> RunMember {
+    let command = ["python3", &processor("raw.py")];
+    let env = [("OUT", out.path()), ("NAMELESS", "1")];
+    let options: &[&str] = if per_shard {
+        &["--text", "--child-per-shard"]
+    } else {
+        &["--text"]
+    };
+    let app = random_name("app");
+    RunMember::start(&app, table, stream, "raw-nameless", options, &env, &command)
+}
+
+#[tokio::test]
+async fn a_shared_child_must_name_the_shard_in_its_answers_and_a_shards_own_need_not() {
+    let (table, stream) = table_and_stream(1).await;
+    let records = payloads("n", 5);
+    put(&stream, &records, &[]).await;
+
+    let out = Out::new();
+    let mut shared = nameless_member(&stream, &table, false, &out);
+    let said = "the shared child answered without naming the shard";
+    eventually("the member says why", Duration::from_secs(30), || async {
+        shared.stderr().contains(said).then_some(())
+    })
+    .await;
+    assert!(
+        shared.stderr().contains("--child-per-shard"),
+        "{}",
+        shared.stderr()
+    );
+    assert_eq!(shared.terminate().await, Some(0), "{}", shared.stderr());
+
+    let out = Out::new();
+    let mut own = nameless_member(&stream, &table, true, &out);
+    out.has_all(&records).await;
+    assert!(!own.stderr().contains(said), "{}", own.stderr());
+    assert_eq!(own.terminate().await, Some(0), "{}", own.stderr());
+}
+
+#[tokio::test]
+async fn a_shared_child_that_exits_mid_batch_is_restarted_and_nothing_is_lost() {
+    let children = exits_mid_batch(&[]).await;
+    assert_eq!(children, 2, "one child, then one other for both shards");
+}
+
+#[tokio::test]
+async fn a_shards_child_that_exits_mid_batch_is_restarted_and_nothing_is_lost() {
+    // The crashed child and its successor; the other shard's child if it got any.
+    let children = exits_mid_batch(&["--child-per-shard"]).await;
+    assert!(children >= 2, "a second child took over: {children}");
 }
 
 #[tokio::test]
