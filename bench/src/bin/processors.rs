@@ -1,6 +1,7 @@
 //! Processors: the same backlog drained by `kinesumer consume --format jsonl` and by
-//! `kinesumer run -- python3 …` (a Python processor per shard that acknowledges each
-//! batch), runs alternated, each as a new app (so from the start again).
+//! `kinesumer run -- python3 …` (a Python processor that acknowledges each batch), with
+//! one processor for all the shards (`run`'s default) and with one per shard
+//! (`--child-per-shard`); runs alternated, each as a new app (so from the start again).
 //!
 //! ```text
 //! scripts/local-stack start && eval "$(scripts/local-stack env)"
@@ -11,8 +12,8 @@
 //! Both services are moto's ([`Backlog::on_moto`]); 4 shards, 200-byte records. A run
 //! ends when every record was written (consume: stdout lines; run: the counts the Python
 //! processors print to stderr, one line per batch). Measured then, from `/proc`: the
-//! member's CPU seconds and peak RSS (`VmHWM`), its children's CPU seconds (the Python
-//! processors', still running), and the wall time from the start.
+//! member's CPU seconds and peak RSS (`VmHWM`), its children's CPU seconds and peak RSS
+//! summed (the Python processors', still running), and the wall time from the start.
 
 use std::process::Stdio;
 use std::time::Instant;
@@ -41,6 +42,7 @@ struct Run {
     member_cpu: f64,
     children_cpu: f64,
     member_rss_mb: f64,
+    children_rss_mb: f64,
 }
 
 #[tokio::main]
@@ -54,8 +56,13 @@ async fn main() -> Result<(), Error> {
         Backlog::on_moto("processors", SHARDS, records, PAYLOAD).await?;
     let mut consume = Vec::new();
     let mut python = Vec::new();
+    let mut per_shard = Vec::new();
     for i in 0..runs {
-        for (name, all) in [("consume", &mut consume), ("run python", &mut python)] {
+        for (name, all) in [
+            ("consume", &mut consume),
+            ("run python", &mut python),
+            ("run python per shard", &mut per_shard),
+        ] {
             let app = format!("processors-{i}-{:08x}", rand::random::<u32>());
             let mut cmd = tokio::process::Command::new(&cli);
             let member = ["--table", &table, "--stream", &stream, "--app", &app];
@@ -65,21 +72,29 @@ async fn main() -> Result<(), Error> {
                 drain(cmd, records, Counted::StdoutLines).await?
             } else {
                 cmd.arg("run").args(member).args(from);
+                if name.ends_with("per shard") {
+                    cmd.arg("--child-per-shard");
+                }
                 let clients = clients.to_str().ok_or("a UTF-8 path")?;
                 cmd.args(["--", "python3", "-c", PROCESSOR, clients]);
                 drain(cmd, records, Counted::StderrCounts).await?
             };
             println!(
-                "run {i} {name}: {:.0} records/s, member {:.3} CPU-s per 10,000 records, processors {:.3}, member peak RSS {:.1} MB",
+                "run {i} {name}: {:.0} records/s, member {:.3} CPU-s per 10,000 records, processors {:.3}, member peak RSS {:.1} MB, processors' {:.1} MB",
                 records as f64 / run.wall,
                 run.member_cpu * 10_000.0 / records as f64,
                 run.children_cpu * 10_000.0 / records as f64,
                 run.member_rss_mb,
+                run.children_rss_mb,
             );
             all.push(run);
         }
     }
-    for (name, all) in [("consume", &consume), ("run python", &python)] {
+    for (name, all) in [
+        ("consume", &consume),
+        ("run python", &python),
+        ("run python per shard", &per_shard),
+    ] {
         let per = |f: fn(&Run) -> f64| all.iter().map(f).collect::<Vec<f64>>();
         let per_10k = |cpu: f64| cpu * 10_000.0 / records as f64;
         summary(
@@ -104,6 +119,11 @@ async fn main() -> Result<(), Error> {
             &format!("{name}: member peak RSS"),
             "MB",
             per(|r| r.member_rss_mb),
+        );
+        summary(
+            &format!("{name}: processors' peak RSS, summed"),
+            "MB",
+            per(|r| r.children_rss_mb),
         );
     }
     Ok(())
@@ -163,9 +183,17 @@ async fn drain(
     let member_cpu = cpu_seconds(&pid.to_string())?;
     let member_rss_mb = memory_mb(&pid.to_string(), "VmHWM")?;
     // Folded from +0.0: an empty f64 sum is -0.0.
-    let children_cpu = children_of(pid)?.into_iter().try_fold(0.0, |sum, child| {
-        Ok::<f64, Error>(sum + cpu_seconds(&child.to_string())?)
-    })?;
+    let children = children_of(pid)?;
+    let (children_cpu, children_rss_mb) =
+        children
+            .into_iter()
+            .try_fold((0.0, 0.0), |(cpu, rss), child| {
+                let child = child.to_string();
+                Ok::<_, Error>((
+                    cpu + cpu_seconds(&child)?,
+                    rss + memory_mb(&child, "VmHWM")?,
+                ))
+            })?;
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid as i32).ok_or("pid")?,
         rustix::process::Signal::TERM,
@@ -180,6 +208,7 @@ async fn drain(
         member_cpu,
         children_cpu,
         member_rss_mb,
+        children_rss_mb,
     })
 }
 
