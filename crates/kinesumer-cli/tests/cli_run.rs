@@ -192,6 +192,35 @@ async fn exits_mid_batch(options: &[&str]) -> usize {
     pids(&out).len()
 }
 
+/// The handler of docs/processor-protocol.md ("A handler in 20 lines, without the
+/// helper") serves a shared child: every record reaches it.
+#[tokio::test]
+async fn the_handler_written_out_in_the_protocols_doc_works() {
+    let doc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/processor-protocol.md");
+    let doc = std::fs::read_to_string(doc).unwrap();
+    let (_, after) = doc.split_once("## A handler in 20 lines").unwrap();
+    let (_, code) = after.split_once("```python\n").unwrap();
+    let (code, _) = code.split_once("```").unwrap();
+    let handler = std::env::temp_dir().join(format!("{}.py", random_name("doc-handler")));
+    std::fs::write(&handler, code).unwrap();
+
+    let (table, stream) = table_and_stream(2).await;
+    let app = random_name("app");
+    let command = ["python3", handler.to_str().unwrap()];
+    let mut member = RunMember::start(&app, &table, &stream, "doc", &[], &[], &command);
+    let records = payloads("doc", 10);
+    put(&stream, &records, &[]).await;
+    eventually("every record printed", Duration::from_secs(40), || async {
+        let stderr = member.stderr();
+        (0..10)
+            .all(|i| stderr.contains(&format!("b'doc-{i}'")))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
+    let _ = std::fs::remove_file(handler);
+}
+
 /// A member of a new app running `raw.py` (`--text`), whose answers do not name the
 /// shard.
 fn nameless_member(stream: &str, table: &str, per_shard: bool, out: &Out) -> RunMember {
