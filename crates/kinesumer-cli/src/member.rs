@@ -3,7 +3,9 @@
 //!
 //! SIGINT and SIGTERM close the member gracefully (commit, release, leave) and exit 0 —
 //! also when the state store cannot be reached to do so, which is said on stderr, and
-//! when the signal arrives while the member is still joining. With `--metrics-addr`, the
+//! when the signal arrives while the member is still joining. SIGUSR1 pauses every shard
+//! (no record is handed out; the leases, heartbeats and commits go on, and the reading
+//! stops once the buffers are full) and SIGUSR2 resumes them. With `--metrics-addr`, the
 //! member's metrics are served for Prometheus meanwhile.
 
 use std::time::Duration;
@@ -52,6 +54,10 @@ pub(crate) async fn serve(
     // answer ends the process with 0 rather than killing it.
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    // Before joining too: their default is to end the process. One that comes while
+    // the member joins applies once it has.
+    let mut pause = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
+    let mut resume = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
     let mut member = tokio::select! {
         member = Kinesumer::from_sdk_config(config, aws.sdk()) => member.context("joining the group")?,
         _ = term.recv() => return Ok(()),
@@ -74,10 +80,30 @@ pub(crate) async fn serve(
         }
     };
     let streams = args.streams;
-    let outcome = match &job {
-        Job::Stdout(format) => consume::write_stdout(&member, streams, *format, stop).await,
-        Job::Exec(command) => exec::run(&member, streams, command.clone(), stop).await,
-        Job::Processors(options) => run::run(&member, streams, options, stop).await,
+    let working = async {
+        match &job {
+            Job::Stdout(format) => consume::write_stdout(&member, streams, *format, stop).await,
+            Job::Exec(command) => exec::run(&member, streams, command.clone(), stop).await,
+            Job::Processors(options) => run::run(&member, streams, options, stop).await,
+        }
+    };
+    let pausing = async {
+        loop {
+            tokio::select! {
+                _ = pause.recv() => {
+                    member.pause_all();
+                    eprintln!("kinesumer: paused every shard (SIGUSR1): no record is handed out, the leases are kept; SIGUSR2 resumes");
+                }
+                _ = resume.recv() => {
+                    member.resume_all();
+                    eprintln!("kinesumer: resumed every shard (SIGUSR2)");
+                }
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = working => outcome,
+        never = pausing => never,
     };
     // A close that could not write everything — the store unreachable during a SIGTERM —
     // is said, not an exit failure: the process stopped as asked, and what it could not

@@ -9,12 +9,6 @@ use std::time::Duration;
 use common::tls::{kinesis_tls_endpoint, local_ca_bundle};
 use common::*;
 
-fn payloads(prefix: &str, n: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| format!("{prefix}-{i}").into_bytes())
-        .collect()
-}
-
 /// Waits until the status shows `alive` members alive holding every one of `shards`
 /// shards, balanced; returns that status.
 async fn settled(

@@ -159,3 +159,53 @@ async fn a_consuming_member_serves_metrics_that_match_what_it_consumed() {
 
     assert_eq!(member.terminate().await, Some(0));
 }
+
+/// The sum over shards of metric `name` scraped from `addr`, once it is served.
+async fn total(addr: &str, name: &str) -> Option<f64> {
+    let body = scrape(addr).await?;
+    Some(samples(&body, name).iter().map(|s| s.value).sum())
+}
+
+#[tokio::test]
+async fn sigusr1_pauses_every_shard_and_sigusr2_resumes_them() {
+    let (table, stream) = table_and_stream(2).await;
+    let app = random_name("app");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let options = ["--metrics-addr", addr.as_str()];
+    let mut member = Member::start_with(&app, &table, &stream, "pausing", &options);
+    let before = payloads("before", 4);
+    put(&stream, &before, &[]).await;
+    received_all(&[&member], &before).await;
+
+    member.signal(rustix::process::Signal::USR1);
+    eventually(
+        "the member says it paused",
+        Duration::from_secs(10),
+        || async { member.stderr().contains("paused every shard").then_some(()) },
+    )
+    .await;
+    let during = payloads("during", 6);
+    put(&stream, &during, &[]).await;
+    eventually(
+        "the paused member read them",
+        Duration::from_secs(30),
+        || async { (total(&addr, "kinesumer_records_read_total").await? >= 10.0).then_some(()) },
+    )
+    .await;
+    // Read and buffered: unpaused, a record is handed out within milliseconds.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(member.received().len(), 4, "{:?}", member.received());
+    assert_eq!(
+        total(&addr, "kinesumer_records_delivered_total").await,
+        Some(4.0)
+    );
+
+    member.signal(rustix::process::Signal::USR2);
+    received_all(&[&member], &during).await;
+    assert!(
+        member.stderr().contains("resumed every shard"),
+        "{}",
+        member.stderr()
+    );
+    assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
+}

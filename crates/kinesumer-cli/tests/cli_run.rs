@@ -68,12 +68,6 @@ impl Drop for Out {
     }
 }
 
-fn payloads(prefix: &str, n: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| format!("{prefix}-{i}").into_bytes())
-        .collect()
-}
-
 /// A member running `record.py`: one child for all its shards, unless `options` say
 /// `--child-per-shard`.
 fn python_member(

@@ -114,6 +114,13 @@ pub async fn put(stream: &str, lines: &[Vec<u8>], extra: &[&str]) {
     );
 }
 
+/// `n` payloads `PREFIX-0`, `PREFIX-1`, …
+pub fn payloads(prefix: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("{prefix}-{i}").into_bytes())
+        .collect()
+}
+
 /// `kinesumer status --json` as JSON.
 pub async fn status(app: &str, table: &str, stream: &str) -> serde_json::Value {
     let out = ok(&[
@@ -272,6 +279,20 @@ impl Member {
     /// What this process wrote so far.
     pub fn received(&self) -> Vec<Line> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = self
+            .child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32));
+        rustix::process::kill_process(pid.expect("a running member"), signal).expect("signal");
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.log.text()
     }
 
     /// Sends SIGKILL and reaps the process.
