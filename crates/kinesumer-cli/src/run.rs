@@ -99,7 +99,6 @@ pub(crate) async fn run(
             Some(shared) => Link::Shared(Seat::new(shared.clone(), shard)),
             None => Link::Own(None),
         },
-        shared: shared.is_some(),
         command: command.clone(),
         text,
         label: format!("[{}/{}]", shard.stream, shard.shard_id),
@@ -128,8 +127,6 @@ pub(crate) async fn run(
 /// one — replaced when it fails.
 struct Child {
     link: Link,
-    /// The child serves every shard of the member: `initialize` says so.
-    shared: bool,
     command: Arc<[String]>,
     /// Payloads that are valid UTF-8 go as text.
     text: bool,
@@ -271,7 +268,7 @@ impl Child {
             "initialize",
             json!({
                 "protocol": PROTOCOL,
-                "shared": self.shared,
+                "shared": matches!(self.link, Link::Shared(_)),
                 "fencing_token": self.token,
                 "start": start,
             }),

@@ -65,6 +65,7 @@ impl Drop for Out {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
         let _ = std::fs::remove_file(self.0.with_extension("crashed"));
+        let _ = std::fs::remove_file(self.0.with_extension("hung"));
     }
 }
 
@@ -260,6 +261,36 @@ async fn a_shared_child_must_name_the_shard_in_its_answers_and_a_shards_own_need
 async fn a_shared_child_that_exits_mid_batch_is_restarted_and_nothing_is_lost() {
     let children = exits_mid_batch(&[]).await;
     assert_eq!(children, 2, "one child, then one other for both shards");
+}
+
+#[tokio::test]
+async fn a_shared_child_that_hangs_is_replaced_for_every_shard_and_nothing_is_lost() {
+    let (table, stream) = table_and_stream(2).await;
+    let app = random_name("app");
+    let out = Out::new();
+    let env = [("OUT", out.path()), ("HANG_ON", "h-20")];
+    let options = ["--attempt-timeout-ms", "2000"];
+    let mut member = python_member(&app, &table, &stream, "py-hang", &options, &env);
+    let records = payloads("h", 40);
+    put(&stream, &records, &["--partition-key", "one"]).await;
+    let more = payloads("more", 20);
+    put(&stream, &more, &[]).await;
+    let got = out.has_all(&[records, more].concat()).await;
+    assert!(
+        out.0.with_extension("hung").exists(),
+        "the child hung at h-20"
+    );
+    assert!(got.len() >= 60, "{got:?}");
+    let children = pids(&out);
+    assert_eq!(children.len(), 2, "one child, then one other: {children:?}");
+    assert!(
+        member
+            .stderr()
+            .contains("the attempt did not finish within 2s"),
+        "{}",
+        member.stderr()
+    );
+    assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
 }
 
 #[tokio::test]
