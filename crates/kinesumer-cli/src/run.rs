@@ -47,6 +47,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `kinesumer run`.
 pub(crate) async fn serve(aws: &crate::aws::Aws, args: crate::cli::RunArgs) -> anyhow::Result<()> {
+    startable(&args.command[0])?;
     let command: Arc<[String]> = args.command.into();
     let job = crate::member::Job::Processors(Options {
         shared: (!args.child_per_shard).then(|| Shared::new(command.clone())),
@@ -60,6 +61,36 @@ pub(crate) async fn serve(aws: &crate::aws::Aws, args: crate::cli::RunArgs) -> a
         text: args.text,
     });
     crate::member::serve(aws, args.member, Some(&args.errors), job).await
+}
+
+/// Refuses a program that cannot be started, before the member joins: every shard's
+/// attempts would fail, and the shard be released and taken again, for ever.
+fn startable(program: &str) -> Result<(), crate::UsageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &std::path::Path| {
+        path.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let why = if program.contains('/') {
+        let path = std::path::Path::new(program);
+        if executable(path) {
+            return Ok(());
+        }
+        if path.is_file() {
+            "not executable (chmod +x it, or name its interpreter first: -- python3 FILE)"
+        } else {
+            "no such file"
+        }
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if std::env::split_paths(&path).any(|dir| executable(&dir.join(program))) {
+            return Ok(());
+        }
+        "not found in any directory of PATH"
+    };
+    Err(crate::UsageError(format!(
+        "cannot start {program}: {why}; the processor's program and its arguments go after --"
+    )))
 }
 
 /// What `run` does with its shards.

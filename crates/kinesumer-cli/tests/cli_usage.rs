@@ -238,3 +238,31 @@ async fn an_unreachable_endpoint_is_one_line_naming_it() {
         "no Debug dump: {stderr}"
     );
 }
+
+/// A processor that cannot be started would fail every shard's attempts for ever (each
+/// shard released and taken again): `run` refuses it before joining.
+#[tokio::test]
+async fn run_refuses_a_command_that_cannot_be_started() {
+    let run = [
+        "run", "--app", "a", "--table", "table", "--stream", "s", "--",
+    ];
+    usage_error(
+        &[&run[..], &["/nonexistent/handler", "x"]].concat(),
+        "cannot start /nonexistent/handler: no such file",
+    )
+    .await;
+    usage_error(
+        &[&run[..], &["kinesumer-no-such-program"]].concat(),
+        "cannot start kinesumer-no-such-program: not found in any directory of PATH",
+    )
+    .await;
+    let not_executable = std::env::temp_dir().join(common::random_name("not-executable"));
+    std::fs::write(&not_executable, "print('hi')\n").unwrap();
+    let path = not_executable.to_str().unwrap();
+    usage_error(
+        &[&run[..], &[path]].concat(),
+        &format!("cannot start {path}: not executable"),
+    )
+    .await;
+    let _ = std::fs::remove_file(not_executable);
+}
