@@ -79,8 +79,14 @@ impl Shared {
     }
 
     /// Closes the child's stdin and waits up to `grace` for it to exit, then kills it.
+    /// (A shard's write the child never reads holds the stdin past `grace`: the child is
+    /// then killed as the member's process ends.)
     pub(crate) async fn close(&self, grace: Duration) {
-        let running = self.state.lock().await.running.take();
+        let Ok(mut state) = tokio::time::timeout(grace, self.state.lock()).await else {
+            return;
+        };
+        let running = state.running.take();
+        drop(state);
         if let Some(generation) = running {
             self.live.store(0, Ordering::Release);
             let Generation {
