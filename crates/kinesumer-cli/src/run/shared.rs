@@ -53,8 +53,8 @@ struct State {
 struct Generation {
     number: u64,
     stdin: ChildStdin,
-    /// Kills it with everything it started, unless it exited by itself.
-    group: KillOnDrop,
+    /// Kills it with everything it started, when the generation ends.
+    _group: KillOnDrop,
     _stderr: AbortOnDrop,
     router: AbortOnDrop,
 }
@@ -78,9 +78,11 @@ impl Shared {
         })
     }
 
-    /// Closes the child's stdin and waits up to `grace` for it to exit, then kills it.
-    /// (A shard's write the child never reads holds the stdin past `grace`: the child is
-    /// then killed as the member's process ends.)
+    /// Closes the child's stdin and waits up to `grace` for it to exit, then kills its
+    /// process group: what it left running, or itself if it has not exited (a child that
+    /// broke the protocol was not waited for). A shard's write the child never reads
+    /// holds the stdin past `grace`: the child is then killed as the member's process
+    /// ends.
     pub(crate) async fn close(&self, grace: Duration) {
         let Ok(mut state) = tokio::time::timeout(grace, self.state.lock()).await else {
             return;
@@ -90,15 +92,10 @@ impl Shared {
         if let Some(generation) = running {
             self.live.store(0, Ordering::Release);
             let Generation {
-                stdin,
-                mut group,
-                mut router,
-                ..
+                stdin, mut router, ..
             } = generation;
             drop(stdin);
-            if tokio::time::timeout(grace, &mut router.0).await.is_ok() {
-                group.disarm();
-            }
+            let _ = tokio::time::timeout(grace, &mut router.0).await;
         }
     }
 
@@ -233,7 +230,7 @@ impl Seat {
                 state.running = Some(Generation {
                     number,
                     stdin,
-                    group,
+                    _group: group,
                     _stderr,
                     router: AbortOnDrop(router),
                 });
