@@ -68,26 +68,21 @@ function toRecord(raw, fencingToken, millisBehindLatest) {
   };
 }
 
+// The messages after which a shard's conversation is over.
+const LAST = ['revoking', 'shard_ended', 'lost'];
+
 // Serves the member until it closes stdin: every shard it is given, each with its own
-// checkpointer (`checkpointer.shard` says which). Hooks (all optional, may be async):
+// checkpointer (`checkpointer.shard` says which). Each shard's messages are handled in
+// order; different shards' at once (an await in one shard's processRecords lets the
+// others go on), as if each had a process of its own. Hooks (all optional, may be async):
 // initialize(shard), revoking(checkpointer, deadlineMs) (Date.now() deadline: flush and
 // checkpoint before it), shardEnded(checkpointer), lost(shard).
 async function run(processRecords, hooks = {}) {
   const autoCheckpoint = hooks.autoCheckpoint !== false;
-  const shards = new Map();
-  const lines = readline.createInterface({ input: process.stdin, terminal: false });
-  for await (const line of lines) {
-    const msg = JSON.parse(line);
-    const key = `${msg.stream}/${msg.shard_id}`;
-    let shard = shards.get(key);
+
+  async function handle(shard, msg) {
     switch (msg.type) {
       case 'initialize':
-        shard = shardOf(msg);
-        if (msg.protocol !== PROTOCOL) {
-          shard.send({ type: 'error', error: `protocol ${msg.protocol} not supported` });
-          continue;
-        }
-        shards.set(key, shard);
         if (hooks.initialize) await hooks.initialize(shard);
         break;
       case 'records': {
@@ -97,28 +92,47 @@ async function run(processRecords, hooks = {}) {
         } catch (e) {
           // Reported; the member's error policy decides.
           shard.send({ type: 'error', error: String(e && e.stack ? e.message : e) });
-          continue;
+          return;
         }
         if (autoCheckpoint && records.length > 0) shard.checkpointer.checkpoint();
         break;
       }
       case 'revoking':
-        shards.delete(key);
         if (hooks.revoking) await hooks.revoking(shard.checkpointer, Date.now() + msg.deadline_ms);
         break;
       case 'shard_ended':
-        shards.delete(key);
         if (hooks.shardEnded) await hooks.shardEnded(shard.checkpointer);
         break;
       case 'lost':
-        shards.delete(key);
-        if (hooks.lost && shard) await hooks.lost(shard);
-        continue; // not answered
+        if (hooks.lost) await hooks.lost(shard);
+        return; // not answered
       default:
-        continue; // a newer member's message this version does not know
+        return; // a newer member's message this version does not know
     }
     shard.send({ type: 'ok' });
   }
+
+  // Per shard: the shard, and the promise of its messages handled so far.
+  const shards = new Map();
+  const lines = readline.createInterface({ input: process.stdin, terminal: false });
+  for await (const line of lines) {
+    const msg = JSON.parse(line);
+    const key = `${msg.stream}/${msg.shard_id}`;
+    if (msg.type === 'initialize') {
+      const shard = shardOf(msg);
+      if (msg.protocol !== PROTOCOL) {
+        shard.send({ type: 'error', error: `protocol ${msg.protocol} not supported` });
+        continue;
+      }
+      shards.set(key, { shard, done: Promise.resolve() });
+    }
+    const conversation = shards.get(key);
+    if (conversation === undefined) continue; // about no shard this process serves
+    conversation.done = conversation.done.then(() => handle(conversation.shard, msg));
+    if (LAST.includes(msg.type)) shards.delete(key);
+  }
+  // Stdin closed: what was given is handled before this process ends.
+  await Promise.all([...shards.values()].map((c) => c.done));
 }
 
 module.exports = { run, PROTOCOL };

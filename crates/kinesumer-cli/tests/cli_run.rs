@@ -216,6 +216,36 @@ async fn the_handler_written_out_in_the_protocols_doc_works() {
     let _ = std::fs::remove_file(handler);
 }
 
+/// A shared child whose first batch of each shard waits for the other shard's: every
+/// record of both shards arrives only if the helper handles shards at once.
+async fn shards_at_once(command: &[&str], slow: &str) {
+    let (table, stream) = table_and_stream(2).await;
+    let app = random_name("app");
+    let out = Out::new();
+    let env = [("OUT", out.path())];
+    let mut member = RunMember::start(&app, &table, &stream, "at-once", &[], &env, command);
+    let records = payloads("c", 30);
+    put(&stream, &records, &[]).await;
+    let got = out.has_all(&records).await;
+    assert_eq!(got.len(), 30, "each record once: {got:?}");
+    assert!(!member.stderr().contains(slow), "{}", member.stderr());
+    assert_eq!(pids(&out).len(), 1, "one child");
+    assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
+}
+
+#[tokio::test]
+async fn the_python_helper_handles_shards_at_once_when_concurrent() {
+    let command = ["python3", &processor("barrier.py")];
+    shards_at_once(&command, "BrokenBarrierError").await;
+}
+
+#[tokio::test]
+async fn the_node_helper_handles_shards_at_once() {
+    let command = ["node".to_owned(), processor("barrier.js")];
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    shards_at_once(&command, "the other shard never came").await;
+}
+
 /// A member of a new app running `raw.py` (`--text`), whose answers do not name the
 /// shard.
 fn nameless_member(stream: &str, table: &str, per_shard: bool, out: &Out) -> RunMember {
