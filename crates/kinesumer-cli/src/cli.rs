@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kinesumer::seq::SequenceNumber;
 
+use crate::say::LogFormat;
+
 /// Operate Kinesis consumer groups kept in one DynamoDB table: create the state-store
 /// table, watch a group, consume a stream as a member, move checkpoints, write records.
 ///
@@ -19,6 +21,10 @@ use kinesumer::seq::SequenceNumber;
 #[derive(Debug, Parser)]
 #[command(name = "kinesumer", version, propagate_version = true)]
 pub(crate) struct Cli {
+    /// How stderr is written: `text` lines for a person, or `json`, one object a line
+    /// (timestamp, level, target, message and fields) for a log pipeline.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub(crate) log_format: LogFormat,
     #[command(flatten)]
     pub(crate) aws: AwsOptions,
     #[command(subcommand)]

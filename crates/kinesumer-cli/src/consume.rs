@@ -63,7 +63,8 @@ pub(crate) async fn write_stdout(
         .await
         .context("starting to consume")?;
     tokio::pin!(stop);
-    let mut live = std::io::stderr().is_terminal().then(LiveStatus::default);
+    let mut live =
+        (std::io::stderr().is_terminal() && !crate::say::json()).then(LiveStatus::default);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let stdout = StdoutThread::spawn(format).context("starting the stdout thread")?;
     // The batch being written; no record is taken from the member meanwhile, so the

@@ -86,9 +86,17 @@ async fn run_command(command: Arc<str>, record: Record) -> Result<(), String> {
             record.fencing_token().to_string(),
         )
         .stdin(Stdio::piped())
+        // JSON logs: its stderr lines are said as JSON too, else they go straight through.
+        .stderr(if crate::say::json() {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .spawn()
         .map_err(|e| format!("cannot start sh: {e}"))?;
     let mut group = KillOnDrop::group_of(&child);
+    let label = format!("[{}/{}]", record.stream, record.shard_id);
+    let forwarding = child.stderr.take().map(|e| crate::say::forward(e, label));
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let feed = async move {
         // A command that does not read its input is not a failure: a closed pipe is
@@ -97,6 +105,10 @@ async fn run_command(command: Arc<str>, record: Record) -> Result<(), String> {
     };
     let (_, status) = tokio::join!(feed, child.wait());
     group.disarm();
+    if let Some(mut forwarding) = forwarding {
+        // Its last lines, unless something it started holds its stderr open.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut forwarding.0).await;
+    }
     let status = status.map_err(|e| format!("waiting for the command: {e}"))?;
     if status.success() {
         Ok(())

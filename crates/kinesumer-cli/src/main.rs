@@ -18,6 +18,7 @@ mod prometheus;
 mod put;
 mod reset;
 mod run;
+mod say;
 mod status;
 mod stream;
 mod table;
@@ -37,15 +38,7 @@ pub(crate) struct UsageError(pub(crate) String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `consume` prints the member's runtime errors itself (from `errors()`), so the
-    // library's log line of each (target `kinesumer::errors`) would print it twice.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,kinesumer::errors=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    say::init(cli.log_format);
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -61,6 +54,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli {
         aws: options,
         command,
+        ..
     } = cli;
     if let Command::IamPolicy(args) = &command {
         // Offline: no AWS call, so no credentials needed.
@@ -88,7 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Prints `error` with its cause chain and picks the exit code: 2 for a usage error or
 /// a refused configuration, 1 otherwise.
 fn fail(error: &anyhow::Error) -> ExitCode {
-    eprintln!("kinesumer: error: {}", chain(error));
+    say::error(chain(error));
     let usage = error.chain().any(|cause| {
         cause.is::<UsageError>()
             || cause.is::<kinesumer::ConfigError>()
@@ -98,7 +92,9 @@ fn fail(error: &anyhow::Error) -> ExitCode {
             )
     });
     if usage {
-        eprintln!("(see kinesumer --help)");
+        if !say::json() {
+            eprintln!("(see kinesumer --help)");
+        }
         ExitCode::from(2)
     } else {
         ExitCode::FAILURE

@@ -70,7 +70,7 @@ pub(crate) async fn serve(
     let warnings = AbortOnDrop(tokio::spawn(async move {
         // Runtime errors carry no payload and no credential: safe to print.
         while let Some(e) = errors.next().await {
-            eprintln!("kinesumer: warning: {e}");
+            crate::say::warning(e);
         }
     }));
     let stop = async {
@@ -92,11 +92,11 @@ pub(crate) async fn serve(
             tokio::select! {
                 _ = pause.recv() => {
                     member.pause_all();
-                    eprintln!("kinesumer: paused every shard (SIGUSR1): no record is handed out, the leases are kept; SIGUSR2 resumes");
+                    crate::say::note("paused every shard (SIGUSR1): no record is handed out, the leases are kept; SIGUSR2 resumes");
                 }
                 _ = resume.recv() => {
                     member.resume_all();
-                    eprintln!("kinesumer: resumed every shard (SIGUSR2)");
+                    crate::say::note("resumed every shard (SIGUSR2)");
                 }
             }
         }
@@ -110,7 +110,7 @@ pub(crate) async fn serve(
     // commit or release is read again by the next owner (after the failover).
     let closed = match member.close().await {
         Err(e @ kinesumer::Error::CloseIncomplete { .. }) => {
-            eprintln!("kinesumer: warning: leaving the group: {e}");
+            crate::say::warning(format!("leaving the group: {e}"));
             Ok(())
         }
         closed => closed.context("leaving the group"),

@@ -31,7 +31,7 @@ pub(crate) fn serve(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<
     kinesumer::metrics::describe();
     Ok(tokio::spawn(async move {
         if let Err(e) = exporter.await {
-            eprintln!("kinesumer: warning: the metrics endpoint stopped: {e:?}");
+            crate::say::warning(format!("the metrics endpoint stopped: {e:?}"));
         }
     }))
 }

@@ -60,7 +60,7 @@ pub(crate) async fn run(aws: &Aws, args: PutArgs) -> anyhow::Result<()> {
     reader
         .join()
         .map_err(|_| anyhow::anyhow!("the stdin reader panicked"))?;
-    eprintln!("kinesumer: put {total} records to {}", args.stream);
+    crate::say::note(format!("put {total} records to {}", args.stream));
     Ok(())
 }
 

@@ -248,18 +248,11 @@ fn spawn(
     ) else {
         unreachable!("all three are piped")
     };
-    let forward = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        let mut out = tokio::io::stderr();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let _ = out.write_all(format!("{label} {line}\n").as_bytes()).await;
-        }
-    });
     let running = Running {
         stdin,
         process,
         group,
-        _stderr: AbortOnDrop(forward),
+        _stderr: crate::say::forward(stderr, label),
     };
     Ok((running, BufReader::new(stdout).lines()))
 }

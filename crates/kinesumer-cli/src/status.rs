@@ -188,7 +188,7 @@ async fn live_lag(aws: &Aws, rows: &mut [StreamRow], most: usize) {
         };
         match asked.await {
             Ok(page) => shard.live_behind_ms = page.millis_behind,
-            Err(e) => eprintln!("kinesumer: live lag of {stream}/{}: {e}", shard.shard_id),
+            Err(e) => crate::say::note(format!("live lag of {stream}/{}: {e}", shard.shard_id)),
         }
     }
 }

@@ -116,3 +116,43 @@ async fn a_missing_dead_letter_stream_fails_the_start_and_says_so() {
         "{stderr}"
     );
 }
+
+/// `--log-format json`: what a command writes to its stderr reaches the member's as JSON
+/// objects naming the command's shard, beside the member's own JSON lines.
+#[tokio::test]
+async fn with_json_logs_a_commands_stderr_lines_are_objects_naming_its_shard() {
+    let (table, stream) = table_and_stream(1).await;
+    let app = random_name("app");
+    let handler = r#"echo "handled $(cat)" >&2"#;
+    let options = ["--exec", handler, "--log-format", "json"];
+    let mut member = Member::start_with(&app, &table, &stream, "exec-json", &options);
+    put(&stream, &payloads("j", 3), &[]).await;
+    let objects = eventually("the commands' lines", Duration::from_secs(30), || async {
+        let stderr = member.stderr();
+        (0..3)
+            .all(|i| stderr.contains(&format!("handled j-{i}")))
+            .then_some(stderr)
+    })
+    .await;
+    let lines: Vec<serde_json::Value> = objects
+        .lines()
+        .filter(|l| !l.starts_with("----"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let handled: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("handled j-")
+        })
+        .collect();
+    assert_eq!(handled.len(), 3, "{lines:?}");
+    let shard = format!("[{stream}/shardId-000000000000]");
+    assert!(
+        handled.iter().all(|l| l["child"] == shard.as_str()),
+        "{handled:?}"
+    );
+    assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
+}

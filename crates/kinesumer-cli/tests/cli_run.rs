@@ -188,32 +188,83 @@ async fn exits_mid_batch(options: &[&str]) -> usize {
 }
 
 /// The handler of docs/processor-protocol.md ("A handler in 20 lines, without the
-/// helper") serves a shared child: every record reaches it.
+/// helper"), written to a file of its own (removed when dropped).
+struct DocHandler(PathBuf);
+
+impl DocHandler {
+    fn new() -> Self {
+        let doc =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/processor-protocol.md");
+        let doc = std::fs::read_to_string(doc).unwrap();
+        let (_, after) = doc.split_once("## A handler in 20 lines").unwrap();
+        let (_, code) = after.split_once("```python\n").unwrap();
+        let (code, _) = code.split_once("```").unwrap();
+        let path = std::env::temp_dir().join(format!("{}.py", random_name("doc-handler")));
+        std::fs::write(&path, code).unwrap();
+        Self(path)
+    }
+
+    /// Runs a member of 2 shards with it and `options`, until it printed every one of 10
+    /// records to its stderr; returns what the member wrote to stderr.
+    async fn serve(&self, options: &[&str]) -> String {
+        let (table, stream) = table_and_stream(2).await;
+        let app = random_name("app");
+        let command = ["python3", self.0.to_str().unwrap()];
+        let mut member = RunMember::start(&app, &table, &stream, "doc", options, &[], &command);
+        put(&stream, &payloads("doc", 10), &[]).await;
+        eventually("every record printed", Duration::from_secs(40), || async {
+            let stderr = member.stderr();
+            (0..10)
+                .all(|i| stderr.contains(&format!("b'doc-{i}'")))
+                .then_some(())
+        })
+        .await;
+        assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
+        member.stderr()
+    }
+}
+
+impl Drop for DocHandler {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The handler written out in the protocol's doc serves a shared child: every record
+/// reaches it.
 #[tokio::test]
 async fn the_handler_written_out_in_the_protocols_doc_works() {
-    let doc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/processor-protocol.md");
-    let doc = std::fs::read_to_string(doc).unwrap();
-    let (_, after) = doc.split_once("## A handler in 20 lines").unwrap();
-    let (_, code) = after.split_once("```python\n").unwrap();
-    let (code, _) = code.split_once("```").unwrap();
-    let handler = std::env::temp_dir().join(format!("{}.py", random_name("doc-handler")));
-    std::fs::write(&handler, code).unwrap();
+    let stderr = DocHandler::new().serve(&[]).await;
+    assert!(stderr.contains("[child] shardId-"), "{stderr}");
+}
 
-    let (table, stream) = table_and_stream(2).await;
-    let app = random_name("app");
-    let command = ["python3", handler.to_str().unwrap()];
-    let mut member = RunMember::start(&app, &table, &stream, "doc", &[], &[], &command);
-    let records = payloads("doc", 10);
-    put(&stream, &records, &[]).await;
-    eventually("every record printed", Duration::from_secs(40), || async {
-        let stderr = member.stderr();
-        (0..10)
-            .all(|i| stderr.contains(&format!("b'doc-{i}'")))
-            .then_some(())
-    })
-    .await;
-    assert_eq!(member.terminate().await, Some(0), "{}", member.stderr());
-    let _ = std::fs::remove_file(handler);
+/// `--log-format json`: every line on the member's stderr is a JSON object — the
+/// library's events, the tool's notes, and the child's stderr with the child named.
+#[tokio::test]
+async fn with_json_logs_every_stderr_line_is_an_object_the_childs_lines_too() {
+    let stderr = DocHandler::new().serve(&["--log-format", "json"]).await;
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("----"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["message"].is_string()));
+    let child: Vec<&serde_json::Value> = lines.iter().filter(|l| l["child"] == "[child]").collect();
+    assert!(
+        child
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("b'doc-0'")),
+        "{child:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l["target"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("kinesumer::")),
+        "the library's events are JSON too: {lines:?}"
+    );
 }
 
 /// A shared child whose first batch of each shard waits for the other shard's: every

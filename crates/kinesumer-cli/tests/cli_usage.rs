@@ -239,13 +239,16 @@ async fn an_unreachable_endpoint_is_one_line_naming_it() {
     );
 }
 
+/// `run` of a valid group, up to its command.
+const RUN: [&str; 8] = [
+    "run", "--app", "a", "--table", "table", "--stream", "s", "--",
+];
+
 /// A processor that cannot be started would fail every shard's attempts for ever (each
 /// shard released and taken again): `run` refuses it before joining.
 #[tokio::test]
 async fn run_refuses_a_command_that_cannot_be_started() {
-    let run = [
-        "run", "--app", "a", "--table", "table", "--stream", "s", "--",
-    ];
+    let run = RUN;
     usage_error(
         &[&run[..], &["/nonexistent/handler", "x"]].concat(),
         "cannot start /nonexistent/handler: no such file",
@@ -265,4 +268,29 @@ async fn run_refuses_a_command_that_cannot_be_started() {
     )
     .await;
     let _ = std::fs::remove_file(not_executable);
+}
+
+/// `--log-format json`: an error the tool ends with is one JSON object on stderr.
+#[tokio::test]
+async fn with_json_logs_an_error_is_one_object() {
+    let args = [
+        &["--log-format", "json"][..],
+        &RUN,
+        &["/nonexistent/handler"],
+    ]
+    .concat();
+    let out = run(&args, b"").await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert_eq!(lines[0]["level"], "ERROR");
+    let message = lines[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("cannot start /nonexistent/handler"),
+        "{message}"
+    );
 }
