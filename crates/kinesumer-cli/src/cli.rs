@@ -23,7 +23,7 @@ use crate::say::LogFormat;
 pub(crate) struct Cli {
     /// How stderr is written: `text` lines for a person, or `json`, one object a line
     /// (timestamp, level, target, message and fields) for a log pipeline.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT", env = "KINESUMER_LOG_FORMAT")]
     pub(crate) log_format: LogFormat,
     #[command(flatten)]
     pub(crate) aws: AwsOptions,

@@ -270,16 +270,19 @@ async fn run_refuses_a_command_that_cannot_be_started() {
     let _ = std::fs::remove_file(not_executable);
 }
 
-/// `--log-format json`: an error the tool ends with is one JSON object on stderr.
+/// `--log-format json` (or `KINESUMER_LOG_FORMAT=json`): an error the tool ends with is
+/// one JSON object on stderr.
 #[tokio::test]
 async fn with_json_logs_an_error_is_one_object() {
-    let args = [
-        &["--log-format", "json"][..],
-        &RUN,
-        &["/nonexistent/handler"],
-    ]
-    .concat();
-    let out = run(&args, b"").await;
+    let command = [&RUN[..], &["/nonexistent/handler"]].concat();
+    let by_option = [&["--log-format", "json"][..], &command].concat();
+    is_one_error_object(run(&by_option, b"").await);
+    let mut by_env = common::kinesumer();
+    by_env.args(&command).env("KINESUMER_LOG_FORMAT", "json");
+    is_one_error_object(by_env.output().await.unwrap());
+}
+
+fn is_one_error_object(out: std::process::Output) {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<serde_json::Value> = stderr
