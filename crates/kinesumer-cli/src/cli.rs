@@ -76,8 +76,9 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Join a group as a member and write every record it is given to stdout.
     Consume(ConsumeArgs),
-    /// Join a group as a member and process every shard it is given with a child process
-    /// speaking the record-processor protocol (docs/processor-protocol.md):
+    /// Join a group as a member and process the shards it is given with a child process
+    /// (one for all of them, or one each with --child-per-shard) speaking the
+    /// record-processor protocol (docs/processor-protocol.md):
     /// `kinesumer run --app A --table T --stream S -- python3 handler.py`.
     Run(RunArgs),
     /// Move the checkpoints of a stream's shards: prints, per shard, the checkpoint now
