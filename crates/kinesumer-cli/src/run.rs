@@ -353,36 +353,28 @@ impl Child {
             Link::Own(None) => return Err(format!("{} stopped", self.label)),
             Link::Shared(seat) => return seat.next().await,
         };
-        let line = match own.stdout.next_line().await {
-            Ok(Some(line)) => line,
-            Ok(None) => return Err(self.died("it closed its stdout").await),
-            Err(e) => return Err(self.died(&format!("reading its stdout failed: {e}")).await),
-        };
-        match Reply::parse(&line) {
-            Some((_, reply)) => Ok(reply),
-            None => {
+        match next_reply(&mut own.stdout).await {
+            Ok((_, reply)) => Ok(reply),
+            Err(Broken::Stopped(what)) => Err(self.died(&what).await),
+            Err(Broken::NotTheProtocol(line)) => {
                 // Out of step for good: a new child gets everything again.
                 self.link = Link::Own(None);
-                let shown: String = line.chars().take(200).collect();
-                Err(format!(
-                    "{} wrote a line that is not the protocol (stdout is the protocol's; log to stderr): {shown:?}",
-                    self.label
-                ))
+                Err(not_the_protocol(&self.label, &line))
             }
         }
     }
 
     /// The shard's own child is gone or unusable: says how it ended.
     async fn died(&mut self, what: &str) -> String {
-        let status = match &mut self.link {
-            Link::Own(own) => match own.take() {
-                Some(own) => own.running.exit(Duration::from_secs(1)).await,
-                None => None,
-            },
+        let own = match &mut self.link {
+            Link::Own(own) => own.take(),
             Link::Shared(_) => None,
         };
-        let status = status.map(|s| format!(" ({s})")).unwrap_or_default();
-        format!("{} stopped: {what}{status}", self.label)
+        let status = match own {
+            Some(own) => own.running.exit(EXIT_SEEN).await,
+            None => None,
+        };
+        stopped(&self.label, what, status)
     }
 
     /// Applies a checkpoint: everything delivered (`None`), or up to a position.
@@ -551,6 +543,43 @@ impl Processor for Child {
             let _ = self.checkpoint(None);
         }
     }
+}
+
+/// How long a child that stopped answering is given to show its exit status.
+const EXIT_SEEN: Duration = Duration::from_secs(1);
+
+/// Why a child's next line did not come.
+enum Broken {
+    /// It is gone: what was seen.
+    Stopped(String),
+    /// It wrote this line, which is not the protocol.
+    NotTheProtocol(String),
+}
+
+/// The next message a child wrote on `stdout`, and the shard it names, if it names one.
+async fn next_reply(
+    stdout: &mut Lines<BufReader<ChildStdout>>,
+) -> Result<(Option<(String, String)>, Reply), Broken> {
+    let line = match stdout.next_line().await {
+        Ok(Some(line)) => line,
+        Ok(None) => return Err(Broken::Stopped("it closed its stdout".to_owned())),
+        Err(e) => return Err(Broken::Stopped(format!("reading its stdout failed: {e}"))),
+    };
+    Reply::parse(&line).ok_or(Broken::NotTheProtocol(line))
+}
+
+/// What is said of child `who` that ended: what was seen, and its exit status if known.
+fn stopped(who: &str, what: &str, status: Option<std::process::ExitStatus>) -> String {
+    let status = status.map(|s| format!(" ({s})")).unwrap_or_default();
+    format!("{who} stopped: {what}{status}")
+}
+
+/// What is said of child `who` that wrote `line`, which is not the protocol.
+fn not_the_protocol(who: &str, line: &str) -> String {
+    let shown: String = line.chars().take(200).collect();
+    format!(
+        "{who} wrote a line that is not the protocol (stdout is the protocol's; log to stderr): {shown:?}"
+    )
 }
 
 /// A line the child wrote.

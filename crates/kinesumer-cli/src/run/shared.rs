@@ -23,9 +23,12 @@ use tokio::io::{AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 
-use super::{spawn, Reply, Running};
+use super::{next_reply, not_the_protocol, spawn, Broken, Reply, Running, EXIT_SEEN};
 use crate::exec::KillOnDrop;
 use crate::member::AbortOnDrop;
+
+/// How the child is named in what is said of it.
+const WHO: &str = "the shared child";
 
 /// A shard, as answers name it: `(stream, shard_id)`.
 type Key = (String, String);
@@ -133,19 +136,13 @@ async fn route(
 ) {
     // A broken protocol ends the generation at once; a child that stopped says how.
     let stopped = loop {
-        let line = match stdout.next_line().await {
-            Ok(Some(line)) => line,
-            Ok(None) => break Ok("it closed its stdout".to_owned()),
-            Err(e) => break Ok(format!("reading its stdout failed: {e}")),
-        };
-        let Some((shard, reply)) = Reply::parse(&line) else {
-            let shown: String = line.chars().take(200).collect();
-            break Err(format!(
-                "the shared child wrote a line that is not the protocol (stdout is the protocol's; log to stderr): {shown:?}"
-            ));
+        let (shard, reply) = match next_reply(&mut stdout).await {
+            Ok(next) => next,
+            Err(Broken::Stopped(what)) => break Ok(what),
+            Err(Broken::NotTheProtocol(line)) => break Err(not_the_protocol(WHO, &line)),
         };
         let Some(shard) = shard else {
-            break Err("the shared child answered without naming the shard: a child shared by the member's shards names `stream` and `shard_id` in every answer (docs/processor-protocol.md), or runs with --child-per-shard".to_owned());
+            break Err(format!("{WHO} answered without naming the shard: a child shared by the member's shards names `stream` and `shard_id` in every answer (docs/processor-protocol.md), or runs with --child-per-shard"));
         };
         let routes = lock(&routes);
         match routes.get(&shard).filter(|r| r.generation == number) {
@@ -154,7 +151,7 @@ async fn route(
             }
             None => {
                 break Err(format!(
-                    "the shared child answered for {}/{}, a shard it is not serving",
+                    "{WHO} answered for {}/{}, a shard it is not serving",
                     shard.0, shard.1
                 ))
             }
@@ -162,12 +159,8 @@ async fn route(
     };
     let why = match stopped {
         Ok(what) => {
-            let status = tokio::time::timeout(Duration::from_secs(1), process.wait()).await;
-            let status = match status {
-                Ok(Ok(status)) => format!(" ({status})"),
-                _ => String::new(),
-            };
-            format!("the shared child stopped: {what}{status}")
+            let status = tokio::time::timeout(EXIT_SEEN, process.wait()).await;
+            super::stopped(WHO, &what, status.ok().and_then(Result::ok))
         }
         Err(why) => why,
     };
@@ -254,10 +247,10 @@ impl Seat {
         let number = self.joined.as_ref().map(|(g, _)| *g);
         let mut state = self.shared.state.lock().await;
         let Some(generation) = state.running.as_mut().filter(|g| Some(g.number) == number) else {
-            return Err("the shared child stopped".to_owned());
+            return Err(format!("{WHO} stopped"));
         };
         if let Err(e) = generation.stdin.write_all(line.as_bytes()).await {
-            let why = format!("the shared child stopped: writing to it failed: {e}");
+            let why = super::stopped(WHO, &format!("writing to it failed: {e}"), None);
             drop(state);
             self.shared.end(number.unwrap_or_default(), &why).await;
             return Err(why);
@@ -268,11 +261,11 @@ impl Seat {
     /// The child's next answer to this shard.
     pub(crate) async fn next(&mut self) -> Result<Reply, String> {
         let Some((_, rx)) = &mut self.joined else {
-            return Err("the shared child stopped".to_owned());
+            return Err(format!("{WHO} stopped"));
         };
         rx.recv()
             .await
-            .unwrap_or_else(|| Err("the shared child stopped".to_owned()))
+            .unwrap_or_else(|| Err(format!("{WHO} stopped")))
     }
 
     /// This shard's conversation is out of step (an answer it waited for will come, to
