@@ -283,11 +283,7 @@ impl Member {
 
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: rustix::process::Signal) {
-        let pid = self
-            .child
-            .id()
-            .and_then(|id| rustix::process::Pid::from_raw(id as i32));
-        rustix::process::kill_process(pid.expect("a running member"), signal).expect("signal");
+        wait::signal(&self.child, signal);
     }
 
     /// What it wrote to stderr so far.

@@ -33,18 +33,20 @@ where
     }
 }
 
+/// Sends `signal` to the running `child`.
+pub fn signal(child: &tokio::process::Child, signal: rustix::process::Signal) {
+    let pid = child.id().expect("running") as i32;
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid).expect("pid"), signal)
+        .expect("signal");
+}
+
 /// Sends SIGTERM to `child`, waits for its exit and then for `stdout_reader` to finish
 /// (so every line written before the exit has been read); returns the exit code.
 pub async fn terminate(
     child: &mut tokio::process::Child,
     stdout_reader: Option<tokio::task::JoinHandle<()>>,
 ) -> Option<i32> {
-    let pid = child.id().expect("running") as i32;
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid).expect("pid"),
-        rustix::process::Signal::TERM,
-    )
-    .expect("SIGTERM");
+    signal(child, rustix::process::Signal::TERM);
     let status = within("process exit", child.wait()).await.expect("wait");
     if let Some(reader) = stdout_reader {
         within("stdout drained", reader).await.expect("reader");
